@@ -1,0 +1,75 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6)
+]
+
+let package = Package(
+    name: "baton",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "baton", targets: ["baton"]),
+        .executable(name: "consul-bench", targets: ["ConsulBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries from Debian's -dev packages.
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+
+        // Consul's wire format: durations, keys, JSON shapes. Pure, shared by client and server.
+        .target(name: "ConsulAPI", swiftSettings: swiftSettings),
+        // The async Consul client every part of Baton shares (libcurl underneath).
+        .target(
+            name: "BatonConsul",
+            dependencies: ["CCurl", "ConsulAPI", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // The embedded single-node Consul-compatible server.
+        .target(
+            name: "BatonConsulServer",
+            dependencies: [
+                "ConsulAPI",
+                "BatonConsul",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // libpq behind one module.
+        .target(name: "BatonPostgres", dependencies: ["CLibPQ"], swiftSettings: swiftSettings),
+        // Baton's decisions: pure functions over observed state.
+        .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ConsulBench",
+            dependencies: ["BatonConsul", "ConsulAPI"],
+            path: "Sources/ConsulBench",
+            swiftSettings: swiftSettings
+        ),
+        // Helpers the live tests share: child processes, free ports.
+        .target(name: "BatonTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "ConsulAPITests", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ConsulConformanceTests",
+            dependencies: ["BatonConsul", "BatonConsulServer", "ConsulAPI", "BatonTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,169 @@
+import BatonConsul
+import ConsulAPI
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The server's timers: session TTLs, TTL checks, the HTTP and TCP checks it runs, and the reaping of
+/// services critical for longer than their DeregisterCriticalServiceAfter.
+final class CheckRunner: Sendable {
+    private let store: Store
+    private let probes = Mutex<[String: Task<Void, Never>]>([:])
+    private let sweeper = Mutex<Task<Void, Never>?>(nil)
+    private let http = CurlTransport()
+    /// How often deadlines are checked: the resolution of TTL expiry.
+    let resolution: Duration = .milliseconds(50)
+
+    init(store: Store) { self.store = store }
+
+    func start() {
+        let task = Task { [self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: resolution)
+                await sweep()
+            }
+        }
+        sweeper.withLock { $0 = task }
+        reconcile()
+    }
+
+    func stop() {
+        sweeper.withLock { $0?.cancel() }
+        let tasks = probes.withLock { p -> [Task<Void, Never>] in
+            defer { p.removeAll() }
+            return Array(p.values)
+        }
+        for t in tasks { t.cancel() }
+    }
+
+    private func sweep() async {
+        let now = ContinuousClock.now
+        let (sessions, checks, reap) = store.mutateRuntime { s -> ([String], [(String, String)], [String]) in
+            let sessions = s.sessionDeadlines.filter { $0.value <= now }.map(\.key).sorted()
+            var checks: [(String, String)] = []
+            for (id, deadline) in s.checkDeadlines where deadline <= now {
+                s.checkDeadlines[id] = nil
+                guard let check = s.checks[id], check.status != "critical" else { continue }
+                let output = check.output.isEmpty ? "TTL expired" : "TTL expired (last output before timeout follows): \(check.output)"
+                checks.append((id, output))
+            }
+            var reap: [String] = []
+            for (id, since) in s.criticalSince {
+                guard let check = s.checks[id], let after = check.deregisterCriticalServiceAfter, !check.serviceID.isEmpty else { continue }
+                if since.advanced(by: max(after, .seconds(60)).swiftDuration) <= now { reap.append(check.serviceID) }
+            }
+            return (sessions, checks, Array(Set(reap)).sorted())
+        }
+        for id in sessions {
+            _ = try? await store.write { s, index, now in
+                // A renewal may have raced this sweep.
+                guard let deadline = s.sessionDeadlines[id], deadline <= now else { return Plan([], ()) }
+                return Plan(Operations.invalidateSession(s, id: id, index: index), ())
+            }
+        }
+        for (id, output) in checks {
+            _ = try? await store.write { s, index, _ throws(APIError) in
+                try Operations.updateCheck(s, index: index, id: id, status: "critical", output: output, requireTTL: false)
+            }
+        }
+        for service in reap {
+            _ = try? await store.write { s, index, _ throws(APIError) in try Operations.deregisterService(s, index: index, id: service) }
+        }
+        if !reap.isEmpty { reconcile() }
+    }
+
+    /// Starts a probe loop for every HTTP or TCP check that has none, and stops those whose check is gone.
+    func reconcile() {
+        let wanted: [String: CheckRecord] = (try? store.read { s in
+            s.checks.filter { entry in
+                switch entry.value.kind {
+                case .http, .tcp: return true
+                default: return false
+                }
+            }
+        }) ?? [:]
+        probes.withLock { running in
+            for (id, task) in running where wanted[id] == nil {
+                task.cancel()
+                running[id] = nil
+            }
+            for (id, check) in wanted where running[id] == nil {
+                running[id] = Task { [self] in await probeLoop(check) }
+            }
+        }
+    }
+
+    private func probeLoop(_ check: CheckRecord) async {
+        let interval = max(check.interval ?? .seconds(10), .seconds(1)).swiftDuration
+        let timeout = (check.timeout.flatMap { $0 > .zero ? $0 : nil } ?? .seconds(10)).swiftDuration
+        while !Task.isCancelled {
+            let (status, output) = await probe(check.kind, timeout: timeout)
+            if Task.isCancelled { return }
+            _ = try? await store.write { s, index, _ throws(APIError) in
+                // The check may have been re-registered with another definition meanwhile.
+                guard s.checks[check.id]?.kind == check.kind else { return Plan([], ()) }
+                return try Operations.updateCheck(s, index: index, id: check.id, status: status, output: output, requireTTL: false)
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    private func probe(_ kind: CheckRecord.Kind, timeout: Duration) async -> (String, String) {
+        switch kind {
+        case .http(let url, let method, let headers, let body, _):
+            var list: [(String, String)] = []
+            for (name, values) in headers { for v in values { list.append((name, v)) } }
+            let request = HTTPRequest(method: method, url: url, headers: list, body: body.isEmpty ? nil : Array(body.utf8), timeout: timeout)
+            do {
+                let response = try await http.send(request)
+                let summary = "HTTP \(method) \(url): \(response.status) Output: \(String(response.text.prefix(4096)))"
+                switch response.status {
+                case 200..<300: return ("passing", summary)
+                case 429: return ("warning", summary)
+                default: return ("critical", summary)
+                }
+            } catch {
+                return ("critical", "Get \"\(url)\": \(error)")
+            }
+        case .tcp(let address):
+            let ok = await Self.tcpConnect(address, timeout: timeout)
+            return ok ? ("passing", "TCP connect \(address): Success") : ("critical", "dial tcp \(address): connection failed")
+        default:
+            return ("critical", "not a probed check")
+        }
+    }
+
+    /// Whether a TCP connection to `host:port` opens within `timeout`.
+    static func tcpConnect(_ address: String, timeout: Duration) async -> Bool {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: blockingConnect(address, timeoutMS: Int32(timeout.nanosecondsRounded / 1_000_000)))
+            }
+        }
+    }
+
+    private static func blockingConnect(_ address: String, timeoutMS: Int32) -> Bool {
+        guard let colon = address.lastIndex(of: ":") else { return false }
+        let host = address[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let port = String(address[address.index(after: colon)...])
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>? = nil
+        guard getaddrinfo(host, port, &hints, &result) == 0, let info = result else { return false }
+        defer { freeaddrinfo(result) }
+        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return true }
+        guard errno == EINPROGRESS else { return false }
+        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        guard poll(&pfd, 1, timeoutMS) == 1 else { return false }
+        var error: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
+        return error == 0
+    }
+}

@@ -1,0 +1,208 @@
+import ConsulAPI
+import Dispatch
+import Foundation
+import Synchronization
+
+/// An answer to an API request that Consul gives as an error status with a plain-text body.
+struct APIError: Error, Sendable {
+    var status: Int
+    var message: String
+    init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+}
+
+/// A write planned against the current state: the changes to make durable, then apply, and the answer.
+struct Plan<Result: Sendable>: Sendable {
+    var changes: [Change]
+    var result: Result
+    init(_ changes: [Change], _ result: Result) {
+        self.changes = changes
+        self.result = result
+    }
+
+    /// An answer that changes nothing.
+    init(_ result: Result) {
+        self.init([], result)
+    }
+}
+
+/// The server's state, its durable log and the wake-ups of blocked readers.
+///
+/// Reads take a short lock. Writes go one at a time through a dedicated thread: the write is planned
+/// against the current state, appended to the log and synced, and only then applied and made visible,
+/// so no reader ever sees a write that a crash could lose.
+final class Store: Sendable {
+    private let state: Mutex<State>
+    // @unchecked-free: the log is touched only on `commitQueue`.
+    private nonisolated(unsafe) let log: WriteAheadLog?
+    private let commitQueue = DispatchQueue(label: "baton.consul.commit")
+    private let waiters = Mutex<Waiters>(Waiters())
+    /// Writes fail with this once the disk failed: better to stop acknowledging than to lie.
+    private let broken = Mutex<String?>(nil)
+
+    struct Waiters {
+        var version: UInt64 = 0
+        var pending: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextID: UInt64 = 0
+    }
+
+    init(log: WriteAheadLog?, initial: State) {
+        self.log = log
+        self.state = Mutex(initial)
+    }
+
+    /// Refuses further writes and closes the log, after any write in progress.
+    func close() {
+        commitQueue.sync {
+            broken.withLock { $0 = "the server is shutting down" }
+            log?.close()
+        }
+    }
+
+    func read<T>(_ body: (borrowing State) throws(APIError) -> T) throws(APIError) -> T {
+        try state.withLock { (s: inout State) throws(APIError) -> T in try body(s) }
+    }
+
+    /// Changes runtime-only state (session and check deadlines are not in `State`; lock-delay is).
+    func mutateRuntime<T>(_ body: (inout State) -> T) -> T {
+        state.withLock { body(&$0) }
+    }
+
+    /// Plans, persists and applies one write.
+    func write<R: Sendable>(_ planner: @escaping @Sendable (borrowing State, UInt64, ContinuousClock.Instant) throws(APIError) -> Plan<R>)
+        async throws(APIError) -> R
+    {
+        let outcome: Result<R, APIError> = await withCheckedContinuation { continuation in
+            commitQueue.async {
+                continuation.resume(returning: self.commit(planner))
+            }
+        }
+        return try outcome.get()
+    }
+
+    private func commit<R>(_ planner: (borrowing State, UInt64, ContinuousClock.Instant) throws(APIError) -> Plan<R>) -> Result<R, APIError> {
+        if let reason = broken.withLock({ $0 }) { return .failure(APIError(500, "storage failed, writes are refused: \(reason)")) }
+        let now = ContinuousClock.now
+        let planned: Result<(Plan<R>, UInt64), APIError> = state.withLock { s in
+            let index = s.index + 1
+            do throws(APIError) {
+                return .success((try planner(s, index, now), index))
+            } catch {
+                return .failure(error)
+            }
+        }
+        guard case .success(let (plan, index)) = planned else {
+            if case .failure(let e) = planned { return .failure(e) }
+            fatalError("unreachable")
+        }
+        guard !plan.changes.isEmpty else { return .success(plan.result) }
+        if let log {
+            do {
+                try log.append(ChangeCoding.encode(plan.changes, index: index))
+            } catch {
+                broken.withLock { $0 = "\(error)" }
+                return .failure(APIError(500, "cannot persist the write: \(error)"))
+            }
+        }
+        let snapshot: State? = state.withLock { s in
+            s.apply(plan.changes, index: index, now: now)
+            return (log?.logSize ?? 0) > (log?.compactionThreshold ?? Int.max) ? s : nil
+        }
+        if let snapshot, let log {
+            do { try log.compact(snapshot) } catch { broken.withLock { $0 = "\(error)" } }
+        }
+        wakeAll()
+        return .success(plan.result)
+    }
+
+    // MARK: Blocking
+
+    /// The current change version, to wait on with ``waitForChange(after:until:)``.
+    var version: UInt64 { waiters.withLock { $0.version } }
+
+    private func wakeAll() {
+        let woken = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            w.version += 1
+            defer { w.pending.removeAll() }
+            return Array(w.pending.values)
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    /// Wakes blocked readers without a write (a renewal changes nothing, but a test may want a poke).
+    func notifyRuntimeChange() { wakeAll() }
+
+    /// Returns when anything was written after `version`, or at `deadline`, or on cancellation.
+    func waitForChange(after version: UInt64, until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitForVersion(after: version) }
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForVersion(after version: UInt64) async {
+        let id = waiters.withLock { w -> UInt64 in
+            w.nextID += 1
+            return w.nextID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = waiters.withLock { w -> Bool in
+                    if w.version > version || Task.isCancelled { return true }
+                    w.pending[id] = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = waiters.withLock { $0.pending.removeValue(forKey: id) }
+            continuation?.resume()
+        }
+    }
+
+    /// Consul's blocking-query loop: answer at once unless the caller asked to wait for an index the
+    /// result has not passed; then wait for writes, re-evaluating on each, until the deadline.
+    ///
+    /// `evaluate` returns the result's index and whether it is a single object that is missing; a
+    /// missing object that was already missing before a wake-up keeps the query blocked (Consul's
+    /// refinement, so that unrelated writes do not return a spurious 404).
+    func blockingQuery<T>(
+        index requested: UInt64, wait: Duration?, evaluate: (borrowing State) throws(APIError) -> (index: UInt64, missing: Bool, value: T)
+    ) async throws(APIError) -> (index: UInt64, value: T) {
+        var threshold = requested
+        var previouslyMissing = false
+        let deadline: ContinuousClock.Instant
+        if requested > 0, let wait {
+            let jitter = Duration.nanoseconds(Int64.random(in: 0..<max(1, (wait / 16).nanosecondsRounded)))
+            deadline = .now + wait + jitter
+        } else {
+            deadline = .now
+        }
+        while true {
+            let version = self.version
+            let (index, missing, value) = try read(evaluate)
+            if requested == 0 { return (index, value) }
+            if index > threshold {
+                if !(missing && previouslyMissing) { return (index, value) }
+                threshold = index
+            }
+            previouslyMissing = missing
+            if ContinuousClock.now >= deadline || Task.isCancelled { return (index, value) }
+            await waitForChange(after: version, until: deadline)
+            if ContinuousClock.now >= deadline || Task.isCancelled {
+                let (index, _, value) = try read(evaluate)
+                return (index, value)
+            }
+        }
+    }
+}
+
+extension Duration {
+    var nanosecondsRounded: Int64 {
+        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Baton: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "baton",
+        abstract: "PostgreSQL high availability: one writable primary, and a baton passed on when it fails.",
+        version: "0.1.0",
+        subcommands: [ConsulCommand.self]
+    )
+}

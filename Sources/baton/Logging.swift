@@ -1,0 +1,43 @@
+import Foundation
+import Logging
+
+/// Structured log lines on stderr in logfmt: `ts=… level=info msg="…" key=value`.
+struct LogfmtHandler: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .info
+    let label: String
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var line = "ts=\(Self.timestamp()) level=\(event.level) msg=\(Self.quote(event.message.description))"
+        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        for key in merged.keys.sorted() { line += " \(key)=\(Self.quote("\(merged[key]!)"))" }
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    static func quote(_ s: String) -> String {
+        if !s.isEmpty, s.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:/@".contains($0) }) { return s }
+        return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+
+    static func timestamp() -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date())
+    }
+}
+
+enum Logs {
+    static func bootstrap(level: Logger.Level = .info) {
+        LoggingSystem.bootstrap { label in
+            var handler = LogfmtHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}

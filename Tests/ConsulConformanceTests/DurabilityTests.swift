@@ -1,0 +1,142 @@
+import BatonConsul
+import BatonConsulServer
+import ConsulAPI
+import Foundation
+import BatonTestSupport
+import Testing
+
+/// The embedded server's own promises: durability across restarts and crashes, torn-write recovery,
+/// one server per data directory, and ACL enforcement. A real Consul is not restarted by these tests.
+@Suite("Embedded server durability and ACLs", .enabled(if: !Target.isRealConsul, "restarts and crashes the embedded server only"))
+struct DurabilityTests {
+    @Test("a restart keeps every key and session, and the index never moves backwards")
+    func restartKeepsState() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var server = try await Harness.startServer(directory: directory, sessionTTLMin: .seconds(10))
+        var t = Harness.target(for: server, directory: directory)
+        for i in 0..<50 { try await t.client.put("k/\(i)", "v\(i)") }
+        let session = try await t.session(#"{"TTL":"60s","LockDelay":"0s"}"#)
+        #expect(try await t.client.put("leader", "me", mode: .acquire(session: session)))
+        try await t.client.delete("k/0")
+        let indexBefore = try await t.client.list("").index
+        await server.shutdown()
+
+        server = try await Harness.startServer(directory: directory, sessionTTLMin: .seconds(10))
+        t = Harness.target(for: server, directory: directory)
+        let after = try await t.client.list("")
+        #expect(after.value.count == 50)
+        #expect(after.index >= indexBefore)
+        #expect(try await t.client.get("k/0").value == nil)
+        #expect(try await t.client.get("leader").value?.session == session)
+        #expect(try await t.client.sessionInfo(session).value != nil)
+        try await t.client.put("new", "x")
+        #expect(try #require(try await t.client.get("new").value).modifyIndex > indexBefore)
+        await server.shutdown()
+    }
+
+    @Test("a write torn by a crash is cut off on start, never loaded in part; damage in the middle refuses to start")
+    func tornWrite() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var server = try await Harness.startServer(directory: directory)
+        var t = Harness.target(for: server, directory: directory)
+        for i in 0..<10 { try await t.client.put("k/\(i)", "v\(i)") }
+        await server.shutdown()
+
+        let log = directory + "/raft.log"
+        let good = try Data(contentsOf: URL(fileURLWithPath: log))
+        #expect(good.count > 0)
+        // A record header that promises more bytes than were written, as a crash mid-write leaves it.
+        var torn = good
+        torn.append(contentsOf: [200, 0, 0, 0, 1, 2, 3, 4] + Array(#"{"index":99,"changes":[{"op":"kv","v":{"Key":"#.utf8))
+        try torn.write(to: URL(fileURLWithPath: log))
+        server = try await Harness.startServer(directory: directory)
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.list("k/").value.count == 10)
+        try await t.client.put("k/after", "x")
+        await server.shutdown()
+        server = try await Harness.startServer(directory: directory)
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.get("k/after").value?.stringValue == "x")
+        for i in 0..<5 { try await t.client.put("m/\(i)", "v") }
+        await server.shutdown()
+
+        // Flip a byte inside the first record of the log, with good records after it.
+        var damaged = try Data(contentsOf: URL(fileURLWithPath: log))
+        #expect(damaged.count > 40)
+        damaged[12] ^= 0xFF
+        try damaged.write(to: URL(fileURLWithPath: log))
+        await #expect(throws: DataDirectoryError.self) { _ = try await Harness.startServer(directory: directory) }
+    }
+
+    @Test("two servers never share a data directory")
+    func oneServerPerDirectory() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try await Harness.startServer(directory: directory)
+        await #expect(throws: DataDirectoryError.self) { _ = try await Harness.startServer(directory: directory) }
+        await server.shutdown()
+    }
+
+    @Test("with an ACL token configured, a request without it or with another is refused and stores nothing")
+    func aclToken() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let server = try await Harness.startServer(directory: directory, aclToken: "s3cret")
+        let base = "http://127.0.0.1:\(server.localAddress.port)"
+        let anonymous = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: base)]))
+        let wrong = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: base)], token: Secret("nope")))
+        let right = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: base)], token: Secret("s3cret")))
+        for client in [anonymous, wrong] {
+            do {
+                try await client.put("k", "v")
+                Issue.record("a write without the token must be refused")
+            } catch let error as ConsulError {
+                #expect(error.code == .permissionDenied)
+                #expect(!error.message.contains("s3cret") && !error.message.contains("nope"), "a token never appears in an error")
+            }
+        }
+        #expect(try await right.get("k").value == nil)
+        try await right.put("k", "v")
+        #expect(try await right.get("k").value?.stringValue == "v")
+        await server.shutdown()
+    }
+
+    @Test("kill -9 of `baton consul serve` under load loses no acknowledged write")
+    func crashUnderLoad() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let port = try FreePort.pick()
+        var process = try BatonProcess.start(["consul", "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory])
+        defer { process.kill() }
+        let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(port)")], requestTimeout: .seconds(2)))
+        #expect(await Harness.eventually { (try? await client.leader()) != nil })
+
+        let acknowledged = try await withThrowingTaskGroup(of: [String].self) { group in
+            for writer in 0..<4 {
+                group.addTask {
+                    var acked: [String] = []
+                    for i in 0..<10_000 {
+                        let key = "crash/\(writer)/\(i)"
+                        do { try await client.put(key, "v") } catch { break }
+                        acked.append(key)
+                    }
+                    return acked
+                }
+            }
+            try await Task.sleep(for: .milliseconds(700))
+            process.kill()
+            var all: [String] = []
+            for try await keys in group { all += keys }
+            return all
+        }
+        #expect(acknowledged.count > 20, "the writers acknowledged only \(acknowledged.count) writes before the kill")
+
+        process = try BatonProcess.start(["consul", "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory])
+        #expect(await Harness.eventually { (try? await client.leader()) != nil })
+        let stored = Set(try await client.keys("crash/").value)
+        let lost = acknowledged.filter { !stored.contains($0) }
+        #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost, e.g. \(lost.prefix(3))")
+    }
+}
