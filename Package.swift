@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -44,13 +45,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // libpq behind one module.
-        .target(name: "BatonPostgres", dependencies: ["CLibPQ"], swiftSettings: swiftSettings),
+        // Process spawning that leaks no descriptor to daemons (posix_spawn with closefrom).
+        .target(name: "CBatonSpawn"),
+        .target(name: "BatonPostgres", dependencies: ["CLibPQ", "CBatonSpawn", "BatonCore"], swiftSettings: swiftSettings),
         // Baton's decisions: pure functions over observed state.
         .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
+        // `baton bootstrap`: create or join a cluster (the I/O around BatonCore's plan).
+        .target(
+            name: "BatonBootstrap",
+            dependencies: [
+                "BatonCore", "BatonConsul", "BatonPostgres", "ConsulAPI",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres",
+                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonBootstrap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

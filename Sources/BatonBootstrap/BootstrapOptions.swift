@@ -1,0 +1,255 @@
+import BatonCore
+import Foundation
+import Yams
+
+/// An option's value as given on the command line or in the YAML config file, before validation.
+public enum RawValue: Sendable, Equatable {
+    case string(String)
+    case int(Int)
+    case bool(Bool)
+    case list([String])
+}
+
+/// The options of `baton bootstrap`: every one settable as a `--flag` or as the same name in the
+/// YAML file given with `--config`; flags override the file.
+public enum BootstrapOption {
+    public enum Kind: Sendable { case string, int, bool, list }
+
+    public static let all: [String: Kind] = [
+        "cluster": .string, "node-name": .string, "address": .string, "consul": .string, "pgdata": .string, "pg-port": .int,
+        "pg-bindir": .string, "pg-os-user": .string, "pg-socket-dir": .string, "pg-listen": .string,
+        "replication-password-file": .string, "allowed-network": .list, "virtual-ip": .string, "interface": .string,
+        "virtual-router-id": .int, "keepalived-conf": .string, "pgbouncer-ini": .string, "pgbouncer-port": .int,
+        "pgbouncer-auth-file": .string, "pgbouncer-listen": .string, "state-dir": .string, "priority": .int, "location": .string,
+        "templates-dir": .string, "force-clone": .bool, "consul-create": .bool, "consul-join": .list,
+        "consul-bootstrap-expect": .int, "consul-data-dir": .string, "consul-config-dir": .string, "consul-start-command": .list,
+        "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int,
+    ]
+
+    /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
+    /// types are errors, all reported at once.
+    public static func load(yaml text: String, source: String) throws(ValidationProblems) -> [String: RawValue] {
+        let node: Any?
+        do { node = try Yams.load(yaml: text) } catch {
+            throw ValidationProblems([ValidationProblem("\(source) is not valid YAML: \(error)")])
+        }
+        guard let node else { return [:] }
+        guard let mapping = node as? [String: Any] else {
+            throw ValidationProblems([ValidationProblem("\(source) must be a mapping of option names to values, e.g. `cluster: main`")])
+        }
+        var problems = ProblemCollector()
+        var values: [String: RawValue] = [:]
+        for key in mapping.keys.sorted() {
+            guard let kind = all[key] else {
+                let hint = all.keys.first { $0.replacingOccurrences(of: "-", with: "") == key.replacingOccurrences(of: "_", with: "").replacingOccurrences(of: "-", with: "").lowercased() }
+                problems.add("\(source): unknown option \(Quote.show(key))" + (hint.map { " (did you mean \($0)?)" } ?? ""))
+                continue
+            }
+            let value = mapping[key]
+            switch (kind, value) {
+            case (.string, let s as String): values[key] = .string(s)
+            case (.string, let i as Int): values[key] = .string(String(i))
+            case (.int, let i as Int): values[key] = .int(i)
+            case (.bool, let b as Bool): values[key] = .bool(b)
+            case (.list, let s as String): values[key] = .list(s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            case (.list, let items as [Any]):
+                let strings = items.compactMap { $0 as? String }
+                if strings.count == items.count { values[key] = .list(strings) } else { problems.add("\(source): \(key) must be a list of strings") }
+            default:
+                problems.add("\(source): \(key) must be \(kind == .int ? "an integer" : kind == .bool ? "true or false" : kind == .list ? "a list" : "a string")")
+            }
+        }
+        try problems.throwIfAny()
+        return values
+    }
+}
+
+/// Whether this node creates the cluster or joins it.
+public enum BootstrapMode: Sendable, Equatable {
+    case master
+    /// Consul HTTP addresses of the cluster; one reachable is enough.
+    case join([String])
+}
+
+/// Every setting of a bootstrap, validated.
+public struct BootstrapSettings: Sendable {
+    public var mode: BootstrapMode
+    public var cluster: ClusterName
+    public var node: NodeName
+    public var address: HostAddress
+    public var consulAddresses: String
+    public var pgdata: SafePath
+    public var pgPort: TCPPort
+    public var pgBindir: SafePath
+    public var pgOSUser: String
+    public var pgSocketDirectory: SafePath
+    public var pgListen: String
+    public var replicationPasswordSource: PasswordSource
+    public var allowedNetworks: [CIDR]
+    public var virtualIP: CIDR?
+    public var interface: String?
+    public var virtualRouterID: Int
+    public var keepalivedConf: SafePath
+    public var pgbouncerIni: SafePath
+    public var pgbouncerPort: TCPPort
+    public var pgbouncerAuthFile: SafePath
+    public var pgbouncerListen: String
+    public var stateDirectory: SafePath
+    public var priority: Int
+    public var location: String
+    public var templatesDirectory: SafePath?
+    public var forceClone: Bool
+    public var consulAgent: ConsulAgentSettings?
+    public var batonExecutable: SafePath
+    public var batonConfig: SafePath
+    public var streamingTimeout: Int
+
+    public var keys: ClusterKeys { ClusterKeys(cluster: cluster) }
+    public var passfile: SafePath { try! SafePath(stateDirectory.value + "/pgpass") }
+    public var postgresLog: String { stateDirectory.value + "/postgresql.log" }
+}
+
+/// Where the replication password comes from: a file, or an environment variable. Never a flag.
+public enum PasswordSource: Sendable, Equatable {
+    case file(SafePath)
+    case environment(String)
+
+    public var description: String {
+        switch self {
+        case .file(let p): return "file \(p.value)"
+        case .environment(let name): return "environment variable \(name)"
+        }
+    }
+}
+
+/// How Baton manages a real Consul agent, when asked to (`--consul-create` / `--consul-join`).
+public struct ConsulAgentSettings: Sendable, Equatable {
+    public var create: Bool
+    public var retryJoin: [HostAddress]
+    public var bootstrapExpect: Int
+    public var dataDirectory: SafePath
+    public var configDirectory: SafePath
+    public var startCommand: [String]
+}
+
+extension BootstrapSettings {
+    public static let passwordVariable = "BATON_REPLICATION_PASSWORD"
+
+    /// Validates merged options in one pass and reports every problem at once.
+    public static func validate(mode: BootstrapMode, options o: [String: RawValue], environment: [String: String], hostname: String)
+        throws(ValidationProblems) -> BootstrapSettings
+    {
+        var p = ProblemCollector()
+        func string(_ k: String) -> String? { if case .string(let s)? = o[k] { return s } else { return nil } }
+        func int(_ k: String) -> Int? { if case .int(let i)? = o[k] { return i } else { return nil } }
+        func bool(_ k: String) -> Bool { if case .bool(let b)? = o[k] { return b } else { return false } }
+        func list(_ k: String) -> [String]? { if case .list(let l)? = o[k] { return l } else { return nil } }
+        func path(_ k: String, _ fallback: String) -> SafePath? { p.check { () throws(ValidationProblem) in try SafePath(string(k) ?? fallback, field: "--\(k)") } }
+
+        let cluster = p.check { () throws(ValidationProblem) in try ClusterName(string("cluster") ?? "main") }
+        let node = p.check { () throws(ValidationProblem) in try NodeName(string("node-name") ?? hostname.lowercased(), field: "--node-name") }
+        var address: HostAddress? = nil
+        if let a = string("address") {
+            address = p.check { () throws(ValidationProblem) in try HostAddress(a, field: "--address") }
+        } else {
+            p.add("--address is required: this node's address as the other nodes reach it")
+        }
+        let pgdata = path("pgdata", "/var/lib/postgresql/15/baton")
+        let pgPort = p.check { () throws(ValidationProblem) in try TCPPort(int("pg-port") ?? 5432, field: "--pg-port") }
+        let pgBindir = path("pg-bindir", "/usr/lib/postgresql/15/bin")
+        let pgOSUser = string("pg-os-user") ?? "postgres"
+        if p.check({ () throws(ValidationProblem) in try NodeName(pgOSUser, field: "--pg-os-user") }) == nil {}
+        let socketDir = path("pg-socket-dir", "/var/run/postgresql")
+        let pgListen = string("pg-listen") ?? "*"
+        if pgListen != "*" { _ = p.check { () throws(ValidationProblem) in try HostAddress(pgListen, field: "--pg-listen") } }
+
+        var passwordSource: PasswordSource? = nil
+        if let file = string("replication-password-file") {
+            if let safe = p.check({ () throws(ValidationProblem) in try SafePath(file, field: "--replication-password-file") }) {
+                if FileManager.default.isReadableFile(atPath: safe.value) {
+                    passwordSource = .file(safe)
+                } else {
+                    p.add("--replication-password-file \(safe.value) does not exist or is not readable")
+                }
+            }
+        } else if environment[passwordVariable] != nil {
+            passwordSource = .environment(passwordVariable)
+        } else {
+            p.add("no replication password: give --replication-password-file FILE or set \(passwordVariable) (never a flag: it would show in ps)")
+        }
+
+        var networks: [CIDR] = []
+        if let given = list("allowed-network") {
+            for text in given { if let c = p.check({ () throws(ValidationProblem) in try CIDR(text, field: "--allowed-network") }) { networks.append(c) } }
+        } else if let address, let ip = IPAddress.parse(address.value) {
+            networks = [try! CIDR("\(address.value)/\(ip.bytes.count == 4 ? 32 : 128)")]
+        } else if address != nil {
+            p.add("--allowed-network is required when --address is a host name: the networks the replicas connect from")
+        }
+
+        var vip: CIDR? = nil
+        if let text = string("virtual-ip") { vip = p.check { () throws(ValidationProblem) in try CIDR(text, field: "--virtual-ip") } }
+        let interface = string("interface")
+        if let interface { _ = p.check { () throws(ValidationProblem) in try KeepalivedSettings.validateInterface(interface) } }
+        if vip != nil && interface == nil { p.add("--virtual-ip needs --interface: the network interface that carries it") }
+        let routerID = int("virtual-router-id") ?? 51
+        _ = p.check { () throws(ValidationProblem) in try KeepalivedSettings.validateRouterID(routerID) }
+
+        let priority = int("priority") ?? 100
+        if !(0...1000).contains(priority) { p.add("--priority \(priority) must be from 0 (never promoted) to 1000") }
+        let location = string("location") ?? "default"
+        if location.isEmpty || !location.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+            p.add("--location \(Quote.show(location)) may use only letters, digits, '-' and '_'")
+        }
+        let pgbouncerListen = string("pgbouncer-listen") ?? "*"
+        if pgbouncerListen != "*" { _ = p.check { () throws(ValidationProblem) in try HostAddress(pgbouncerListen, field: "--pgbouncer-listen") } }
+
+        var consulAgent: ConsulAgentSettings? = nil
+        let create = bool("consul-create")
+        let joinAgents = list("consul-join")
+        if create && joinAgents != nil { p.add("give --consul-create (first node) or --consul-join ADDR… (other nodes), not both") }
+        if create || joinAgents != nil {
+            var joins: [HostAddress] = []
+            for a in joinAgents ?? [] { if let h = p.check({ () throws(ValidationProblem) in try HostAddress(a, field: "--consul-join") }) { joins.append(h) } }
+            let expect = int("consul-bootstrap-expect") ?? 3
+            if !(1...7).contains(expect) { p.add("--consul-bootstrap-expect \(expect) must be from 1 to 7") }
+            let command = list("consul-start-command") ?? ["/usr/bin/systemctl", "start", "consul"]
+            if command.first.map({ !$0.hasPrefix("/") }) ?? true { p.add("--consul-start-command must start with an absolute path") }
+            if let dataDir = path("consul-data-dir", "/var/lib/consul"), let configDir = path("consul-config-dir", "/etc/consul.d") {
+                consulAgent = ConsulAgentSettings(
+                    create: create, retryJoin: joins, bootstrapExpect: expect, dataDirectory: dataDir, configDirectory: configDir, startCommand: command)
+            }
+        }
+
+        var consul = string("consul") ?? "127.0.0.1:8500"
+        if case .join(let addresses) = mode {
+            if addresses.isEmpty { p.add("--join needs at least one address of the cluster's Consul") }
+            if string("consul") == nil { consul = addresses.joined(separator: ",") }
+        }
+        let timeout = int("streaming-timeout") ?? 120
+        if timeout < 1 { p.add("--streaming-timeout must be at least 1 second") }
+
+        let settings = (
+            cluster, node, address, pgdata, pgPort, pgBindir, socketDir, passwordSource,
+            path("keepalived-conf", "/etc/keepalived/keepalived.conf"), path("pgbouncer-ini", "/etc/pgbouncer/pgbouncer.ini"),
+            p.check { () throws(ValidationProblem) in try TCPPort(int("pgbouncer-port") ?? 6432, field: "--pgbouncer-port") },
+            path("pgbouncer-auth-file", "/etc/pgbouncer/userlist.txt"), path("state-dir", "/var/lib/baton"),
+            path("baton-executable", "/usr/local/bin/baton"), path("baton-config", "/etc/baton/baton.yaml")
+        )
+        let templates: SafePath? = string("templates-dir").flatMap { t in p.check { () throws(ValidationProblem) in try SafePath(t, field: "--templates-dir") } }
+        try p.throwIfAny()
+        guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
+            let pgBindir = settings.5, let socketDir = settings.6, let passwordSource = settings.7, let keepalivedConf = settings.8,
+            let pgbouncerIni = settings.9, let pgbouncerPort = settings.10, let authFile = settings.11, let stateDir = settings.12,
+            let executable = settings.13, let batonConfig = settings.14
+        else { throw ValidationProblems([ValidationProblem("invalid options")]) }
+        return BootstrapSettings(
+            mode: mode, cluster: cluster, node: node, address: address, consulAddresses: consul, pgdata: pgdata, pgPort: pgPort,
+            pgBindir: pgBindir, pgOSUser: pgOSUser, pgSocketDirectory: socketDir, pgListen: pgListen,
+            replicationPasswordSource: passwordSource, allowedNetworks: networks, virtualIP: vip, interface: interface,
+            virtualRouterID: routerID, keepalivedConf: keepalivedConf, pgbouncerIni: pgbouncerIni, pgbouncerPort: pgbouncerPort,
+            pgbouncerAuthFile: authFile, pgbouncerListen: pgbouncerListen, stateDirectory: stateDir, priority: priority,
+            location: location, templatesDirectory: templates, forceClone: bool("force-clone"), consulAgent: consulAgent,
+            batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout)
+    }
+}

@@ -1,0 +1,19 @@
+/// Where a cluster's facts live in Consul: one key for each, under `baton/<cluster>/`.
+public struct ClusterKeys: Sendable, Equatable {
+    public let cluster: ClusterName
+    public init(cluster: ClusterName) { self.cluster = cluster }
+
+    public var prefix: String { "baton/\(cluster.value)/" }
+    /// Written once with cas=0 by the node that created the cluster.
+    public var initialize: String { prefix + "initialize" }
+    /// Held with a session by the primary: the only source of truth for who may take writes.
+    public var leader: String { prefix + "leader" }
+    /// Every node's keepalived priority and last VRRP state, in one check-and-set key.
+    public var keepalivedNodes: String { prefix + "keepalived/nodes" }
+    /// Cluster-wide settings every node reads.
+    public var config: String { prefix + "config" }
+    public var nodesPrefix: String { prefix + "nodes/" }
+    public func node(_ name: NodeName) -> String { nodesPrefix + name.value }
+    public func status(_ name: NodeName) -> String { prefix + "status/" + name.value }
+    public var eventsPrefix: String { prefix + "events/" }
+}

@@ -1,0 +1,127 @@
+import ConsulAPI
+import Foundation
+
+/// Reads a JSON object from Consul and names the key when it is malformed.
+enum Record {
+    static func object(_ bytes: [UInt8]?, key: String) throws(ValidationProblem) -> JSONValue {
+        guard let bytes, !bytes.isEmpty else { throw ValidationProblem("Consul key \(key) is empty; expected a JSON object") }
+        guard let json = try? JSONValue.parse(bytes), json.objectValue != nil else {
+            throw ValidationProblem("Consul key \(key) does not hold a JSON object; fix or delete it (someone else wrote it?)")
+        }
+        return json
+    }
+
+    static func string(_ json: JSONValue, _ field: String, key: String) throws(ValidationProblem) -> String {
+        guard let s = json.member(field)?.stringValue else {
+            throw ValidationProblem("Consul key \(key): field \(field) is missing or not a string")
+        }
+        return s
+    }
+
+    static func int(_ json: JSONValue, _ field: String, key: String) throws(ValidationProblem) -> Int {
+        guard let n = json.member(field)?.int64Value, let i = Int(exactly: n) else {
+            throw ValidationProblem("Consul key \(key): field \(field) is missing or not an integer")
+        }
+        return i
+    }
+}
+
+/// The cluster's `initialize` key: who created the cluster, and its PostgreSQL system identifier once
+/// initdb (or adoption) has produced one.
+public struct ClusterClaim: Sendable, Equatable {
+    public var node: NodeName
+    /// `nil` while the creating node is still initialising PostgreSQL.
+    public var systemIdentifier: String?
+
+    public init(node: NodeName, systemIdentifier: String?) {
+        self.node = node
+        self.systemIdentifier = systemIdentifier
+    }
+
+    public var json: JSONValue {
+        .object([("node", .string(node.value)), ("system_identifier", systemIdentifier.map { .string($0) } ?? .null)])
+    }
+
+    public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
+        let json = try Record.object(bytes, key: key)
+        node = try NodeName(try Record.string(json, "node", key: key), field: "\(key) node")
+        if let id = json.member("system_identifier"), !id.isNull {
+            guard let text = id.stringValue, !text.isEmpty, text.allSatisfy(\.isNumber) else {
+                throw ValidationProblem("Consul key \(key): system_identifier must be a string of digits")
+            }
+            systemIdentifier = text
+        } else {
+            systemIdentifier = nil
+        }
+    }
+}
+
+/// A node's role in the cluster.
+public enum NodeRole: String, Sendable, Equatable {
+    case primary, standby
+}
+
+/// A node's repmgr-style registration under `nodes/<name>`.
+public struct NodeRegistration: Sendable, Equatable {
+    public var name: NodeName
+    public var address: HostAddress
+    public var port: TCPPort
+    public var role: NodeRole
+    /// The node it streams from; `nil` for the primary.
+    public var upstream: NodeName?
+    /// Failover preference; 0 means never promoted automatically.
+    public var priority: Int
+    public var location: String
+
+    public init(name: NodeName, address: HostAddress, port: TCPPort, role: NodeRole, upstream: NodeName?, priority: Int, location: String) {
+        self.name = name
+        self.address = address
+        self.port = port
+        self.role = role
+        self.upstream = upstream
+        self.priority = priority
+        self.location = location
+    }
+
+    /// How other nodes connect to this one (no password: that comes from a passfile).
+    public func conninfo(user: String, database: String = "postgres") -> String {
+        "host=\(address.value) port=\(port.value) user=\(user) dbname=\(database) connect_timeout=3"
+    }
+
+    public var json: JSONValue {
+        .object([
+            ("name", .string(name.value)), ("address", .string(address.value)), ("port", .int(port.value)),
+            ("conninfo", .string(conninfo(user: "replicator"))), ("role", .string(role.rawValue)),
+            ("upstream", upstream.map { .string($0.value) } ?? .null), ("priority", .int(priority)),
+            ("location", .string(location)),
+        ])
+    }
+
+    /// Reads a registration, validating every field: a value someone else wrote is never trusted.
+    public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
+        let json = try Record.object(bytes, key: key)
+        name = try NodeName(try Record.string(json, "name", key: key), field: "\(key) name")
+        guard key.hasSuffix("/" + name.value) else {
+            throw ValidationProblem("Consul key \(key) registers a node named \(Quote.show(name.value)); the names must match")
+        }
+        address = try HostAddress(try Record.string(json, "address", key: key), field: "\(key) address")
+        port = try TCPPort(try Record.int(json, "port", key: key), field: "\(key) port")
+        let roleText = try Record.string(json, "role", key: key)
+        guard let role = NodeRole(rawValue: roleText) else {
+            throw ValidationProblem("Consul key \(key): role \(Quote.show(roleText)) is neither primary nor standby")
+        }
+        self.role = role
+        if let up = json.member("upstream"), !up.isNull {
+            guard let text = up.stringValue else { throw ValidationProblem("Consul key \(key): upstream must be a string or null") }
+            upstream = try NodeName(text, field: "\(key) upstream")
+        } else {
+            upstream = nil
+        }
+        priority = try Record.int(json, "priority", key: key)
+        guard (0...1000).contains(priority) else { throw ValidationProblem("Consul key \(key): priority \(priority) must be 0 to 1000") }
+        location = json.member("location")?.stringValue ?? "default"
+        guard location.count <= 63, location.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw ValidationProblem("Consul key \(key): location \(Quote.show(location)) may use only letters, digits, '-' and '_'")
+        }
+    }
+}

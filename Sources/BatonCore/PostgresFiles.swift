@@ -1,0 +1,112 @@
+/// The PostgreSQL files Baton manages, as pure text: `baton.conf` (included from postgresql.conf), a
+/// block at the top of pg_hba.conf and one in pg_ident.conf, and the replication passfile.
+public enum PostgresFiles {
+    public static let replicationUser = "replicator"
+    public static let settingsFile = "baton.conf"
+    public static let includeLine = "include_if_exists = 'baton.conf'\t# added by baton"
+
+    /// Where a standby streams from.
+    public struct Upstream: Sendable, Equatable {
+        public var host: HostAddress
+        public var port: TCPPort
+        public var slot: String
+        public var passfile: SafePath
+        public var applicationName: NodeName
+        public init(host: HostAddress, port: TCPPort, slot: String, passfile: SafePath, applicationName: NodeName) {
+            self.host = host
+            self.port = port
+            self.slot = slot
+            self.passfile = passfile
+            self.applicationName = applicationName
+        }
+
+        public var conninfo: String {
+            "host=\(host.value) port=\(port.value) user=\(replicationUser) passfile=\(passfile.value) application_name=\(applicationName.value) connect_timeout=3 keepalives_idle=5 keepalives_interval=2 keepalives_count=3"
+        }
+    }
+
+    /// `baton.conf`: what replication, failover and pg_rewind need. `upstream` makes it a standby's.
+    public static func settings(port: TCPPort, listen: String, socketDirectory: SafePath, upstream: Upstream?) -> String {
+        var lines = [
+            "# Managed by baton: rewritten on bootstrap, follow and rejoin. Put your own settings in postgresql.conf.",
+            "listen_addresses = '\(listen)'",
+            "port = \(port.value)",
+            "unix_socket_directories = '\(socketDirectory.value)'",
+            "wal_level = replica",
+            "max_wal_senders = 10",
+            "max_replication_slots = 10",
+            "hot_standby = on",
+            "hot_standby_feedback = on",
+            "wal_log_hints = on",
+            "wal_keep_size = '256MB'",
+            "# Retry a lost upstream quickly (the default 5s stalls a replica after a failover).",
+            "wal_retrieve_retry_interval = '500ms'",
+            "password_encryption = 'scram-sha-256'",
+        ]
+        if let upstream {
+            lines.append("primary_conninfo = '\(upstream.conninfo)'")
+            lines.append("primary_slot_name = '\(upstream.slot)'")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Adds the include of `baton.conf` to postgresql.conf unless it is there.
+    public static func withInclude(_ postgresqlConf: String) -> String {
+        if postgresqlConf.split(separator: "\n").contains(where: { $0.hasPrefix("include_if_exists = 'baton.conf'") }) { return postgresqlConf }
+        return postgresqlConf + (postgresqlConf.hasSuffix("\n") || postgresqlConf.isEmpty ? "" : "\n") + includeLine + "\n"
+    }
+
+    /// pg_hba.conf lines: local superuser access for Baton (peer, mapped), and the replication role from
+    /// the cluster's networks only (replication, and the `postgres` database for pg_rewind).
+    public static func hbaLines(allowedNetworks: [CIDR]) -> [String] {
+        var lines = [
+            "local   all           postgres                     peer map=baton",
+            "local   replication   postgres                     peer map=baton",
+        ]
+        for network in allowedNetworks {
+            lines.append("host    replication   \(replicationUser)   \(network.text)   scram-sha-256")
+            lines.append("host    postgres      \(replicationUser)   \(network.text)   scram-sha-256")
+        }
+        return lines
+    }
+
+    /// pg_ident.conf lines mapping the OS users Baton runs as to the `postgres` role.
+    public static func identLines(osUsers: [String]) -> [String] {
+        Array(Set(osUsers + ["root", "postgres"])).sorted().map { "baton   \($0)   postgres" }
+    }
+
+    static let blockStart = "# BEGIN baton (managed: lines up to END baton are rewritten)"
+    static let blockEnd = "# END baton"
+
+    /// Puts `lines` in Baton's block at the top of `text` (pg_hba matches the first line that fits),
+    /// replacing an earlier block and keeping everything else as the operator wrote it.
+    public static func withManagedBlock(_ text: String, lines: [String]) -> String {
+        var rest: [Substring] = []
+        var inside = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line == blockStart { inside = true; continue }
+            if inside { if line == blockEnd { inside = false }; continue }
+            rest.append(line)
+        }
+        let block = [blockStart] + lines + [blockEnd]
+        return (block + rest.map(String.init)).joined(separator: "\n")
+    }
+
+    /// A libpq passfile line for the replication role, with `:` and `\` escaped.
+    public static func passfile(password: String) -> String {
+        let escaped = password.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: ":", with: "\\:")
+        return "*:*:*:\(replicationUser):\(escaped)\n"
+    }
+
+    /// The replication password read from a file or the environment: one line, no control characters.
+    public static func validatePassword(_ password: String, source: String) throws(ValidationProblem) -> String {
+        var p = password
+        if p.hasSuffix("\n") { p.removeLast() }
+        if p.hasSuffix("\r") { p.removeLast() }
+        guard !p.isEmpty else { throw ValidationProblem("the replication password from \(source) is empty") }
+        guard !p.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+            throw ValidationProblem("the replication password from \(source) contains a line break or control character")
+        }
+        return p
+    }
+}

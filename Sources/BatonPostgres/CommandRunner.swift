@@ -1,0 +1,104 @@
+import CBatonSpawn
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The outcome of a finished command.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var output: String
+    public var succeeded: Bool { status == 0 }
+}
+
+/// Runs programs by absolute path with an argument list (never through a shell), optionally as another
+/// OS user, and waits for them off Swift's cooperative threads.
+public struct CommandRunner: Sendable {
+    /// When set and Baton runs as root, commands run as this user (PostgreSQL refuses to run as root).
+    public var runAsUser: String?
+
+    public init(runAsUser: String? = nil) { self.runAsUser = runAsUser }
+
+    public static var isRoot: Bool { getuid() == 0 }
+
+    /// Runs `executable arguments…`, returning its status and combined output (the last 64 KiB).
+    public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws
+        -> CommandResult
+    {
+        var program = executable
+        var args = arguments
+        if let user = runAsUser, CommandRunner.isRoot, user != "root" {
+            program = "/usr/sbin/runuser"
+            args = ["-u", user, "--", executable] + arguments
+        }
+        let finalProgram = program
+        let finalArgs = args
+        return try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try CommandRunner.blockingRun(finalProgram, finalArgs, environment: environment, input: input) })
+            }
+        }
+    }
+
+    /// Like ``run(_:_:environment:input:)`` but throws with the command's output when it fails.
+    @discardableResult
+    public func check(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, what: String)
+        async throws -> String
+    {
+        let result = try await run(executable, arguments, environment: environment, input: input)
+        guard result.succeeded else {
+            throw PostgresError("\(what) failed (exit \(result.status)): \(result.output.suffix(2000))")
+        }
+        return result.output
+    }
+
+    private static func blockingRun(_ program: String, _ arguments: [String], environment: [String: String], input: String?) throws
+        -> CommandResult
+    {
+        guard FileManager.default.isExecutableFile(atPath: program) else {
+            throw PostgresError("\(program) does not exist or is not executable; check --pg-bindir and that PostgreSQL is installed")
+        }
+        var env = ProcessInfo.processInfo.environment
+        env["LC_ALL"] = "C"
+        for (k, v) in environment { env[k] = v }
+        // Output goes to a file, not a pipe, and the child inherits no other descriptor: a daemon the
+        // command starts (pg_ctl start) must not hold anything of ours open.
+        let outputPath = NSTemporaryDirectory() + "baton-cmd-\(UUID().uuidString).out"
+        let outputFD = open(outputPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard outputFD >= 0 else { throw PostgresError("cannot create \(outputPath): \(String(cString: strerror(errno)))") }
+        defer {
+            close(outputFD)
+            unlink(outputPath)
+        }
+        var inputPath: String? = nil
+        var inputFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        if let input {
+            let path = NSTemporaryDirectory() + "baton-cmd-\(UUID().uuidString).in"
+            guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8), attributes: [.posixPermissions: 0o600]) else {
+                throw PostgresError("cannot create \(path)")
+            }
+            close(inputFD)
+            inputFD = open(path, O_RDONLY | O_CLOEXEC)
+            inputPath = path
+        }
+        defer {
+            close(inputFD)
+            if let inputPath { unlink(inputPath) }
+        }
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let pid = baton_spawn(program, argv, envp, inputFD, outputFD)
+        guard pid > 0 else { throw PostgresError("cannot start \(program): \(String(cString: strerror(-pid)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exitCode: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+        var collected = (try? Data(contentsOf: URL(fileURLWithPath: outputPath))) ?? Data()
+        if collected.count > 64 << 10 { collected = collected.suffix(64 << 10) }
+        return CommandResult(status: exitCode, output: String(decoding: collected, as: UTF8.self))
+    }
+}

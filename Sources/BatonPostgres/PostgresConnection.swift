@@ -1,0 +1,137 @@
+import CLibPQ
+import Dispatch
+import Foundation
+
+/// Why a PostgreSQL call failed. Never contains a password: conninfo strings are not echoed.
+public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    /// The server's SQLSTATE, when the server answered.
+    public var sqlState: String?
+    public var message: String
+    public init(sqlState: String? = nil, _ message: String) {
+        self.sqlState = sqlState
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// One libpq connection. libpq calls block, so every call runs on the connection's own serial queue
+/// and the caller awaits it: a slow server never stalls Swift's cooperative threads (the Consul session
+/// renewal among them).
+public final class PostgresConnection: @unchecked Sendable {
+    // @unchecked: `raw` is touched only on `queue`.
+    private let queue: DispatchQueue
+    private var raw: OpaquePointer?
+
+    private init(raw: OpaquePointer, queue: DispatchQueue) {
+        self.raw = raw
+        self.queue = queue
+    }
+
+    /// Connects with a libpq connection string (keywords, e.g. `host=/run/postgresql port=5432
+    /// user=postgres dbname=postgres connect_timeout=3`).
+    /// - Throws: ``PostgresError`` with libpq's message when the connection fails.
+    public static func connect(_ conninfo: String) async throws -> PostgresConnection {
+        let queue = DispatchQueue(label: "baton.pq")
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                guard let conn = PQconnectdb(conninfo) else {
+                    continuation.resume(throwing: PostgresError("libpq could not allocate a connection"))
+                    return
+                }
+                guard PQstatus(conn) == CONNECTION_OK else {
+                    let message = String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
+                    PQfinish(conn)
+                    continuation.resume(throwing: PostgresError(message))
+                    return
+                }
+                continuation.resume(returning: PostgresConnection(raw: conn, queue: queue))
+            }
+        }
+    }
+
+    /// Runs `sql` with text parameters ($1, $2, …) and returns the rows, each column as text or `nil`
+    /// for NULL.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = []) async throws -> [[String?]] {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try self.blockingQuery(sql, parameters) })
+            }
+        }
+    }
+
+    /// The first column of the first row, or `nil`.
+    public func scalar(_ sql: String, _ parameters: [String?] = []) async throws -> String? {
+        try await query(sql, parameters).first?.first ?? nil
+    }
+
+    /// A password verifier computed by libpq on this side (SCRAM-SHA-256), so that the plaintext never
+    /// reaches the server, its logs or its statistics.
+    public func scramVerifier(password: String, role: String) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                guard let raw = self.raw, let encrypted = PQencryptPasswordConn(raw, password, role, "scram-sha-256") else {
+                    continuation.resume(throwing: PostgresError("libpq could not compute a SCRAM verifier"))
+                    return
+                }
+                let verifier = String(cString: encrypted)
+                PQfreemem(encrypted)
+                continuation.resume(returning: verifier)
+            }
+        }
+    }
+
+    /// Closes the connection.
+    public func close() {
+        queue.sync {
+            if let raw { PQfinish(raw) }
+            raw = nil
+        }
+    }
+
+    deinit {
+        if let raw { PQfinish(raw) }
+    }
+
+    private func blockingQuery(_ sql: String, _ parameters: [String?]) throws -> [[String?]] {
+        guard let raw else { throw PostgresError("the connection is closed") }
+        let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
+        defer { cStrings.forEach { free($0) } }
+        let result: OpaquePointer? = cStrings.withUnsafeBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { values in
+                PQexecParams(raw, sql, Int32(parameters.count), nil, parameters.isEmpty ? nil : values, nil, nil, 0)
+            }
+        }
+        guard let result else {
+            throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+            var rows: [[String?]] = []
+            let columns = PQnfields(result)
+            for r in 0..<PQntuples(result) {
+                var row: [String?] = []
+                for c in 0..<columns {
+                    row.append(PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)))
+                }
+                rows.append(row)
+            }
+            return rows
+        default:
+            let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
+            let message = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw PostgresError(sqlState: state, message.isEmpty ? "query failed" : message)
+        }
+    }
+}
+
+/// Builds libpq connection strings with every value quoted, so that no value can add a keyword.
+public enum ConnInfo {
+    /// `key='value'` pairs in order, each value quoted and escaped as libpq requires.
+    public static func make(_ pairs: [(String, String)]) -> String {
+        pairs.map { key, value in
+            "\(key)='" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+        }.joined(separator: " ")
+    }
+}
