@@ -78,7 +78,12 @@ let package = Package(
         // Helpers the live tests share: child processes, free ports.
         .target(name: "BatonTestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "ConsulAPITests", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
-        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "ConsulAPI"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "BatonBootstrapTests",
+            dependencies: ["BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ConsulConformanceTests",
             dependencies: ["BatonConsul", "BatonConsulServer", "ConsulAPI", "BatonTestSupport"],

@@ -65,7 +65,10 @@ public final class BatonProcess: @unchecked Sendable {
 
     public var output: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    deinit { kill() }
+    deinit {
+        kill()
+        try? FileManager.default.removeItem(atPath: logPath)
+    }
 }
 
 /// Runs a command to completion and returns its status and output.

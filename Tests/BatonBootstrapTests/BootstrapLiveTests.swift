@@ -1,0 +1,278 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Testing
+
+/// `baton bootstrap` against real PostgreSQL 15 servers on loopback and Baton's embedded Consul.
+@Suite("bootstrap, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))
+struct BootstrapLiveTests {
+    @Test("master + two joins: replicas stream through slots, priorities descend, registrations are right, reruns change nothing")
+    func masterAndTwoJoins() async throws {
+        try await LiveCluster.with { c in
+            let ports = try (0..<3).map { _ in try FreePort.pick() }
+            let (master, _) = try await c.bootstrap(.master, "pg1", port: ports[0])
+            #expect(master.changed && master.keepalivedPriority == KeepalivedNodes.top)
+            async let j2 = c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1])
+            async let j3 = c.bootstrap(.join([c.consulAddress]), "pg3", port: ports[2])
+            let (join2, join3) = try await (j2, j3)
+            #expect(join2.0.changed && join3.0.changed)
+
+            let primary = try await c.connect(port: ports[0])
+            defer { primary.close() }
+            try await primary.query("CREATE TABLE baton_probe (id int PRIMARY KEY, note text)")
+            try await primary.query("INSERT INTO baton_probe VALUES (1, 'written on the primary')")
+            for port in ports.dropFirst() {
+                let replica = try await c.connect(port: port)
+                defer { replica.close() }
+                let seen = try await Harness.eventually {
+                    (try? await replica.scalar("SELECT note FROM baton_probe WHERE id = 1")) == "written on the primary"
+                }
+                #expect(seen, "the row never reached the replica on port \(port)")
+                #expect(try await replica.scalar("SELECT pg_is_in_recovery()") == "t")
+            }
+            let replication = try await primary.query(
+                "SELECT r.application_name, r.state, s.slot_name FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid ORDER BY 1")
+            #expect(replication.map { $0.compactMap { $0 } } == [["pg2", "streaming", "baton_pg2"], ["pg3", "streaming", "baton_pg3"]])
+
+            let keys = ClusterKeys(cluster: try ClusterName("live"))
+            let nodes = try KeepalivedNodes(bytes: try await c.client.get(keys.keepalivedNodes).value?.value, key: keys.keepalivedNodes)
+            let priorities = nodes.nodes.map(\.priority)
+            let pg1 = try NodeName("pg1")
+            #expect(Set(priorities).count == 3 && nodes.node(pg1)?.priority == 200 && priorities.allSatisfy { $0 <= 200 })
+            #expect(priorities.filter { $0 < 200 }.sorted(by: >) == [190, 180])
+            for name in ["pg1", "pg2", "pg3"] {
+                let key = keys.node(try NodeName(name))
+                let registration = try NodeRegistration(bytes: try await c.client.get(key).value?.value, key: key)
+                #expect(registration.role == (name == "pg1" ? .primary : .standby))
+                #expect(registration.upstream == (name == "pg1" ? nil : pg1))
+                #expect(registration.port.value == ports[["pg1", "pg2", "pg3"].firstIndex(of: name)!])
+            }
+            let claim = try ClusterClaim(bytes: try await c.client.get(keys.initialize).value?.value, key: keys.initialize)
+            #expect(claim.node.value == "pg1" && claim.systemIdentifier != nil)
+
+            let before = try await c.client.list(keys.prefix).index
+            let (again, lines) = try await c.bootstrap(.master, "pg1", port: ports[0])
+            #expect(!again.changed, "\(lines)")
+            #expect(lines.last?.contains("nothing changed") == true)
+            let (joinAgain, _) = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1])
+            #expect(!joinAgain.changed)
+            #expect(try await c.client.list(keys.prefix).index == before, "a rerun writes nothing to Consul")
+        }
+    }
+
+    @Test("the generated pgbouncer.ini proxies a query to the primary; the generated keepalived.conf passes keepalived --config-test")
+    func generatedConfigsWork() async throws {
+        try await LiveCluster.with { c in
+            let ports = try (0..<3).map { _ in try FreePort.pick() }
+            let bouncerPort = try FreePort.pick()
+            let vip: [String: RawValue] = ["virtual-ip": .string("198.18.0.100/24"), "interface": .string("bt0"), "pgbouncer-port": .int(bouncerPort)]
+            _ = try await c.bootstrap(.master, "pg1", port: ports[0], extra: vip)
+            _ = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1], extra: vip)
+
+            // An application role, and pgbouncer (as the postgres OS user) on the replica node's pgbouncer.ini.
+            let primary = try await c.connect(port: ports[0])
+            try await primary.query("CREATE ROLE app LOGIN PASSWORD 'app-secret'")
+            primary.close()
+            try #"\"app\" \"app-secret\""#.replacingOccurrences(of: "\\", with: "").write(toFile: c.root + "/userlist.txt", atomically: true, encoding: .utf8)
+            let bouncerDirectory = c.directory("pg2") + "/pgbouncer"
+            _ = try runCommand("/bin/chown", ["-R", "postgres:postgres", bouncerDirectory, c.root + "/userlist.txt"])
+            let ini = bouncerDirectory + "/pgbouncer.ini"
+            #expect(try String(contentsOfFile: ini, encoding: .utf8).contains("* = host=127.0.0.1 port=\(ports[0])"))
+            let pgbouncer = try BatonProcess(
+                executable: getuid() == 0 ? "/usr/sbin/runuser" : "/usr/sbin/pgbouncer",
+                arguments: getuid() == 0 ? ["-u", "postgres", "--", "/usr/sbin/pgbouncer", ini] : [ini])
+            c.track(pgbouncer)
+            let app = ConnInfo.make([
+                ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+                ("connect_timeout", "2"),
+            ])
+            var answer: String? = nil
+            _ = await Harness.eventually(timeout: .seconds(15)) {
+                guard let conn = try? await PostgresConnection.connect(app) else { return false }
+                defer { conn.close() }
+                answer = try? await conn.scalar("SELECT current_setting('port') || ' ' || pg_is_in_recovery()::text")
+                return answer != nil
+            }
+            #expect(answer == "\(ports[0]) false", "through pgbouncer: \(answer ?? "no answer"); log: \(pgbouncer.output)")
+
+            // keepalived checks the file against a real interface named bt0, in a namespace of our own.
+            guard getuid() == 0 else { return }
+            let namespace = "baton-kt-\(UUID().uuidString.prefix(6).lowercased())"
+            _ = try runCommand("/usr/sbin/ip", ["netns", "add", namespace])
+            defer { _ = try? runCommand("/usr/sbin/ip", ["netns", "del", namespace]) }
+            #expect(try runCommand("/usr/sbin/ip", ["-n", namespace, "link", "add", "bt0", "type", "veth", "peer", "name", "bt1"]).status == 0)
+            for node in ["pg1", "pg2"] {
+                let file = c.directory(node) + "/keepalived.conf"
+                let check = try runCommand("/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/keepalived", "--config-test", "-f", file])
+                #expect(check.status == 0, "keepalived --config-test \(file): \(check.output)")
+            }
+            #expect(try String(contentsOfFile: c.directory("pg1") + "/keepalived.conf", encoding: .utf8).contains("state MASTER"))
+            #expect(try String(contentsOfFile: c.directory("pg2") + "/keepalived.conf", encoding: .utf8).contains("priority 190"))
+        }
+    }
+
+    @Test("eight concurrent priority allocations get eight distinct priorities")
+    func concurrentAllocations() async throws {
+        try await LiveCluster.with { c in
+            let key = ClusterKeys(cluster: try ClusterName("race")).keepalivedNodes
+            let allocator = PriorityAllocator(client: c.client, key: key)
+            let priorities = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<8 { group.addTask { try await allocator.allocate(try NodeName("n\(i)")).0 } }
+                var all: [Int] = []
+                for try await p in group { all.append(p) }
+                return all
+            }
+            #expect(Set(priorities).count == 8, "\(priorities)")
+            let stored = try KeepalivedNodes(bytes: try await c.client.get(key).value?.value, key: key)
+            #expect(stored.nodes.count == 8 && Set(stored.nodes.map(\.priority)) == Set(priorities))
+        }
+    }
+
+    @Test("two concurrent --master runs: exactly one wins, the other changes nothing and names the winner")
+    func concurrentMasters() async throws {
+        try await LiveCluster.with { c in
+            let ports = try (0..<2).map { _ in try FreePort.pick() }
+            async let a: Result<BootstrapOutcome, any Error> = { do { return .success(try await c.bootstrap(.master, "pga", port: ports[0]).0) } catch { return .failure(error) } }()
+            async let b: Result<BootstrapOutcome, any Error> = { do { return .success(try await c.bootstrap(.master, "pgb", port: ports[1]).0) } catch { return .failure(error) } }()
+            let results = await [("pga", a), ("pgb", b)]
+            let winners = results.filter { if case .success = $0.1 { return true } else { return false } }
+            #expect(winners.count == 1)
+            guard let winner = winners.first?.0, let loser = results.first(where: { $0.0 != winner }) else { return }
+            if case .failure(let error) = loser.1 {
+                #expect("\(error)".contains("created by node \(winner)"), "\(error)")
+            }
+            let loserData = c.directory(loser.0) + "/data"
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: loserData)) ?? []).isEmpty, "the loser initialised nothing")
+            let keys = ClusterKeys(cluster: try ClusterName("live"))
+            #expect(try await c.client.get(keys.node(try NodeName(loser.0))).value == nil)
+        }
+    }
+
+    @Test("a data directory of another cluster is refused and left byte for byte; --force-clone moves it aside and clones")
+    func foreignDataDirectory() async throws {
+        try await LiveCluster.with { c in
+            let ports = try (0..<2).map { _ in try FreePort.pick() }
+            _ = try await c.bootstrap(.master, "pg1", port: ports[0])
+            let foreign = c.directory("pg2") + "/data"
+            try AtomicFile.ensureDirectory(c.directory("pg2"), mode: 0o755, owner: "postgres")
+            try AtomicFile.ensureDirectory(foreign, mode: 0o700, owner: "postgres")
+            try await PostgresControl(binDirectory: LiveCluster.bindir, dataDirectory: foreign, osUser: "postgres").initdb()
+            let before = fingerprint(foreign)
+            let keys = ClusterKeys(cluster: try ClusterName("live"))
+            let indexBefore = try await c.client.list(keys.prefix).index
+            for _ in 0..<2 {
+                await #expect(throws: BootstrapError.self) { _ = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1]) }
+            }
+            #expect(fingerprint(foreign) == before, "the refused directory was changed")
+            let nodes = try KeepalivedNodes(bytes: try await c.client.get(keys.keepalivedNodes).value?.value, key: keys.keepalivedNodes)
+            #expect(nodes.node(try NodeName("pg2")) == nil)
+            #expect(try await c.client.list(keys.prefix).index == indexBefore, "a refused join writes nothing")
+
+            let (outcome, lines) = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1], extra: ["force-clone": .bool(true)])
+            #expect(outcome.changed)
+            let moved = try FileManager.default.contentsOfDirectory(atPath: c.directory("pg2")).filter { $0.hasPrefix("data.baton-moved-") }
+            #expect(moved.count == 1, "\(lines)")
+            if let m = moved.first { #expect(fingerprint(c.directory("pg2") + "/" + m) == before, "moved aside intact") }
+        }
+    }
+
+    @Test("a hostile node registration in Consul is an error and changes nothing")
+    func hostileRegistration() async throws {
+        try await LiveCluster.with { c in
+            let ports = try (0..<2).map { _ in try FreePort.pick() }
+            _ = try await c.bootstrap(.master, "pg1", port: ports[0])
+            let keys = ClusterKeys(cluster: try ClusterName("live"))
+            try await c.client.put(
+                keys.nodesPrefix + "evil",
+                #"{"name":"evil\nhost all all 0.0.0.0/0 trust","address":"127.0.0.1","port":5432,"role":"standby","priority":1}"#)
+            let indexBefore = try await c.client.list(keys.prefix).index
+            do {
+                _ = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: ports[1])
+                Issue.record("the join must refuse a hostile registration")
+            } catch let error as BootstrapError {
+                #expect(error.description.contains("nodes/evil"), "\(error)")
+                #expect(!error.description.contains("\n"), "the hostile newline is escaped, not echoed: \(error)")
+            }
+            #expect(!FileManager.default.fileExists(atPath: c.directory("pg2") + "/data"))
+            #expect(try await c.client.list(keys.prefix).index == indexBefore)
+        }
+    }
+}
+
+@Suite("bootstrap input")
+struct BootstrapInputTests {
+    let environment: [String: String] = [:]
+    func options(_ extra: [String: RawValue]) -> [String: RawValue] {
+        var o: [String: RawValue] = ["address": .string("127.0.0.1"), "replication-password-file": .string("/etc/hostname")]
+        for (k, v) in extra { o[k] = v }
+        return o
+    }
+
+    @Test func aConfigFileIsReadAndFlagsOverrideIt() throws {
+        let file = try BootstrapOption.load(yaml: "cluster: prod\npg-port: 5433\nallowed-network: [198.18.0.0/24]\nforce-clone: true\n", source: "f.yaml")
+        #expect(file["cluster"] == .string("prod") && file["pg-port"] == .int(5433) && file["force-clone"] == .bool(true))
+        var merged = file
+        merged.merge(["pg-port": .int(6000)]) { _, flag in flag }
+        let settings = try BootstrapSettings.validate(mode: .master, options: options(merged), environment: environment, hostname: "h")
+        #expect(settings.pgPort.value == 6000 && settings.cluster.value == "prod" && settings.allowedNetworks.map(\.text) == ["198.18.0.0/24"])
+    }
+
+    @Test(arguments: ["cluster: [unclosed", "- a list\n- not a mapping", "pg_port: 5433", "bogus: 1", "pg-port: five", "force-clone: maybe"])
+    func malformedOrUnknownConfigIsRefused(yaml: String) {
+        #expect(throws: ValidationProblems.self) { try BootstrapOption.load(yaml: yaml, source: "f.yaml") }
+    }
+
+    @Test func unknownKeysAreNamedWithAHint() {
+        do {
+            _ = try BootstrapOption.load(yaml: "pg_port: 1\n", source: "f.yaml")
+        } catch {
+            #expect(error.description.contains("did you mean pg-port"))
+        }
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        do {
+            _ = try BootstrapSettings.validate(
+                mode: .master,
+                options: [
+                    "node-name": .string("Bad Name"), "pg-port": .int(70000), "virtual-ip": .string("10.0.0.1"),
+                    "replication-password-file": .string("/nonexistent/pw"), "allowed-network": .list(["nope"]),
+                ], environment: environment, hostname: "h")
+            Issue.record("expected problems")
+        } catch {
+            let text = error.description
+            for fragment in ["--node-name", "--pg-port", "--virtual-ip", "--replication-password-file", "--allowed-network", "--address"] {
+                #expect(text.contains(fragment), "missing \(fragment) in: \(text)")
+            }
+        }
+    }
+
+    @Test func thePasswordComesFromAFileOrTheEnvironmentOnly() throws {
+        #expect(throws: ValidationProblems.self) {
+            try BootstrapSettings.validate(mode: .master, options: ["address": .string("127.0.0.1")], environment: [:], hostname: "h")
+        }
+        let s = try BootstrapSettings.validate(
+            mode: .master, options: ["address": .string("127.0.0.1")], environment: [BootstrapSettings.passwordVariable: "x"], hostname: "h")
+        #expect(s.replicationPasswordSource == .environment(BootstrapSettings.passwordVariable))
+    }
+
+    @Test func theCommandLineRefusesBadFlagsAndWritesNothing() throws {
+        let directory = "/tmp/baton-cli-" + UUID().uuidString.prefix(8)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try runCommand(
+            BatonProcess.executable,
+            [
+                "bootstrap", "--master", "--address", "127.0.0.1", "--virtual-ip", "300.1.1.1/24", "--interface", "eth0",
+                "--replication-password-file", directory + "/missing", "--pgdata", directory + "/data", "--consul", "127.0.0.1:1",
+            ])
+        #expect(result.status == 2, "\(result.output)")
+        #expect(result.output.contains("nothing was changed") && result.output.contains("--virtual-ip"))
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        let both = try runCommand(BatonProcess.executable, ["bootstrap", "--master", "--join", "127.0.0.1:8500"])
+        #expect(both.status != 0 && both.output.contains("exactly one of --master or --join"))
+    }
+}

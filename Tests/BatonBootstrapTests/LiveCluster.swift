@@ -1,0 +1,137 @@
+import BatonBootstrap
+import BatonConsul
+import BatonConsulServer
+import BatonCore
+import BatonPostgres
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Logging
+import Testing
+
+/// A temporary place for real PostgreSQL nodes on loopback, with Baton's embedded Consul server. Every
+/// PostgreSQL it started is stopped and every file removed when the test ends, also when it fails.
+final class LiveCluster: @unchecked Sendable {
+    // @unchecked: used by one test task at a time; `dataDirectories` is guarded by `lock`.
+    static let bindir = "/usr/lib/postgresql/15/bin"
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: bindir + "/initdb") }
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    let root: String
+    let server: ConsulServer
+    let client: ConsulClient
+    let consulAddress: String
+    private let lock = NSLock()
+    private var dataDirectories: [String] = []
+    private var extraProcesses: [BatonProcess] = []
+
+    init() async throws {
+        root = "/tmp/baton-live-" + UUID().uuidString.prefix(8).lowercased()
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        server = try await ConsulServer(
+            host: "127.0.0.1", port: 0, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
+        consulAddress = "127.0.0.1:\(server.localAddress.port)"
+        client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: consulAddress)]))
+        try "repl-secret-\(UUID().uuidString.prefix(6))\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+    }
+
+    var passwordFile: String { root + "/replication-password" }
+    var socketDirectory: String { root + "/sockets" }
+    func directory(_ node: String) -> String { root + "/" + node }
+
+    /// The options a node of this cluster bootstraps with; `extra` adds or overrides.
+    func options(_ node: String, port: Int, extra: [String: RawValue] = [:]) -> [String: RawValue] {
+        var o: [String: RawValue] = [
+            "cluster": .string("live"), "node-name": .string(node), "address": .string("127.0.0.1"), "consul": .string(consulAddress),
+            "pgdata": .string(directory(node) + "/data"), "pg-port": .int(port), "pg-bindir": .string(Self.bindir),
+            "pg-socket-dir": .string(socketDirectory), "replication-password-file": .string(passwordFile),
+            "state-dir": .string(directory(node) + "/state"), "keepalived-conf": .string(directory(node) + "/keepalived.conf"),
+            "pgbouncer-ini": .string(directory(node) + "/pgbouncer/pgbouncer.ini"), "pgbouncer-auth-file": .string(root + "/userlist.txt"),
+            "templates-dir": .string(Self.repository), "baton-executable": .string(BatonProcess.executable),
+            "baton-config": .string(directory(node) + "/baton.yaml"), "streaming-timeout": .int(60),
+        ]
+        for (k, v) in extra { o[k] = v }
+        return o
+    }
+
+    func settings(_ mode: BootstrapMode, _ node: String, port: Int, extra: [String: RawValue] = [:]) throws -> BootstrapSettings {
+        try BootstrapSettings.validate(mode: mode, options: options(node, port: port, extra: extra), environment: [:], hostname: "test")
+    }
+
+    /// Runs a bootstrap in-process and returns its outcome and what it reported.
+    func bootstrap(_ mode: BootstrapMode, _ node: String, port: Int, extra: [String: RawValue] = [:]) async throws -> (BootstrapOutcome, [String]) {
+        let settings = try settings(mode, node, port: port, extra: extra)
+        lock.withLock { dataDirectories.append(settings.pgdata.value) }
+        let lines = LineCollector()
+        let outcome = try await Bootstrap(settings: settings, client: client, environment: [:]) { lines.add($0) }.run(dryRun: false)
+        return (outcome, lines.lines)
+    }
+
+    func track(_ process: BatonProcess) { lock.withLock { extraProcesses.append(process) } }
+
+    /// A superuser connection to a node's PostgreSQL over its Unix socket.
+    func connect(port: Int) async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            ConnInfo.make([("host", socketDirectory), ("port", String(port)), ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "5")]))
+    }
+
+    func cleanup() async {
+        for process in lock.withLock({ extraProcesses }) { process.terminate() }
+        for data in lock.withLock({ dataDirectories }) where FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
+            let control = PostgresControl(binDirectory: Self.bindir, dataDirectory: data, osUser: "postgres")
+            try? await control.stop(mode: "immediate")
+        }
+        await server.shutdown()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// Runs `body` with a fresh live cluster, cleaned up afterwards whatever happens.
+    static func with(_ body: (LiveCluster) async throws -> Void) async throws {
+        let cluster = try await LiveCluster()
+        do {
+            try await body(cluster)
+        } catch {
+            await cluster.cleanup()
+            throw error
+        }
+        await cluster.cleanup()
+    }
+}
+
+final class LineCollector: @unchecked Sendable {
+    // @unchecked: `lines` is guarded by `lock`.
+    private let lock = NSLock()
+    private var stored: [String] = []
+    func add(_ line: String) { lock.withLock { stored.append(line) } }
+    var lines: [String] { lock.withLock { stored } }
+}
+
+/// Every file under `path` with its size and content digest, to prove a directory was left untouched.
+func fingerprint(_ path: String) -> [String: String] {
+    var out: [String: String] = [:]
+    guard let walker = FileManager.default.enumerator(atPath: path) else { return out }
+    while let relative = walker.nextObject() as? String {
+        let full = path + "/" + relative
+        var isDirectory: ObjCBool = false
+        FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory)
+        if isDirectory.boolValue { out[relative] = "dir"; continue }
+        let data = FileManager.default.contents(atPath: full) ?? Data()
+        var hash: UInt64 = 1469598103934665603
+        for b in data { hash = (hash ^ UInt64(b)) &* 1099511628211 }
+        out[relative] = "\(data.count):\(hash)"
+    }
+    return out
+}
+
+enum Harness {
+    static func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return true }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return try await condition()
+    }
+}
