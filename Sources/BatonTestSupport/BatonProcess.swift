@@ -120,3 +120,16 @@ public enum FreePort {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }
+
+/// Polls `condition` every `interval` until it holds or `timeout` passes; returns whether it held.
+/// Tests wait for conditions this way, never for a fixed time.
+public func eventually(
+    timeout: Duration = .seconds(10), interval: Duration = .milliseconds(20), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
+}

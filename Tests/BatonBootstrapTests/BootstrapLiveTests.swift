@@ -28,7 +28,7 @@ struct BootstrapLiveTests {
             for port in ports.dropFirst() {
                 let replica = try await c.connect(port: port)
                 defer { replica.close() }
-                let seen = try await Harness.eventually {
+                let seen = try await eventually(timeout: .seconds(30)) {
                     (try? await replica.scalar("SELECT note FROM baton_probe WHERE id = 1")) == "written on the primary"
                 }
                 #expect(seen, "the row never reached the replica on port \(port)")
@@ -91,7 +91,7 @@ struct BootstrapLiveTests {
                 ("connect_timeout", "2"),
             ])
             var answer: String? = nil
-            _ = await Harness.eventually(timeout: .seconds(15)) {
+            _ = await eventually(timeout: .seconds(15)) {
                 guard let conn = try? await PostgresConnection.connect(app) else { return false }
                 defer { conn.close() }
                 answer = try? await conn.scalar("SELECT current_setting('port') || ' ' || pg_is_in_recovery()::text")

@@ -124,14 +124,3 @@ func fingerprint(_ path: String) -> [String: String] {
     }
     return out
 }
-
-enum Harness {
-    static func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(100))
-        }
-        return try await condition()
-    }
-}

@@ -1,5 +1,6 @@
 import BatonConsul
 import ConsulAPI
+import BatonTestSupport
 import Foundation
 import Testing
 
@@ -35,7 +36,7 @@ struct AgentConformanceTests {
             #expect(passing.count == 1)
             #expect(passing.first?.checks["service:\(id)"] == "passing")
             #expect(passing.first?.checks["serfHealth"] == "passing")
-            let expired = try await Harness.eventually(timeout: .seconds(5)) {
+            let expired = try await eventually(timeout: .seconds(5)) {
                 try await t.client.healthService(name, passing: true).value.isEmpty
             }
             #expect(expired)
@@ -84,7 +85,7 @@ struct AgentConformanceTests {
                         CheckDefinition(name: "http", kind: .http(url: "http://127.0.0.1:\(port)/v1/status/leader", interval: .seconds(1), timeout: nil)),
                         CheckDefinition(name: "tcp", kind: .tcp(address: "127.0.0.1:\(port)", interval: .seconds(1), timeout: nil)),
                     ]))
-            let healthy = try await Harness.eventually(timeout: .seconds(5)) {
+            let healthy = try await eventually(timeout: .seconds(5)) {
                 try await t.client.healthService(name, passing: true).value.count == 1
             }
             #expect(healthy)

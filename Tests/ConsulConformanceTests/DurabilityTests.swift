@@ -111,7 +111,7 @@ struct DurabilityTests {
         var process = try BatonProcess.start(["consul", "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory])
         defer { process.kill() }
         let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(port)")], requestTimeout: .seconds(2)))
-        #expect(await Harness.eventually { (try? await client.leader()) != nil })
+        #expect(await eventually { (try? await client.leader()) != nil })
 
         let acknowledged = try await withThrowingTaskGroup(of: [String].self) { group in
             for writer in 0..<4 {
@@ -134,7 +134,7 @@ struct DurabilityTests {
         #expect(acknowledged.count > 20, "the writers acknowledged only \(acknowledged.count) writes before the kill")
 
         process = try BatonProcess.start(["consul", "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory])
-        #expect(await Harness.eventually { (try? await client.leader()) != nil })
+        #expect(await eventually { (try? await client.leader()) != nil })
         let stored = Set(try await client.keys("crash/").value)
         let lost = acknowledged.filter { !stored.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost, e.g. \(lost.prefix(3))")

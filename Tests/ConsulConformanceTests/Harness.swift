@@ -1,6 +1,7 @@
 import BatonConsul
 import BatonConsulServer
 import ConsulAPI
+import BatonTestSupport
 import Foundation
 import Logging
 import Testing
@@ -100,16 +101,6 @@ enum Harness {
         }
         await server.shutdown()
         try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-    static func eventually(timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return try await condition()
     }
 
     /// Seconds elapsed while running `body`.

@@ -298,7 +298,7 @@ struct KVConformanceTests {
             try await t.client.put(key, "v")
             let m = try #require(try await t.client.get(key).value).modifyIndex
             let (_, immediate) = try await Harness.timed { try await t.http("GET", "/v1/kv/\(key)?index=0&wait=30s") }
-            #expect(immediate < 1)
+            #expect(immediate < 3, "index=0 must answer at once, not block for the wait")
             let waiter = Task { try await t.http("GET", "/v1/kv/\(key)?index=\(m)&wait=0s", timeout: .seconds(30)) }
             try await Task.sleep(for: .seconds(2))
             #expect(waiter.isCancelled == false)
@@ -324,7 +324,8 @@ struct KVConformanceTests {
                 return all
             }
             #expect(durations.allSatisfy { $0 >= 1.55 }, "\(durations)")
-            #expect(durations.allSatisfy { $0 <= 1.7 + 0.5 }, "\(durations)")
+            // The server answers by 1.7 s (wait + wait/16); the slack is for a loaded test machine.
+            #expect(durations.allSatisfy { $0 <= 1.7 + 1.3 }, "\(durations)")
         }
     }
 

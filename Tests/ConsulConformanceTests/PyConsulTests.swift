@@ -36,7 +36,7 @@ struct PyConsulTests {
             host = "127.0.0.1"
             server = try BatonProcess.start(["consul", "serve", "--listen", "127.0.0.1:\(port)", "--data-dir", directory])
             let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(port)")]))
-            #expect(await Harness.eventually { (try? await client.leader()) != nil }, "server did not start: \(server?.output ?? "")")
+            #expect(await eventually { (try? await client.leader()) != nil }, "server did not start: \(server?.output ?? "")")
         }
         let (status, output) = try runCommand("/usr/bin/env", ["python3", Self.script, host, String(port)])
         #expect(status == 0, "py-consul failed:\n\(output)\nserver log:\n\(server?.output ?? "")")

@@ -1,5 +1,6 @@
 import BatonConsul
 import ConsulAPI
+import BatonTestSupport
 import Foundation
 import Testing
 
@@ -194,14 +195,14 @@ struct SessionConformanceTests {
     @Test("39: lock-delay blocks acquires (not plain PUTs) after invalidation, not after a release; capped at 60 s")
     func lockDelay() async throws {
         try await Harness.withTarget { (t: Target) async throws in
-            let s1 = try await t.session(#"{"LockDelay":"2s"}"#)
+            let s1 = try await t.session(#"{"LockDelay":"5s"}"#)
             let key = t.key("ld")
             #expect(try await t.client.put(key, "1", mode: .acquire(session: s1)))
             try await t.client.destroySession(s1)
             let s2 = try await t.session(#"{"LockDelay":"0s"}"#)
             #expect(try await t.client.put(key, "2", mode: .acquire(session: s2)) == false)
             #expect(try await t.client.put(key, "plain"))
-            let acquired = try await Harness.eventually(timeout: .seconds(5)) {
+            let acquired = try await eventually(timeout: .seconds(10)) {
                 try await t.client.put(key, "2", mode: .acquire(session: s2))
             }
             #expect(acquired)
@@ -230,7 +231,7 @@ struct SessionConformanceTests {
             try await Task.sleep(until: start + .milliseconds(1500), clock: .continuous)
             #expect(try await t.client.sessionInfo(s).value != nil, "gone before 1.5 s: Consul keeps a session up to 2×TTL")
             #expect(try await t.client.get(key).value?.session == s)
-            let released = try await Harness.eventually(timeout: .seconds(3)) { try await t.client.get(key).value?.session == nil }
+            let released = try await eventually(timeout: .seconds(3)) { try await t.client.get(key).value?.session == nil }
             #expect(released)
             let elapsed = ContinuousClock.now - start
             #expect(elapsed < .seconds(4))
@@ -238,13 +239,13 @@ struct SessionConformanceTests {
             let after = try #require(try await t.client.get(key).value)
             #expect(after.modifyIndex > locked.modifyIndex && after.lockIndex == locked.lockIndex)
 
-            let kept = try await t.session(#"{"TTL":"1s"}"#)
+            let kept = try await t.session(#"{"TTL":"2s"}"#)
             let listIndex = try await t.client.listSessions().index
             for _ in 0..<10 {
                 try await Task.sleep(for: .milliseconds(500))
                 try await t.client.renewSession(kept)
             }
-            #expect(try await t.client.sessionInfo(kept).value != nil, "renewed every 0.5 s, still alive at 5 s")
+            #expect(try await t.client.sessionInfo(kept).value != nil, "renewed every 0.5 s, still alive at 5 s (TTL 2 s)")
             #expect(try await t.client.listSessions().index == listIndex, "renewals are not writes")
             try await t.client.destroySession(kept)
         }
