@@ -317,6 +317,10 @@ public final class Bootstrap {
             let text = try renderPgBouncer(host: host, port: port, directory: directory, template: templates.pgbouncer)
             did(step, changed: try AtomicFile.write(text, to: settings.pgbouncerIni.value, mode: 0o644), settings.pgbouncerIni.value)
 
+        case .writeNodeConfig:
+            let text = settings.nodeConfigYAML()
+            did(step, changed: try AtomicFile.write(text, to: settings.batonConfig.value, mode: 0o640), settings.batonConfig.value)
+
         case .configureConsulAgent, .startConsulAgent:
             break  // done before observation: Consul must answer first
         }

@@ -253,3 +253,25 @@ extension BootstrapSettings {
             batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout)
     }
 }
+
+extension BootstrapSettings {
+    /// This node's Baton config file: the options `baton monitor`, `baton check` and `baton notify`
+    /// read (`--config`), in the same format and names as the bootstrap config. No secret is in it: the
+    /// password stays in its file or variable.
+    public func nodeConfigYAML() -> String {
+        var lines = [
+            "# Written by `baton bootstrap` for node \(node); the same names as bootstrap's options.",
+            "cluster: '\(cluster)'", "node-name: '\(node)'", "address: '\(address)'", "consul: '\(consulAddresses)'",
+            "pgdata: '\(pgdata)'", "pg-port: \(pgPort.value)", "pg-bindir: '\(pgBindir)'", "pg-os-user: '\(pgOSUser)'",
+            "pg-socket-dir: '\(pgSocketDirectory)'", "pg-listen: '\(pgListen)'", "state-dir: '\(stateDirectory)'",
+            "allowed-network: [\(allowedNetworks.map { "'\($0.text)'" }.joined(separator: ", "))]",
+            "keepalived-conf: '\(keepalivedConf)'", "pgbouncer-ini: '\(pgbouncerIni)'", "pgbouncer-port: \(pgbouncerPort.value)",
+            "pgbouncer-auth-file: '\(pgbouncerAuthFile)'", "priority: \(priority)", "location: '\(location)'",
+            "virtual-router-id: \(virtualRouterID)",
+        ]
+        if case .file(let path) = replicationPasswordSource { lines.append("replication-password-file: '\(path)'") }
+        if let virtualIP { lines.append("virtual-ip: '\(virtualIP.text)'") }
+        if let interface { lines.append("interface: '\(interface)'") }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

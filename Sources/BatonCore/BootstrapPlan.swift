@@ -62,6 +62,7 @@ public enum BootstrapStep: Sendable, Equatable, CustomStringConvertible {
     case writeKeepalived(initialState: String)
     case skipKeepalived
     case writePgBouncer(target: NodeName)
+    case writeNodeConfig
     case configureConsulAgent
     case startConsulAgent
 
@@ -87,6 +88,7 @@ public enum BootstrapStep: Sendable, Equatable, CustomStringConvertible {
         case .writeKeepalived(let state): return "write keepalived.conf (\(state))"
         case .skipKeepalived: return "skip keepalived.conf (no --virtual-ip)"
         case .writePgBouncer(let target): return "write pgbouncer.ini targeting \(target)"
+        case .writeNodeConfig: return "write this node's Baton config (what monitor and the keepalived hooks read)"
         case .configureConsulAgent: return "write the Consul agent configuration and its gossip key"
         case .startConsulAgent: return "start the Consul agent"
         }
@@ -136,6 +138,7 @@ public enum BootstrapPlanner {
         steps.append(.register(role: .primary, upstream: nil))
         steps.append(o.keepalivedWanted ? .writeKeepalived(initialState: "MASTER") : .skipKeepalived)
         steps.append(.writePgBouncer(target: o.node))
+        steps.append(.writeNodeConfig)
         return steps
     }
 
@@ -182,6 +185,7 @@ public enum BootstrapPlanner {
         steps.append(.register(role: .standby, upstream: primary.name))
         steps.append(o.keepalivedWanted ? .writeKeepalived(initialState: "BACKUP") : .skipKeepalived)
         steps.append(.writePgBouncer(target: primary.name))
+        steps.append(.writeNodeConfig)
         return steps
     }
 }

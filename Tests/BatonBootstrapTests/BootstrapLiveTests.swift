@@ -51,6 +51,12 @@ struct BootstrapLiveTests {
                 #expect(registration.upstream == (name == "pg1" ? nil : pg1))
                 #expect(registration.port.value == ports[["pg1", "pg2", "pg3"].firstIndex(of: name)!])
             }
+            // The node config bootstrap wrote reads back as the same settings (what monitor and hooks use).
+            let written = try String(contentsOfFile: c.directory("pg2") + "/baton.yaml", encoding: .utf8)
+            let reread = try BootstrapSettings.validate(
+                mode: .join([c.consulAddress]), options: try BootstrapOption.load(yaml: written, source: "baton.yaml"), environment: [:], hostname: "x")
+            #expect(reread.node.value == "pg2" && reread.pgPort.value == ports[1] && reread.cluster.value == "live")
+            #expect(!written.contains(try String(contentsOfFile: c.passwordFile, encoding: .utf8).trimmingCharacters(in: .newlines)))
             let claim = try ClusterClaim(bytes: try await c.client.get(keys.initialize).value?.value, key: keys.initialize)
             #expect(claim.node.value == "pg1" && claim.systemIdentifier != nil)
 

@@ -36,7 +36,7 @@ struct BootstrapPlannerTests {
             steps == [
                 .claimCluster, .initdb, .configurePostgres(standbyOf: nil), .startPostgres, .ensureReplicationRole, .recordSystemIdentifier,
                 .allocatePriority, .register(role: .primary, upstream: nil), .writeKeepalived(initialState: "MASTER"),
-                .writePgBouncer(target: Self.me),
+                .writePgBouncer(target: Self.me), .writeNodeConfig,
             ])
     }
 
@@ -83,7 +83,7 @@ struct BootstrapPlannerTests {
             steps == [
                 .allocatePriority, .clone(from: Self.other), .configurePostgres(standbyOf: Self.other), .startPostgres,
                 .waitForStreaming(from: Self.other), .register(role: .standby, upstream: Self.other), .writeKeepalived(initialState: "BACKUP"),
-                .writePgBouncer(target: Self.other),
+                .writePgBouncer(target: Self.other), .writeNodeConfig,
             ])
     }
 
@@ -121,7 +121,7 @@ struct BootstrapPlannerTests {
             .claimCluster, .initdb, .adopt(systemIdentifier: "1"), .moveDataDirectoryAside, .clone(from: Self.other), .reuseStandby(systemIdentifier: "1"),
             .configurePostgres(standbyOf: nil), .startPostgres, .reloadPostgres, .ensureReplicationRole, .recordSystemIdentifier,
             .waitForStreaming(from: Self.other), .allocatePriority, .register(role: .primary, upstream: nil), .writeKeepalived(initialState: "MASTER"),
-            .skipKeepalived, .writePgBouncer(target: Self.other), .configureConsulAgent, .startConsulAgent,
+            .skipKeepalived, .writePgBouncer(target: Self.other), .writeNodeConfig, .configureConsulAgent, .startConsulAgent,
         ]
         #expect(Set(steps.map(\.description)).count == steps.count)
     }
