@@ -60,10 +60,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // What runs on a node after bootstrap: keepalived's notify hook, status, cluster settings.
+        .target(
+            name: "BatonAgent",
+            dependencies: ["BatonBootstrap", "BatonConsul", "BatonCore", "ConsulAPI"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonBootstrap",
+                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonBootstrap", "BatonAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +88,11 @@ let package = Package(
         .testTarget(
             name: "BatonBootstrapTests",
             dependencies: ["BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BatonAgentTests",
+            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonTestSupport", "ConsulAPI"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -8,12 +8,16 @@ public struct KeepalivedNode: Sendable, Equatable {
     public var state: String?
     /// When that state was reported (RFC 3339).
     public var stateTime: String?
+    /// The order keepalived raised the notifications in (see ``VRRPNotification/sequence``): a late,
+    /// older notification never overwrites a newer state.
+    public var stateSequence: UInt64?
 
-    public init(name: NodeName, priority: Int, state: String? = nil, stateTime: String? = nil) {
+    public init(name: NodeName, priority: Int, state: String? = nil, stateTime: String? = nil, stateSequence: UInt64? = nil) {
         self.name = name
         self.priority = priority
         self.state = state
         self.stateTime = stateTime
+        self.stateSequence = stateSequence
     }
 }
 
@@ -42,6 +46,7 @@ public struct KeepalivedNodes: Sendable, Equatable {
                         var members: [(String, JSONValue)] = [("name", .string(n.name.value)), ("priority", .int(n.priority))]
                         if let s = n.state { members.append(("state", .string(s))) }
                         if let t = n.stateTime { members.append(("state_time", .string(t))) }
+                        if let q = n.stateSequence { members.append(("state_seq", .int(q))) }
                         return .object(members)
                     })
             )
@@ -66,14 +71,19 @@ public struct KeepalivedNodes: Sendable, Equatable {
                 throw ValidationProblem("Consul key \(key): node \(name) has priority \(priority); keepalived accepts 1 to 254")
             }
             let state = item.member("state")?.stringValue
-            if let state, !["MASTER", "BACKUP", "FAULT", "STOP"].contains(state) {
+            if let state, !VRRPNotification.states.contains(state) {
                 throw ValidationProblem("Consul key \(key): node \(name) has an unknown VRRP state \(Quote.show(state))")
             }
             guard !nodes.contains(where: { $0.name == name }) else { throw ValidationProblem("Consul key \(key) lists node \(name) twice") }
             guard !nodes.contains(where: { $0.priority == priority }) else {
                 throw ValidationProblem("Consul key \(key) gives priority \(priority) to two nodes")
             }
-            nodes.append(KeepalivedNode(name: name, priority: priority, state: state, stateTime: item.member("state_time")?.stringValue))
+            let sequence = item.member("state_seq")
+            if let sequence, sequence.uint64Value == nil { throw ValidationProblem("Consul key \(key): node \(name) has a state_seq that is not a number") }
+            nodes.append(
+                KeepalivedNode(
+                    name: name, priority: priority, state: state, stateTime: item.member("state_time")?.stringValue,
+                    stateSequence: sequence?.uint64Value))
         }
         self.init(nodes: nodes)
     }

@@ -71,8 +71,21 @@ public final class BatonProcess: @unchecked Sendable {
     }
 }
 
-/// Runs a command to completion and returns its status and output.
+/// Runs a command to completion and returns its status and output. It waits on a Dispatch thread, not
+/// on one of Swift's few cooperative threads, which an in-process server under test needs.
 public func runCommand(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil)
+    async throws -> (status: Int32, output: String)
+{
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(with: Result { try runCommandBlocking(executable, arguments, environment: environment, input: input) })
+        }
+    }
+}
+
+/// ``runCommand(_:_:environment:input:)`` for synchronous contexts (test traits); never call it from a
+/// task while an in-process server must answer.
+public func runCommandBlocking(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil)
     throws -> (status: Int32, output: String)
 {
     let process = Process()

@@ -85,7 +85,7 @@ struct BootstrapLiveTests {
             primary.close()
             try #"\"app\" \"app-secret\""#.replacingOccurrences(of: "\\", with: "").write(toFile: c.root + "/userlist.txt", atomically: true, encoding: .utf8)
             let bouncerDirectory = c.directory("pg2") + "/pgbouncer"
-            _ = try runCommand("/bin/chown", ["-R", "postgres:postgres", bouncerDirectory, c.root + "/userlist.txt"])
+            _ = try await runCommand("/bin/chown", ["-R", "postgres:postgres", bouncerDirectory, c.root + "/userlist.txt"])
             let ini = bouncerDirectory + "/pgbouncer.ini"
             #expect(try String(contentsOfFile: ini, encoding: .utf8).contains("* = host=127.0.0.1 port=\(ports[0])"))
             let pgbouncer = try BatonProcess(
@@ -108,14 +108,22 @@ struct BootstrapLiveTests {
             // keepalived checks the file against a real interface named bt0, in a namespace of our own.
             guard getuid() == 0 else { return }
             let namespace = "baton-kt-\(UUID().uuidString.prefix(6).lowercased())"
-            _ = try runCommand("/usr/sbin/ip", ["netns", "add", namespace])
-            defer { _ = try? runCommand("/usr/sbin/ip", ["netns", "del", namespace]) }
-            #expect(try runCommand("/usr/sbin/ip", ["-n", namespace, "link", "add", "bt0", "type", "veth", "peer", "name", "bt1"]).status == 0)
-            for node in ["pg1", "pg2"] {
-                let file = c.directory(node) + "/keepalived.conf"
-                let check = try runCommand("/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/keepalived", "--config-test", "-f", file])
-                #expect(check.status == 0, "keepalived --config-test \(file): \(check.output)")
+            _ = try await runCommand("/usr/sbin/ip", ["netns", "add", namespace])
+            var checks: [(String, Int32, String)] = []
+            do {
+                _ = try await runCommand("/usr/sbin/ip", ["-n", namespace, "link", "add", "bt0", "type", "veth", "peer", "name", "bt1"])
+                for node in ["pg1", "pg2"] {
+                    let file = c.directory(node) + "/keepalived.conf"
+                    let check = try await runCommand("/usr/sbin/ip", ["netns", "exec", namespace, "/usr/sbin/keepalived", "--config-test", "-f", file])
+                    checks.append((file, check.status, check.output))
+                }
+            } catch {
+                _ = try? await runCommand("/usr/sbin/ip", ["netns", "del", namespace])
+                throw error
             }
+            _ = try? await runCommand("/usr/sbin/ip", ["netns", "del", namespace])
+            #expect(checks.count == 2)
+            for (file, status, output) in checks { #expect(status == 0, "keepalived --config-test \(file): \(output)") }
             #expect(try String(contentsOfFile: c.directory("pg1") + "/keepalived.conf", encoding: .utf8).contains("state MASTER"))
             #expect(try String(contentsOfFile: c.directory("pg2") + "/keepalived.conf", encoding: .utf8).contains("priority 190"))
         }
@@ -266,10 +274,10 @@ struct BootstrapInputTests {
         #expect(s.replicationPasswordSource == .environment(BootstrapSettings.passwordVariable))
     }
 
-    @Test func theCommandLineRefusesBadFlagsAndWritesNothing() throws {
+    @Test func theCommandLineRefusesBadFlagsAndWritesNothing() async throws {
         let directory = "/tmp/baton-cli-" + UUID().uuidString.prefix(8)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let result = try runCommand(
+        let result = try await runCommand(
             BatonProcess.executable,
             [
                 "bootstrap", "--master", "--address", "127.0.0.1", "--virtual-ip", "300.1.1.1/24", "--interface", "eth0",
@@ -278,7 +286,7 @@ struct BootstrapInputTests {
         #expect(result.status == 2, "\(result.output)")
         #expect(result.output.contains("nothing was changed") && result.output.contains("--virtual-ip"))
         #expect(!FileManager.default.fileExists(atPath: directory))
-        let both = try runCommand(BatonProcess.executable, ["bootstrap", "--master", "--join", "127.0.0.1:8500"])
+        let both = try await runCommand(BatonProcess.executable, ["bootstrap", "--master", "--join", "127.0.0.1:8500"])
         #expect(both.status != 0 && both.output.contains("exactly one of --master or --join"))
     }
 }

@@ -11,7 +11,7 @@ struct PyConsulTests {
         .appendingPathComponent("PyConsul/py_consul_client.py").path
 
     static var pyConsulInstalled: Bool {
-        (try? runCommand("/usr/bin/env", ["python3", "-c", "import consul"]).status) == 0
+        (try? runCommandBlocking("/usr/bin/env", ["python3", "-c", "import consul"]).status) == 0
     }
 
     @Test(
@@ -38,7 +38,7 @@ struct PyConsulTests {
             let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(port)")]))
             #expect(await eventually { (try? await client.leader()) != nil }, "server did not start: \(server?.output ?? "")")
         }
-        let (status, output) = try runCommand("/usr/bin/env", ["python3", Self.script, host, String(port)])
+        let (status, output) = try await runCommand("/usr/bin/env", ["python3", Self.script, host, String(port)])
         #expect(status == 0, "py-consul failed:\n\(output)\nserver log:\n\(server?.output ?? "")")
     }
 }

@@ -1,0 +1,111 @@
+import ConsulAPI
+
+/// How strictly the cluster guards acknowledged commits.
+public enum SynchronousMode: String, Sendable, Equatable, CaseIterable {
+    /// Asynchronous replication: failover to a replica within the lag limit.
+    case off
+    /// The primary keeps one synchronous standby when it has a healthy one; failover only to it.
+    case on
+    /// As `on`, and with no healthy synchronous standby the primary stops acknowledging commits
+    /// rather than fall back to asynchronous.
+    case strict
+}
+
+/// Cluster-wide settings, in the Consul key `config`, that every monitor reads and follows.
+public struct ClusterConfig: Sendable, Equatable {
+    /// The leader session's TTL. Consul keeps a session up to twice this after its last renewal.
+    public var ttl: GoDuration = .seconds(10)
+    /// How often each monitor looks at its node and the cluster.
+    public var loopWait: GoDuration = .seconds(1)
+    /// Lock-delay of the leader session: after it is invalidated nobody may take the lock for this long.
+    public var lockDelay: GoDuration = .milliseconds(1)
+    public var synchronousMode: SynchronousMode = .off
+    /// In asynchronous mode, a replica further behind than this (bytes of WAL) is never promoted
+    /// automatically.
+    public var maximumLagOnFailover: UInt64 = 1 << 20
+    /// How long a primary whose PostgreSQL failed may try to recover it in place before it releases the
+    /// lock. 0 releases at once: the fastest failover, at the price of the newest asynchronous commits
+    /// that had not reached a replica.
+    public var primaryStartTimeout: GoDuration = .zero
+    /// After this long without the best candidate taking the lock, the next best may.
+    public var failoverGrace: GoDuration = .seconds(3)
+
+    public init() {}
+
+    /// The settings by their key in Consul, with their current values as text.
+    public var entries: [(String, String)] {
+        [
+            ("ttl", ttl.description), ("loop_wait", loopWait.description), ("lock_delay", lockDelay.description),
+            ("synchronous_mode", synchronousMode.rawValue), ("maximum_lag_on_failover", String(maximumLagOnFailover)),
+            ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
+        ]
+    }
+
+    public static let keys: [String] = ClusterConfig().entries.map(\.0)
+
+    public var json: JSONValue {
+        .object(
+            entries.map { key, value in
+                key == "maximum_lag_on_failover" ? (key, .number(value)) : (key, .string(value))
+            })
+    }
+
+    /// Reads the key's value; missing settings keep their defaults, unknown ones are errors.
+    public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
+        self.init()
+        guard let bytes, !bytes.isEmpty else { return }
+        let json = try Record.object(bytes, key: key)
+        for (name, value) in json.objectValue ?? [] {
+            let text: String
+            if let s = value.stringValue {
+                text = s
+            } else if case .number(let n) = value {
+                text = n
+            } else {
+                throw ValidationProblem("Consul key \(key): \(name) must be a string or a number")
+            }
+            try set(name, text, source: "Consul key \(key)")
+        }
+        try validate(source: "Consul key \(key)")
+    }
+
+    /// Changes one setting from text, as `baton config set NAME=VALUE` does.
+    public mutating func set(_ name: String, _ value: String, source: String = "setting") throws(ValidationProblem) {
+        func duration() throws(ValidationProblem) -> GoDuration {
+            do { return try GoDuration(parsing: value) } catch {
+                throw ValidationProblem("\(source): \(name) \(Quote.show(value)) is not a duration such as 10s or 500ms")
+            }
+        }
+        switch name {
+        case "ttl": ttl = try duration()
+        case "loop_wait": loopWait = try duration()
+        case "lock_delay": lockDelay = try duration()
+        case "primary_start_timeout": primaryStartTimeout = try duration()
+        case "failover_grace": failoverGrace = try duration()
+        case "synchronous_mode":
+            guard let mode = SynchronousMode(rawValue: value) else {
+                throw ValidationProblem("\(source): synchronous_mode must be off, on or strict, not \(Quote.show(value))")
+            }
+            synchronousMode = mode
+        case "maximum_lag_on_failover":
+            guard let bytes = UInt64(value) else {
+                throw ValidationProblem("\(source): maximum_lag_on_failover must be a number of bytes, not \(Quote.show(value))")
+            }
+            maximumLagOnFailover = bytes
+        default:
+            throw ValidationProblem("\(source): unknown setting \(Quote.show(name)); the settings are \(Self.keys.joined(separator: ", "))")
+        }
+    }
+
+    /// The rules that keep the settings safe together.
+    public func validate(source: String = "config") throws(ValidationProblem) {
+        guard ttl >= .seconds(1), ttl <= .seconds(86_400) else { throw ValidationProblem("\(source): ttl must be from 1s to 24h") }
+        guard loopWait >= .milliseconds(100) else { throw ValidationProblem("\(source): loop_wait must be at least 100ms") }
+        guard loopWait.nanoseconds * 3 <= ttl.nanoseconds else {
+            throw ValidationProblem(
+                "\(source): loop_wait (\(loopWait)) must be at most a third of ttl (\(ttl)), so that a primary renews its session several times before it lapses")
+        }
+        guard lockDelay <= .seconds(60) else { throw ValidationProblem("\(source): lock_delay must be at most 60s (Consul's maximum)") }
+        guard primaryStartTimeout >= .zero, failoverGrace >= .zero else { throw ValidationProblem("\(source): timeouts cannot be negative") }
+    }
+}

@@ -1,0 +1,115 @@
+import ConsulAPI
+
+/// A PostgreSQL WAL position (`pg_lsn`), e.g. `0/3000060`.
+public struct LSN: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public let value: UInt64
+    public init(_ value: UInt64) { self.value = value }
+
+    /// Parses PostgreSQL's `XXXXXXXX/XXXXXXXX` text form.
+    public init(parsing text: String) throws(ValidationProblem) {
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, (1...8).contains(parts[0].count), (1...8).contains(parts[1].count),
+            let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16)
+        else { throw ValidationProblem("\(Quote.show(text)) is not a WAL position such as 0/3000060") }
+        value = high << 32 | low
+    }
+
+    public var description: String { String(value >> 32, radix: 16, uppercase: true) + "/" + String(value & 0xFFFF_FFFF, radix: 16, uppercase: true) }
+    public static func < (a: LSN, b: LSN) -> Bool { a.value < b.value }
+}
+
+/// What a replica's monitor reports about it, as failover needs it.
+public struct CandidateState: Sendable, Equatable {
+    public var name: NodeName
+    /// 0 means never promoted automatically (repmgr's priority 0, Patroni's nofailover).
+    public var failoverPriority: Int
+    /// PostgreSQL runs, is in recovery and its monitor reports recently.
+    public var healthy: Bool
+    /// How far its WAL reaches (the greater of received and replayed).
+    public var walPosition: LSN
+    public var timeline: Int
+
+    public init(name: NodeName, failoverPriority: Int, healthy: Bool, walPosition: LSN, timeline: Int) {
+        self.name = name
+        self.failoverPriority = failoverPriority
+        self.healthy = healthy
+        self.walPosition = walPosition
+        self.timeline = timeline
+    }
+}
+
+/// Why a replica may not be promoted automatically.
+public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
+    case unhealthy
+    case noFailover
+    /// Synchronous mode: only the recorded synchronous standby may be promoted.
+    case notSynchronousStandby
+    /// Asynchronous mode: further behind the last known primary position than the limit.
+    case lagOverLimit(bytes: UInt64, limit: UInt64)
+
+    public var description: String {
+        switch self {
+        case .unhealthy: return "unhealthy or not reporting"
+        case .noFailover: return "marked no-failover (priority 0)"
+        case .notSynchronousStandby: return "not the synchronous standby"
+        case .lagOverLimit(let bytes, let limit): return "lag \(bytes) bytes over the limit of \(limit)"
+        }
+    }
+}
+
+/// The outcome of ranking the replicas after the primary was lost.
+public struct FailoverChoice: Sendable, Equatable {
+    /// Eligible replicas, best first.
+    public var ranked: [NodeName]
+    public var ineligible: [NodeName: Ineligibility]
+    public var best: NodeName? { ranked.first }
+
+    /// Why nobody can be promoted, for `baton status`; `nil` when someone can.
+    public var noCandidateReason: String? {
+        guard ranked.isEmpty else { return nil }
+        if ineligible.isEmpty { return "no replica is registered" }
+        return "no eligible candidate: " + ineligible.keys.sorted().map { "\($0) \(ineligible[$0]!)" }.joined(separator: "; ")
+    }
+
+    /// How long `node` waits after the leader lock was lost before it may try to take it: the best at
+    /// once, the next after one grace period, and so on; `nil` if it is not eligible.
+    public func waitBeforeAcquiring(_ node: NodeName, grace: GoDuration) -> GoDuration? {
+        guard let rank = ranked.firstIndex(of: node) else { return nil }
+        return GoDuration(nanoseconds: Int64(rank) * grace.nanoseconds)
+    }
+}
+
+/// Ranks replicas for promotion: the most advanced WAL position among eligible replicas (on the newest
+/// timeline), then the highest priority, then the name — the same answer on every node that sees the
+/// same reports, so that they agree without talking.
+public enum FailoverCandidates {
+    public static func choose(
+        _ candidates: [CandidateState], synchronousMode: SynchronousMode, synchronousStandby: NodeName?, lastPrimaryPosition: LSN?,
+        maximumLag: UInt64
+    ) -> FailoverChoice {
+        var ineligible: [NodeName: Ineligibility] = [:]
+        var eligible: [CandidateState] = []
+        for c in candidates {
+            if !c.healthy {
+                ineligible[c.name] = .unhealthy
+            } else if c.failoverPriority <= 0 {
+                ineligible[c.name] = .noFailover
+            } else if synchronousMode != .off && c.name != synchronousStandby {
+                ineligible[c.name] = .notSynchronousStandby
+            } else if synchronousMode == .off, let primary = lastPrimaryPosition, primary > c.walPosition,
+                primary.value - c.walPosition.value > maximumLag
+            {
+                ineligible[c.name] = .lagOverLimit(bytes: primary.value - c.walPosition.value, limit: maximumLag)
+            } else {
+                eligible.append(c)
+            }
+        }
+        let ranked = eligible.sorted { a, b in
+            if a.timeline != b.timeline { return a.timeline > b.timeline }
+            if a.walPosition != b.walPosition { return a.walPosition > b.walPosition }
+            if a.failoverPriority != b.failoverPriority { return a.failoverPriority > b.failoverPriority }
+            return a.name < b.name
+        }
+        return FailoverChoice(ranked: ranked.map(\.name), ineligible: ineligible)
+    }
+}

@@ -1,0 +1,93 @@
+import ConsulAPI
+
+/// What `baton status` shows: the cluster as Consul records it.
+public struct StatusView: Sendable {
+    public struct Node: Sendable {
+        public var registration: NodeRegistration
+        public var keepalived: KeepalivedNode?
+        public var holdsLeaderLock: Bool
+
+        public init(registration: NodeRegistration, keepalived: KeepalivedNode?, holdsLeaderLock: Bool) {
+            self.registration = registration
+            self.keepalived = keepalived
+            self.holdsLeaderLock = holdsLeaderLock
+        }
+    }
+
+    public var cluster: ClusterName
+    public var claim: ClusterClaim?
+    /// The node named in the `leader` key while a session holds it.
+    public var leader: NodeName?
+    public var config: ClusterConfig
+    public var nodes: [Node]
+    /// Registrations or keys that failed validation, shown instead of being trusted.
+    public var problems: [String]
+    public var events: [ClusterEvent]
+
+    public init(
+        cluster: ClusterName, claim: ClusterClaim?, leader: NodeName?, config: ClusterConfig, nodes: [Node], problems: [String],
+        events: [ClusterEvent]
+    ) {
+        self.cluster = cluster
+        self.claim = claim
+        self.leader = leader
+        self.config = config
+        self.nodes = nodes.sorted { $0.registration.name < $1.registration.name }
+        self.problems = problems
+        self.events = events
+    }
+
+    /// A table in the manner of `patronictl list`.
+    public func table() -> String {
+        var out = "Cluster: \(cluster)"
+        if let id = claim?.systemIdentifier { out += " (system identifier \(id))" } else if claim == nil { out += " (not created)" }
+        out += "\n"
+        out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)\n"
+        let header = ["Node", "Address", "Role", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location"]
+        var rows: [[String]] = []
+        for n in nodes {
+            let r = n.registration
+            rows.append([
+                r.name.value, "\(r.address):\(r.port)", r.role.rawValue, r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "",
+                String(r.priority), n.keepalived?.state ?? "-", n.keepalived.map { String($0.priority) } ?? "-", r.location,
+            ])
+        }
+        let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
+        func line(_ cells: [String]) -> String {
+            "| " + cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: " | ") + " |"
+        }
+        let rule = "+" + widths.map { String(repeating: "-", count: $0 + 2) }.joined(separator: "+") + "+"
+        out += rule + "\n" + line(header) + "\n" + rule + "\n"
+        for row in rows { out += line(row) + "\n" }
+        out += rule + "\n"
+        for p in problems { out += "problem: \(p)\n" }
+        if !events.isEmpty {
+            out += "Last events:\n"
+            for e in events { out += "  \(e.time)  \(e.node)  \(e.kind)  \(e.detail)\n" }
+        }
+        return out
+    }
+
+    public var json: JSONValue {
+        .object([
+            ("cluster", .string(cluster.value)),
+            ("system_identifier", claim?.systemIdentifier.map { .string($0) } ?? .null),
+            ("leader", leader.map { .string($0.value) } ?? .null),
+            ("config", config.json),
+            (
+                "nodes",
+                .array(
+                    nodes.map { n in
+                        var members = n.registration.json.objectValue ?? []
+                        members.append(("holds_leader_lock", .bool(n.holdsLeaderLock)))
+                        members.append(("keepalived_priority", n.keepalived.map { .int($0.priority) } ?? .null))
+                        members.append(("vrrp_state", n.keepalived?.state.map { .string($0) } ?? .null))
+                        members.append(("vrrp_state_time", n.keepalived?.stateTime.map { .string($0) } ?? .null))
+                        return .object(members)
+                    })
+            ),
+            ("problems", .array(problems.map { .string($0) })),
+            ("events", .array(events.map(\.json))),
+        ])
+    }
+}

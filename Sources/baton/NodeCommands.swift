@@ -1,0 +1,104 @@
+import ArgumentParser
+import BatonAgent
+import BatonCore
+import Foundation
+
+/// Where a runtime command finds its cluster: the node's Baton config, or explicit flags.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "The node's Baton config (written by `baton bootstrap`, default /etc/baton/baton.yaml if it exists).")
+    var config: String?
+    @Option(help: "Cluster name (overrides the config).") var cluster: String?
+    @Option(help: "Consul HTTP address(es) (overrides the config).") var consul: String?
+
+    func load() throws -> NodeConfig {
+        let path = config ?? (FileManager.default.fileExists(atPath: "/etc/baton/baton.yaml") ? "/etc/baton/baton.yaml" : nil)
+        return try NodeConfig.load(path: path, cluster: cluster, consul: consul)
+    }
+}
+
+/// Runs `body`, turning Baton's errors into a message on stderr and an exit status.
+func reportingErrors(_ command: String, _ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as AgentError {
+        FileHandle.standardError.write(Data("baton \(command): \(error.description)\n".utf8))
+        throw ExitCode(1)
+    } catch let problem as ValidationProblem {
+        FileHandle.standardError.write(Data("baton \(command): \(problem.message); nothing was written\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+struct NotifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "notify",
+        abstract: "keepalived's notify hook: record this node's VRRP state in Consul.",
+        discussion: """
+            keepalived calls it as `baton notify --config FILE TYPE NAME STATE PRIORITY`. The state is \
+            written to keepalived/nodes with check-and-set; keepalived runs notify scripts concurrently, \
+            so each notification carries the order keepalived raised it in (its process's start time and \
+            PID) and a late, older one never overwrites a newer state. Wrong or missing arguments: an \
+            error, exit 2, nothing written.
+            """
+    )
+    @OptionGroup var node: NodeOptions
+    @Argument(help: "INSTANCE or GROUP.") var type: String?
+    @Argument(help: "The VRRP instance or group name.") var name: String?
+    @Argument(help: "MASTER, BACKUP, FAULT, STOP or DELETED.") var state: String?
+    @Argument(help: "The instance's priority.") var priority: String?
+
+    func run() async throws {
+        let sequence = Notify.ownSequence()
+        try await reportingErrors("notify") {
+            let notification = try VRRPNotification(arguments: [type, name, state, priority].compactMap { $0 }, sequence: sequence)
+            let config = try node.load()
+            let recorded = try await Notify(config: config, client: try config.client()).record(notification)
+            print(recorded ? "recorded \(notification.state) for \(config.node?.value ?? "?")" : "ignored: a newer VRRP state is already recorded")
+        }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the cluster: nodes, roles, leader, VRRP states, events.")
+    @OptionGroup var node: NodeOptions
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        try await reportingErrors("status") {
+            let config = try node.load()
+            let view = try await StatusReader(config: config, client: try config.client()).read()
+            print(json ? view.json.serialized() : view.table(), terminator: json ? "\n" : "")
+        }
+    }
+}
+
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Show or change the cluster-wide settings in Consul.", subcommands: [Show.self, Set.self])
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the effective settings (defaults included).")
+        @OptionGroup var node: NodeOptions
+        func run() async throws {
+            try await reportingErrors("config show") {
+                let config = try node.load()
+                for (key, value) in try await ClusterSettings(config: config, client: try config.client()).show().entries { print("\(key) = \(value)") }
+            }
+        }
+    }
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Change settings: NAME=VALUE… (all or nothing, check-and-set).",
+            discussion: "Settings: \(ClusterConfig.keys.joined(separator: ", ")).")
+        @OptionGroup var node: NodeOptions
+        @Argument(help: "NAME=VALUE pairs.") var assignments: [String]
+        func run() async throws {
+            try await reportingErrors("config set") {
+                let config = try node.load()
+                let updated = try await ClusterSettings(config: config, client: try config.client()).set(assignments)
+                for (key, value) in updated.entries { print("\(key) = \(value)") }
+            }
+        }
+    }
+}

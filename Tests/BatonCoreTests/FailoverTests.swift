@@ -1,0 +1,102 @@
+import BatonCore
+import ConsulAPI
+import Testing
+
+@Suite("failover candidates")
+struct FailoverCandidateTests {
+    func n(_ s: String) -> NodeName { try! NodeName(s) }
+    func c(_ name: String, _ lsn: UInt64, priority: Int = 100, healthy: Bool = true, timeline: Int = 1) -> CandidateState {
+        CandidateState(name: n(name), failoverPriority: priority, healthy: healthy, walPosition: LSN(lsn), timeline: timeline)
+    }
+    func choose(_ cs: [CandidateState], mode: SynchronousMode = .off, sync: String? = nil, primary: UInt64? = nil, lag: UInt64 = 1 << 20) -> FailoverChoice {
+        FailoverCandidates.choose(cs, synchronousMode: mode, synchronousStandby: sync.map(n), lastPrimaryPosition: primary.map(LSN.init), maximumLag: lag)
+    }
+
+    @Test func theMostAdvancedWinsThenPriorityThenName() {
+        #expect(choose([c("a", 100), c("b", 200), c("c", 150)]).ranked == [n("b"), n("c"), n("a")])
+        #expect(choose([c("a", 100, priority: 50), c("b", 100, priority: 90)]).ranked == [n("b"), n("a")])
+        #expect(choose([c("b", 100), c("a", 100)]).ranked == [n("a"), n("b")])
+        #expect(choose([c("a", 900, timeline: 1), c("b", 100, timeline: 2)]).best == n("b"), "a newer timeline wins")
+    }
+
+    @Test func theOrderDoesNotDependOnHowTheReportsArrive() {
+        let cs = [c("a", 100), c("b", 200, priority: 10), c("c", 200, priority: 20), c("d", 50)]
+        let expected = choose(cs).ranked
+        for permutation in [cs.reversed(), [cs[2], cs[0], cs[3], cs[1]], [cs[1], cs[3], cs[0], cs[2]]] {
+            #expect(choose(Array(permutation)).ranked == expected)
+        }
+    }
+
+    @Test func ineligibleReplicasAreNamedWithTheirReason() {
+        let choice = choose([c("sick", 500, healthy: false), c("never", 500, priority: 0), c("far", 10), c("ok", 2_000_000)], primary: 2_000_100)
+        #expect(choice.ranked == [n("ok")])
+        #expect(choice.ineligible[n("sick")] == .unhealthy)
+        #expect(choice.ineligible[n("never")] == .noFailover)
+        #expect(choice.ineligible[n("far")] == .lagOverLimit(bytes: 2_000_090, limit: 1 << 20))
+    }
+
+    @Test func synchronousModeOnlyPromotesTheSynchronousStandby() {
+        for mode in [SynchronousMode.on, .strict] {
+            let choice = choose([c("a", 900), c("s", 100)], mode: mode, sync: "s", primary: 10_000_000)
+            #expect(choice.ranked == [n("s")], "lag does not matter: the sync standby has every acknowledged commit")
+            #expect(choice.ineligible[n("a")] == .notSynchronousStandby)
+            let none = choose([c("a", 900)], mode: mode, sync: nil)
+            #expect(none.best == nil && none.noCandidateReason?.contains("not the synchronous standby") == true)
+        }
+    }
+
+    @Test func noCandidateReasons() {
+        #expect(choose([]).noCandidateReason == "no replica is registered")
+        #expect(choose([c("a", 1, healthy: false)]).noCandidateReason == "no eligible candidate: a unhealthy or not reporting")
+        #expect(choose([c("a", 1)]).noCandidateReason == nil)
+    }
+
+    @Test func lowerRanksWaitOneGracePeriodPerRank() {
+        let choice = choose([c("a", 300), c("b", 200), c("c", 100)])
+        #expect(choice.waitBeforeAcquiring(n("a"), grace: .seconds(3)) == .zero)
+        #expect(choice.waitBeforeAcquiring(n("b"), grace: .seconds(3)) == .seconds(3))
+        #expect(choice.waitBeforeAcquiring(n("c"), grace: .seconds(3)) == .seconds(6))
+        #expect(choice.waitBeforeAcquiring(n("x"), grace: .seconds(3)) == nil)
+    }
+
+    @Test(arguments: [("0/3000060", UInt64(0x3000060)), ("16/B374D848", UInt64(0x16_B374_D848)), ("0/0", 0)])
+    func lsnParsing(text: String, value: UInt64) throws {
+        let lsn = try LSN(parsing: text)
+        #expect(lsn.value == value && lsn.description == text)
+    }
+
+    @Test(arguments: ["", "0", "0/", "/1", "G/1", "123456789/1", "0/1/2"])
+    func badLSNs(text: String) { #expect(throws: ValidationProblem.self) { try LSN(parsing: text) } }
+}
+
+@Suite("cluster config")
+struct ClusterConfigTests {
+    @Test func defaultsAndRoundTrip() throws {
+        let config = ClusterConfig()
+        #expect(config.ttl == .seconds(10) && config.synchronousMode == .off)
+        #expect(try ClusterConfig(bytes: config.json.serializedBytes(), key: "config") == config)
+        #expect(try ClusterConfig(bytes: nil, key: "config") == config)
+        var changed = config
+        try changed.set("synchronous_mode", "strict")
+        try changed.set("ttl", "15s")
+        try changed.set("maximum_lag_on_failover", "0")
+        #expect(try ClusterConfig(bytes: changed.json.serializedBytes(), key: "config") == changed)
+    }
+
+    @Test(arguments: [
+        ("ttl", "ten"), ("synchronous_mode", "maybe"), ("maximum_lag_on_failover", "-1"), ("bogus", "1"), ("loop_wait", "1"),
+    ])
+    func badSettingsAreRefused(name: String, value: String) {
+        var config = ClusterConfig()
+        #expect(throws: ValidationProblem.self) { try config.set(name, value) }
+        #expect(config == ClusterConfig(), "a refused setting changes nothing")
+    }
+
+    @Test func unsafeCombinationsAreRefused() throws {
+        var config = ClusterConfig()
+        try config.set("loop_wait", "5s")
+        #expect(throws: ValidationProblem.self) { try config.validate() }
+        #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"ttl":"10s","loop_wait":"9s"}"#.utf8), key: "config") }
+        #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"ttl":true}"#.utf8), key: "config") }
+    }
+}
