@@ -402,7 +402,12 @@ public final class Bootstrap {
                 try await db.query("\(verb) ROLE \(user) WITH REPLICATION LOGIN PASSWORD '\(verifier)'")
                 changedRole = true
             }
-            // pg_rewind connects as this role to the source server and needs these functions.
+            // pg_rewind connects as this role to the source server and needs these functions; a CHECKPOINT
+            // on a freshly promoted source makes its new timeline visible to pg_rewind.
+            if try await db.scalar("SELECT pg_has_role($1, 'pg_checkpoint', 'MEMBER')", [user]) != "t" {
+                try await db.query("GRANT pg_checkpoint TO \(user)")
+                changedRole = true
+            }
             for function in [
                 "pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
                 "pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",

@@ -64,6 +64,12 @@ public struct PostgresControl: Sendable {
         try await runner.check(tool("pg_ctl"), ["reload", "-D", dataDirectory], what: "pg_ctl reload")
     }
 
+    /// Rewinds a diverged data directory to `source` (a libpq conninfo of the new primary). PostgreSQL 13+
+    /// finishes crash recovery first when the directory was not shut down cleanly.
+    public func rewind(source: String) async throws {
+        try await runner.check(tool("pg_rewind"), ["-D", dataDirectory, "--source-server=" + source, "--progress"], what: "pg_rewind")
+    }
+
     /// Clones a primary: streams WAL during the copy into `slot` (which must exist).
     /// - Parameter conninfo: how to reach the primary; the password comes from the passfile named in it.
     public func basebackup(conninfo: String, slot: String) async throws {

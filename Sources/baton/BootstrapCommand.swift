@@ -49,6 +49,8 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Flag(help: "Configure and start a Consul server agent on this (first) node.") var consulCreate = false
     @Option(help: "Configure and start a Consul agent joining these addresses (comma-separated).") var consulJoin: String?
     @Option(help: "Seconds to wait for a new standby to stream (default 120).") var streamingTimeout: Int?
+    @Option(help: "Where to write this node's Baton config for monitor and hooks (default: --config's path, else /etc/baton/baton.yaml).")
+    var batonConfig: String?
 
     func validate() throws {
         guard master != (join != nil) else { throw ValidationError("give exactly one of --master or --join ADDR[,ADDR…]") }
@@ -66,7 +68,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("keepalived-conf", keepalivedConf); set("pgbouncer-ini", pgbouncerIni); set("pgbouncer-port", pgbouncerPort)
         set("pgbouncer-auth-file", pgbouncerAuthFile); set("pgbouncer-listen", pgbouncerListen); set("state-dir", stateDir)
         set("priority", priority); set("location", location); set("templates-dir", templatesDir); list("consul-join", consulJoin)
-        set("streaming-timeout", streamingTimeout)
+        set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig)
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }
         return values

@@ -1,0 +1,379 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import ConsulAPI
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `baton monitor`: one loop per node that observes its PostgreSQL and the cluster in Consul, decides
+/// with ``MonitorDecision`` and carries the decision out (or only logs it with `--observe`).
+public final class Monitor: @unchecked Sendable {
+    // @unchecked: the loop runs on one task; `wake` is an AsyncStream continuation (thread-safe).
+    let settings: BootstrapSettings
+    let client: ConsulClient
+    let logger: Logger
+    let observeOnly: Bool
+    let probe: LocalPostgresProbe
+    let control: PostgresControl
+    let watchdog: Watchdog?
+    var keys: ClusterKeys { settings.keys }
+    var me: NodeName { settings.node }
+
+    private var session: String?
+    private var lastRenewal: ContinuousClock.Instant = .now - .seconds(3600)
+    private var leaderFreeSince: ContinuousClock.Instant?
+    private var localDownSince: ContinuousClock.Instant?
+    private var notStreamingSince: ContinuousClock.Instant?
+    private var failedStarts = 0
+    private var lastAction: String = ""
+    private var config = ClusterConfig()
+
+    public init(settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, watchdog: Watchdog?) {
+        self.settings = settings
+        self.client = client
+        self.logger = logger
+        self.observeOnly = observeOnly
+        self.watchdog = watchdog
+        probe = LocalPostgresProbe(socketDirectory: settings.pgSocketDirectory.value, port: settings.pgPort.value, dataDirectory: settings.pgdata.value)
+        control = PostgresControl(binDirectory: settings.pgBindir.value, dataDirectory: settings.pgdata.value, osUser: settings.pgOSUser)
+    }
+
+    /// Runs until the task is cancelled (SIGTERM), then stops gracefully: a leading primary stops its
+    /// PostgreSQL before it gives up the lock, so that no replica promotes while it still takes writes.
+    public func run() async {
+        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let watcher = Task {
+            // Wake the loop the moment the leader key changes, instead of at the next tick.
+            let watch = ConsulWatch(wait: .seconds(30)) { [client, keys] options in try await client.get(keys.leader, options) }
+            for await _ in watch { wake.yield() }
+        }
+        defer { watcher.cancel() }
+        var iterator = wakes.makeAsyncIterator()
+        while !Task.isCancelled {
+            await iterate()
+            let interval = config.loopWait.swiftDuration
+            let tick = Task {
+                do {
+                    try await Task.sleep(for: interval)
+                    wake.yield()
+                } catch {}
+            }
+            _ = await iterator.next()
+            tick.cancel()
+        }
+        await shutdown()
+    }
+
+    // MARK: One iteration
+
+    struct ClusterView {
+        var leader: LeaderState
+        var leaderModifyIndex: UInt64
+        var registrations: [NodeName: NodeRegistration]
+        var candidates: [CandidateState]
+        var lastPrimaryPosition: LSN?
+        var primaryReport: PrimaryReport
+    }
+
+    func iterate() async {
+        let local = await probe.observe()
+        if local.isUp { localDownSince = nil } else if localDownSince == nil { localDownSince = .now }
+        if case .standby(_, _, _, false) = local {
+            if notStreamingSince == nil { notStreamingSince = .now }
+        } else {
+            notStreamingSince = nil
+        }
+        await ensureSession()
+        let view = await readCluster(local: local)
+        let since = ContinuousClock.now - lastRenewal
+        let observation = MonitorObservation(
+            node: me, config: config, local: local, localDownFor: GoDuration(nanoseconds: (localDownSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
+            leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(nanoseconds: since.nanosecondsValue),
+            leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
+            synchronousStandby: nil, paused: false, primaryReport: view?.primaryReport ?? .none,
+            notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
+            failedStarts: failedStarts)
+        let action = MonitorDecision.next(observation)
+        if action.description != lastAction {
+            logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
+            lastAction = action.description
+        }
+        if !observeOnly { await carryOut(action, view: view, local: local) }
+        await publishStatus(local: await probe.observe(), action: action)
+    }
+
+    func leaderEndpoint(_ view: ClusterView?) -> String? {
+        guard case .held(let holder, false)? = view?.leader, let r = view?.registrations[holder] else { return nil }
+        return "\(r.address.value):\(r.port.value)"
+    }
+
+    /// Keeps one session alive (renewed every iteration); a lost session is replaced.
+    func ensureSession() async {
+        do {
+            if let session {
+                try await client.renewSession(session)
+                lastRenewal = .now
+                watchdog?.renewed(fenceAfter: fenceAfter)
+                return
+            }
+        } catch let error as ConsulError where error.code == .sessionNotFound {
+            logger.warning("Session lost", metadata: ["monitor.session": "\(session ?? "")"])
+            session = nil
+        } catch {
+            logger.warning("Cannot renew the session", metadata: ["error": "\(error)"])
+            return
+        }
+        do {
+            session = try await client.createSession(
+                SessionRequest(name: "baton-\(settings.cluster)-\(me)", ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
+            lastRenewal = .now
+        } catch {
+            logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
+        }
+    }
+
+    var fenceAfter: Duration { .nanoseconds(config.ttl.nanoseconds * 4 / 5) }
+
+    func readCluster(local: LocalPostgres) async -> ClusterView? {
+        let pairs: [KVPair]
+        do { pairs = try await client.list(keys.prefix, .consistent).value } catch {
+            logger.warning("Cannot read the cluster from Consul", metadata: ["error": "\(error)"])
+            return nil
+        }
+        var registrations: [NodeName: NodeRegistration] = [:]
+        var statuses: [NodeName: JSONValue] = [:]
+        var leader: LeaderState = .free(since: .zero)
+        var leaderIndex: UInt64 = 0
+        for pair in pairs {
+            if pair.key == keys.config, let c = try? ClusterConfig(bytes: pair.value, key: pair.key) { config = c }
+            if pair.key.hasPrefix(keys.nodesPrefix), let r = try? NodeRegistration(bytes: pair.value, key: pair.key) { registrations[r.name] = r }
+            if pair.key.hasPrefix(keys.prefix + "status/"), let json = try? JSONValue.parse(pair.value ?? []),
+                let name = try? NodeName(String(pair.key.dropFirst((keys.prefix + "status/").count)))
+            {
+                statuses[name] = json
+            }
+            if pair.key == keys.leader, let holderSession = pair.session, let holder = try? NodeName(pair.stringValue, field: "leader") {
+                leader = .held(by: holder, mine: holderSession == session)
+                leaderIndex = pair.modifyIndex
+            }
+        }
+        if case .free = leader {
+            if leaderFreeSince == nil { leaderFreeSince = .now }
+            leader = .free(since: GoDuration(nanoseconds: (ContinuousClock.now - leaderFreeSince!).nanosecondsValue))
+        } else {
+            leaderFreeSince = nil
+        }
+        var candidates: [CandidateState] = []
+        var lastPrimary: LSN? = nil
+        let freshness = Double(config.loopWait.nanoseconds) / 1e9 * 3 + 1
+        for (name, registration) in registrations {
+            let status = statuses[name]
+            let position = status?.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) } ?? LSN(0)
+            if status?.member("role")?.stringValue == "primary" { lastPrimary = max(lastPrimary ?? position, position) }
+            var healthy = status?.member("role")?.stringValue == "standby"
+            if let stamp = status?.member("time")?.doubleValue { healthy = healthy && Date().timeIntervalSince1970 - stamp < freshness } else { healthy = false }
+            if name == me, case .standby = local { healthy = true }
+            var candidatePosition = position
+            if name == me, case .standby(let p, _, _, _) = local { candidatePosition = p }
+            candidates.append(
+                CandidateState(
+                    name: name, failoverPriority: registration.priority, healthy: healthy && name != leaderName(leader),
+                    walPosition: candidatePosition, timeline: Int(status?.member("timeline")?.int64Value ?? 1)))
+        }
+        var report = PrimaryReport.none
+        if let primary = registrations.values.first(where: { $0.role == .primary && $0.name != me })?.name {
+            let status = statuses[primary]
+            let fresh = status?.member("time")?.doubleValue.map { Date().timeIntervalSince1970 - $0 < freshness } ?? false
+            if !fresh {
+                report = .unknown(primary)
+            } else {
+                report = status?.member("role")?.stringValue == "primary" ? .live(primary) : .down(primary)
+            }
+        }
+        return ClusterView(
+            leader: leader, leaderModifyIndex: leaderIndex, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
+            primaryReport: report)
+    }
+
+    func leaderName(_ state: LeaderState) -> NodeName? { if case .held(let n, _) = state { return n } else { return nil } }
+
+    // MARK: Actions
+
+    func carryOut(_ action: MonitorAction, view: ClusterView?, local: LocalPostgres) async {
+        do {
+            switch action {
+            case .keepLeading, .wait:
+                break
+            case .acquireLeader(let reason):
+                guard let session else { return }
+                if try await client.put(keys.leader, me.value, mode: .acquire(session: session)) {
+                    logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
+                    watchdog?.renewed(fenceAfter: fenceAfter)
+                    if case .standby = local { try await promote(view: view) } else { try await register(role: .primary, upstream: nil) }
+                }
+            case .promote:
+                try await promote(view: view)
+            case .releaseLeader(let reason):
+                // Say "down" first, so the replicas that wake on the release fail over at once.
+                await publishStatus(local: local, action: action)
+                if let session { _ = try await client.put(keys.leader, me.value, mode: .release(session: session)) }
+                watchdog?.notLeading()
+                try await event("release", "released the leader lock: \(reason)")
+            case .fence(let reason):
+                watchdog?.notLeading()
+                try? await control.stop(mode: "immediate")
+                probe.close()
+                logger.critical("Fenced PostgreSQL", metadata: ["monitor.reason": "\(reason)"])
+                try? await event("fence", "stopped PostgreSQL: \(reason)")
+            case .follow(let leader, _):
+                try await follow(leader, view: view)
+            case .rejoin(let leader):
+                try await rejoin(leader, view: view)
+            case .startStandby:
+                do {
+                    try await control.start(logFile: settings.postgresLog)
+                    failedStarts = 0
+                } catch {
+                    failedStarts += 1
+                    throw error
+                }
+                try? await event("start", "started PostgreSQL as a standby")
+            }
+        } catch {
+            logger.error("Action failed", metadata: ["monitor.action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    func promote(view: ClusterView?) async throws {
+        let start = ContinuousClock.now
+        _ = try await probe.query("SELECT pg_promote(true, 60)")
+        // Write the new timeline into the control file now: pg_rewind reads it from there, and a
+        // rejoining old primary must see the fork at once.
+        _ = try? await probe.query("CHECKPOINT")
+        logger.notice("Promoted", metadata: ["monitor.seconds": "\((ContinuousClock.now - start).nanosecondsValue / 1_000_000) ms"])
+        // The slots the other nodes stream from must exist here before they reconnect.
+        for name in (view?.registrations.keys.map { $0 } ?? []) where name != me {
+            _ = try? await probe.query(
+                "SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                [name.slotName])
+        }
+        try await register(role: .primary, upstream: nil)
+        if let view {
+            for (name, registration) in view.registrations where name != me && registration.role == .primary {
+                var demoted = registration
+                demoted.role = .standby
+                demoted.upstream = me
+                try await client.put(keys.node(name), demoted.json.serializedBytes())
+            }
+        }
+        try await event("promote", "promoted to primary")
+    }
+
+    func follow(_ leader: NodeName, view: ClusterView?) async throws {
+        guard let target = view?.registrations[leader] else { return }
+        let upstream = PostgresFiles.Upstream(
+            host: target.address, port: target.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+        let text = PostgresFiles.settings(port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream)
+        try AtomicFile.write(text, to: settings.pgdata.value + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+        try await control.reload()
+        try await register(role: .standby, upstream: leader)
+        try await event("follow", "following \(leader)")
+    }
+
+    /// Turns the old primary's data directory into a standby of `leader`: pg_rewind, or when that cannot
+    /// work, a fresh clone with the old directory moved aside (never deleted).
+    func rejoin(_ leader: NodeName, view: ClusterView?) async throws {
+        guard let target = view?.registrations[leader] else { return }
+        let source = ConnInfo.make([
+            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "5"),
+        ])
+        var how = "rewound with pg_rewind"
+        if try await control.isRunning() {
+            try await control.stop(mode: "fast")
+            probe.close()
+        }
+        notStreamingSince = nil
+        failedStarts = 0
+        if let checkpoint = try? await PostgresConnection.connect(source) {
+            _ = try? await checkpoint.query("CHECKPOINT")
+            checkpoint.close()
+        }
+        do {
+            try await control.rewind(source: source)
+        } catch {
+            logger.warning("pg_rewind failed; cloning afresh", metadata: ["error": "\(error)"])
+            let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+            let moved = settings.pgdata.value + ".baton-moved-" + stamp
+            try FileManager.default.moveItem(atPath: settings.pgdata.value, toPath: moved)
+            try AtomicFile.ensureDirectory(settings.pgdata.value, mode: 0o700, owner: settings.pgOSUser)
+            let clone = ConnInfo.make([
+                ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+                ("passfile", settings.passfile.value), ("application_name", me.value), ("connect_timeout", "5"),
+            ])
+            try await control.basebackup(conninfo: clone, slot: me.slotName)
+            how = "cloned afresh (pg_rewind failed; the old directory is \(moved))"
+        }
+        let upstream = PostgresFiles.Upstream(host: target.address, port: target.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+        let text = PostgresFiles.settings(port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream)
+        try AtomicFile.write(text, to: settings.pgdata.value + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+        let conf = (try? String(contentsOfFile: settings.pgdata.value + "/postgresql.conf", encoding: .utf8)) ?? ""
+        try AtomicFile.write(PostgresFiles.withInclude(conf), to: settings.pgdata.value + "/postgresql.conf", mode: 0o600, owner: settings.pgOSUser)
+        try AtomicFile.write("", to: settings.pgdata.value + "/standby.signal", mode: 0o600, owner: settings.pgOSUser)
+        try await control.start(logFile: settings.postgresLog)
+        try await register(role: .standby, upstream: leader)
+        try await event("rejoin", "\(how); following \(leader)")
+    }
+
+    func register(role: NodeRole, upstream: NodeName?) async throws {
+        let registration = NodeRegistration(
+            name: me, address: settings.address, port: settings.pgPort, role: role, upstream: upstream, priority: settings.priority,
+            location: settings.location)
+        let bytes = registration.json.serializedBytes()
+        if try await client.get(keys.node(me)).value?.value != bytes { try await client.put(keys.node(me), bytes) }
+    }
+
+    func event(_ kind: String, _ detail: String) async throws {
+        try await recordEvent(ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail), keys: keys, client: client)
+    }
+
+    func publishStatus(local: LocalPostgres, action: MonitorAction) async {
+        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", Date().timeIntervalSince1970)))]
+        switch local {
+        case .down: members += [("role", .string("down"))]
+        case .primary(let p, let t): members += [("role", .string("primary")), ("position", .string(p.description)), ("timeline", .int(t))]
+        case .standby(let p, let t, let upstream, let streaming):
+            members += [
+                ("role", .string("standby")), ("position", .string(p.description)), ("timeline", .int(t)),
+                ("upstream", upstream.map { .string($0) } ?? .null), ("streaming", .bool(streaming)),
+            ]
+        }
+        members.append(("decision", .string(action.description)))
+        _ = try? await client.put(keys.status(me), JSONValue.object(members).serializedBytes())
+    }
+
+    func shutdown() async {
+        guard !observeOnly else { return }
+        if case .primary = await probe.observe(), let session,
+            let pair = try? await client.get(keys.leader).value, pair.session == session
+        {
+            // Stop taking writes first, then let the replicas take over.
+            try? await control.stop(mode: "fast")
+            watchdog?.notLeading()
+            _ = try? await client.put(keys.leader, me.value, mode: .release(session: session))
+            try? await event("stop", "monitor stopped: PostgreSQL stopped and the leader lock released")
+        }
+        if let session { try? await client.destroySession(session) }
+        watchdog?.close()
+        probe.close()
+    }
+}
+
+extension Duration {
+    var nanosecondsValue: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+}

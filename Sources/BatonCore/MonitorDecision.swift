@@ -1,0 +1,214 @@
+import ConsulAPI
+
+/// What the monitor sees of its own PostgreSQL.
+public enum LocalPostgres: Sendable, Equatable {
+    /// Not answering (crashed, stopped, hung past the probe's timeout).
+    case down(standbySignal: Bool)
+    /// A writable primary.
+    case primary(position: LSN, timeline: Int)
+    /// In recovery; `upstream` is the host:port its primary_conninfo names, `streaming` whether its WAL
+    /// receiver streams.
+    case standby(position: LSN, timeline: Int, upstream: String?, streaming: Bool)
+
+    public var isUp: Bool { if case .down = self { return false } else { return true } }
+}
+
+/// Who holds the `leader` key, as the monitor last read it.
+public enum LeaderState: Sendable, Equatable {
+    /// Consul could not be read.
+    case unknown
+    /// Nobody holds the lock, for `since` already (the monitor's own clock).
+    case free(since: GoDuration)
+    /// `node` holds it; `mine` when it is this monitor's session.
+    case held(by: NodeName, mine: Bool)
+}
+
+/// What the registered primary's monitor last reported, as a standby sees it.
+public enum PrimaryReport: Sendable, Equatable {
+    /// No other node is registered as primary.
+    case none
+    /// It reports (recently) a writable primary: it will take or keep the lock.
+    case live(NodeName)
+    /// It reports (recently) that its PostgreSQL is down or no longer primary.
+    case down(NodeName)
+    /// Its report is missing or stale: its monitor may be starting, dead, or cut off.
+    case unknown(NodeName)
+}
+
+/// Everything one monitor iteration decides from.
+public struct MonitorObservation: Sendable, Equatable {
+    public var node: NodeName
+    public var config: ClusterConfig
+    public var local: LocalPostgres
+    /// How long the local PostgreSQL has been down (zero when up).
+    public var localDownFor: GoDuration
+    public var leader: LeaderState
+    /// Time since this monitor last renewed its session successfully.
+    public var sinceLastRenewal: GoDuration
+    /// The leader's `host:port`, from its registration, when another node leads.
+    public var leaderEndpoint: String?
+    /// Replicas' reports (this node's own included), for ranking.
+    public var candidates: [CandidateState]
+    public var lastPrimaryPosition: LSN?
+    public var synchronousStandby: NodeName?
+    /// Automatic failover paused cluster-wide (maintenance).
+    public var paused: Bool
+    public var primaryReport: PrimaryReport
+    /// How long the local standby's WAL receiver has not been streaming (zero while it streams).
+    public var notStreamingFor: GoDuration
+    /// Starts of the local standby that failed in a row (a diverged history refuses to start).
+    public var failedStarts: Int
+
+    public init(
+        node: NodeName, config: ClusterConfig, local: LocalPostgres, localDownFor: GoDuration, leader: LeaderState,
+        sinceLastRenewal: GoDuration, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
+        synchronousStandby: NodeName?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
+        failedStarts: Int = 0
+    ) {
+        self.failedStarts = failedStarts
+        self.primaryReport = primaryReport
+        self.notStreamingFor = notStreamingFor
+        self.node = node
+        self.config = config
+        self.local = local
+        self.localDownFor = localDownFor
+        self.leader = leader
+        self.sinceLastRenewal = sinceLastRenewal
+        self.leaderEndpoint = leaderEndpoint
+        self.candidates = candidates
+        self.lastPrimaryPosition = lastPrimaryPosition
+        self.synchronousStandby = synchronousStandby
+        self.paused = paused
+    }
+
+    /// A primary must stop taking writes before its session can lapse in Consul: `ttl` after the last
+    /// renewal at the earliest. It fences itself at 80 % of that, leaving room for the stop itself.
+    public var fenceAfter: GoDuration { GoDuration(nanoseconds: config.ttl.nanoseconds * 4 / 5) }
+}
+
+/// What the monitor does next. Each iteration yields one decision; the shell carries it out (or, with
+/// `--observe`, only logs it).
+public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
+    /// Keep holding the lock: renew the session and publish status.
+    case keepLeading
+    /// Take the free lock (a writable primary retaking it, or the best candidate).
+    case acquireLeader(reason: String)
+    /// This node holds the lock and runs a standby: promote it.
+    case promote
+    /// Give up the lock at once (the local PostgreSQL failed and cannot be recovered in time).
+    case releaseLeader(reason: String)
+    /// Stop the local PostgreSQL now: it is a writable primary without the lock, or cannot prove it holds it.
+    case fence(reason: String)
+    /// Point the local standby at the leader (rewrite primary_conninfo, reload).
+    case follow(leader: NodeName, endpoint: String)
+    /// Start the local standby.
+    case startStandby
+    /// The local data directory was a primary's and another node leads: rewind it (re-clone if that
+    /// fails, the old directory moved aside) and start it as the leader's standby.
+    case rejoin(leader: NodeName)
+    /// Nothing to do; the reason is shown by `baton status`.
+    case wait(reason: String)
+
+    public var description: String {
+        switch self {
+        case .keepLeading: return "keep leading"
+        case .acquireLeader(let r): return "acquire the leader lock (\(r))"
+        case .promote: return "promote"
+        case .releaseLeader(let r): return "release the leader lock (\(r))"
+        case .fence(let r): return "fence: stop PostgreSQL (\(r))"
+        case .follow(let l, let e): return "follow \(l) at \(e)"
+        case .startStandby: return "start PostgreSQL as a standby"
+        case .rejoin(let l): return "rejoin as a standby of \(l) (pg_rewind, or a fresh clone)"
+        case .wait(let r): return "wait: \(r)"
+        }
+    }
+}
+
+/// The monitor's decisions as a pure function of what it observed (issue #4's invariants in code):
+/// a node takes writes only while it holds the lock; a primary that cannot prove it holds the lock
+/// stops; only the best eligible replica takes a free lock, and it promotes only while holding it.
+public enum MonitorDecision {
+    public static func next(_ o: MonitorObservation) -> MonitorAction {
+        switch o.local {
+        case .primary:
+            return primaryDecision(o)
+        case .down(let standbySignal):
+            return downDecision(o, standbySignal: standbySignal)
+        case .standby(_, _, let upstream, _):
+            return standbyDecision(o, upstream: upstream)
+        }
+    }
+
+    static func primaryDecision(_ o: MonitorObservation) -> MonitorAction {
+        switch o.leader {
+        case .held(let holder, let mine):
+            if mine {
+                if o.sinceLastRenewal >= o.fenceAfter { return .fence(reason: "the session was not renewed for \(o.sinceLastRenewal)") }
+                return .keepLeading
+            }
+            return .fence(reason: "\(holder) holds the leader lock")
+        case .free:
+            // A writable primary with a free lock (its first start, or a lapsed session): retake it. No
+            // replica can have promoted, since promotion needs the lock.
+            return .acquireLeader(reason: "this node runs the primary and the lock is free")
+        case .unknown:
+            if o.sinceLastRenewal >= o.fenceAfter {
+                return .fence(reason: "Consul unreachable and the session not renewed for \(o.sinceLastRenewal)")
+            }
+            return .wait(reason: "Consul unreachable; fencing in \(GoDuration(nanoseconds: o.fenceAfter.nanoseconds - o.sinceLastRenewal.nanoseconds)) unless it answers")
+        }
+    }
+
+    static func downDecision(_ o: MonitorObservation, standbySignal: Bool) -> MonitorAction {
+        if case .held(_, true) = o.leader {
+            if o.localDownFor >= o.config.primaryStartTimeout {
+                return .releaseLeader(reason: "PostgreSQL is down (for \(o.localDownFor))")
+            }
+            return .wait(reason: "PostgreSQL is down; primary_start_timeout \(o.config.primaryStartTimeout) not reached")
+        }
+        if standbySignal {
+            if o.failedStarts >= 2, case .held(let holder, false) = o.leader, o.leaderEndpoint != nil { return .rejoin(leader: holder) }
+            return .startStandby
+        }
+        // A primary data directory without the lock must never start writable (invariant 7): it is
+        // rewound to follow the leader, or waits until there is one.
+        if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil { return .rejoin(leader: holder) }
+        return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads")
+    }
+
+    static func standbyDecision(_ o: MonitorObservation, upstream: String?) -> MonitorAction {
+        switch o.leader {
+        case .held(_, true):
+            return .promote
+        case .held(let holder, false):
+            guard let endpoint = o.leaderEndpoint else { return .wait(reason: "the leader \(holder) is not registered") }
+            if upstream != endpoint { return .follow(leader: holder, endpoint: endpoint) }
+            // Pointed at the leader but not streaming for several loops: its history diverged from the
+            // leader's (it was ahead on an old timeline), so it must be rewound.
+            if o.notStreamingFor.nanoseconds >= o.config.loopWait.nanoseconds * 5 { return .rejoin(leader: holder) }
+            return .wait(reason: "following \(holder)")
+        case .unknown:
+            return .wait(reason: "Consul unreachable")
+        case .free(let since):
+            if o.paused { return .wait(reason: "automatic failover is paused") }
+            switch o.primaryReport {
+            case .live(let primary):
+                return .wait(reason: "\(primary) runs a writable primary and will take the lock")
+            case .unknown(let primary) where since < o.config.ttl:
+                // Its monitor may be starting, or dead while its watchdog fences it: give it one TTL.
+                return .wait(reason: "no recent report from the primary \(primary); failover after \(o.config.ttl) without the lock")
+            default:
+                break
+            }
+            let choice = FailoverCandidates.choose(
+                o.candidates, synchronousMode: o.config.synchronousMode, synchronousStandby: o.synchronousStandby,
+                lastPrimaryPosition: o.lastPrimaryPosition, maximumLag: o.config.maximumLagOnFailover)
+            guard let wait = choice.waitBeforeAcquiring(o.node, grace: o.config.failoverGrace) else {
+                if let reason = choice.ineligible[o.node] { return .wait(reason: "not eligible: \(reason)") }
+                return .wait(reason: choice.noCandidateReason ?? "not a candidate")
+            }
+            if since >= wait { return .acquireLeader(reason: wait == .zero ? "best candidate" : "the better candidates did not act within \(wait)") }
+            return .wait(reason: "\(choice.best.map(\.value) ?? "another node") is the better candidate")
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import BatonCore
+import ConsulAPI
+import Testing
+
+@Suite("monitor decisions")
+struct MonitorDecisionTests {
+    static let me = try! NodeName("pg2")
+    static let other = try! NodeName("pg1")
+    static let third = try! NodeName("pg3")
+
+    func observe(
+        _ local: LocalPostgres, leader: LeaderState, downFor: GoDuration = .zero, sinceRenewal: GoDuration = .zero,
+        endpoint: String? = "198.18.0.1:5432", candidates: [CandidateState]? = nil, paused: Bool = false,
+        primaryReport: PrimaryReport = .down(MonitorDecisionTests.other),
+        config: (inout ClusterConfig) -> Void = { _ in }
+    ) -> MonitorObservation {
+        var c = ClusterConfig()
+        config(&c)
+        let defaultCandidates = [
+            CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
+            CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
+        ]
+        return MonitorObservation(
+            node: Self.me, config: c, local: local, localDownFor: downFor, leader: leader, sinceLastRenewal: sinceRenewal,
+            leaderEndpoint: endpoint, candidates: candidates ?? defaultCandidates, lastPrimaryPosition: LSN(200), synchronousStandby: nil,
+            paused: paused, primaryReport: primaryReport)
+    }
+
+    let primary = LocalPostgres.primary(position: LSN(500), timeline: 2)
+    func standby(upstream: String? = "198.18.0.1:5432") -> LocalPostgres { .standby(position: LSN(200), timeline: 1, upstream: upstream, streaming: true) }
+
+    // MARK: A writable primary
+
+    @Test func aPrimaryHoldingTheLockKeepsLeading() {
+        #expect(MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), sinceRenewal: .seconds(1))) == .keepLeading)
+    }
+
+    @Test func aPrimaryWithoutTheLockIsFenced() {
+        guard case .fence = MonitorDecision.next(observe(primary, leader: .held(by: Self.other, mine: false))) else {
+            Issue.record("a writable primary must stop when another node holds the lock")
+            return
+        }
+    }
+
+    @Test func aPrimaryThatCannotRenewFencesBeforeTheSessionCanLapse() {
+        // ttl 10 s: fence from 8 s after the last renewal, whether Consul answers or not.
+        for leader in [LeaderState.unknown, .held(by: Self.me, mine: true)] {
+            guard case .fence = MonitorDecision.next(observe(primary, leader: leader, sinceRenewal: .seconds(8))) else {
+                Issue.record("\(leader): must fence at 80 % of the TTL")
+                continue
+            }
+        }
+        guard case .wait = MonitorDecision.next(observe(primary, leader: .unknown, sinceRenewal: .seconds(7))) else {
+            Issue.record("a short Consul outage must not fence at once")
+            return
+        }
+    }
+
+    @Test func aPrimaryRetakesAFreeLock() {
+        guard case .acquireLeader = MonitorDecision.next(observe(primary, leader: .free(since: .seconds(1)))) else {
+            Issue.record("a writable primary takes a free lock")
+            return
+        }
+    }
+
+    // MARK: PostgreSQL down
+
+    @Test func aLeaderWhosePostgresFailedReleasesTheLock() {
+        guard case .releaseLeader = MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true))) else {
+            Issue.record("primary_start_timeout 0: release at once")
+            return
+        }
+        let patient = observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true), downFor: .seconds(5)) { $0.primaryStartTimeout = .seconds(30) }
+        guard case .wait = MonitorDecision.next(patient) else {
+            Issue.record("within primary_start_timeout: keep the lock")
+            return
+        }
+    }
+
+    @Test func aDownStandbyIsStartedButADownPrimaryNeverStartsWithoutTheLock() {
+        #expect(MonitorDecision.next(observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false))) == .startStandby)
+        var refusing = observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false))
+        refusing.failedStarts = 2
+        #expect(MonitorDecision.next(refusing) == .rejoin(leader: Self.other), "a standby that will not start has diverged: rewind it")
+        #expect(MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false))) == .rejoin(leader: Self.other))
+        for leader in [LeaderState.free(since: .seconds(60)), .unknown] {
+            guard case .wait = MonitorDecision.next(observe(.down(standbySignal: false), leader: leader)) else {
+                Issue.record("\(leader): a primary data directory must not start")
+                continue
+            }
+        }
+    }
+
+    // MARK: A standby
+
+    @Test func aStandbyFollowsTheLeader() {
+        #expect(
+            MonitorDecision.next(observe(standby(upstream: "198.18.0.9:5432"), leader: .held(by: Self.other, mine: false)))
+                == .follow(leader: Self.other, endpoint: "198.18.0.1:5432"))
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .held(by: Self.other, mine: false))) else {
+            Issue.record("already following")
+            return
+        }
+        var stuck = observe(standby(), leader: .held(by: Self.other, mine: false))
+        stuck.notStreamingFor = .seconds(5)
+        #expect(MonitorDecision.next(stuck) == .rejoin(leader: Self.other), "pointed at the leader but never streaming: diverged")
+        stuck.notStreamingFor = .seconds(2)
+        guard case .wait = MonitorDecision.next(stuck) else {
+            Issue.record("a short reconnect is not a divergence")
+            return
+        }
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .held(by: Self.other, mine: false), endpoint: nil)) else {
+            Issue.record("an unregistered leader is not followed")
+            return
+        }
+    }
+
+    @Test func aStandbyHoldingTheLockPromotes() {
+        #expect(MonitorDecision.next(observe(standby(), leader: .held(by: Self.me, mine: true))) == .promote)
+    }
+
+    @Test func onlyTheBestCandidateTakesAFreeLockAtOnce() {
+        guard case .acquireLeader = MonitorDecision.next(observe(standby(), leader: .free(since: .zero))) else {
+            Issue.record("the best candidate acquires at once")
+            return
+        }
+        let behind = [
+            CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
+            CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
+        ]
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .free(since: .seconds(1)), candidates: behind)) else {
+            Issue.record("a worse candidate waits")
+            return
+        }
+        guard case .acquireLeader = MonitorDecision.next(observe(standby(), leader: .free(since: .seconds(3)), candidates: behind)) else {
+            Issue.record("after the grace period the next best may act")
+            return
+        }
+    }
+
+    @Test func aStandbyNeverTakesTheLockFromALiveOrPossiblyLivePrimary() {
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .free(since: .seconds(60)), primaryReport: .live(Self.other))) else {
+            Issue.record("a primary that reports itself writable keeps the baton")
+            return
+        }
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .free(since: .seconds(9)), primaryReport: .unknown(Self.other))) else {
+            Issue.record("a silent primary gets one TTL to take the lock")
+            return
+        }
+        guard case .acquireLeader = MonitorDecision.next(observe(standby(), leader: .free(since: .seconds(10)), primaryReport: .unknown(Self.other))) else {
+            Issue.record("after one TTL without lock or report, fail over")
+            return
+        }
+        for report in [PrimaryReport.down(Self.other), .none] {
+            guard case .acquireLeader = MonitorDecision.next(observe(standby(), leader: .free(since: .zero), primaryReport: report)) else {
+                Issue.record("\(report): a primary that reported itself down is replaced at once")
+                continue
+            }
+        }
+    }
+
+    @Test func noPromotionWhilePausedUnknownOrIneligible() {
+        for o in [
+            observe(standby(), leader: .free(since: .seconds(60)), paused: true), observe(standby(), leader: .unknown),
+            observe(standby(), leader: .free(since: .seconds(60)), candidates: [
+                CandidateState(name: Self.me, failoverPriority: 0, healthy: true, walPosition: LSN(1), timeline: 1)
+            ]),
+        ] {
+            guard case .wait(let reason) = MonitorDecision.next(o) else {
+                Issue.record("expected wait for \(o.leader)")
+                continue
+            }
+            #expect(!reason.isEmpty)
+        }
+    }
+
+    @Test func everyActionDescribesItself() {
+        let actions: [MonitorAction] = [
+            .keepLeading, .acquireLeader(reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),
+            .follow(leader: Self.other, endpoint: "e"), .startStandby, .rejoin(leader: Self.other), .wait(reason: "r"),
+        ]
+        #expect(Set(actions.map(\.description)).count == actions.count)
+    }
+}
