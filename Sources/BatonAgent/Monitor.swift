@@ -25,6 +25,7 @@ public final class Monitor: @unchecked Sendable {
     var me: NodeName { settings.node }
 
     private var session: String?
+    private var sessionTTL: GoDuration?
     private var lastRenewal: ContinuousClock.Instant = .now - .seconds(3600)
     private var leaderFreeSince: ContinuousClock.Instant?
     private var localDownSince: ContinuousClock.Instant?
@@ -88,8 +89,10 @@ public final class Monitor: @unchecked Sendable {
         } else {
             notStreamingSince = nil
         }
+        var view = await readCluster(local: local)
+        let hadSession = session != nil
         await ensureSession()
-        let view = await readCluster(local: local)
+        if !hadSession, session != nil { view = await readCluster(local: local) }
         let since = ContinuousClock.now - lastRenewal
         let observation = MonitorObservation(
             node: me, config: config, local: local, localDownFor: GoDuration(nanoseconds: (localDownSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
@@ -114,6 +117,13 @@ public final class Monitor: @unchecked Sendable {
 
     /// Keeps one session alive (renewed every iteration); a lost session is replaced.
     func ensureSession() async {
+        // A changed TTL takes effect with a new session, while this node does not hold the lock.
+        if let current = session, let ttl = sessionTTL, ttl != config.ttl,
+            (try? await client.get(keys.leader).value?.session) != current
+        {
+            try? await client.destroySession(current)
+            session = nil
+        }
         do {
             if let session {
                 try await client.renewSession(session)
@@ -131,6 +141,7 @@ public final class Monitor: @unchecked Sendable {
         do {
             session = try await client.createSession(
                 SessionRequest(name: "baton-\(settings.cluster)-\(me)", ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
+            sessionTTL = config.ttl
             lastRenewal = .now
         } catch {
             logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
@@ -293,6 +304,13 @@ public final class Monitor: @unchecked Sendable {
             ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
             ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "5"),
         ])
+        // Never touch the data directory unless the leader answers: a rewind or clone needs it, and a
+        // leader that is down explains why this node cannot follow.
+        guard let reachable = try? await PostgresConnection.connect(source) else {
+            throw AgentError("the leader \(leader) does not answer at \(target.address):\(target.port); not rewinding")
+        }
+        _ = try? await reachable.query("CHECKPOINT")
+        reachable.close()
         var how = "rewound with pg_rewind"
         if try await control.isRunning() {
             try await control.stop(mode: "fast")
@@ -300,17 +318,18 @@ public final class Monitor: @unchecked Sendable {
         }
         notStreamingSince = nil
         failedStarts = 0
-        if let checkpoint = try? await PostgresConnection.connect(source) {
-            _ = try? await checkpoint.query("CHECKPOINT")
-            checkpoint.close()
-        }
+        let empty = ((try? FileManager.default.contentsOfDirectory(atPath: settings.pgdata.value)) ?? []).isEmpty
         do {
+            if empty { throw AgentError("the data directory is empty") }
             try await control.rewind(source: source)
         } catch {
-            logger.warning("pg_rewind failed; cloning afresh", metadata: ["error": "\(error)"])
-            let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
-            let moved = settings.pgdata.value + ".baton-moved-" + stamp
-            try FileManager.default.moveItem(atPath: settings.pgdata.value, toPath: moved)
+            logger.warning("pg_rewind cannot do it; cloning afresh", metadata: ["error": "\(error)"])
+            var moved = "nothing (it was empty)"
+            if !empty {
+                let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+                moved = settings.pgdata.value + ".baton-moved-" + stamp + "-" + UUID().uuidString.prefix(4).lowercased()
+                try FileManager.default.moveItem(atPath: settings.pgdata.value, toPath: moved)
+            }
             try AtomicFile.ensureDirectory(settings.pgdata.value, mode: 0o700, owner: settings.pgOSUser)
             let clone = ConnInfo.make([
                 ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),

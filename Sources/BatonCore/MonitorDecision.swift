@@ -167,13 +167,15 @@ public enum MonitorDecision {
             return .wait(reason: "PostgreSQL is down; primary_start_timeout \(o.config.primaryStartTimeout) not reached")
         }
         if standbySignal {
-            if o.failedStarts >= 2, case .held(let holder, false) = o.leader, o.leaderEndpoint != nil { return .rejoin(leader: holder) }
+            if o.failedStarts >= 2, case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder) {
+                return .rejoin(leader: holder)
+            }
             return .startStandby
         }
         // A primary data directory without the lock must never start writable (invariant 7): it is
         // rewound to follow the leader, or waits until there is one.
-        if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil { return .rejoin(leader: holder) }
-        return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads")
+        if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder) { return .rejoin(leader: holder) }
+        return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads a live primary")
     }
 
     static func standbyDecision(_ o: MonitorObservation, upstream: String?) -> MonitorAction {
@@ -185,7 +187,10 @@ public enum MonitorDecision {
             if upstream != endpoint { return .follow(leader: holder, endpoint: endpoint) }
             // Pointed at the leader but not streaming for several loops: its history diverged from the
             // leader's (it was ahead on an old timeline), so it must be rewound.
-            if o.notStreamingFor.nanoseconds >= o.config.loopWait.nanoseconds * 5 { return .rejoin(leader: holder) }
+            // Only while the leader reports itself a live primary: a leader that is down explains it.
+            if o.notStreamingFor.nanoseconds >= o.config.loopWait.nanoseconds * 5, o.primaryReport == .live(holder) {
+                return .rejoin(leader: holder)
+            }
             return .wait(reason: "following \(holder)")
         case .unknown:
             return .wait(reason: "Consul unreachable")

@@ -70,6 +70,7 @@ final class LiveCluster: @unchecked Sendable {
     }
 
     func track(_ process: BatonProcess) { lock.withLock { extraProcesses.append(process) } }
+    var trackedProcesses: [BatonProcess] { lock.withLock { extraProcesses } }
 
     /// A superuser connection to a node's PostgreSQL over its Unix socket.
     func connect(port: Int) async throws -> PostgresConnection {

@@ -79,10 +79,18 @@ struct MonitorDecisionTests {
 
     @Test func aDownStandbyIsStartedButADownPrimaryNeverStartsWithoutTheLock() {
         #expect(MonitorDecision.next(observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false))) == .startStandby)
-        var refusing = observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false))
+        var refusing = observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false), primaryReport: .live(Self.other))
         refusing.failedStarts = 2
         #expect(MonitorDecision.next(refusing) == .rejoin(leader: Self.other), "a standby that will not start has diverged: rewind it")
-        #expect(MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false))) == .rejoin(leader: Self.other))
+        refusing.primaryReport = .unknown(Self.other)
+        #expect(MonitorDecision.next(refusing) == .startStandby, "with the leader silent, keep trying to start")
+        #expect(
+            MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false), primaryReport: .live(Self.other)))
+                == .rejoin(leader: Self.other))
+        guard case .wait = MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false), primaryReport: .down(Self.other))) else {
+            Issue.record("never rewind against a leader that is down")
+            return
+        }
         for leader in [LeaderState.free(since: .seconds(60)), .unknown] {
             guard case .wait = MonitorDecision.next(observe(.down(standbySignal: false), leader: leader)) else {
                 Issue.record("\(leader): a primary data directory must not start")
@@ -101,9 +109,15 @@ struct MonitorDecisionTests {
             Issue.record("already following")
             return
         }
-        var stuck = observe(standby(), leader: .held(by: Self.other, mine: false))
+        var stuck = observe(standby(), leader: .held(by: Self.other, mine: false), primaryReport: .live(Self.other))
         stuck.notStreamingFor = .seconds(5)
-        #expect(MonitorDecision.next(stuck) == .rejoin(leader: Self.other), "pointed at the leader but never streaming: diverged")
+        #expect(MonitorDecision.next(stuck) == .rejoin(leader: Self.other), "pointed at a live leader but never streaming: diverged")
+        var leaderDown = stuck
+        leaderDown.primaryReport = .unknown(Self.other)
+        guard case .wait = MonitorDecision.next(leaderDown) else {
+            Issue.record("a replica whose leader is down must never be rewound or re-cloned")
+            return
+        }
         stuck.notStreamingFor = .seconds(2)
         guard case .wait = MonitorDecision.next(stuck) else {
             Issue.record("a short reconnect is not a divergence")

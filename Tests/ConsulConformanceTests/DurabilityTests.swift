@@ -2,6 +2,7 @@ import BatonConsul
 import BatonConsulServer
 import ConsulAPI
 import Foundation
+import Synchronization
 import BatonTestSupport
 import Testing
 
@@ -113,6 +114,7 @@ struct DurabilityTests {
         let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(port)")], requestTimeout: .seconds(2)))
         #expect(await eventually { (try? await client.leader()) != nil })
 
+        let acknowledgedCount = Counter()
         let acknowledged = try await withThrowingTaskGroup(of: [String].self) { group in
             for writer in 0..<4 {
                 group.addTask {
@@ -121,11 +123,13 @@ struct DurabilityTests {
                         let key = "crash/\(writer)/\(i)"
                         do { try await client.put(key, "v") } catch { break }
                         acked.append(key)
+                        acknowledgedCount.increment()
                     }
                     return acked
                 }
             }
-            try await Task.sleep(for: .milliseconds(700))
+            // Kill mid-stream, once the writers are well under way (however loaded the machine is).
+            _ = await eventually(timeout: .seconds(30)) { acknowledgedCount.value >= 100 }
             process.kill()
             var all: [String] = []
             for try await keys in group { all += keys }
@@ -139,4 +143,11 @@ struct DurabilityTests {
         let lost = acknowledged.filter { !stored.contains($0) }
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost, e.g. \(lost.prefix(3))")
     }
+}
+
+/// A count shared by concurrent tasks.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

@@ -223,9 +223,10 @@ struct SessionConformanceTests {
     func ttlExpiry() async throws {
         try await Harness.withTarget(sessionTTLMin: .seconds(1)) { (t: Target) async throws in
             guard !Target.isRealConsul || Target.realConsulHasShortTTL else { return }
+            // Taken before the session exists, so the session's 2×TTL deadline is at least start + 2 s.
+            let start = ContinuousClock.now
             let s = try await t.session(#"{"TTL":"1s","LockDelay":"0s"}"#)
             let key = t.key("tk")
-            let start = ContinuousClock.now
             #expect(try await t.client.put(key, "v", mode: .acquire(session: s)))
             let locked = try #require(try await t.client.get(key).value)
             try await Task.sleep(until: start + .milliseconds(1500), clock: .continuous)

@@ -1,0 +1,148 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Testing
+
+/// Writes to every node every 100 ms (as the failover anchors were measured) and records, per round,
+/// which nodes accepted a write.
+final class WriteProbe: @unchecked Sendable {
+    // @unchecked: `rounds` is guarded by `lock`; the probe task is the only writer.
+    private let lock = NSLock()
+    private var stored: [[String]] = []
+    private var task: Task<Void, Never>?
+
+    var rounds: [[String]] { lock.withLock { stored } }
+
+    func start(nodes: [(String, Int)], cluster: LiveCluster) {
+        task = Task {
+            var connections: [String: PostgresConnection] = [:]
+            while !Task.isCancelled {
+                var accepted: [String] = []
+                for (name, port) in nodes {
+                    do {
+                        if connections[name] == nil { connections[name] = try await cluster.connect(port: port) }
+                        try await connections[name]!.query("INSERT INTO baton_writes (node) VALUES ($1)", [name])
+                        accepted.append(name)
+                    } catch {
+                        connections[name]?.close()
+                        connections[name] = nil
+                    }
+                }
+                lock.withLock { stored.append(accepted) }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            for c in connections.values { c.close() }
+        }
+    }
+
+    func stop() async {
+        task?.cancel()
+        await task?.value
+    }
+
+    /// Rounds in which more than one node took a write: must be none.
+    var splitBrainRounds: [[String]] { rounds.filter { $0.count > 1 } }
+}
+
+@Suite("monitor, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))
+struct MonitorLiveTests {
+    /// Bootstraps three nodes, starts their monitors, and waits until pg1 holds the leader lock.
+    func threeNodes(_ c: LiveCluster, settings: [String] = []) async throws -> [(String, Int)] {
+        let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
+        _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
+        for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
+        let primary = try await c.connect(port: nodes[0].1)
+        try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
+        primary.close()
+        if !settings.isEmpty {
+            let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg1") + "/baton.yaml"] + settings)
+            #expect(set.status == 0, "\(set.output)")
+        }
+        for (name, _) in nodes {
+            c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"]))
+        }
+        let leading = await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" }
+        #expect(leading, "pg1 never took the leader lock")
+        return nodes
+    }
+
+    func writable(_ c: LiveCluster, port: Int) async -> Bool {
+        guard let conn = try? await c.connect(port: port) else { return false }
+        defer { conn.close() }
+        return (try? await conn.scalar("SELECT pg_is_in_recovery()")) == "f"
+    }
+
+    func streamingFrom(_ c: LiveCluster, port: Int, upstreamPort: Int) async -> Bool {
+        guard let conn = try? await c.connect(port: port) else { return false }
+        defer { conn.close() }
+        return (try? await conn.scalar("SELECT status || ':' || sender_port FROM pg_stat_wal_receiver")) == "streaming:\(upstreamPort)"
+    }
+
+    @Test("kill -9 of the primary's postmaster: one replica promotes, the other follows, the old primary rejoins; never two writable")
+    func postmasterKilled() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(1))
+            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+            kill(pid, SIGKILL)
+            var newLeader: String? = nil
+            let failedOver = await eventually(timeout: .seconds(30)) {
+                newLeader = try? await c.leader()
+                guard let leader = newLeader, leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
+                return await writable(c, port: port)
+            }
+            #expect(failedOver, "no replica took over")
+            let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
+            for (name, port) in nodes where name != newLeader {
+                let follows = await eventually(timeout: .seconds(60)) { await streamingFrom(c, port: port, upstreamPort: leaderPort) }
+                #expect(follows, "\(name) does not stream from the new primary \(newLeader ?? "?")")
+            }
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+            #expect(probe.rounds.contains { $0 == [newLeader ?? ""] }, "writes resumed on the new primary")
+            #expect(!(await writable(c, port: nodes[0].1)), "the old primary must not take writes")
+        }
+    }
+
+    @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
+    func monitorKilled() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c, settings: ["ttl=3s", "loop_wait=500ms"])
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(2))
+            let monitor = try #require(c.trackedProcesses.first { $0.process.arguments?.contains(c.directory("pg1") + "/baton.yaml") == true })
+            let killedAt = ContinuousClock.now
+            monitor.kill()
+            let fenced = await eventually(timeout: .seconds(10)) { !(await writable(c, port: nodes[0].1)) }
+            let fencedAfter = ContinuousClock.now - killedAt
+            #expect(fenced, "pg1 kept taking writes after its monitor died")
+            #expect(fencedAfter < .seconds(3), "fenced \(fencedAfter) after the kill; the bound is the 3 s TTL")
+            let failedOver = await eventually(timeout: .seconds(30)) {
+                guard let leader = try? await c.leader(), leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
+                return await writable(c, port: port)
+            }
+            let decisions = try await c.client.list("baton/live/").value.filter { $0.key.contains("/status/") || $0.key.contains("/events/") }
+                .map { "\($0.key): \($0.stringValue)" }
+            #expect(failedOver, "no replica took over after the session lapsed: \(decisions)")
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+        }
+    }
+}
+
+extension LiveCluster {
+    /// The node named in the leader key while a session holds it.
+    func leader() async throws -> String? {
+        let pair = try await client.get(ClusterKeys(cluster: try ClusterName("live")).leader).value
+        return pair?.session == nil ? nil : pair?.stringValue
+    }
+}
