@@ -33,6 +33,8 @@ public final class Monitor: @unchecked Sendable {
     private var failedStarts = 0
     private var lastAction: String = ""
     private var config = ClusterConfig()
+    /// Whether the last read of the leader key showed this monitor's session holding it.
+    private var holdsLock = false
 
     public init(settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, watchdog: Watchdog?) {
         self.settings = settings
@@ -101,13 +103,16 @@ public final class Monitor: @unchecked Sendable {
             synchronousStandby: nil, paused: false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
             failedStarts: failedStarts)
+        if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
         let action = MonitorDecision.next(observation)
         if action.description != lastAction {
             logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
             lastAction = action.description
         }
         if !observeOnly { await carryOut(action, view: view, local: local) }
-        await publishStatus(local: await probe.observe(), action: action)
+        let after = await probe.observe()
+        await publishStatus(local: after, action: action)
+        writeCheckState(local: after)
     }
 
     func leaderEndpoint(_ view: ClusterView?) -> String? {
@@ -223,6 +228,7 @@ public final class Monitor: @unchecked Sendable {
             case .acquireLeader(let reason):
                 guard let session else { return }
                 if try await client.put(keys.leader, me.value, mode: .acquire(session: session)) {
+                    holdsLock = true
                     logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
                     watchdog?.renewed(fenceAfter: fenceAfter)
                     if case .standby = local { try await promote(view: view) } else { try await register(role: .primary, upstream: nil) }
@@ -230,12 +236,15 @@ public final class Monitor: @unchecked Sendable {
             case .promote:
                 try await promote(view: view)
             case .releaseLeader(let reason):
+                holdsLock = false
                 // Say "down" first, so the replicas that wake on the release fail over at once.
                 await publishStatus(local: local, action: action)
                 if let session { _ = try await client.put(keys.leader, me.value, mode: .release(session: session)) }
                 watchdog?.notLeading()
                 try await event("release", "released the leader lock: \(reason)")
             case .fence(let reason):
+                holdsLock = false
+                writeCheckState(local: .down(standbySignal: false))
                 watchdog?.notLeading()
                 try? await control.stop(mode: "immediate")
                 probe.close()
@@ -376,6 +385,16 @@ public final class Monitor: @unchecked Sendable {
         _ = try? await client.put(keys.status(me), JSONValue.object(members).serializedBytes())
     }
 
+    /// The file `baton check` reads: whether this node holds the lock and runs a writable primary, as of
+    /// this iteration. keepalived calls the check every second and it must answer within 100 ms, so it
+    /// reads this file instead of asking Consul and PostgreSQL itself.
+    func writeCheckState(local: LocalPostgres) {
+        var leading = false
+        if case .primary = local, session != nil, ContinuousClock.now - lastRenewal < fenceAfter { leading = holdsLock }
+        let line = "\(leading ? "primary" : "not-primary") \(Watchdog.monotonicNanoseconds()) \(config.loopWait.nanoseconds)\n"
+        _ = try? AtomicFile.write(line, to: CheckState.path(stateDirectory: settings.stateDirectory.value), mode: 0o644)
+    }
+
     func shutdown() async {
         guard !observeOnly else { return }
         if case .primary = await probe.observe(), let session,
@@ -388,6 +407,8 @@ public final class Monitor: @unchecked Sendable {
             try? await event("stop", "monitor stopped: PostgreSQL stopped and the leader lock released")
         }
         if let session { try? await client.destroySession(session) }
+        holdsLock = false
+        writeCheckState(local: .down(standbySignal: false))
         watchdog?.close()
         probe.close()
     }

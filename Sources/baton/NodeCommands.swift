@@ -102,3 +102,31 @@ struct ConfigCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "keepalived's track script: exit 0 only on the node that holds the leader lock and runs a writable primary.",
+        discussion: "Reads the monitor's state file in --state-dir (from the node's Baton config); answers in milliseconds.")
+    @Option(help: "The node's Baton config.") var config = "/etc/baton/baton.yaml"
+    @Option(help: "Baton's state directory (overrides the config).") var stateDir: String?
+    @Flag(help: "Say why, on stdout.") var verbose = false
+
+    func run() throws {
+        var directory = stateDir
+        if directory == nil, let text = try? String(contentsOfFile: config, encoding: .utf8) {
+            for line in text.split(separator: "\n") where line.hasPrefix("state-dir:") {
+                directory = line.dropFirst("state-dir:".count).trimmingCharacters(in: CharacterSet(charactersIn: " '\""))
+            }
+        }
+        let path = CheckState.path(stateDirectory: directory ?? "/var/lib/baton")
+        let verdict = CheckState.verdict(try? String(contentsOfFile: path, encoding: .utf8), now: Watchdog.monotonicNanoseconds())
+        switch verdict {
+        case .primary:
+            if verbose { print("primary") }
+        case .notPrimary(let why):
+            if verbose { print("not primary: \(why)") }
+            throw ExitCode(1)
+        }
+    }
+}

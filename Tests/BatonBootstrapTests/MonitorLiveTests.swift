@@ -108,6 +108,11 @@ struct MonitorLiveTests {
             #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
             #expect(probe.rounds.contains { $0 == [newLeader ?? ""] }, "writes resumed on the new primary")
             #expect(!(await writable(c, port: nodes[0].1)), "the old primary must not take writes")
+            // keepalived's track script passes on the new leader only.
+            for (name, _) in nodes {
+                let check = try await runCommand(BatonProcess.executable, ["check", "--verbose", "--config", c.directory(name) + "/baton.yaml"])
+                #expect((check.status == 0) == (name == newLeader), "\(name): \(check.output)")
+            }
         }
     }
 

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Failover benchmark: three nodes on loopback (PostgreSQL 15, baton monitor, the embedded Consul
+# server), a write probe on every node every 100 ms; kill -9 of the primary's postmaster, then the time
+# until a write is accepted by the new primary, and until the other replica streams from it. The old
+# primary rejoins (pg_rewind) before the next run. Needs root (PostgreSQL runs as postgres).
+#   scripts/bench-failover.sh [RUNS]      (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-10}
+swift build -c release --product baton >/dev/null
+baton=$PWD/.build/release/baton
+bin=/usr/lib/postgresql/15/bin
+root=$(mktemp -d /tmp/baton-bench-failover.XXXXXX); chmod 755 "$root"
+port=$((20000 + RANDOM % 20000))
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for d in "$root"/pg*/data*; do [ -f "$d/postmaster.pid" ] && runuser -u postgres -- "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$root"
+}
+trap cleanup EXIT INT TERM
+"$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" 2>"$root/consul.log" & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v1/status/leader" >/dev/null && break; sleep 0.05; done
+echo "bench-pw" > "$root/pw"
+pgport() { echo $((port + $1)); }
+for n in 1 2 3; do
+  mode=--master; [ "$n" -gt 1 ] && mode="--join 127.0.0.1:$port"
+  "$baton" bootstrap $mode --consul "127.0.0.1:$port" --cluster bench --node-name "pg$n" --address 127.0.0.1 \
+    --pgdata "$root/pg$n/data" --pg-port "$(pgport $n)" --pg-bindir "$bin" --pg-socket-dir "$root/sock" \
+    --state-dir "$root/pg$n/state" --replication-password-file "$root/pw" --pgbouncer-ini "$root/pg$n/pgbouncer.ini" \
+    --pgbouncer-auth-file "$root/userlist.txt" --keepalived-conf "$root/pg$n/keepalived.conf" --baton-config "$root/pg$n/baton.yaml" \
+    --templates-dir "$PWD" >/dev/null
+done
+psql() { "$bin/psql" -X -q -At -U postgres -h "$root/sock" "$@"; }
+psql -p "$(pgport 1)" -c "create table probe (at timestamptz default now(), node text)" postgres
+for n in 1 2 3; do "$baton" monitor --config "$root/pg$n/baton.yaml" 2>>"$root/monitor$n.log" & pids+=($!); done
+leader() { curl -s "http://127.0.0.1:$port/v1/kv/baton/bench/leader" | grep -q '"Session"' && curl -s "http://127.0.0.1:$port/v1/kv/baton/bench/leader?raw"; }
+now() { date +%s.%N; }
+wait_for() { local deadline=$(( $(date +%s) + $1 )); shift; until "$@"; do [ "$(date +%s)" -lt "$deadline" ] || return 1; sleep 0.05; done; }
+streams_from() { [ "$(psql -p "$(pgport "$1")" -c "select status||':'||sender_port from pg_stat_wal_receiver" postgres 2>/dev/null)" = "streaming:$(pgport "$2")" ]; }
+all_follow() { local l=$1; for n in 1 2 3; do [ "$n" = "$l" ] || streams_from "$n" "$l" || return 1; done; }
+wait_for 30 leader >/dev/null
+
+failover=(); follow=()
+printf '%-4s %-8s %-8s %-26s %-22s\n' run killed promoted "first write on new [s]" "replica streams [s]"
+for run in $(seq "$runs"); do
+  l=$(leader); l=${l#pg}
+  wait_for 60 all_follow "$l"
+  sleep 1
+  probe_log="$root/probe$run.log"; : >"$probe_log"
+  ( while :; do for n in 1 2 3; do
+      psql -p "$(pgport $n)" -c "insert into probe(node) values ('pg$n')" postgres >/dev/null 2>&1 && echo "$(now) pg$n" >>"$probe_log"
+    done; sleep 0.1; done ) & probe=$!
+  sleep 1
+  t0=$(now)
+  kill -9 "$(head -1 "$root/pg$l/data/postmaster.pid")"
+  new=""
+  for _ in $(seq 600); do
+    new=$(awk -v t0="$t0" -v old="pg$l" '$1 > t0 && $2 != old {print $2; exit}' "$probe_log")
+    [ -n "$new" ] && break; sleep 0.05
+  done
+  t1=$(awk -v t0="$t0" -v old="pg$l" '$1 > t0 && $2 != old {print $1; exit}' "$probe_log")
+  other=""; for n in 1 2 3; do [ "pg$n" = "pg$l" ] || [ "pg$n" = "$new" ] || other=${n}; done
+  wait_for 30 streams_from "$other" "${new#pg}" || true
+  t2=$(now)
+  kill "$probe"; wait "$probe" 2>/dev/null || true
+  fo=$(echo "$t1 - $t0" | bc); fl=$(echo "$t2 - $t0" | bc)
+  failover+=("$fo"); follow+=("$fl")
+  printf '%-4s %-8s %-8s %-26.2f %-22.2f\n' "$run" "pg$l" "$new" "$fo" "$fl"
+done
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
+echo "kill -9 postmaster -> first write accepted by the new primary: $(stats "${failover[@]}")"
+echo "kill -9 postmaster -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
+echo "settings: ttl 10s, loop_wait 1s, primary_start_timeout 0, asynchronous replication, write probe every 100 ms on every node"
