@@ -203,9 +203,11 @@ private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler 
         var t = time(nil)
         var tmValue = tm()
         gmtime_r(&t, &tmValue)
-        var buffer = [CChar](repeating: 0, count: 64)
-        strftime(&buffer, buffer.count, "%a, %d %b %Y %H:%M:%S GMT", &tmValue)
-        return String(cString: buffer)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let length = buffer.withUnsafeMutableBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { strftime($0, b.count, "%a, %d %b %Y %H:%M:%S GMT", &tmValue) }
+        }
+        return String(decoding: buffer[..<length], as: UTF8.self)
     }
 }
 

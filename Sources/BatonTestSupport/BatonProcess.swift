@@ -37,7 +37,7 @@ public final class BatonProcess: @unchecked Sendable {
         for (k, v) in environment { env[k] = v }
         process.environment = env
         logPath = NSTemporaryDirectory() + "baton-process-\(UUID().uuidString.prefix(8)).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let handle = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = handle
         process.standardError = handle

@@ -28,7 +28,7 @@ struct BootstrapLiveTests {
             for port in ports.dropFirst() {
                 let replica = try await c.connect(port: port)
                 defer { replica.close() }
-                let seen = try await eventually(timeout: .seconds(30)) {
+                let seen = await eventually(timeout: .seconds(30)) {
                     (try? await replica.scalar("SELECT note FROM baton_probe WHERE id = 1")) == "written on the primary"
                 }
                 #expect(seen, "the row never reached the replica on port \(port)")
@@ -288,5 +288,43 @@ struct BootstrapInputTests {
         #expect(!FileManager.default.fileExists(atPath: directory))
         let both = try await runCommand(BatonProcess.executable, ["bootstrap", "--master", "--join", "127.0.0.1:8500"])
         #expect(both.status != 0 && both.output.contains("exactly one of --master or --join"))
+    }
+}
+
+@Suite("bootstrap manages a real Consul agent when asked")
+struct ConsulAgentTests {
+    @Test("--consul-create writes the agent config and a 0600 gossip key, then runs the start command; --consul-join needs the key")
+    func consulAgent() async throws {
+        try await LiveCluster.with { c in
+            let configDir = c.root + "/consul.d"
+            let marker = c.root + "/started"
+            let agent: [String: RawValue] = [
+                "consul-create": .bool(true), "consul-config-dir": .string(configDir), "consul-data-dir": .string(c.root + "/consul-data"),
+                "consul-bootstrap-expect": .int(3), "consul-start-command": .list(["/usr/bin/touch", marker]),
+            ]
+            let port = try FreePort.pick()
+            _ = try await c.bootstrap(.master, "pg1", port: port, extra: agent)
+            #expect(FileManager.default.fileExists(atPath: marker), "the start command ran")
+            let config = try JSONValue.parse(try String(contentsOfFile: configDir + "/baton.json", encoding: .utf8))
+            #expect(config.member("server") == .bool(true) && config.member("bootstrap_expect") == .number("3"))
+            #expect(config.member("bind_addr") == .string("127.0.0.1") && config.member("data_dir") == .string(c.root + "/consul-data"))
+            let key = try String(contentsOfFile: configDir + "/gossip.key", encoding: .utf8).trimmingCharacters(in: .newlines)
+            #expect(Base64.decode(key)?.count == 32 && config.member("encrypt") == .string(key))
+            let mode = try FileManager.default.attributesOfItem(atPath: configDir + "/gossip.key")[.posixPermissions] as? Int
+            #expect(mode == 0o600)
+
+            // A joiner without the key is refused before anything else happens.
+            let joinAgent: [String: RawValue] = [
+                "consul-join": .list(["198.18.0.1"]), "consul-config-dir": .string(c.root + "/consul-other.d"),
+                "consul-start-command": .list(["/usr/bin/touch", marker]),
+            ]
+            do {
+                _ = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: try FreePort.pick(), extra: joinAgent)
+                Issue.record("a joiner without the gossip key must be refused")
+            } catch {
+                #expect("\(error)".contains("gossip.key"))
+            }
+            #expect(!FileManager.default.fileExists(atPath: c.directory("pg2") + "/data"))
+        }
     }
 }

@@ -116,7 +116,7 @@ func fingerprint(_ path: String) -> [String: String] {
     while let relative = walker.nextObject() as? String {
         let full = path + "/" + relative
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory)
         if isDirectory.boolValue { out[relative] = "dir"; continue }
         let data = FileManager.default.contents(atPath: full) ?? Data()
         var hash: UInt64 = 1469598103934665603
