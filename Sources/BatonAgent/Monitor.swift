@@ -102,7 +102,7 @@ public final class Monitor: @unchecked Sendable {
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
             synchronousStandby: nil, paused: false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
-            failedStarts: failedStarts)
+            failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary)
         if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
         let action = MonitorDecision.next(observation)
         if action.description != lastAction {
@@ -231,7 +231,17 @@ public final class Monitor: @unchecked Sendable {
                     holdsLock = true
                     logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
                     watchdog?.renewed(fenceAfter: fenceAfter)
-                    if case .standby = local { try await promote(view: view) } else { try await register(role: .primary, upstream: nil) }
+                    switch local {
+                    case .standby:
+                        try await promote(view: view)
+                    case .down(standbySignal: false):
+                        // The registered primary restarting, now that it holds the lock.
+                        try await control.start(logFile: settings.postgresLog)
+                        try await register(role: .primary, upstream: nil)
+                        try await event("start", "restarted the primary while holding the leader lock")
+                    default:
+                        try await register(role: .primary, upstream: nil)
+                    }
                 }
             case .promote:
                 try await promote(view: view)

@@ -58,14 +58,17 @@ public struct MonitorObservation: Sendable, Equatable {
     public var notStreamingFor: GoDuration
     /// Starts of the local standby that failed in a row (a diverged history refuses to start).
     public var failedStarts: Int
+    /// `nodes/<this node>` says primary: this node was the primary when it last registered.
+    public var registeredPrimary: Bool
 
     public init(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, localDownFor: GoDuration, leader: LeaderState,
         sinceLastRenewal: GoDuration, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
         synchronousStandby: NodeName?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
-        failedStarts: Int = 0
+        failedStarts: Int = 0, registeredPrimary: Bool = false
     ) {
         self.failedStarts = failedStarts
+        self.registeredPrimary = registeredPrimary
         self.primaryReport = primaryReport
         self.notStreamingFor = notStreamingFor
         self.node = node
@@ -175,6 +178,11 @@ public enum MonitorDecision {
         // A primary data directory without the lock must never start writable (invariant 7): it is
         // rewound to follow the leader, or waits until there is one.
         if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder) { return .rejoin(leader: holder) }
+        // The registered primary restarting (a node or cluster restart): it may start writable again, but
+        // only after it has taken the free lock, so that no replica can promote meanwhile.
+        if case .free = o.leader, o.primaryReport == .none, o.registeredPrimary {
+            return .acquireLeader(reason: "this node is the registered primary; it restarts PostgreSQL once it holds the lock")
+        }
         return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads a live primary")
     }
 

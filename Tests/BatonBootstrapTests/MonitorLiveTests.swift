@@ -116,6 +116,23 @@ struct MonitorLiveTests {
         }
     }
 
+    @Test("every monitor stopped and started again: the registered primary takes the lock back and restarts; no failover")
+    func clusterRestart() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            for process in c.trackedProcesses { process.terminate() }
+            #expect(!(await writable(c, port: nodes[0].1)), "a stopping leader stops its PostgreSQL before releasing the lock")
+            for (name, _) in nodes { c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"])) }
+            let back = await eventually(timeout: .seconds(30)) {
+                (try? await c.leader()) == "pg1" ? await writable(c, port: nodes[0].1) : false
+            }
+            #expect(back, "pg1 did not come back as the primary")
+            for (_, port) in nodes.dropFirst() {
+                #expect(await eventually(timeout: .seconds(30)) { await streamingFrom(c, port: port, upstreamPort: nodes[0].1) })
+            }
+        }
+    }
+
     @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
     func monitorKilled() async throws {
         try await LiveCluster.with { c in

@@ -99,6 +99,26 @@ struct MonitorDecisionTests {
         }
     }
 
+    @Test func theRegisteredPrimaryRestartsOnlyAfterTakingTheLock() {
+        var restart = observe(.down(standbySignal: false), leader: .free(since: .zero), primaryReport: .none)
+        restart.registeredPrimary = true
+        guard case .acquireLeader = MonitorDecision.next(restart) else {
+            Issue.record("the registered primary takes the free lock before it starts")
+            return
+        }
+        restart.registeredPrimary = false
+        guard case .wait = MonitorDecision.next(restart) else {
+            Issue.record("a former primary that is no longer registered as primary must not")
+            return
+        }
+        var other = observe(.down(standbySignal: false), leader: .free(since: .zero), primaryReport: .unknown(Self.other))
+        other.registeredPrimary = true
+        guard case .wait = MonitorDecision.next(other) else {
+            Issue.record("with another registered primary, wait")
+            return
+        }
+    }
+
     // MARK: A standby
 
     @Test func aStandbyFollowsTheLeader() {
