@@ -81,6 +81,7 @@ public final class Monitor: @unchecked Sendable {
         var candidates: [CandidateState]
         var lastPrimaryPosition: LSN?
         var primaryReport: PrimaryReport
+        var paused: Bool
     }
 
     func iterate() async {
@@ -100,7 +101,7 @@ public final class Monitor: @unchecked Sendable {
             node: me, config: config, local: local, localDownFor: GoDuration(nanoseconds: (localDownSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
             leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(nanoseconds: since.nanosecondsValue),
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
-            synchronousStandby: nil, paused: false, primaryReport: view?.primaryReport ?? .none,
+            synchronousStandby: nil, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
             failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary)
         if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
@@ -213,7 +214,7 @@ public final class Monitor: @unchecked Sendable {
         }
         return ClusterView(
             leader: leader, leaderModifyIndex: leaderIndex, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
-            primaryReport: report)
+            primaryReport: report, paused: pairs.contains { $0.key == keys.pause })
     }
 
     func leaderName(_ state: LeaderState) -> NodeName? { if case .held(let n, _) = state { return n } else { return nil } }

@@ -55,8 +55,22 @@ public struct StatusReader {
                     time: json.member("time")?.stringValue ?? "", node: node, kind: json.member("kind")?.stringValue ?? "",
                     detail: json.member("detail")?.stringValue ?? ""))
         }
+        var decisions: [NodeName: String] = [:]
+        for pair in all where pair.key.hasPrefix(keys.prefix + "status/") {
+            if let name = try? NodeName(String(pair.key.dropFirst((keys.prefix + "status/").count))),
+                let decision = (try? JSONValue.parse(pair.value ?? []))?.member("decision")?.stringValue
+            {
+                decisions[name] = Quote.show(decision)
+            }
+        }
+        var paused: String? = nil
+        if let pair = byKey[keys.pause] {
+            let json = try? JSONValue.parse(pair.value ?? [])
+            paused = Quote.show("since \(json?.member("time")?.stringValue ?? "?"): \(json?.member("reason")?.stringValue ?? "no reason given")")
+        }
         return StatusView(
-            cluster: config.cluster, claim: claim, leader: leader, config: clusterConfig, nodes: nodes, problems: problems, events: history)
+            cluster: config.cluster, claim: claim, leader: leader, config: clusterConfig, nodes: nodes, problems: problems, events: history,
+            paused: paused, decisions: decisions)
     }
 }
 
@@ -103,5 +117,32 @@ public struct ClusterSettings {
             }
         }
         throw AgentError("the cluster config kept changing; retry")
+    }
+}
+
+/// `baton pause` / `baton resume`: stop and restart automatic failover cluster-wide.
+public struct Maintenance {
+    public let config: NodeConfig
+    public let client: ConsulClient
+
+    public init(config: NodeConfig, client: ConsulClient) {
+        self.config = config
+        self.client = client
+    }
+
+    public func pause(reason: String) async throws {
+        let time = rfc3339Now()
+        let value = JSONValue.object([("time", .string(time)), ("reason", .string(reason)), ("by", .string(config.node?.value ?? ""))])
+        try await client.put(config.keys.pause, value.serializedBytes())
+        if let node = config.node {
+            try await recordEvent(ClusterEvent(time: time, node: node, kind: "pause", detail: "automatic failover paused: \(reason)"), keys: config.keys, client: client)
+        }
+    }
+
+    public func resume() async throws {
+        try await client.delete(config.keys.pause)
+        if let node = config.node {
+            try await recordEvent(ClusterEvent(time: rfc3339Now(), node: node, kind: "resume", detail: "automatic failover resumed"), keys: config.keys, client: client)
+        }
     }
 }

@@ -16,4 +16,6 @@ public struct ClusterKeys: Sendable, Equatable {
     public func node(_ name: NodeName) -> String { nodesPrefix + name.value }
     public func status(_ name: NodeName) -> String { prefix + "status/" + name.value }
     public var eventsPrefix: String { prefix + "events/" }
+    /// Present while automatic failover is paused (maintenance).
+    public var pause: String { prefix + "pause" }
 }

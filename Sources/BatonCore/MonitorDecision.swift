@@ -132,6 +132,7 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
 /// stops; only the best eligible replica takes a free lock, and it promotes only while holding it.
 public enum MonitorDecision {
     public static func next(_ o: MonitorObservation) -> MonitorAction {
+        if o.paused { return pausedDecision(o) }
         switch o.local {
         case .primary:
             return primaryDecision(o)
@@ -140,6 +141,20 @@ public enum MonitorDecision {
         case .standby(_, _, let upstream, _):
             return standbyDecision(o, upstream: upstream)
         }
+    }
+
+    /// Maintenance: nothing is promoted, followed, restarted or rewound, and a primary whose Consul is
+    /// away is not fenced (no replica can take over while every monitor is paused). A writable primary
+    /// that sees another node holding the lock is still fenced: that is never safe.
+    static func pausedDecision(_ o: MonitorObservation) -> MonitorAction {
+        if case .primary = o.local {
+            switch o.leader {
+            case .held(let holder, false): return .fence(reason: "\(holder) holds the leader lock")
+            case .held(_, true): return .keepLeading
+            default: break
+            }
+        }
+        return .wait(reason: "automatic failover is paused (baton resume ends it)")
     }
 
     static func primaryDecision(_ o: MonitorObservation) -> MonitorAction {

@@ -23,11 +23,17 @@ public struct StatusView: Sendable {
     /// Registrations or keys that failed validation, shown instead of being trusted.
     public var problems: [String]
     public var events: [ClusterEvent]
+    /// Why and since when automatic failover is paused, if it is.
+    public var paused: String?
+    /// Each monitor's last decision, by node.
+    public var decisions: [NodeName: String]
 
     public init(
         cluster: ClusterName, claim: ClusterClaim?, leader: NodeName?, config: ClusterConfig, nodes: [Node], problems: [String],
-        events: [ClusterEvent]
+        events: [ClusterEvent], paused: String? = nil, decisions: [NodeName: String] = [:]
     ) {
+        self.paused = paused
+        self.decisions = decisions
         self.cluster = cluster
         self.claim = claim
         self.leader = leader
@@ -43,6 +49,7 @@ public struct StatusView: Sendable {
         if let id = claim?.systemIdentifier { out += " (system identifier \(id))" } else if claim == nil { out += " (not created)" }
         out += "\n"
         out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)\n"
+        if let paused { out += "Automatic failover: PAUSED (\(paused))\n" }
         let header = ["Node", "Address", "Role", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location"]
         var rows: [[String]] = []
         for n in nodes {
@@ -60,6 +67,7 @@ public struct StatusView: Sendable {
         out += rule + "\n" + line(header) + "\n" + rule + "\n"
         for row in rows { out += line(row) + "\n" }
         out += rule + "\n"
+        for name in decisions.keys.sorted() { out += "\(name): \(decisions[name]!)\n" }
         for p in problems { out += "problem: \(p)\n" }
         if !events.isEmpty {
             out += "Last events:\n"
@@ -74,6 +82,8 @@ public struct StatusView: Sendable {
             ("system_identifier", claim?.systemIdentifier.map { .string($0) } ?? .null),
             ("leader", leader.map { .string($0.value) } ?? .null),
             ("config", config.json),
+            ("paused", paused.map { .string($0) } ?? .null),
+            ("decisions", .object(decisions.keys.sorted().map { ($0.value, .string(decisions[$0]!)) })),
             (
                 "nodes",
                 .array(

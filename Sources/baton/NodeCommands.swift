@@ -130,3 +130,31 @@ struct CheckCommand: ParsableCommand {
         }
     }
 }
+
+struct PauseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause", abstract: "Pause automatic failover cluster-wide (maintenance: PostgreSQL upgrades, Consul work).")
+    @OptionGroup var node: NodeOptions
+    @Option(help: "Why, shown by `baton status`.") var reason = "maintenance"
+
+    func run() async throws {
+        try await reportingErrors("pause") {
+            let config = try node.load()
+            try await Maintenance(config: config, client: try config.client()).pause(reason: reason)
+            print("automatic failover paused for cluster \(config.cluster)")
+        }
+    }
+}
+
+struct ResumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Resume automatic failover.")
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        try await reportingErrors("resume") {
+            let config = try node.load()
+            try await Maintenance(config: config, client: try config.client()).resume()
+            print("automatic failover resumed for cluster \(config.cluster)")
+        }
+    }
+}

@@ -133,6 +133,28 @@ struct MonitorLiveTests {
         }
     }
 
+    @Test("paused, a failed primary is not replaced; resumed, it is; status shows the pause and each monitor's decision")
+    func pauseAndResume() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let config = c.directory("pg2") + "/baton.yaml"
+            #expect(try await runCommand(BatonProcess.executable, ["pause", "--config", config, "--reason", "upgrade"]).status == 0)
+            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+            kill(pid, SIGKILL)
+            try await Task.sleep(for: .seconds(4))
+            #expect(try await c.leader() == "pg1", "paused: nobody takes over")
+            for (_, port) in nodes.dropFirst() { #expect(!(await writable(c, port: port))) }
+            let status = try await runCommand(BatonProcess.executable, ["status", "--config", config])
+            #expect(status.output.contains("PAUSED") && status.output.contains("upgrade") && status.output.contains("paused"), "\(status.output)")
+            #expect(try await runCommand(BatonProcess.executable, ["resume", "--config", config]).status == 0)
+            let failedOver = await eventually(timeout: .seconds(30)) {
+                guard let leader = try? await c.leader(), leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
+                return await writable(c, port: port)
+            }
+            #expect(failedOver, "resumed: a replica takes over")
+        }
+    }
+
     @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
     func monitorKilled() async throws {
         try await LiveCluster.with { c in

@@ -193,6 +193,25 @@ struct MonitorDecisionTests {
         }
     }
 
+    @Test func pausedMonitorsOnlyKeepTheLockAndNeverAllowTwoWriters() {
+        #expect(MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), paused: true)) == .keepLeading)
+        guard case .fence = MonitorDecision.next(observe(primary, leader: .held(by: Self.other, mine: false), paused: true)) else {
+            Issue.record("even paused, a writable primary without the lock stops")
+            return
+        }
+        for o in [
+            observe(primary, leader: .unknown, sinceRenewal: .seconds(60), paused: true),
+            observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false), paused: true),
+            observe(standby(upstream: "x:1"), leader: .held(by: Self.other, mine: false), paused: true),
+            observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true), paused: true),
+        ] {
+            guard case .wait = MonitorDecision.next(o) else {
+                Issue.record("paused: \(o.local) must wait")
+                continue
+            }
+        }
+    }
+
     @Test func noPromotionWhilePausedUnknownOrIneligible() {
         for o in [
             observe(standby(), leader: .free(since: .seconds(60)), paused: true), observe(standby(), leader: .unknown),
