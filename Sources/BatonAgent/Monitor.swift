@@ -82,6 +82,7 @@ public final class Monitor: @unchecked Sendable {
         var lastPrimaryPosition: LSN?
         var primaryReport: PrimaryReport
         var paused: Bool
+        var requestedLeader: NodeName?
     }
 
     func iterate() async {
@@ -103,7 +104,7 @@ public final class Monitor: @unchecked Sendable {
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
             synchronousStandby: nil, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
-            failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary)
+            failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary, requestedLeader: view?.requestedLeader)
         if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
         let action = MonitorDecision.next(observation)
         if action.description != lastAction {
@@ -214,7 +215,8 @@ public final class Monitor: @unchecked Sendable {
         }
         return ClusterView(
             leader: leader, leaderModifyIndex: leaderIndex, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
-            primaryReport: report, paused: pairs.contains { $0.key == keys.pause })
+            primaryReport: report, paused: pairs.contains { $0.key == keys.pause },
+            requestedLeader: pairs.first { $0.key == keys.switchover }.flatMap { try? TakeoverRequest(bytes: $0.value, key: $0.key).to })
     }
 
     func leaderName(_ state: LeaderState) -> NodeName? { if case .held(let n, _) = state { return n } else { return nil } }
@@ -246,6 +248,8 @@ public final class Monitor: @unchecked Sendable {
                 }
             case .promote:
                 try await promote(view: view)
+            case .stepDown(let target):
+                try await stepDown(for: target, view: view, local: local)
             case .releaseLeader(let reason):
                 holdsLock = false
                 // Say "down" first, so the replicas that wake on the release fail over at once.
@@ -314,6 +318,48 @@ public final class Monitor: @unchecked Sendable {
         try await control.reload()
         try await register(role: .standby, upstream: leader)
         try await event("follow", "following \(leader)")
+    }
+
+    /// A planned switchover: stop cleanly (the walsenders ship every record, the shutdown checkpoint
+    /// included, to the standbys), check that `target` received it all, then release the lock for it.
+    /// If the target did not receive everything, the primary is started again (it still holds the lock)
+    /// and the switchover is called off: nothing acknowledged is left behind.
+    func stepDown(for target: NodeName, view: ClusterView?, local: LocalPostgres) async throws {
+        guard let registration = view?.registrations[target] else { throw AgentError("the switchover target \(target) is not registered") }
+        let started = ContinuousClock.now
+        _ = try? await probe.query("CHECKPOINT")
+        try await control.stop(mode: "fast")
+        probe.close()
+        let controlData = try await control.runner.check(
+            settings.pgBindir.value + "/pg_controldata", ["-D", settings.pgdata.value], what: "pg_controldata")
+        guard let line = controlData.split(separator: "\n").first(where: { $0.hasPrefix("Latest checkpoint location:") }),
+            let final = try? LSN(parsing: line.split(separator: ":").last!.trimmingCharacters(in: .whitespaces))
+        else { throw AgentError("cannot read the final WAL position of the stopped primary") }
+        let conninfo = ConnInfo.make([
+            ("host", registration.address.value), ("port", String(registration.port.value)), ("user", PostgresFiles.replicationUser),
+            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "2"),
+        ])
+        var received: LSN? = nil
+        for _ in 0..<50 {
+            if let conn = try? await PostgresConnection.connect(conninfo) {
+                received = (try? await conn.scalar("SELECT pg_last_wal_receive_lsn()")).flatMap { $0.flatMap { try? LSN(parsing: $0) } }
+                conn.close()
+            }
+            if let received, received > final { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        guard let received, received > final else {
+            try await control.start(logFile: settings.postgresLog)
+            try? await client.delete(keys.switchover)
+            try await event("switchover", "called off: \(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing")); this node stays primary")
+            return
+        }
+        watchdog?.notLeading()
+        holdsLock = false
+        await publishStatus(local: .down(standbySignal: false), action: .stepDown(to: target))
+        if let session { _ = try await client.put(keys.leader, me.value, mode: .release(session: session)) }
+        let pause = ContinuousClock.now - started
+        try await event("switchover", "stepped down for \(target) after \(pause.nanosecondsValue / 1_000_000) ms; it has WAL up to \(received)")
     }
 
     /// Turns the old primary's data directory into a standby of `leader`: pg_rewind, or when that cannot

@@ -16,6 +16,8 @@ public struct ClusterKeys: Sendable, Equatable {
     public func node(_ name: NodeName) -> String { nodesPrefix + name.value }
     public func status(_ name: NodeName) -> String { prefix + "status/" + name.value }
     public var eventsPrefix: String { prefix + "events/" }
+    /// A pending `baton switchover` / `baton failover`: the node that takes over.
+    public var switchover: String { prefix + "switchover" }
     /// Present while automatic failover is paused (maintenance).
     public var pause: String { prefix + "pause" }
 }

@@ -64,6 +64,11 @@ public struct FailoverChoice: Sendable, Equatable {
     public var ineligible: [NodeName: Ineligibility]
     public var best: NodeName? { ranked.first }
 
+    public init(ranked: [NodeName], ineligible: [NodeName: Ineligibility]) {
+        self.ranked = ranked
+        self.ineligible = ineligible
+    }
+
     /// Why nobody can be promoted, for `baton status`; `nil` when someone can.
     public var noCandidateReason: String? {
         guard ranked.isEmpty else { return nil }

@@ -60,13 +60,16 @@ public struct MonitorObservation: Sendable, Equatable {
     public var failedStarts: Int
     /// `nodes/<this node>` says primary: this node was the primary when it last registered.
     public var registeredPrimary: Bool
+    /// The node a pending `baton switchover` or `baton failover` hands the baton to.
+    public var requestedLeader: NodeName?
 
     public init(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, localDownFor: GoDuration, leader: LeaderState,
         sinceLastRenewal: GoDuration, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
         synchronousStandby: NodeName?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
-        failedStarts: Int = 0, registeredPrimary: Bool = false
+        failedStarts: Int = 0, registeredPrimary: Bool = false, requestedLeader: NodeName? = nil
     ) {
+        self.requestedLeader = requestedLeader
         self.failedStarts = failedStarts
         self.registeredPrimary = registeredPrimary
         self.primaryReport = primaryReport
@@ -94,6 +97,9 @@ public struct MonitorObservation: Sendable, Equatable {
 public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
     /// Keep holding the lock: renew the session and publish status.
     case keepLeading
+    /// A planned switchover: stop the local primary cleanly (its WAL reaches the standbys), then release
+    /// the lock for `to`.
+    case stepDown(to: NodeName)
     /// Take the free lock (a writable primary retaking it, or the best candidate).
     case acquireLeader(reason: String)
     /// This node holds the lock and runs a standby: promote it.
@@ -115,6 +121,7 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .keepLeading: return "keep leading"
+        case .stepDown(let to): return "step down for \(to) (switchover)"
         case .acquireLeader(let r): return "acquire the leader lock (\(r))"
         case .promote: return "promote"
         case .releaseLeader(let r): return "release the leader lock (\(r))"
@@ -162,6 +169,7 @@ public enum MonitorDecision {
         case .held(let holder, let mine):
             if mine {
                 if o.sinceLastRenewal >= o.fenceAfter { return .fence(reason: "the session was not renewed for \(o.sinceLastRenewal)") }
+                if let target = o.requestedLeader, target != o.node { return .stepDown(to: target) }
                 return .keepLeading
             }
             return .fence(reason: "\(holder) holds the leader lock")
@@ -218,6 +226,11 @@ public enum MonitorDecision {
         case .unknown:
             return .wait(reason: "Consul unreachable")
         case .free(let since):
+            if let target = o.requestedLeader {
+                // A switchover or manual failover names the node: it alone takes the lock.
+                if target == o.node { return .acquireLeader(reason: "named by a switchover or failover request") }
+                return .wait(reason: "\(target) is taking over (switchover or failover request)")
+            }
             if o.paused { return .wait(reason: "automatic failover is paused") }
             switch o.primaryReport {
             case .live(let primary):

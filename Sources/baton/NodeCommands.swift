@@ -158,3 +158,41 @@ struct ResumeCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct SwitchoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchover",
+        abstract: "Planned change of primary: the leader stops cleanly and NODE takes over.",
+        discussion: "Refused, with the reason, unless NODE is a healthy standby within maximum_lag_on_failover of the leader.")
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The standby that becomes the primary.") var to: String
+    @Option(help: "Seconds to wait for the handover.") var timeout = 60
+
+    func run() async throws {
+        try await reportingErrors("switchover") {
+            let config = try node.load()
+            let took = try await Takeover(config: config, client: try config.client()).switchover(to: try NodeName(to), timeout: .seconds(timeout))
+            print("\(to) is the primary (switchover took \(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000) ms)")
+        }
+    }
+}
+
+struct FailoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "failover",
+        abstract: "Manual failover when no primary holds the lock: promote NODE.",
+        discussion: "Promoting a standby that may lack commits (not the most advanced, over the lag limit) needs --allow-data-loss.")
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The standby to promote.") var to: String
+    @Flag(help: "Promote it even if it may lack acknowledged commits.") var allowDataLoss = false
+    @Option(help: "Seconds to wait for the promotion.") var timeout = 60
+
+    func run() async throws {
+        try await reportingErrors("failover") {
+            let config = try node.load()
+            let took = try await Takeover(config: config, client: try config.client()).failover(
+                to: try NodeName(to), allowDataLoss: allowDataLoss, timeout: .seconds(timeout))
+            print("\(to) is the primary (failover took \(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000) ms)")
+        }
+    }
+}

@@ -13,6 +13,8 @@ final class WriteProbe: @unchecked Sendable {
     // @unchecked: `rounds` is guarded by `lock`; the probe task is the only writer.
     private let lock = NSLock()
     private var stored: [[String]] = []
+    private var acknowledgedIDs: [String] = []
+    var acknowledged: [String] { lock.withLock { acknowledgedIDs } }
     private var task: Task<Void, Never>?
 
     var rounds: [[String]] { lock.withLock { stored } }
@@ -25,8 +27,9 @@ final class WriteProbe: @unchecked Sendable {
                 for (name, port) in nodes {
                     do {
                         if connections[name] == nil { connections[name] = try await cluster.connect(port: port) }
-                        try await connections[name]!.query("INSERT INTO baton_writes (node) VALUES ($1)", [name])
+                        let id = try await connections[name]!.scalar("INSERT INTO baton_writes (node) VALUES ($1) RETURNING id", [name])
                         accepted.append(name)
+                        if let id { lock.withLock { acknowledgedIDs.append(id) } }
                     } catch {
                         connections[name]?.close()
                         connections[name] = nil
@@ -152,6 +155,43 @@ struct MonitorLiveTests {
                 return await writable(c, port: port)
             }
             #expect(failedOver, "resumed: a replica takes over")
+        }
+    }
+
+    @Test("switchover under writes: the named standby takes over, the old primary follows, no acknowledged write is lost; bad requests are refused")
+    func switchover() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let config = c.directory("pg3") + "/baton.yaml"
+            for (arguments, fragment) in [
+                (["--to", "pg1"], "already the leader"), (["--to", "pg9"], "not registered"), (["--to", "Bad"], "nothing was written"),
+            ] {
+                let refused = try await runCommand(BatonProcess.executable, ["switchover", "--config", config] + arguments)
+                #expect(refused.status != 0 && refused.output.contains(fragment), "\(arguments): \(refused.output)")
+            }
+            let manual = try await runCommand(BatonProcess.executable, ["failover", "--config", config, "--to", "pg2"])
+            #expect(manual.status != 0 && manual.output.contains("holds the leader lock"), "\(manual.output)")
+            _ = await eventually(timeout: .seconds(10)) {
+                (try? await c.client.get("baton/live/status/pg2").value?.stringValue.contains("streaming\":true")) == true
+            }
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(1))
+            let result = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg2"])
+            #expect(result.status == 0, "\(result.output)")
+            #expect(try await c.leader() == "pg2")
+            for (name, port) in [nodes[0], nodes[2]] {
+                let follows = await eventually(timeout: .seconds(60)) { await streamingFrom(c, port: port, upstreamPort: nodes[1].1) }
+                #expect(follows, "\(name) does not stream from pg2 after the switchover")
+            }
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+            let acknowledged = probe.acknowledged
+            let primary = try await c.connect(port: nodes[1].1)
+            defer { primary.close() }
+            let present = try await primary.scalar("SELECT count(*) FROM baton_writes WHERE id = ANY($1::bigint[])", ["{" + acknowledged.joined(separator: ",") + "}"])
+            #expect(present == String(acknowledged.count), "acknowledged \(acknowledged.count) writes, \(present ?? "?") on the new primary")
         }
     }
 

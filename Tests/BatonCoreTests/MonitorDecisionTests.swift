@@ -227,9 +227,32 @@ struct MonitorDecisionTests {
         }
     }
 
+    @Test func aSwitchoverNamesWhoStepsDownAndWhoTakesOver() {
+        var leading = observe(primary, leader: .held(by: Self.me, mine: true))
+        leading.requestedLeader = Self.third
+        #expect(MonitorDecision.next(leading) == .stepDown(to: Self.third))
+        leading.requestedLeader = Self.me
+        #expect(MonitorDecision.next(leading) == .keepLeading, "a request naming the leader itself changes nothing")
+
+        var target = observe(standby(), leader: .free(since: .zero), candidates: [
+            CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(1), timeline: 1),
+            CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(999), timeline: 1),
+        ])
+        target.requestedLeader = Self.me
+        guard case .acquireLeader = MonitorDecision.next(target) else {
+            Issue.record("the named node takes the lock even if another ranks higher")
+            return
+        }
+        target.requestedLeader = Self.third
+        guard case .wait = MonitorDecision.next(target) else {
+            Issue.record("the others stand aside")
+            return
+        }
+    }
+
     @Test func everyActionDescribesItself() {
         let actions: [MonitorAction] = [
-            .keepLeading, .acquireLeader(reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),
+            .keepLeading, .stepDown(to: Self.other), .acquireLeader(reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),
             .follow(leader: Self.other, endpoint: "e"), .startStandby, .rejoin(leader: Self.other), .wait(reason: "r"),
         ]
         #expect(Set(actions.map(\.description)).count == actions.count)
