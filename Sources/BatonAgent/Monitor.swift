@@ -83,6 +83,8 @@ public final class Monitor: @unchecked Sendable {
         var primaryReport: PrimaryReport
         var paused: Bool
         var requestedLeader: NodeName?
+        var synchronousStandby: NodeName?
+        var syncKeyIndex: UInt64
     }
 
     func iterate() async {
@@ -102,7 +104,7 @@ public final class Monitor: @unchecked Sendable {
             node: me, config: config, local: local, localDownFor: GoDuration(nanoseconds: (localDownSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
             leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(nanoseconds: since.nanosecondsValue),
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
-            synchronousStandby: nil, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
+            synchronousStandby: view?.synchronousStandby, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
             failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary, requestedLeader: view?.requestedLeader)
         if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
@@ -216,7 +218,11 @@ public final class Monitor: @unchecked Sendable {
         return ClusterView(
             leader: leader, leaderModifyIndex: leaderIndex, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
             primaryReport: report, paused: pairs.contains { $0.key == keys.pause },
-            requestedLeader: pairs.first { $0.key == keys.switchover }.flatMap { try? TakeoverRequest(bytes: $0.value, key: $0.key).to })
+            requestedLeader: pairs.first { $0.key == keys.switchover }.flatMap { try? TakeoverRequest(bytes: $0.value, key: $0.key).to },
+            synchronousStandby: pairs.first { $0.key == keys.sync }.flatMap { pair in
+                (try? JSONValue.parse(pair.value ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
+            },
+            syncKeyIndex: pairs.first { $0.key == keys.sync }?.modifyIndex ?? 0)
     }
 
     func leaderName(_ state: LeaderState) -> NodeName? { if case .held(let n, _) = state { return n } else { return nil } }
@@ -226,7 +232,9 @@ public final class Monitor: @unchecked Sendable {
     func carryOut(_ action: MonitorAction, view: ClusterView?, local: LocalPostgres) async {
         do {
             switch action {
-            case .keepLeading, .wait:
+            case .keepLeading:
+                try await manageSynchronousReplication(view: view)
+            case .wait:
                 break
             case .acquireLeader(let reason):
                 guard let session else { return }
@@ -284,8 +292,66 @@ public final class Monitor: @unchecked Sendable {
         }
     }
 
+    /// The primary keeps one synchronous standby in synchronous mode (see ``SynchronousReplication``).
+    func manageSynchronousReplication(view: ClusterView?) async throws {
+        guard let view else { return }
+        let standbyNames = try await probe.query("SHOW synchronous_standby_names").first?.first??.trimmingCharacters(in: .whitespaces) ?? ""
+        if config.synchronousMode == .off && standbyNames.isEmpty && view.synchronousStandby == nil { return }
+        var peers: [ReplicationPeer] = []
+        for row in try await probe.query("SELECT application_name, state, flush_lsn::text FROM pg_stat_replication") {
+            guard let name = row[0].flatMap({ try? NodeName($0) }) else { continue }
+            peers.append(ReplicationPeer(name: name, streaming: row[1] == "streaming", flushPosition: row[2].flatMap { try? LSN(parsing: $0) } ?? LSN(0)))
+        }
+        let eligible = Set(view.registrations.values.filter { $0.priority > 0 && $0.name != me }.map(\.name))
+        let candidates = peers.filter { eligible.contains($0.name) }.sorted {
+            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
+        }.map(\.name)
+        if syncStartPosition == nil, !standbyNames.isEmpty { syncStartPosition = try await currentPosition() }
+        let action = SynchronousReplication.next(
+            mode: config.synchronousMode, recorded: view.synchronousStandby, standbyNames: standbyNames, peers: peers, candidates: candidates,
+            startPosition: syncStartPosition)
+        switch action {
+        case .none:
+            return
+        case .setStandbyNames(let names):
+            try writeSettings(upstream: nil, synchronousStandbyNames: names)
+            try await control.reload()
+            syncStartPosition = try await currentPosition()
+            logger.info("synchronous_standby_names set", metadata: ["sync.names": "\(names)"])
+        case .record(let standby):
+            let value = JSONValue.object([("standby", standby.map { .string($0.value) } ?? .null), ("leader", .string(me.value))])
+            if try await client.put(keys.sync, value.serializedBytes(), mode: .cas(view.syncKeyIndex)) {
+                try await event("sync", standby.map { "\($0) is the synchronous standby" } ?? "no synchronous standby: automatic failover needs one")
+            }
+        }
+    }
+
+    private var syncStartPosition: LSN?
+
+    func currentPosition() async throws -> LSN? {
+        try await probe.query("SELECT pg_current_wal_lsn()::text").first?.first?.flatMap { try? LSN(parsing: $0) }
+    }
+
+    /// Rewrites baton.conf for this node.
+    func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String = "") throws {
+        let text = PostgresFiles.settings(
+            port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream,
+            synchronousStandbyNames: synchronousStandbyNames)
+        try AtomicFile.write(text, to: settings.pgdata.value + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+    }
+
     func promote(view: ClusterView?) async throws {
         let start = ContinuousClock.now
+        if config.synchronousMode != .off {
+            // From the first commit on, wait for some standby: none is acknowledged on this node alone.
+            var upstream: PostgresFiles.Upstream? = nil
+            if let leader = view?.registrations.values.first(where: { $0.role == .primary }) {
+                upstream = PostgresFiles.Upstream(host: leader.address, port: leader.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+            }
+            try writeSettings(upstream: upstream, synchronousStandbyNames: "*")
+            try await control.reload()
+            syncStartPosition = nil
+        }
         _ = try await probe.query("SELECT pg_promote(true, 60)")
         // Write the new timeline into the control file now: pg_rewind reads it from there, and a
         // rejoining old primary must see the fork at once.
@@ -313,8 +379,7 @@ public final class Monitor: @unchecked Sendable {
         guard let target = view?.registrations[leader] else { return }
         let upstream = PostgresFiles.Upstream(
             host: target.address, port: target.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
-        let text = PostgresFiles.settings(port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream)
-        try AtomicFile.write(text, to: settings.pgdata.value + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+        try writeSettings(upstream: upstream)
         try await control.reload()
         try await register(role: .standby, upstream: leader)
         try await event("follow", "following \(leader)")
@@ -405,8 +470,7 @@ public final class Monitor: @unchecked Sendable {
             how = "cloned afresh (pg_rewind failed; the old directory is \(moved))"
         }
         let upstream = PostgresFiles.Upstream(host: target.address, port: target.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
-        let text = PostgresFiles.settings(port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream)
-        try AtomicFile.write(text, to: settings.pgdata.value + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+        try writeSettings(upstream: upstream)
         let conf = (try? String(contentsOfFile: settings.pgdata.value + "/postgresql.conf", encoding: .utf8)) ?? ""
         try AtomicFile.write(PostgresFiles.withInclude(conf), to: settings.pgdata.value + "/postgresql.conf", mode: 0o600, owner: settings.pgOSUser)
         try AtomicFile.write("", to: settings.pgdata.value + "/standby.signal", mode: 0o600, owner: settings.pgOSUser)

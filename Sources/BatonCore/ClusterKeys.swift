@@ -16,6 +16,9 @@ public struct ClusterKeys: Sendable, Equatable {
     public func node(_ name: NodeName) -> String { nodesPrefix + name.value }
     public func status(_ name: NodeName) -> String { prefix + "status/" + name.value }
     public var eventsPrefix: String { prefix + "events/" }
+    /// The synchronous standby, recorded by the primary before it relies on it: the only node automatic
+    /// failover may promote in synchronous mode.
+    public var sync: String { prefix + "sync" }
     /// A pending `baton switchover` / `baton failover`: the node that takes over.
     public var switchover: String { prefix + "switchover" }
     /// Present while automatic failover is paused (maintenance).

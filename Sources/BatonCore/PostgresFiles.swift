@@ -26,7 +26,11 @@ public enum PostgresFiles {
     }
 
     /// `baton.conf`: what replication, failover and pg_rewind need. `upstream` makes it a standby's.
-    public static func settings(port: TCPPort, listen: String, socketDirectory: SafePath, upstream: Upstream?) -> String {
+    /// - Parameter synchronousStandbyNames: the primary's `synchronous_standby_names` (synchronous mode),
+    ///   built by ``SynchronousReplication`` from validated node names.
+    public static func settings(
+        port: TCPPort, listen: String, socketDirectory: SafePath, upstream: Upstream?, synchronousStandbyNames: String = ""
+    ) -> String {
         var lines = [
             "# Managed by baton: rewritten on bootstrap, follow and rejoin. Put your own settings in postgresql.conf.",
             "listen_addresses = '\(listen)'",
@@ -43,6 +47,9 @@ public enum PostgresFiles {
             "wal_retrieve_retry_interval = '500ms'",
             "password_encryption = 'scram-sha-256'",
         ]
+        if !synchronousStandbyNames.isEmpty {
+            lines.append("synchronous_standby_names = '\(synchronousStandbyNames)'")
+        }
         if let upstream {
             lines.append("primary_conninfo = '\(upstream.conninfo)'")
             lines.append("primary_slot_name = '\(upstream.slot)'")

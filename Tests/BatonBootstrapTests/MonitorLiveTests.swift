@@ -195,6 +195,46 @@ struct MonitorLiveTests {
         }
     }
 
+    @Test("synchronous mode: the primary records a synchronous standby; after kill -9 of the primary only it is promoted, with every acknowledged commit")
+    func synchronousFailover() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c, settings: ["synchronous_mode=on"])
+            var recorded: String? = nil
+            let named = await eventually(timeout: .seconds(30)) {
+                recorded = (try? await c.client.get("baton/live/sync").value).flatMap { $0 }.flatMap { try? JSONValue.parse($0.value ?? []) }?
+                    .member("standby")?.stringValue
+                return recorded != nil
+            }
+            #expect(named, "the primary never recorded a synchronous standby")
+            let primary = try await c.connect(port: nodes[0].1)
+            #expect(try await primary.scalar("SHOW synchronous_standby_names") == "\"\(recorded ?? "")\"")
+            primary.close()
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(2))
+            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+            kill(pid, SIGKILL)
+            var newLeader: String? = nil
+            let failedOver = await eventually(timeout: .seconds(30)) {
+                newLeader = try? await c.leader()
+                guard let leader = newLeader, leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
+                return await writable(c, port: port)
+            }
+            #expect(failedOver, "the synchronous standby did not take over")
+            #expect(newLeader == recorded, "promoted \(newLeader ?? "nobody"), but the synchronous standby was \(recorded ?? "?")")
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty)
+            let acknowledged = probe.acknowledged
+            #expect(acknowledged.count > 10, "synchronous commits were acknowledged before the kill")
+            let port = nodes.first { $0.0 == newLeader }?.1 ?? 0
+            let conn = try await c.connect(port: port)
+            defer { conn.close() }
+            let present = try await conn.scalar("SELECT count(*) FROM baton_writes WHERE id = ANY($1::bigint[])", ["{" + acknowledged.joined(separator: ",") + "}"])
+            #expect(present == String(acknowledged.count), "acknowledged \(acknowledged.count) commits, \(present ?? "?") survived")
+        }
+    }
+
     @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
     func monitorKilled() async throws {
         try await LiveCluster.with { c in
