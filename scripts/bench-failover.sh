@@ -70,7 +70,32 @@ for run in $(seq "$runs"); do
   failover+=("$fo"); follow+=("$fl")
   printf '%-4s %-8s %-8s %-26.2f %-22.2f\n' "$run" "pg$l" "$new" "$fo" "$fl"
 done
+# Planned switchovers under the same probe: the longest gap between writes acknowledged by any node.
+gaps=(); durations=()
+printf '\n%-4s %-8s %-8s %-30s %-22s\n' run from to "longest write gap [s]" "command [s]"
+for run in $(seq "$runs"); do
+  l=$(leader); l=${l#pg}
+  wait_for 60 all_follow "$l"
+  sleep 1
+  to=$(( l % 3 + 1 ))
+  probe_log="$root/switch$run.log"; : >"$probe_log"
+  ( while :; do for n in 1 2 3; do
+      psql -p "$(pgport $n)" -c "insert into probe(node) values ('pg$n')" postgres >/dev/null 2>&1 && echo "$(now) pg$n" >>"$probe_log"
+    done; sleep 0.02; done ) & probe=$!
+  sleep 1
+  t0=$(now)
+  "$baton" switchover --config "$root/pg$to/baton.yaml" --to "pg$to" >/dev/null
+  t1=$(now)
+  sleep 1
+  kill "$probe"; wait "$probe" 2>/dev/null || true
+  gap=$(sort -n "$probe_log" | awk -v t0="$t0" '$1 >= t0 - 0.5 { if (prev) { d = $1 - prev; if (d > m) m = d }; prev = $1 } END { printf "%.3f", m }')
+  gaps+=("$gap"); durations+=("$(echo "$t1 - $t0" | bc)")
+  printf '%-4s %-8s %-8s %-30s %-22.2f\n' "$run" "pg$l" "pg$to" "$gap" "$(echo "$t1 - $t0" | bc)"
+done
+
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
 echo "kill -9 postmaster -> first write accepted by the new primary: $(stats "${failover[@]}")"
 echo "kill -9 postmaster -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
+echo "switchover -> longest gap between acknowledged writes (probe every ~20 ms per node, no pgbouncer): $(stats "${gaps[@]}")"
+echo "switchover -> command duration: $(stats "${durations[@]}")"
 echo "settings: ttl 10s, loop_wait 1s, primary_start_timeout 0, asynchronous replication, write probe every 100 ms on every node"
