@@ -269,7 +269,7 @@ public final class Monitor: @unchecked Sendable {
                 holdsLock = false
                 writeCheckState(local: .down(standbySignal: false))
                 watchdog?.notLeading()
-                try? await control.stop(mode: "immediate")
+                await control.fence()
                 probe.close()
                 logger.critical("Fenced PostgreSQL", metadata: ["monitor.reason": "\(reason)"])
                 try? await event("fence", "stopped PostgreSQL: \(reason)")

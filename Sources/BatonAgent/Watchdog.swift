@@ -107,7 +107,7 @@ public enum WatchdogLoop {
         let semaphore = DispatchSemaphore(value: 0)
         Task {
             let control = PostgresControl(binDirectory: pgBindir, dataDirectory: pgdata, osUser: osUser)
-            try? await control.stop(mode: "immediate")
+            await control.fence()
             semaphore.signal()
         }
         semaphore.wait()

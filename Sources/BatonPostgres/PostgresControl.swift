@@ -1,6 +1,10 @@
 import BatonCore
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// PostgreSQL's own tools, run as the PostgreSQL OS user: initdb, pg_ctl, pg_basebackup,
 /// pg_controldata.
 public struct PostgresControl: Sendable {
@@ -58,6 +62,34 @@ public struct PostgresControl: Sendable {
 
     public func stop(mode: String = "fast") async throws {
         try await runner.check(tool("pg_ctl"), ["stop", "-D", dataDirectory, "-m", mode, "-w", "-t", "120"], what: "pg_ctl stop")
+    }
+
+    /// Fencing: stops PostgreSQL now, whatever state it is in. `pg_ctl stop -m immediate` first; if that
+    /// does not finish within a few seconds (a stopped or hung postmaster cannot act on the signal),
+    /// SIGKILL the postmaster and every process it started, so that no backend can commit again.
+    public func fence() async {
+        if let result = try? await runner.run(tool("pg_ctl"), ["stop", "-D", dataDirectory, "-m", "immediate", "-w", "-t", "3"]), result.succeeded {
+            return
+        }
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
+            let pid = Int32(text.split(separator: "\n").first ?? "")
+        else { return }
+        kill(pid, SIGKILL)
+        for child in PostgresControl.children(of: pid) { kill(child, SIGKILL) }
+    }
+
+    /// The processes whose parent is `pid` (from /proc).
+    static func children(of pid: Int32) -> [Int32] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+        var found: [Int32] = []
+        for entry in entries {
+            guard let candidate = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, Int32(fields[1]) == pid { found.append(candidate) }
+        }
+        return found
     }
 
     public func reload() async throws {

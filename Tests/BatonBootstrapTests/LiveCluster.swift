@@ -18,7 +18,7 @@ final class LiveCluster: @unchecked Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
     let root: String
-    let server: ConsulServer
+    private(set) var server: ConsulServer
     let client: ConsulClient
     let consulAddress: String
     private let lock = NSLock()
@@ -76,6 +76,17 @@ final class LiveCluster: @unchecked Sendable {
     func connect(port: Int) async throws -> PostgresConnection {
         try await PostgresConnection.connect(
             ConnInfo.make([("host", socketDirectory), ("port", String(port)), ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "5")]))
+    }
+
+    /// Stops the Consul server, waits, and starts it again on the same address and data directory.
+    func restartConsul(after downtime: Duration) async throws {
+        let port = server.localAddress.port
+        await server.shutdown()
+        try await Task.sleep(for: downtime)
+        var logger = Logger(label: "test")
+        logger.logLevel = .warning
+        server = try await ConsulServer(
+            host: "127.0.0.1", port: port, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
     }
 
     func cleanup() async {

@@ -235,6 +235,42 @@ struct MonitorLiveTests {
         }
     }
 
+    @Test("fencing stops a hung (SIGSTOPped) postmaster and its backends: no session can commit again")
+    func fenceAHungPostmaster() async throws {
+        try await LiveCluster.with { c in
+            let port = try FreePort.pick()
+            _ = try await c.bootstrap(.master, "pg1", port: port)
+            let session = try await c.connect(port: port)
+            defer { session.close() }
+            try await session.query("CREATE TABLE fenced (x int)")
+            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+            kill(pid, SIGSTOP)
+            try await session.query("INSERT INTO fenced VALUES (1)")  // a hung postmaster still lets its backends commit
+            let control = PostgresControl(binDirectory: LiveCluster.bindir, dataDirectory: c.directory("pg1") + "/data", osUser: "postgres")
+            await control.fence()
+            let gone = await eventually(timeout: .seconds(10)) { kill(pid, 0) != 0 }
+            #expect(gone, "the postmaster survived fencing")
+            await #expect(throws: (any Error).self) { try await session.query("INSERT INTO fenced VALUES (2)") }
+        }
+    }
+
+    @Test("the Consul server stopped for less than the TTL and started again: nobody fences, nobody fails over")
+    func consulRestart() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(1))
+            try await c.restartConsul(after: .seconds(4))
+            try await Task.sleep(for: .seconds(4))
+            await probe.stop()
+            #expect(try await c.leader() == "pg1", "the leader kept its lock across the Consul restart")
+            #expect(await writable(c, port: nodes[0].1), "pg1 was not fenced by a 4 s Consul outage (fencing starts at 8 s)")
+            #expect(probe.splitBrainRounds.isEmpty)
+            #expect(probe.rounds.suffix(10).allSatisfy { $0 == ["pg1"] }, "writes go to pg1 after the restart: \(probe.rounds.suffix(10))")
+        }
+    }
+
     @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
     func monitorKilled() async throws {
         try await LiveCluster.with { c in
