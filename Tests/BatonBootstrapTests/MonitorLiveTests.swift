@@ -73,6 +73,21 @@ struct MonitorLiveTests {
         return nodes
     }
 
+    /// Waits until a node other than `old` holds the lock and takes writes; returns it.
+    func newWritableLeader(_ c: LiveCluster, _ nodes: [(String, Int)], replacing old: String) async -> String? {
+        var found: String? = nil
+        _ = await eventually(timeout: .seconds(30)) {
+            guard let leader = try? await c.leader(), leader != old, let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
+            if await writable(c, port: port) { found = leader }
+            return found != nil
+        }
+        return found
+    }
+
+    func postmasterPID(_ c: LiveCluster, _ node: String) throws -> Int32 {
+        try #require(Int32(try String(contentsOfFile: c.directory(node) + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+    }
+
     func writable(_ c: LiveCluster, port: Int) async -> Bool {
         guard let conn = try? await c.connect(port: port) else { return false }
         defer { conn.close() }
@@ -92,14 +107,9 @@ struct MonitorLiveTests {
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(1))
-            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
-            kill(pid, SIGKILL)
-            var newLeader: String? = nil
-            let failedOver = await eventually(timeout: .seconds(30)) {
-                newLeader = try? await c.leader()
-                guard let leader = newLeader, leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
-                return await writable(c, port: port)
-            }
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
+            let failedOver = newLeader != nil
             #expect(failedOver, "no replica took over")
             let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
             for (name, port) in nodes where name != newLeader {
@@ -142,18 +152,14 @@ struct MonitorLiveTests {
             let nodes = try await threeNodes(c)
             let config = c.directory("pg2") + "/baton.yaml"
             #expect(try await runCommand(BatonProcess.executable, ["pause", "--config", config, "--reason", "upgrade"]).status == 0)
-            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
-            kill(pid, SIGKILL)
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
             try await Task.sleep(for: .seconds(4))
             #expect(try await c.leader() == "pg1", "paused: nobody takes over")
             for (_, port) in nodes.dropFirst() { #expect(!(await writable(c, port: port))) }
             let status = try await runCommand(BatonProcess.executable, ["status", "--config", config])
             #expect(status.output.contains("PAUSED") && status.output.contains("upgrade") && status.output.contains("paused"), "\(status.output)")
             #expect(try await runCommand(BatonProcess.executable, ["resume", "--config", config]).status == 0)
-            let failedOver = await eventually(timeout: .seconds(30)) {
-                guard let leader = try? await c.leader(), leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
-                return await writable(c, port: port)
-            }
+            let failedOver = await newWritableLeader(c, nodes, replacing: "pg1") != nil
             #expect(failedOver, "resumed: a replica takes over")
         }
     }
@@ -212,14 +218,9 @@ struct MonitorLiveTests {
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(2))
-            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
-            kill(pid, SIGKILL)
-            var newLeader: String? = nil
-            let failedOver = await eventually(timeout: .seconds(30)) {
-                newLeader = try? await c.leader()
-                guard let leader = newLeader, leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
-                return await writable(c, port: port)
-            }
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
+            let failedOver = newLeader != nil
             #expect(failedOver, "the synchronous standby did not take over")
             #expect(newLeader == recorded, "promoted \(newLeader ?? "nobody"), but the synchronous standby was \(recorded ?? "?")")
             try await Task.sleep(for: .seconds(1))
@@ -243,7 +244,7 @@ struct MonitorLiveTests {
             let session = try await c.connect(port: port)
             defer { session.close() }
             try await session.query("CREATE TABLE fenced (x int)")
-            let pid = try #require(Int32(try String(contentsOfFile: c.directory("pg1") + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n")[0]))
+            let pid = try postmasterPID(c, "pg1")
             kill(pid, SIGSTOP)
             try await session.query("INSERT INTO fenced VALUES (1)")  // a hung postmaster still lets its backends commit
             let control = PostgresControl(binDirectory: LiveCluster.bindir, dataDirectory: c.directory("pg1") + "/data", osUser: "postgres")
@@ -285,10 +286,7 @@ struct MonitorLiveTests {
             let fencedAfter = ContinuousClock.now - killedAt
             #expect(fenced, "pg1 kept taking writes after its monitor died")
             #expect(fencedAfter < .seconds(3), "fenced \(fencedAfter) after the kill; the bound is the 3 s TTL")
-            let failedOver = await eventually(timeout: .seconds(30)) {
-                guard let leader = try? await c.leader(), leader != "pg1", let port = nodes.first(where: { $0.0 == leader })?.1 else { return false }
-                return await writable(c, port: port)
-            }
+            let failedOver = await newWritableLeader(c, nodes, replacing: "pg1") != nil
             let decisions = try await c.client.list("baton/live/").value.filter { $0.key.contains("/status/") || $0.key.contains("/events/") }
                 .map { "\($0.key): \($0.stringValue)" }
             #expect(failedOver, "no replica took over after the session lapsed: \(decisions)")
