@@ -14,12 +14,15 @@ import Logging
 /// with ``MonitorDecision`` and carries the decision out (or only logs it with `--observe`).
 public final class Monitor: @unchecked Sendable {
     // @unchecked: the loop runs on one task; `wake` is an AsyncStream continuation (thread-safe).
-    let settings: BootstrapSettings
+    private(set) var settings: BootstrapSettings
     let client: ConsulClient
     let logger: Logger
     let observeOnly: Bool
-    let probe: LocalPostgresProbe
-    let control: PostgresControl
+    private(set) var probe: LocalPostgresProbe
+    private(set) var control: PostgresControl
+    /// Settings read on SIGHUP, applied at the start of the next iteration.
+    private let pendingSettings = NSLock()
+    private var reloaded: BootstrapSettings?
     let watchdog: Watchdog?
     var keys: ClusterKeys { settings.keys }
     var me: NodeName { settings.node }
@@ -87,7 +90,30 @@ public final class Monitor: @unchecked Sendable {
         var syncKeyIndex: UInt64
     }
 
+    /// Takes new node settings (SIGHUP): they apply from the next iteration. The node's identity and
+    /// cluster cannot change under a running monitor.
+    public func reload(_ new: BootstrapSettings) -> String? {
+        guard new.node == settings.node, new.cluster == settings.cluster else {
+            return "the node name and cluster cannot change while the monitor runs; restart it"
+        }
+        pendingSettings.withLock { reloaded = new }
+        return nil
+    }
+
+    private func applyReload() {
+        guard let new = pendingSettings.withLock({ () -> BootstrapSettings? in
+            defer { reloaded = nil }
+            return reloaded
+        }) else { return }
+        settings = new
+        probe.close()
+        probe = LocalPostgresProbe(socketDirectory: new.pgSocketDirectory.value, port: new.pgPort.value, dataDirectory: new.pgdata.value)
+        control = PostgresControl(binDirectory: new.pgBindir.value, dataDirectory: new.pgdata.value, osUser: new.pgOSUser)
+        logger.notice("Reloaded the node's settings")
+    }
+
     func iterate() async {
+        applyReload()
         let local = await probe.observe()
         if local.isUp { localDownSince = nil } else if localDownSince == nil { localDownSince = .now }
         if case .standby(_, _, _, false) = local {

@@ -26,12 +26,7 @@ struct MonitorCommand: AsyncParsableCommand {
         let logger = Logger(label: "baton.monitor")
         let settings: BootstrapSettings
         do {
-            guard let text = try? String(contentsOfFile: config, encoding: .utf8) else {
-                throw ValidationProblems([ValidationProblem("cannot read the Baton config \(config)")])
-            }
-            settings = try BootstrapSettings.validate(
-                mode: .master, options: try BootstrapOption.load(yaml: text, source: config), environment: ProcessInfo.processInfo.environment,
-                hostname: "")
+            settings = try Self.load(config)
         } catch let problems as ValidationProblems {
             FileHandle.standardError.write(Data(("baton monitor: \(config):\n" + problems.description + "\n").utf8))
             throw ExitCode(2)
@@ -46,11 +41,32 @@ struct MonitorCommand: AsyncParsableCommand {
         }
         let monitor = Monitor(settings: settings, client: client, logger: logger, observeOnly: observe, watchdog: watchdog)
         logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
+        let path = config
+        Signals.onHangup {
+            do {
+                if let refusal = monitor.reload(try Self.load(path)) {
+                    logger.error("SIGHUP: reload refused", metadata: ["error": "\(refusal)"])
+                }
+            } catch {
+                logger.error("SIGHUP: the config is invalid; keeping the running settings", metadata: ["error": "\(error)"])
+            }
+        }
         let loop = Task { await monitor.run() }
         await Signals.waitForTermination()
         logger.info("Monitor stopping")
         loop.cancel()
         await loop.value
+    }
+}
+
+extension MonitorCommand {
+    static func load(_ path: String) throws -> BootstrapSettings {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationProblems([ValidationProblem("cannot read the Baton config \(path)")])
+        }
+        return try BootstrapSettings.validate(
+            mode: .master, options: try BootstrapOption.load(yaml: text, source: path), environment: ProcessInfo.processInfo.environment,
+            hostname: "")
     }
 }
 

@@ -20,6 +20,15 @@ enum Signals {
         }
     }
 
+    /// Calls `handler` on every SIGHUP until the process ends.
+    static func onHangup(_ handler: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler(handler: handler)
+        source.resume()
+        Sources.keep(source)
+    }
+
     private final class Once: @unchecked Sendable {
         // @unchecked: `continuation` is read and cleared under `lock`.
         private let lock = NSLock()

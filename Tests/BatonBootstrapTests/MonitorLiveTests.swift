@@ -272,6 +272,27 @@ struct MonitorLiveTests {
         }
     }
 
+    @Test("SIGHUP reloads the node's config; an invalid one is refused and the monitor keeps running")
+    func reloadOnHangup() async throws {
+        try await LiveCluster.with { c in
+            let port = try FreePort.pick()
+            _ = try await c.bootstrap(.master, "pg1", port: port)
+            let file = c.directory("pg1") + "/baton.yaml"
+            let monitor = try BatonProcess.start(["monitor", "--config", file])
+            c.track(monitor)
+            #expect(await eventually(timeout: .seconds(20)) { (try? await c.leader()) == "pg1" })
+            let good = try String(contentsOfFile: file, encoding: .utf8)
+            try (good + "priority: 5000\n").write(toFile: file, atomically: true, encoding: .utf8)
+            kill(monitor.pid, SIGHUP)
+            #expect(await eventually(timeout: .seconds(10)) { monitor.output.contains("SIGHUP: the config is invalid") }, "\(monitor.output)")
+            try good.replacingOccurrences(of: "priority: 100", with: "priority: 50").write(toFile: file, atomically: true, encoding: .utf8)
+            kill(monitor.pid, SIGHUP)
+            #expect(await eventually(timeout: .seconds(10)) { monitor.output.contains("Reloaded the node") }, "\(monitor.output)")
+            #expect(monitor.isRunning)
+            #expect(await writable(c, port: port))
+        }
+    }
+
     @Test("kill -9 of the primary's monitor: its watchdog stops PostgreSQL before the session can lapse, then a replica takes over")
     func monitorKilled() async throws {
         try await LiveCluster.with { c in
