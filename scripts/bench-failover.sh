@@ -42,6 +42,12 @@ wait_for() { local deadline=$(( $(date +%s) + $1 )); shift; until "$@"; do [ "$(
 streams_from() { [ "$(psql -p "$(pgport "$1")" -c "select status||':'||sender_port from pg_stat_wal_receiver" postgres 2>/dev/null)" = "streaming:$(pgport "$2")" ]; }
 all_follow() { local l=$1; for n in 1 2 3; do [ "$n" = "$l" ] || streams_from "$n" "$l" || return 1; done; }
 wait_for 30 leader >/dev/null
+# A write on every node every INTERVAL seconds; each acknowledged one is logged with its time.
+start_probe() {
+  ( while :; do for n in 1 2 3; do
+      psql -p "$(pgport $n)" -c "insert into probe(node) values ('pg$n')" postgres >/dev/null 2>&1 && echo "$(now) pg$n" >>"$2"
+    done; sleep "$1"; done ) & probe=$!
+}
 
 failover=(); follow=()
 printf '%-4s %-8s %-8s %-26s %-22s\n' run killed promoted "first write on new [s]" "replica streams [s]"
@@ -50,9 +56,7 @@ for run in $(seq "$runs"); do
   wait_for 60 all_follow "$l"
   sleep 1
   probe_log="$root/probe$run.log"; : >"$probe_log"
-  ( while :; do for n in 1 2 3; do
-      psql -p "$(pgport $n)" -c "insert into probe(node) values ('pg$n')" postgres >/dev/null 2>&1 && echo "$(now) pg$n" >>"$probe_log"
-    done; sleep 0.1; done ) & probe=$!
+  start_probe 0.1 "$probe_log"
   sleep 1
   t0=$(now)
   kill -9 "$(head -1 "$root/pg$l/data/postmaster.pid")"
@@ -79,9 +83,7 @@ for run in $(seq "$runs"); do
   sleep 1
   to=$(( l % 3 + 1 ))
   probe_log="$root/switch$run.log"; : >"$probe_log"
-  ( while :; do for n in 1 2 3; do
-      psql -p "$(pgport $n)" -c "insert into probe(node) values ('pg$n')" postgres >/dev/null 2>&1 && echo "$(now) pg$n" >>"$probe_log"
-    done; sleep 0.02; done ) & probe=$!
+  start_probe 0.02 "$probe_log"
   sleep 1
   t0=$(now)
   "$baton" switchover --config "$root/pg$to/baton.yaml" --to "pg$to" >/dev/null

@@ -79,7 +79,6 @@ public final class Monitor: @unchecked Sendable {
 
     struct ClusterView {
         var leader: LeaderState
-        var leaderModifyIndex: UInt64
         var registrations: [NodeName: NodeRegistration]
         var candidates: [CandidateState]
         var lastPrimaryPosition: LSN?
@@ -127,11 +126,11 @@ public final class Monitor: @unchecked Sendable {
         if !hadSession, session != nil { view = await readCluster(local: local) }
         let since = ContinuousClock.now - lastRenewal
         let observation = MonitorObservation(
-            node: me, config: config, local: local, localDownFor: GoDuration(nanoseconds: (localDownSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
-            leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(nanoseconds: since.nanosecondsValue),
+            node: me, config: config, local: local, localDownFor: GoDuration(localDownSince.map { ContinuousClock.now - $0 } ?? .zero),
+            leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(since),
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
             synchronousStandby: view?.synchronousStandby, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
-            notStreamingFor: GoDuration(nanoseconds: (notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero).nanosecondsValue),
+            notStreamingFor: GoDuration(notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero),
             failedStarts: failedStarts, registeredPrimary: view?.registrations[me]?.role == .primary, requestedLeader: view?.requestedLeader)
         if case .held(_, true)? = view?.leader { holdsLock = true } else { holdsLock = false }
         let action = MonitorDecision.next(observation)
@@ -140,7 +139,12 @@ public final class Monitor: @unchecked Sendable {
             lastAction = action.description
         }
         if !observeOnly { await carryOut(action, view: view, local: local) }
-        let after = await probe.observe()
+        // Look again only if the action may have changed the local PostgreSQL.
+        var after = local
+        switch action {
+        case .keepLeading, .wait: break
+        default: after = await probe.observe()
+        }
         await publishStatus(local: after, action: action)
         writeCheckState(local: after)
     }
@@ -192,57 +196,52 @@ public final class Monitor: @unchecked Sendable {
             return nil
         }
         var registrations: [NodeName: NodeRegistration] = [:]
-        var statuses: [NodeName: JSONValue] = [:]
+        var statuses: [NodeName: MemberStatus] = [:]
         var leader: LeaderState = .free(since: .zero)
-        var leaderIndex: UInt64 = 0
         for pair in pairs {
             if pair.key == keys.config, let c = try? ClusterConfig(bytes: pair.value, key: pair.key) { config = c }
             if pair.key.hasPrefix(keys.nodesPrefix), let r = try? NodeRegistration(bytes: pair.value, key: pair.key) { registrations[r.name] = r }
-            if pair.key.hasPrefix(keys.prefix + "status/"), let json = try? JSONValue.parse(pair.value ?? []),
-                let name = try? NodeName(String(pair.key.dropFirst((keys.prefix + "status/").count)))
+            if pair.key.hasPrefix(keys.statusPrefix), let status = MemberStatus(bytes: pair.value),
+                let name = try? NodeName(String(pair.key.dropFirst(keys.statusPrefix.count)))
             {
-                statuses[name] = json
+                statuses[name] = status
             }
             if pair.key == keys.leader, let holderSession = pair.session, let holder = try? NodeName(pair.stringValue, field: "leader") {
                 leader = .held(by: holder, mine: holderSession == session)
-                leaderIndex = pair.modifyIndex
             }
         }
         if case .free = leader {
             if leaderFreeSince == nil { leaderFreeSince = .now }
-            leader = .free(since: GoDuration(nanoseconds: (ContinuousClock.now - leaderFreeSince!).nanosecondsValue))
+            leader = .free(since: GoDuration(ContinuousClock.now - leaderFreeSince!))
         } else {
             leaderFreeSince = nil
         }
         var candidates: [CandidateState] = []
         var lastPrimary: LSN? = nil
-        let freshness = Double(config.loopWait.nanoseconds) / 1e9 * 3 + 1
+        let now = Date().timeIntervalSince1970
         for (name, registration) in registrations {
             let status = statuses[name]
-            let position = status?.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) } ?? LSN(0)
-            if status?.member("role")?.stringValue == "primary" { lastPrimary = max(lastPrimary ?? position, position) }
-            var healthy = status?.member("role")?.stringValue == "standby"
-            if let stamp = status?.member("time")?.doubleValue { healthy = healthy && Date().timeIntervalSince1970 - stamp < freshness } else { healthy = false }
+            let position = status?.position ?? LSN(0)
+            if status?.role == "primary" { lastPrimary = max(lastPrimary ?? position, position) }
+            var healthy = status.map { $0.role == "standby" && $0.isFresh(now: now, loopWait: config.loopWait) } ?? false
             if name == me, case .standby = local { healthy = true }
             var candidatePosition = position
             if name == me, case .standby(let p, _, _, _) = local { candidatePosition = p }
             candidates.append(
                 CandidateState(
                     name: name, failoverPriority: registration.priority, healthy: healthy && name != leaderName(leader),
-                    walPosition: candidatePosition, timeline: Int(status?.member("timeline")?.int64Value ?? 1)))
+                    walPosition: candidatePosition, timeline: status?.timeline ?? 1))
         }
         var report = PrimaryReport.none
         if let primary = registrations.values.first(where: { $0.role == .primary && $0.name != me })?.name {
-            let status = statuses[primary]
-            let fresh = status?.member("time")?.doubleValue.map { Date().timeIntervalSince1970 - $0 < freshness } ?? false
-            if !fresh {
-                report = .unknown(primary)
+            if let status = statuses[primary], status.isFresh(now: now, loopWait: config.loopWait) {
+                report = status.role == "primary" ? .live(primary) : .down(primary)
             } else {
-                report = status?.member("role")?.stringValue == "primary" ? .live(primary) : .down(primary)
+                report = .unknown(primary)
             }
         }
         return ClusterView(
-            leader: leader, leaderModifyIndex: leaderIndex, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
+            leader: leader, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
             primaryReport: report, paused: pairs.contains { $0.key == keys.pause },
             requestedLeader: pairs.first { $0.key == keys.switchover }.flatMap { try? TakeoverRequest(bytes: $0.value, key: $0.key).to },
             synchronousStandby: pairs.first { $0.key == keys.sync }.flatMap { pair in
@@ -382,7 +381,7 @@ public final class Monitor: @unchecked Sendable {
         // Write the new timeline into the control file now: pg_rewind reads it from there, and a
         // rejoining old primary must see the fork at once.
         _ = try? await probe.query("CHECKPOINT")
-        logger.notice("Promoted", metadata: ["monitor.seconds": "\((ContinuousClock.now - start).nanosecondsValue / 1_000_000) ms"])
+        logger.notice("Promoted", metadata: ["monitor.seconds": "\((ContinuousClock.now - start).millisecondCount) ms"])
         // The slots the other nodes stream from must exist here before they reconnect.
         for name in (view?.registrations.keys.map { $0 } ?? []) where name != me {
             _ = try? await probe.query(
@@ -441,7 +440,7 @@ public final class Monitor: @unchecked Sendable {
         }
         guard let received, received > final else {
             try await control.start(logFile: settings.postgresLog)
-            try? await client.delete(keys.switchover)
+            _ = try? await client.delete(keys.switchover)
             try await event("switchover", "called off: \(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing")); this node stays primary")
             return
         }
@@ -450,7 +449,7 @@ public final class Monitor: @unchecked Sendable {
         await publishStatus(local: .down(standbySignal: false), action: .stepDown(to: target))
         if let session { _ = try await client.put(keys.leader, me.value, mode: .release(session: session)) }
         let pause = ContinuousClock.now - started
-        try await event("switchover", "stepped down for \(target) after \(pause.nanosecondsValue / 1_000_000) ms; it has WAL up to \(received)")
+        try await event("switchover", "stepped down for \(target) after \(pause.millisecondCount) ms; it has WAL up to \(received)")
     }
 
     /// Turns the old primary's data directory into a standby of `leader`: pg_rewind, or when that cannot
@@ -518,18 +517,8 @@ public final class Monitor: @unchecked Sendable {
     }
 
     func publishStatus(local: LocalPostgres, action: MonitorAction) async {
-        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", Date().timeIntervalSince1970)))]
-        switch local {
-        case .down: members += [("role", .string("down"))]
-        case .primary(let p, let t): members += [("role", .string("primary")), ("position", .string(p.description)), ("timeline", .int(t))]
-        case .standby(let p, let t, let upstream, let streaming):
-            members += [
-                ("role", .string("standby")), ("position", .string(p.description)), ("timeline", .int(t)),
-                ("upstream", upstream.map { .string($0) } ?? .null), ("streaming", .bool(streaming)),
-            ]
-        }
-        members.append(("decision", .string(action.description)))
-        _ = try? await client.put(keys.status(me), JSONValue.object(members).serializedBytes())
+        let status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
+        _ = try? await client.put(keys.status(me), status.json.serializedBytes())
     }
 
     /// The file `baton check` reads: whether this node holds the lock and runs a writable primary, as of
@@ -559,8 +548,4 @@ public final class Monitor: @unchecked Sendable {
         watchdog?.close()
         probe.close()
     }
-}
-
-extension Duration {
-    var nanosecondsValue: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
 }

@@ -56,10 +56,8 @@ public struct StatusReader {
                     detail: json.member("detail")?.stringValue ?? ""))
         }
         var decisions: [NodeName: String] = [:]
-        for pair in all where pair.key.hasPrefix(keys.prefix + "status/") {
-            if let name = try? NodeName(String(pair.key.dropFirst((keys.prefix + "status/").count))),
-                let decision = (try? JSONValue.parse(pair.value ?? []))?.member("decision")?.stringValue
-            {
+        for pair in all where pair.key.hasPrefix(keys.statusPrefix) {
+            if let name = try? NodeName(String(pair.key.dropFirst(keys.statusPrefix.count))), let decision = MemberStatus(bytes: pair.value)?.decision {
                 decisions[name] = Quote.show(decision)
             }
         }

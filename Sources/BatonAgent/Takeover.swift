@@ -17,7 +17,7 @@ public struct Takeover {
     struct Snapshot {
         var leader: NodeName?
         var registrations: [NodeName: NodeRegistration] = [:]
-        var statuses: [NodeName: JSONValue] = [:]
+        var statuses: [NodeName: MemberStatus] = [:]
         var config = ClusterConfig()
     }
 
@@ -28,10 +28,10 @@ public struct Takeover {
             if pair.key == keys.leader, pair.session != nil { s.leader = try? NodeName(pair.stringValue) }
             if pair.key == keys.config, let c = try? ClusterConfig(bytes: pair.value, key: pair.key) { s.config = c }
             if pair.key.hasPrefix(keys.nodesPrefix), let r = try? NodeRegistration(bytes: pair.value, key: pair.key) { s.registrations[r.name] = r }
-            if pair.key.hasPrefix(keys.prefix + "status/"), let name = try? NodeName(String(pair.key.dropFirst((keys.prefix + "status/").count))),
-                let json = try? JSONValue.parse(pair.value ?? [])
+            if pair.key.hasPrefix(keys.statusPrefix), let name = try? NodeName(String(pair.key.dropFirst(keys.statusPrefix.count))),
+                let status = MemberStatus(bytes: pair.value)
             {
-                s.statuses[name] = json
+                s.statuses[name] = status
             }
         }
         return s
@@ -39,17 +39,14 @@ public struct Takeover {
 
     func target(_ name: NodeName, in s: Snapshot) -> TakeoverCheck.Target {
         let status = s.statuses[name]
-        let fresh = status?.member("time")?.doubleValue.map { Date().timeIntervalSince1970 - $0 < Double(s.config.loopWait.nanoseconds) / 1e9 * 3 + 1 } ?? false
-        let healthy = fresh && status?.member("role")?.stringValue == "standby"
-        return TakeoverCheck.Target(
-            name: name, registered: s.registrations[name], healthy: healthy,
-            position: status?.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) })
+        let healthy = status.map { $0.role == "standby" && $0.isFresh(now: Date().timeIntervalSince1970, loopWait: s.config.loopWait) } ?? false
+        return TakeoverCheck.Target(name: name, registered: s.registrations[name], healthy: healthy, position: status?.position)
     }
 
     /// - Returns: how long the handover took, from the request to the new leader being writable.
     public func switchover(to name: NodeName, timeout: Duration) async throws -> Duration {
         let s = try await snapshot()
-        let leaderPosition = s.leader.flatMap { s.statuses[$0]?.member("position")?.stringValue }.flatMap { try? LSN(parsing: $0) }
+        let leaderPosition = s.leader.flatMap { s.statuses[$0]?.position }
         if let refusal = TakeoverCheck.switchover(
             leader: s.leader, leaderPosition: leaderPosition, target: target(name, in: s), maximumLag: s.config.maximumLagOnFailover)
         {
@@ -64,9 +61,7 @@ public struct Takeover {
             let t = target(r.name, in: s)
             return CandidateState(name: r.name, failoverPriority: max(r.priority, 1), healthy: t.healthy, walPosition: t.position ?? LSN(0), timeline: 1)
         }
-        let lastPrimary = s.registrations.values.filter { $0.role == .primary }.compactMap {
-            s.statuses[$0.name]?.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) }
-        }.max()
+        let lastPrimary = s.registrations.values.filter { $0.role == .primary }.compactMap { s.statuses[$0.name]?.position }.max()
         let choice = FailoverCandidates.choose(
             candidates, synchronousMode: s.config.synchronousMode, synchronousStandby: nil, lastPrimaryPosition: lastPrimary,
             maximumLag: s.config.maximumLagOnFailover)
@@ -85,20 +80,20 @@ public struct Takeover {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
             let s = try await snapshot()
-            if s.leader == request.to, s.statuses[request.to]?.member("role")?.stringValue == "primary" {
-                try? await client.delete(keys.switchover)
+            if s.leader == request.to, s.statuses[request.to]?.role == "primary" {
+                _ = try? await client.delete(keys.switchover)
                 if let node = config.node ?? Optional(request.to) {
                     try? await recordEvent(
                         ClusterEvent(
                             time: rfc3339Now(), node: node, kind: request.from == nil ? "failover" : "switchover",
-                            detail: "\(request.from.map { "\($0) → " } ?? "")\(request.to) in \((ContinuousClock.now - start).nanosecondsValue / 1_000_000) ms"),
+                            detail: "\(request.from.map { "\($0) → " } ?? "")\(request.to) in \((ContinuousClock.now - start).millisecondCount) ms"),
                         keys: keys, client: client)
                 }
                 return ContinuousClock.now - start
             }
             try await Task.sleep(for: .milliseconds(50))
         }
-        try? await client.delete(keys.switchover)
+        _ = try? await client.delete(keys.switchover)
         throw AgentError("\(request.to) did not take over within \(timeout); the request was withdrawn (see `baton status` for each monitor's decision)")
     }
 }

@@ -24,7 +24,7 @@ public final class Watchdog: @unchecked Sendable {
         process.arguments = ["watchdog", "--pg-bindir", pgBindir, "--pgdata", pgdata, "--pg-os-user", osUser]
         let pipe = Pipe()
         process.standardInput = pipe
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         if let log = FileHandle(forWritingAtPath: logPath) {
             log.seekToEndOfFile()
             process.standardOutput = log
@@ -42,8 +42,7 @@ public final class Watchdog: @unchecked Sendable {
 
     /// The lock was just renewed: fence unless renewed again within `fenceAfter`.
     public func renewed(fenceAfter: Duration) {
-        let deadline = Self.monotonicNanoseconds() + UInt64(fenceAfter.components.seconds) * 1_000_000_000
-            + UInt64(fenceAfter.components.attoseconds / 1_000_000_000)
+        let deadline = Self.monotonicNanoseconds() + UInt64(max(0, fenceAfter.nanosecondCount))
         send("L \(deadline)\n")
     }
 

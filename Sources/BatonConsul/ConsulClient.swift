@@ -124,7 +124,7 @@ public final class ConsulClient: Sendable {
         }
         var timeout = configuration.requestTimeout
         if options.index > 0 {
-            let waitMS = options.wait.components.seconds * 1000 + options.wait.components.attoseconds / 1_000_000_000_000_000
+            let waitMS = options.wait.millisecondCount
             query.append(("index", String(options.index)))
             query.append(("wait", "\(max(waitMS, 1))ms"))
             timeout = options.wait + options.wait / 16 + .seconds(2)

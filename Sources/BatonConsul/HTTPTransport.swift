@@ -105,7 +105,7 @@ private final class Transfer: @unchecked Sendable {
         baton_curl_setopt_string(easy, CURLOPT_URL, request.url)
         baton_curl_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
         baton_curl_setopt_long(easy, CURLOPT_TCP_NODELAY, 1)
-        let ms = request.timeout.components.seconds * 1000 + request.timeout.components.attoseconds / 1_000_000_000_000_000
+        let ms = request.timeout.millisecondCount
         baton_curl_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(max(ms, 1)))
         baton_curl_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(min(max(ms, 1), 3000)))
         switch request.method {

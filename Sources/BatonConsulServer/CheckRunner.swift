@@ -140,7 +140,7 @@ final class CheckRunner: Sendable {
     static func tcpConnect(_ address: String, timeout: Duration) async -> Bool {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(returning: blockingConnect(address, timeoutMS: Int32(timeout.nanosecondsRounded / 1_000_000)))
+                continuation.resume(returning: blockingConnect(address, timeoutMS: Int32(timeout.millisecondCount)))
             }
         }
     }

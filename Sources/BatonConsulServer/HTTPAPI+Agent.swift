@@ -164,7 +164,6 @@ extension HTTPAPI {
             guard let interval, interval > .zero else {
                 throw APIError(400, "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks")
             }
-            _ = interval
             if !http.isEmpty {
                 var headers: [String: [String]] = [:]
                 if let header = json.member("Header"), let members = header.objectValue {
@@ -237,8 +236,6 @@ extension HTTPAPI {
         }
         let replace = call.query.has("replace-existing-checks") && call.query.value("replace-existing-checks") != "false"
         let checkDefinitions = definitions
-        let settings = self.settings
-        _ = settings
         let plannedService = ServiceRecord(
             id: id, name: name, tags: tags, address: address, port: port, meta: meta, enableTagOverride: enableTagOverride,
             createIndex: 0, modifyIndex: 0)

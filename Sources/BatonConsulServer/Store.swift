@@ -177,7 +177,7 @@ final class Store: Sendable {
         var previouslyMissing = false
         let deadline: ContinuousClock.Instant
         if requested > 0, let wait {
-            let jitter = Duration.nanoseconds(Int64.random(in: 0..<max(1, (wait / 16).nanosecondsRounded)))
+            let jitter = Duration.nanoseconds(Int64.random(in: 0..<max(1, (wait / 16).nanosecondCount)))
             deadline = .now + wait + jitter
         } else {
             deadline = .now
@@ -198,11 +198,5 @@ final class Store: Sendable {
                 return (index, value)
             }
         }
-    }
-}
-
-extension Duration {
-    var nanosecondsRounded: Int64 {
-        components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000
     }
 }

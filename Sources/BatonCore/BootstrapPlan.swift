@@ -164,10 +164,9 @@ public enum BootstrapPlanner {
             steps.append(.clone(from: primary.name))
         case .cluster(let id, true) where id == clusterID:
             steps.append(.reuseStandby(systemIdentifier: id))
-        case .cluster(let id, let standby):
+        case .cluster(let id, _):
             guard o.forceClone else {
                 let what = id == clusterID ? "a primary of this cluster, not a standby" : "a cluster with system identifier \(id), not \(clusterID)"
-                _ = standby
                 throw ValidationProblem(
                     "the data directory holds \(what); refusing to overwrite it. Use --force-clone to move it aside (it is never deleted) and clone afresh")
             }

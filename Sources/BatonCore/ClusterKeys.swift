@@ -14,7 +14,9 @@ public struct ClusterKeys: Sendable, Equatable {
     public var config: String { prefix + "config" }
     public var nodesPrefix: String { prefix + "nodes/" }
     public func node(_ name: NodeName) -> String { nodesPrefix + name.value }
-    public func status(_ name: NodeName) -> String { prefix + "status/" + name.value }
+    /// Each monitor's report (``MemberStatus``).
+    public var statusPrefix: String { prefix + "status/" }
+    public func status(_ name: NodeName) -> String { statusPrefix + name.value }
     public var eventsPrefix: String { prefix + "events/" }
     /// The synchronous standby, recorded by the primary before it relies on it: the only node automatic
     /// failover may promote in synchronous mode.

@@ -135,3 +135,15 @@ extension GoDuration {
         self.init(nanoseconds: negative ? -ns : ns)
     }
 }
+
+extension GoDuration {
+    /// The same span as a Swift `Duration` (to the nanosecond).
+    public init(_ duration: Duration) { self.init(nanoseconds: duration.nanosecondCount) }
+}
+
+extension Duration {
+    /// The span in whole nanoseconds.
+    public var nanosecondCount: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+    /// The span in whole milliseconds.
+    public var millisecondCount: Int64 { nanosecondCount / 1_000_000 }
+}

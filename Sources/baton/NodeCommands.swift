@@ -172,7 +172,7 @@ struct SwitchoverCommand: AsyncParsableCommand {
         try await reportingErrors("switchover") {
             let config = try node.load()
             let took = try await Takeover(config: config, client: try config.client()).switchover(to: try NodeName(to), timeout: .seconds(timeout))
-            print("\(to) is the primary (switchover took \(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000) ms)")
+            print("\(to) is the primary (switchover took \(took.millisecondCount) ms)")
         }
     }
 }
@@ -192,7 +192,7 @@ struct FailoverCommand: AsyncParsableCommand {
             let config = try node.load()
             let took = try await Takeover(config: config, client: try config.client()).failover(
                 to: try NodeName(to), allowDataLoss: allowDataLoss, timeout: .seconds(timeout))
-            print("\(to) is the primary (failover took \(took.components.seconds * 1000 + took.components.attoseconds / 1_000_000_000_000_000) ms)")
+            print("\(to) is the primary (failover took \(took.millisecondCount) ms)")
         }
     }
 }

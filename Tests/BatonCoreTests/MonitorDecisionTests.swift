@@ -258,3 +258,22 @@ struct MonitorDecisionTests {
         #expect(Set(actions.map(\.description)).count == actions.count)
     }
 }
+
+@Suite("member status reports")
+struct MemberStatusTests {
+    @Test func roundTripsAndAges() throws {
+        for local in [
+            LocalPostgres.down(standbySignal: true), .primary(position: LSN(0x3000060), timeline: 2),
+            .standby(position: LSN(42), timeline: 3, upstream: "10.0.0.1:5432", streaming: true),
+        ] {
+            let status = MemberStatus(local: local, decision: "wait: x", time: 1000.5)
+            #expect(MemberStatus(bytes: status.json.serializedBytes()) == status)
+        }
+        let status = MemberStatus(local: .down(standbySignal: false), decision: "d", time: 1000)
+        #expect(status.isFresh(now: 1003.9, loopWait: .seconds(1)))
+        #expect(!status.isFresh(now: 1004.1, loopWait: .seconds(1)))
+        for bad in ["", "[]", #"{"role":"leader","time":1}"#, #"{"role":"down"}"#] {
+            #expect(MemberStatus(bytes: Array(bad.utf8)) == nil)
+        }
+    }
+}

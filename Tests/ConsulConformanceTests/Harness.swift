@@ -74,10 +74,9 @@ enum Harness {
     /// Runs `body` against a fresh embedded server (always cleaned up), or against the real Consul
     /// named by CONSUL_HTTP_ADDR under a prefix of its own.
     static func withTarget(sessionTTLMin: GoDuration = .seconds(1), _ body: (Target) async throws -> Void) async throws {
-        if let address = Target.realConsulAddress {
+        if Target.isRealConsul {
             let configuration = try ConsulConfiguration.resolve()
             let base = configuration.addresses[0].description
-            _ = address
             let prefix = "baton-conformance/\(UUID().uuidString.prefix(8))/"
             let target = Target(base: base, client: ConsulClient(configuration), prefix: prefix, server: nil, dataDirectory: nil)
             do {

@@ -1,0 +1,69 @@
+import Foundation
+import ConsulAPI
+
+/// A monitor's report on its node under `status/<name>`: what its PostgreSQL is, how far its WAL
+/// reaches, what the monitor last decided, and when — the one shape every reader shares.
+public struct MemberStatus: Sendable, Equatable {
+    /// `primary`, `standby` or `down`.
+    public var role: String
+    public var position: LSN?
+    public var timeline: Int
+    public var upstream: String?
+    public var streaming: Bool?
+    public var decision: String?
+    /// Seconds since the Unix epoch, by the reporting node's clock.
+    public var time: Double
+
+    public init(local: LocalPostgres, decision: String, time: Double) {
+        self.decision = decision
+        self.time = time
+        switch local {
+        case .down:
+            role = "down"
+            timeline = 1
+        case .primary(let p, let t):
+            role = "primary"
+            position = p
+            timeline = t
+        case .standby(let p, let t, let upstream, let streaming):
+            role = "standby"
+            position = p
+            timeline = t
+            self.upstream = upstream
+            self.streaming = streaming
+        }
+    }
+
+    /// Reads a report; `nil` when it is not one (a value someone else wrote is never trusted).
+    public init?(bytes: [UInt8]?) {
+        guard let json = try? JSONValue.parse(bytes ?? []), let role = json.member("role")?.stringValue,
+            ["primary", "standby", "down"].contains(role), let time = json.member("time")?.doubleValue
+        else { return nil }
+        self.role = role
+        self.time = time
+        position = json.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) }
+        timeline = Int(json.member("timeline")?.int64Value ?? 1)
+        upstream = json.member("upstream")?.stringValue
+        streaming = json.member("streaming")?.boolValue
+        decision = json.member("decision")?.stringValue
+    }
+
+    public var json: JSONValue {
+        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("role", .string(role))]
+        if role != "down" {
+            members.append(("position", .string(position?.description ?? "0/0")))
+            members.append(("timeline", .int(timeline)))
+        }
+        if role == "standby" {
+            members.append(("upstream", upstream.map { .string($0) } ?? .null))
+            members.append(("streaming", .bool(streaming ?? false)))
+        }
+        if let decision { members.append(("decision", .string(decision))) }
+        return .object(members)
+    }
+
+    /// Recent enough to trust: younger than three loops plus a second.
+    public func isFresh(now: Double, loopWait: GoDuration) -> Bool {
+        now - time < Double(loopWait.nanoseconds) / 1e9 * 3 + 1
+    }
+}
