@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Failover benchmark: three nodes on loopback (PostgreSQL 15, baton monitor, the embedded Consul
-# server), a write probe on every node every 100 ms; kill -9 of the primary's postmaster, then the time
-# until a write is accepted by the new primary, and until the other replica streams from it. The old
-# primary rejoins (pg_rewind) before the next run. Needs root (PostgreSQL runs as postgres).
+# server), a write probe on every node every 100 ms; kill -9 of the primary's postmaster, and kill -9 of
+# every process of the primary "node" (monitor, watchdog, PostgreSQL), then the time until a write is
+# accepted by the new primary, and until the other replica streams from it. The old primary rejoins
+# (pg_rewind; a killed node's monitor is started again) before the next run. Then planned switchovers.
+# Needs root (PostgreSQL runs as postgres).
 #   scripts/bench-failover.sh [RUNS]      (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,9 @@ for n in 1 2 3; do
 done
 psql() { "$bin/psql" -X -q -At -U postgres -h "$root/sock" "$@"; }
 psql -p "$(pgport 1)" -c "create table probe (at timestamptz default now(), node text)" postgres
-for n in 1 2 3; do "$baton" monitor --config "$root/pg$n/baton.yaml" 2>>"$root/monitor$n.log" & pids+=($!); done
+declare -A monitor
+start_monitor() { "$baton" monitor --config "$root/pg$1/baton.yaml" 2>>"$root/monitor$1.log" & pids+=($!); monitor[$1]=$!; }
+for n in 1 2 3; do start_monitor "$n"; done
 leader() { curl -s "http://127.0.0.1:$port/v1/kv/baton/bench/leader" | grep -q '"Session"' && curl -s "http://127.0.0.1:$port/v1/kv/baton/bench/leader?raw"; }
 now() { date +%s.%N; }
 wait_for() { local deadline=$(( $(date +%s) + $1 )); shift; until "$@"; do [ "$(date +%s)" -lt "$deadline" ] || return 1; sleep 0.05; done; }
@@ -49,17 +53,26 @@ start_probe() {
     done; sleep "$1"; done ) & probe=$!
 }
 
+children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+# kill_node N: every process of node N at once (its monitor, the monitor's watchdog, PostgreSQL).
+kill_node() {
+  local pm; pm=$(head -1 "$root/pg$1/data/postmaster.pid")
+  # shellcheck disable=SC2046
+  kill -9 "${monitor[$1]}" $(children "${monitor[$1]}") "$pm" $(children "$pm") 2>/dev/null || true
+}
+# failovers KIND: postmaster (kill -9 of the primary's postmaster) or node (kill_node of the primary).
+failovers() {
 failover=(); follow=()
-printf '%-4s %-8s %-8s %-26s %-22s\n' run killed promoted "first write on new [s]" "replica streams [s]"
+printf '\n%-4s %-8s %-8s %-26s %-22s\n' run killed promoted "first write on new [s]" "replica streams [s]"
 for run in $(seq "$runs"); do
   l=$(leader); l=${l#pg}
-  wait_for 60 all_follow "$l"
+  wait_for 90 all_follow "$l"
   sleep 1
-  probe_log="$root/probe$run.log"; : >"$probe_log"
+  probe_log="$root/probe$1$run.log"; : >"$probe_log"
   start_probe 0.1 "$probe_log"
   sleep 1
   t0=$(now)
-  kill -9 "$(head -1 "$root/pg$l/data/postmaster.pid")"
+  if [ "$1" = node ]; then kill_node "$l"; else kill -9 "$(head -1 "$root/pg$l/data/postmaster.pid")"; fi
   new=""
   for _ in $(seq 600); do
     new=$(awk -v t0="$t0" -v old="pg$l" '$1 > t0 && $2 != old {print $2; exit}' "$probe_log")
@@ -70,10 +83,17 @@ for run in $(seq "$runs"); do
   wait_for 30 streams_from "$other" "${new#pg}" || true
   t2=$(now)
   kill "$probe"; wait "$probe" 2>/dev/null || true
+  if [ "$1" = node ]; then wait "${monitor[$l]}" 2>/dev/null || true; start_monitor "$l"; fi
   fo=$(echo "$t1 - $t0" | bc); fl=$(echo "$t2 - $t0" | bc)
   failover+=("$fo"); follow+=("$fl")
   printf '%-4s %-8s %-8s %-26.2f %-22.2f\n' "$run" "pg$l" "$new" "$fo" "$fl"
 done
+echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover[@]}")"
+echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
+}
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
+failovers postmaster
+failovers node
 # Planned switchovers under the same probe: the longest gap between writes acknowledged by any node.
 gaps=(); durations=()
 printf '\n%-4s %-8s %-8s %-30s %-22s\n' run from to "longest write gap [s]" "command [s]"
@@ -95,9 +115,7 @@ for run in $(seq "$runs"); do
   printf '%-4s %-8s %-8s %-30s %-22.2f\n' "$run" "pg$l" "pg$to" "$gap" "$(echo "$t1 - $t0" | bc)"
 done
 
-stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
-echo "kill -9 postmaster -> first write accepted by the new primary: $(stats "${failover[@]}")"
-echo "kill -9 postmaster -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
+echo
 echo "switchover -> longest gap between acknowledged writes (probe every ~20 ms per node, no pgbouncer): $(stats "${gaps[@]}")"
 echo "switchover -> command duration: $(stats "${durations[@]}")"
-echo "settings: ttl 10s, loop_wait 1s, primary_start_timeout 0, asynchronous replication, write probe every 100 ms on every node"
+echo "settings: ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 0, asynchronous replication, write probe every 100 ms on every node"

@@ -24,12 +24,17 @@ public final class Monitor: @unchecked Sendable {
     private let pendingSettings = NSLock()
     private var reloaded: BootstrapSettings?
     let watchdog: Watchdog?
+    /// The node's `event-command`, run with each event (fixed at start: a SIGHUP does not change it).
+    let eventCommand: EventCommand?
     var keys: ClusterKeys { settings.keys }
     var me: NodeName { settings.node }
 
     private var session: String?
     private var sessionTTL: GoDuration?
-    private var lastRenewal: ContinuousClock.Instant = .now - .seconds(3600)
+    /// When the last heartbeat that reached Consul was sent (the watchdog's deadline counts from it).
+    private var lastHeartbeat: ContinuousClock.Instant = .now - .seconds(3600)
+    /// The leader key's modify index as last read, and since when (this monitor's clock) it has not changed.
+    private var leaderIndexSeen: (index: UInt64, since: ContinuousClock.Instant)?
     private var leaderFreeSince: ContinuousClock.Instant?
     private var localDownSince: ContinuousClock.Instant?
     private var notStreamingSince: ContinuousClock.Instant?
@@ -45,6 +50,7 @@ public final class Monitor: @unchecked Sendable {
         self.logger = logger
         self.observeOnly = observeOnly
         self.watchdog = watchdog
+        eventCommand = settings.eventCommand.map { EventCommand(program: $0.value, cluster: settings.cluster, logger: logger) }
         probe = LocalPostgresProbe(socketDirectory: settings.pgSocketDirectory.value, port: settings.pgPort.value, dataDirectory: settings.pgdata.value)
         control = PostgresControl(binDirectory: settings.pgBindir.value, dataDirectory: settings.pgdata.value, osUser: settings.pgOSUser)
     }
@@ -55,8 +61,15 @@ public final class Monitor: @unchecked Sendable {
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let watcher = Task {
             // Wake the loop the moment the leader key changes, instead of at the next tick.
+            // Only a new holder or session wakes it: the leader's heartbeat changes the key every loop.
             let watch = ConsulWatch(wait: .seconds(30)) { [client, keys] options in try await client.get(keys.leader, options) }
-            for await _ in watch { wake.yield() }
+            var last: [UInt8]? = nil
+            for await result in watch {
+                let pair = try? result.get().value
+                let identity = (pair?.value ?? []) + Array((pair?.session ?? "-").utf8)
+                if identity != last { wake.yield() }
+                last = identity
+            }
         }
         defer { watcher.cancel() }
         var iterator = wakes.makeAsyncIterator()
@@ -87,6 +100,9 @@ public final class Monitor: @unchecked Sendable {
         var requestedLeader: NodeName?
         var synchronousStandby: NodeName?
         var syncKeyIndex: UInt64
+        /// The leader key as read (its index and flags carry the heartbeat).
+        var leaderPair: KVPair?
+        var leaderSilentFor: GoDuration
     }
 
     /// Takes new node settings (SIGHUP): they apply from the next iteration. The node's identity and
@@ -124,10 +140,10 @@ public final class Monitor: @unchecked Sendable {
         let hadSession = session != nil
         await ensureSession()
         if !hadSession, session != nil { view = await readCluster(local: local) }
-        let since = ContinuousClock.now - lastRenewal
+        let since = ContinuousClock.now - lastHeartbeat
         let observation = MonitorObservation(
             node: me, config: config, local: local, localDownFor: GoDuration(localDownSince.map { ContinuousClock.now - $0 } ?? .zero),
-            leader: view?.leader ?? .unknown, sinceLastRenewal: GoDuration(since),
+            leader: view?.leader ?? .unknown, sinceLastHeartbeat: GoDuration(since), leaderSilentFor: view?.leaderSilentFor ?? .zero,
             leaderEndpoint: leaderEndpoint(view), candidates: view?.candidates ?? [], lastPrimaryPosition: view?.lastPrimaryPosition,
             synchronousStandby: view?.synchronousStandby, paused: view?.paused ?? false, primaryReport: view?.primaryReport ?? .none,
             notStreamingFor: GoDuration(notStreamingSince.map { ContinuousClock.now - $0 } ?? .zero),
@@ -166,8 +182,6 @@ public final class Monitor: @unchecked Sendable {
         do {
             if let session {
                 try await client.renewSession(session)
-                lastRenewal = .now
-                watchdog?.renewed(fenceAfter: fenceAfter)
                 return
             }
         } catch let error as ConsulError where error.code == .sessionNotFound {
@@ -181,13 +195,28 @@ public final class Monitor: @unchecked Sendable {
             session = try await client.createSession(
                 SessionRequest(name: "baton-\(settings.cluster)-\(me)", ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
             sessionTTL = config.ttl
-            lastRenewal = .now
         } catch {
             logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
         }
     }
 
-    var fenceAfter: Duration { .nanoseconds(config.ttl.nanoseconds * 4 / 5) }
+    var fenceAfter: Duration { config.fenceAfter.swiftDuration }
+
+    /// The leader proves it is alive and still holds the lock: a check-and-set write of the leader key
+    /// at the index this iteration read (flags count the beats, so every beat changes the key). A
+    /// replica taking over a silent leader writes the key at the same index, so exactly one of the two
+    /// wins. Only a beat that got through moves the watchdog's deadline, counted from when it was sent.
+    func heartbeat(_ view: ClusterView?) async throws {
+        guard let pair = view?.leaderPair else { return }
+        let sent = ContinuousClock.now
+        let sentMonotonic = Watchdog.monotonicNanoseconds()
+        if try await client.put(keys.leader, me.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) {
+            lastHeartbeat = sent
+            watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sentMonotonic)
+        } else {
+            logger.warning("The leader key changed under the heartbeat; looking again")
+        }
+    }
 
     func readCluster(local: LocalPostgres) async -> ClusterView? {
         let pairs: [KVPair]
@@ -207,7 +236,8 @@ public final class Monitor: @unchecked Sendable {
                 statuses[name] = status
             }
             if pair.key == keys.leader, let holderSession = pair.session, let holder = try? NodeName(pair.stringValue, field: "leader") {
-                leader = .held(by: holder, mine: holderSession == session)
+                // Ours only while it also names this node: a replica taking over renames it first.
+                leader = .held(by: holder, mine: holderSession == session && holder == me)
             }
         }
         if case .free = leader {
@@ -215,6 +245,14 @@ public final class Monitor: @unchecked Sendable {
             leader = .free(since: GoDuration(ContinuousClock.now - leaderFreeSince!))
         } else {
             leaderFreeSince = nil
+        }
+        let leaderPair = pairs.first { $0.key == keys.leader }
+        var silentFor = GoDuration.zero
+        if case .held(_, false) = leader, let index = leaderPair?.modifyIndex {
+            if leaderIndexSeen?.index != index { leaderIndexSeen = (index, .now) }
+            silentFor = GoDuration(ContinuousClock.now - leaderIndexSeen!.since)
+        } else {
+            leaderIndexSeen = nil
         }
         var candidates: [CandidateState] = []
         var lastPrimary: LSN? = nil
@@ -247,7 +285,7 @@ public final class Monitor: @unchecked Sendable {
             synchronousStandby: pairs.first { $0.key == keys.sync }.flatMap { pair in
                 (try? JSONValue.parse(pair.value ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
             },
-            syncKeyIndex: pairs.first { $0.key == keys.sync }?.modifyIndex ?? 0)
+            syncKeyIndex: pairs.first { $0.key == keys.sync }?.modifyIndex ?? 0, leaderPair: leaderPair, leaderSilentFor: silentFor)
     }
 
     func leaderName(_ state: LeaderState) -> NodeName? { if case .held(let n, _) = state { return n } else { return nil } }
@@ -258,15 +296,18 @@ public final class Monitor: @unchecked Sendable {
         do {
             switch action {
             case .keepLeading:
+                try await heartbeat(view)
                 try await manageSynchronousReplication(view: view)
             case .wait:
                 break
             case .acquireLeader(let reason):
                 guard let session else { return }
+                let sent = (ContinuousClock.now, Watchdog.monotonicNanoseconds())
                 if try await client.put(keys.leader, me.value, mode: .acquire(session: session)) {
                     holdsLock = true
+                    lastHeartbeat = sent.0
                     logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
-                    watchdog?.renewed(fenceAfter: fenceAfter)
+                    watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sent.1)
                     switch local {
                     case .standby:
                         try await promote(view: view)
@@ -279,6 +320,8 @@ public final class Monitor: @unchecked Sendable {
                         try await register(role: .primary, upstream: nil)
                     }
                 }
+            case .takeOver(let from, let reason):
+                try await takeOver(from: from, reason: reason, view: view)
             case .promote:
                 try await promote(view: view)
             case .stepDown(let target):
@@ -377,11 +420,12 @@ public final class Monitor: @unchecked Sendable {
             try await control.reload()
             syncStartPosition = nil
         }
+        let timeline = try await claimTimeline()
         _ = try await probe.query("SELECT pg_promote(true, 60)")
         // Write the new timeline into the control file now: pg_rewind reads it from there, and a
         // rejoining old primary must see the fork at once.
         _ = try? await probe.query("CHECKPOINT")
-        logger.notice("Promoted", metadata: ["monitor.seconds": "\((ContinuousClock.now - start).millisecondCount) ms"])
+        logger.notice("Promoted", metadata: ["monitor.seconds": "\((ContinuousClock.now - start).millisecondCount) ms", "monitor.timeline": "\(timeline)"])
         // The slots the other nodes stream from must exist here before they reconnect.
         for name in (view?.registrations.keys.map { $0 } ?? []) where name != me {
             _ = try? await probe.query(
@@ -398,6 +442,54 @@ public final class Monitor: @unchecked Sendable {
             }
         }
         try await event("promote", "promoted to primary")
+    }
+
+    /// Takes the lock from a leader that has been silent past its fencing deadline: rename the key at
+    /// the silent index (a late heartbeat wins instead), end the old session, take the lock, promote.
+    func takeOver(from holder: NodeName, reason: String, view: ClusterView?) async throws {
+        guard let session, let pair = view?.leaderPair, let old = pair.session else { return }
+        if holder != me {
+            guard try await client.put(keys.leader, me.value, flags: pair.flags, mode: .cas(pair.modifyIndex)) else {
+                logger.notice("The silent leader's heartbeat came through after all; no takeover", metadata: ["monitor.leader": "\(holder)"])
+                return
+            }
+        }
+        try await client.destroySession(old)
+        let sent = (ContinuousClock.now, Watchdog.monotonicNanoseconds())
+        guard try await client.put(keys.leader, me.value, mode: .acquire(session: session)) else {
+            throw AgentError("took the lock from \(holder) but could not acquire it (another node was quicker); looking again")
+        }
+        holdsLock = true
+        lastHeartbeat = sent.0
+        watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sent.1)
+        logger.notice("Took the leader lock over", metadata: ["monitor.from": "\(holder)", "monitor.reason": "\(reason)"])
+        try await event("takeover", "took the leader lock from \(holder): \(reason)")
+        try await promote(view: view)
+    }
+
+    /// Claims a timeline above every one used before, in Consul, and makes PostgreSQL choose it
+    /// (``TimelineClaim``). Returns it.
+    func claimTimeline() async throws -> Int {
+        let wal = settings.pgdata.value + "/pg_wal/"
+        let histories = ((try? FileManager.default.contentsOfDirectory(atPath: wal)) ?? []).compactMap { name -> Int? in
+            name.count == 16 && name.hasSuffix(".history") ? Int(name.prefix(8), radix: 16) : nil
+        }
+        let current = try await probe.query("SELECT timeline_id FROM pg_control_checkpoint()").first?.first?.flatMap { Int($0) } ?? 1
+        let pair = try await client.get(keys.timeline, .consistent).value
+        let claim = TimelineClaim(localNewest: max(current, histories.max() ?? 1), claimed: try TimelineClaim.claimed(pair?.value, key: keys.timeline))
+        if !claim.placeholders.isEmpty {
+            let parentHistory = (try? String(contentsOfFile: wal + TimelineClaim.historyFileName(current), encoding: .utf8)) ?? ""
+            let replayed = try await probe.query("SELECT pg_last_wal_replay_lsn()::text").first?.first?.flatMap { try? LSN(parsing: $0) } ?? LSN(0)
+            for placeholder in claim.placeholders {
+                let text = TimelineClaim.placeholderHistory(parentHistory: parentHistory, parent: current, switchpoint: replayed, timeline: placeholder)
+                try AtomicFile.write(text, to: wal + TimelineClaim.historyFileName(placeholder), mode: 0o600, owner: settings.pgOSUser)
+            }
+            logger.notice("Skipping timelines used elsewhere", metadata: ["monitor.timelines": "\(claim.placeholders)"])
+        }
+        guard try await client.put(keys.timeline, TimelineClaim.record(claim.timeline, node: me).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) else {
+            throw AgentError("the timeline key changed while this node claimed timeline \(claim.timeline); not promoting now")
+        }
+        return claim.timeline
     }
 
     func follow(_ leader: NodeName, view: ClusterView?) async throws {
@@ -513,7 +605,9 @@ public final class Monitor: @unchecked Sendable {
     }
 
     func event(_ kind: String, _ detail: String) async throws {
-        try await recordEvent(ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail), keys: keys, client: client)
+        let event = ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail)
+        eventCommand?.submit(event)
+        try await recordEvent(event, keys: keys, client: client)
     }
 
     func publishStatus(local: LocalPostgres, action: MonitorAction) async {
@@ -526,7 +620,7 @@ public final class Monitor: @unchecked Sendable {
     /// reads this file instead of asking Consul and PostgreSQL itself.
     func writeCheckState(local: LocalPostgres) {
         var leading = false
-        if case .primary = local, session != nil, ContinuousClock.now - lastRenewal < fenceAfter { leading = holdsLock }
+        if case .primary = local, session != nil, ContinuousClock.now - lastHeartbeat < fenceAfter { leading = holdsLock }
         let line = "\(leading ? "primary" : "not-primary") \(Watchdog.monotonicNanoseconds()) \(config.loopWait.nanoseconds)\n"
         _ = try? AtomicFile.write(line, to: CheckState.path(stateDirectory: settings.stateDirectory.value), mode: 0o644)
     }
@@ -547,5 +641,6 @@ public final class Monitor: @unchecked Sendable {
         writeCheckState(local: .down(standbySignal: false))
         watchdog?.close()
         probe.close()
+        await eventCommand?.finish()
     }
 }

@@ -40,9 +40,10 @@ public final class Watchdog: @unchecked Sendable {
         return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
     }
 
-    /// The lock was just renewed: fence unless renewed again within `fenceAfter`.
-    public func renewed(fenceAfter: Duration) {
-        let deadline = Self.monotonicNanoseconds() + UInt64(max(0, fenceAfter.nanosecondCount))
+    /// A heartbeat sent at `sentAt` (``monotonicNanoseconds()``) reached Consul: fence unless another
+    /// gets through within `fenceAfter` of that.
+    public func renewed(fenceAfter: Duration, sentAt: UInt64) {
+        let deadline = sentAt + UInt64(max(0, fenceAfter.nanosecondCount))
         send("L \(deadline)\n")
     }
 

@@ -20,7 +20,7 @@ public enum BootstrapOption {
         "pg-bindir": .string, "pg-os-user": .string, "pg-socket-dir": .string, "pg-listen": .string,
         "replication-password-file": .string, "allowed-network": .list, "virtual-ip": .string, "interface": .string,
         "virtual-router-id": .int, "keepalived-conf": .string, "pgbouncer-ini": .string, "pgbouncer-port": .int,
-        "pgbouncer-auth-file": .string, "pgbouncer-listen": .string, "state-dir": .string, "priority": .int, "location": .string,
+        "pgbouncer-auth-file": .string, "pgbouncer-listen": .string, "state-dir": .string, "priority": .int, "location": .string, "event-command": .string,
         "templates-dir": .string, "force-clone": .bool, "consul-create": .bool, "consul-join": .list,
         "consul-bootstrap-expect": .int, "consul-data-dir": .string, "consul-config-dir": .string, "consul-start-command": .list,
         "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int,
@@ -103,6 +103,9 @@ public struct BootstrapSettings: Sendable {
     public var batonExecutable: SafePath
     public var batonConfig: SafePath
     public var streamingTimeout: Int
+    /// Run with each event the monitor records (`KIND NODE TIME DETAIL`), like repmgr's
+    /// event_notification_command.
+    public var eventCommand: SafePath?
 
     public var keys: ClusterKeys { ClusterKeys(cluster: cluster) }
     public var passfile: SafePath { try! SafePath(stateDirectory.value + "/pgpass") }
@@ -236,6 +239,15 @@ extension BootstrapSettings {
             path("pgbouncer-auth-file", "/etc/pgbouncer/userlist.txt"), path("state-dir", "/var/lib/baton"),
             path("baton-executable", "/usr/local/bin/baton"), path("baton-config", "/etc/baton/baton.yaml")
         )
+        let eventCommand: SafePath? = string("event-command").flatMap { text in
+            p.check { () throws(ValidationProblem) in
+                let path = try SafePath(text, field: "--event-command")
+                guard FileManager.default.isExecutableFile(atPath: path.value) else {
+                    throw ValidationProblem("--event-command \(Quote.show(text)) is not an executable file")
+                }
+                return path
+            }
+        }
         let templates: SafePath? = string("templates-dir").flatMap { t in p.check { () throws(ValidationProblem) in try SafePath(t, field: "--templates-dir") } }
         try p.throwIfAny()
         guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
@@ -250,7 +262,7 @@ extension BootstrapSettings {
             virtualRouterID: routerID, keepalivedConf: keepalivedConf, pgbouncerIni: pgbouncerIni, pgbouncerPort: pgbouncerPort,
             pgbouncerAuthFile: authFile, pgbouncerListen: pgbouncerListen, stateDirectory: stateDir, priority: priority,
             location: location, templatesDirectory: templates, forceClone: bool("force-clone"), consulAgent: consulAgent,
-            batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout)
+            batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout, eventCommand: eventCommand)
     }
 }
 
@@ -272,6 +284,7 @@ extension BootstrapSettings {
         if case .file(let path) = replicationPasswordSource { lines.append("replication-password-file: '\(path)'") }
         if let virtualIP { lines.append("virtual-ip: '\(virtualIP.text)'") }
         if let interface { lines.append("interface: '\(interface)'") }
+        if let eventCommand { lines.append("event-command: '\(eventCommand)'") }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -29,6 +29,23 @@ public struct ClusterConfig: Sendable, Equatable {
     public var primaryStartTimeout: GoDuration = .zero
     /// After this long without the best candidate taking the lock, the next best may.
     public var failoverGrace: GoDuration = .seconds(3)
+    /// A leader whose heartbeat (a check-and-set write of `leader`, every loop) has not reached Consul
+    /// for this long stops its PostgreSQL — its watchdog does it even when the monitor is dead — and the
+    /// replicas take over a leader silent for this long plus ``fenceMargin``, without waiting for its
+    /// session to lapse (Consul may keep a session up to twice its TTL). Shorter: a dead node is
+    /// replaced sooner. Longer: the primary rides out longer Consul outages before it stops. At most
+    /// 80 % of `ttl` is used.
+    public var fenceTimeout: GoDuration = .seconds(3)
+
+    /// Time allowed for the watchdog's stop to take effect before a replica relies on it.
+    public static let fenceMargin: GoDuration = .milliseconds(500)
+
+    /// How long after its last successful heartbeat a leader stops taking writes: `fence_timeout`, and
+    /// never later than 80 % of the session TTL (before Consul can hand the lock to another node).
+    public var fenceAfter: GoDuration { GoDuration(nanoseconds: min(fenceTimeout.nanoseconds, ttl.nanoseconds * 4 / 5)) }
+
+    /// How long a leader's heartbeat must have been silent before a replica may take the lock from it.
+    public var takeoverAfter: GoDuration { GoDuration(nanoseconds: fenceAfter.nanoseconds + Self.fenceMargin.nanoseconds) }
 
     public init() {}
 
@@ -38,6 +55,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("ttl", ttl.description), ("loop_wait", loopWait.description), ("lock_delay", lockDelay.description),
             ("synchronous_mode", synchronousMode.rawValue), ("maximum_lag_on_failover", String(maximumLagOnFailover)),
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
+            ("fence_timeout", fenceTimeout.description),
         ]
     }
 
@@ -82,6 +100,7 @@ public struct ClusterConfig: Sendable, Equatable {
         case "lock_delay": lockDelay = try duration()
         case "primary_start_timeout": primaryStartTimeout = try duration()
         case "failover_grace": failoverGrace = try duration()
+        case "fence_timeout": fenceTimeout = try duration()
         case "synchronous_mode":
             guard let mode = SynchronousMode(rawValue: value) else {
                 throw ValidationProblem("\(source): synchronous_mode must be off, on or strict, not \(Quote.show(value))")
@@ -107,5 +126,9 @@ public struct ClusterConfig: Sendable, Equatable {
         }
         guard lockDelay <= .seconds(60) else { throw ValidationProblem("\(source): lock_delay must be at most 60s (Consul's maximum)") }
         guard primaryStartTimeout >= .zero, failoverGrace >= .zero else { throw ValidationProblem("\(source): timeouts cannot be negative") }
+        guard fenceAfter.nanoseconds >= loopWait.nanoseconds * 2 else {
+            throw ValidationProblem(
+                "\(source): fence_timeout (\(fenceTimeout), at most 80 % of ttl is used) must be at least twice loop_wait (\(loopWait)), so that one slow heartbeat does not stop the primary")
+        }
     }
 }

@@ -23,6 +23,8 @@ public struct ClusterKeys: Sendable, Equatable {
     public var sync: String { prefix + "sync" }
     /// A pending `baton switchover` / `baton failover`: the node that takes over.
     public var switchover: String { prefix + "switchover" }
+    /// The highest timeline a promotion has claimed (``TimelineClaim``).
+    public var timeline: String { prefix + "timeline" }
     /// Present while automatic failover is paused (maintenance).
     public var pause: String { prefix + "pause" }
 }

@@ -43,8 +43,12 @@ public struct MonitorObservation: Sendable, Equatable {
     /// How long the local PostgreSQL has been down (zero when up).
     public var localDownFor: GoDuration
     public var leader: LeaderState
-    /// Time since this monitor last renewed its session successfully.
-    public var sinceLastRenewal: GoDuration
+    /// Time since this monitor's last successful heartbeat as the leader (a check-and-set write of the
+    /// leader key, sent after the session was renewed).
+    public var sinceLastHeartbeat: GoDuration
+    /// When another node holds the lock: how long its heartbeat (the leader key's modify index) has not
+    /// changed, on this monitor's clock. Zero otherwise.
+    public var leaderSilentFor: GoDuration
     /// The leader's `host:port`, from its registration, when another node leads.
     public var leaderEndpoint: String?
     /// Replicas' reports (this node's own included), for ranking.
@@ -65,7 +69,7 @@ public struct MonitorObservation: Sendable, Equatable {
 
     public init(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, localDownFor: GoDuration, leader: LeaderState,
-        sinceLastRenewal: GoDuration, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
+        sinceLastHeartbeat: GoDuration, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
         synchronousStandby: NodeName?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
         failedStarts: Int = 0, registeredPrimary: Bool = false, requestedLeader: NodeName? = nil
     ) {
@@ -79,7 +83,8 @@ public struct MonitorObservation: Sendable, Equatable {
         self.local = local
         self.localDownFor = localDownFor
         self.leader = leader
-        self.sinceLastRenewal = sinceLastRenewal
+        self.sinceLastHeartbeat = sinceLastHeartbeat
+        self.leaderSilentFor = leaderSilentFor
         self.leaderEndpoint = leaderEndpoint
         self.candidates = candidates
         self.lastPrimaryPosition = lastPrimaryPosition
@@ -87,9 +92,9 @@ public struct MonitorObservation: Sendable, Equatable {
         self.paused = paused
     }
 
-    /// A primary must stop taking writes before its session can lapse in Consul: `ttl` after the last
-    /// renewal at the earliest. It fences itself at 80 % of that, leaving room for the stop itself.
-    public var fenceAfter: GoDuration { GoDuration(nanoseconds: config.ttl.nanoseconds * 4 / 5) }
+    /// A primary stops taking writes this long after its last successful heartbeat: before a replica may
+    /// take over a silent leader, and before its session can lapse in Consul.
+    public var fenceAfter: GoDuration { config.fenceAfter }
 }
 
 /// What the monitor does next. Each iteration yields one decision; the shell carries it out (or, with
@@ -102,6 +107,10 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
     case stepDown(to: NodeName)
     /// Take the free lock (a writable primary retaking it, or the best candidate).
     case acquireLeader(reason: String)
+    /// The leader `from` has been silent past the point where its watchdog stopped its PostgreSQL: take
+    /// the lock from it (check-and-set on the leader key at the silent index, so that a heartbeat that
+    /// got through after all wins; then its session is destroyed and the lock acquired), and promote.
+    case takeOver(from: NodeName, reason: String)
     /// This node holds the lock and runs a standby: promote it.
     case promote
     /// Give up the lock at once (the local PostgreSQL failed and cannot be recovered in time).
@@ -123,6 +132,7 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
         case .keepLeading: return "keep leading"
         case .stepDown(let to): return "step down for \(to) (switchover)"
         case .acquireLeader(let r): return "acquire the leader lock (\(r))"
+        case .takeOver(let from, let r): return "take the leader lock over from \(from) (\(r))"
         case .promote: return "promote"
         case .releaseLeader(let r): return "release the leader lock (\(r))"
         case .fence(let r): return "fence: stop PostgreSQL (\(r))"
@@ -168,7 +178,7 @@ public enum MonitorDecision {
         switch o.leader {
         case .held(let holder, let mine):
             if mine {
-                if o.sinceLastRenewal >= o.fenceAfter { return .fence(reason: "the session was not renewed for \(o.sinceLastRenewal)") }
+                if o.sinceLastHeartbeat >= o.fenceAfter { return .fence(reason: "no heartbeat reached Consul for \(o.sinceLastHeartbeat)") }
                 if let target = o.requestedLeader, target != o.node { return .stepDown(to: target) }
                 return .keepLeading
             }
@@ -178,10 +188,10 @@ public enum MonitorDecision {
             // replica can have promoted, since promotion needs the lock.
             return .acquireLeader(reason: "this node runs the primary and the lock is free")
         case .unknown:
-            if o.sinceLastRenewal >= o.fenceAfter {
-                return .fence(reason: "Consul unreachable and the session not renewed for \(o.sinceLastRenewal)")
+            if o.sinceLastHeartbeat >= o.fenceAfter {
+                return .fence(reason: "Consul unreachable and no heartbeat for \(o.sinceLastHeartbeat)")
             }
-            return .wait(reason: "Consul unreachable; fencing in \(GoDuration(nanoseconds: o.fenceAfter.nanoseconds - o.sinceLastRenewal.nanoseconds)) unless it answers")
+            return .wait(reason: "Consul unreachable; fencing in \(GoDuration(nanoseconds: o.fenceAfter.nanoseconds - o.sinceLastHeartbeat.nanoseconds)) unless it answers")
         }
     }
 
@@ -213,7 +223,14 @@ public enum MonitorDecision {
         switch o.leader {
         case .held(_, true):
             return .promote
+        case .held(let holder, false) where holder == o.node:
+            // A session of this node's (an earlier monitor's, or a takeover cut short) holds the lock while
+            // the node runs a standby: nobody else can be writable, so finish taking it.
+            return .takeOver(from: holder, reason: "an earlier session of this node holds the lock")
         case .held(let holder, false):
+            if o.leaderSilentFor >= o.config.takeoverAfter {
+                return silentLeaderDecision(o, holder: holder)
+            }
             guard let endpoint = o.leaderEndpoint else { return .wait(reason: "the leader \(holder) is not registered") }
             if upstream != endpoint { return .follow(leader: holder, endpoint: endpoint) }
             // Pointed at the leader but not streaming for several loops: its history diverged from the
@@ -241,15 +258,40 @@ public enum MonitorDecision {
             default:
                 break
             }
-            let choice = FailoverCandidates.choose(
-                o.candidates, synchronousMode: o.config.synchronousMode, synchronousStandby: o.synchronousStandby,
-                lastPrimaryPosition: o.lastPrimaryPosition, maximumLag: o.config.maximumLagOnFailover)
-            guard let wait = choice.waitBeforeAcquiring(o.node, grace: o.config.failoverGrace) else {
-                if let reason = choice.ineligible[o.node] { return .wait(reason: "not eligible: \(reason)") }
-                return .wait(reason: choice.noCandidateReason ?? "not a candidate")
+            switch candidateTurn(o, waited: since) {
+            case .act(let reason): return .acquireLeader(reason: reason)
+            case .wait(let reason): return .wait(reason: reason)
             }
-            if since >= wait { return .acquireLeader(reason: wait == .zero ? "best candidate" : "the better candidates did not act within \(wait)") }
-            return .wait(reason: "\(choice.best.map(\.value) ?? "another node") is the better candidate")
         }
+    }
+
+    /// The leader holds the lock but its heartbeat stopped long enough ago that its watchdog has stopped
+    /// its PostgreSQL (a dead node, or one cut off from Consul): the best candidate takes over now
+    /// rather than wait up to twice the TTL for Consul to drop the session.
+    static func silentLeaderDecision(_ o: MonitorObservation, holder: NodeName) -> MonitorAction {
+        if let target = o.requestedLeader {
+            if target == o.node { return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); named by a failover request") }
+            return .wait(reason: "\(target) is taking over (switchover or failover request)")
+        }
+        let beyond = GoDuration(nanoseconds: o.leaderSilentFor.nanoseconds - o.config.takeoverAfter.nanoseconds)
+        switch candidateTurn(o, waited: beyond) {
+        case .act(let reason): return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); \(reason)")
+        case .wait(let reason): return .wait(reason: "\(holder) is silent for \(o.leaderSilentFor); \(reason)")
+        }
+    }
+
+    enum Turn { case act(String), wait(String) }
+
+    /// Whether this node is the candidate to take a lost leader's place, having waited `waited` already.
+    static func candidateTurn(_ o: MonitorObservation, waited: GoDuration) -> Turn {
+        let choice = FailoverCandidates.choose(
+            o.candidates, synchronousMode: o.config.synchronousMode, synchronousStandby: o.synchronousStandby,
+            lastPrimaryPosition: o.lastPrimaryPosition, maximumLag: o.config.maximumLagOnFailover)
+        guard let wait = choice.waitBeforeAcquiring(o.node, grace: o.config.failoverGrace) else {
+            if let reason = choice.ineligible[o.node] { return .wait("not eligible: \(reason)") }
+            return .wait(choice.noCandidateReason ?? "not a candidate")
+        }
+        if waited >= wait { return .act(wait == .zero ? "best candidate" : "the better candidates did not act within \(wait)") }
+        return .wait("\(choice.best.map(\.value) ?? "another node") is the better candidate")
     }
 }

@@ -22,10 +22,11 @@ public struct CommandRunner: Sendable {
 
     public static var isRoot: Bool { getuid() == 0 }
 
-    /// Runs `executable arguments…`, returning its status and combined output (the last 64 KiB).
-    public func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil) async throws
-        -> CommandResult
-    {
+    /// Runs `executable arguments…`, returning its status and combined output (the last 64 KiB). With
+    /// a `timeout`, a command still running then is killed (SIGKILL) and its status is 137.
+    public func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, timeout: Duration? = nil
+    ) async throws -> CommandResult {
         var program = executable
         var args = arguments
         if let user = runAsUser, CommandRunner.isRoot, user != "root" {
@@ -36,7 +37,8 @@ public struct CommandRunner: Sendable {
         let finalArgs = args
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(with: Result { try CommandRunner.blockingRun(finalProgram, finalArgs, environment: environment, input: input) })
+                continuation.resume(
+                    with: Result { try CommandRunner.blockingRun(finalProgram, finalArgs, environment: environment, input: input, timeout: timeout) })
             }
         }
     }
@@ -53,8 +55,8 @@ public struct CommandRunner: Sendable {
         return result.output
     }
 
-    private static func blockingRun(_ program: String, _ arguments: [String], environment: [String: String], input: String?) throws
-        -> CommandResult
+    private static func blockingRun(_ program: String, _ arguments: [String], environment: [String: String], input: String?, timeout: Duration?)
+        throws -> CommandResult
     {
         guard FileManager.default.isExecutableFile(atPath: program) else {
             throw PostgresError("\(program) does not exist or is not executable; check --pg-bindir and that PostgreSQL is installed")
@@ -95,7 +97,19 @@ public struct CommandRunner: Sendable {
         let pid = baton_spawn(program, argv, envp, inputFD, outputFD)
         guard pid > 0 else { throw PostgresError("cannot start \(program): \(String(cString: strerror(-pid)))") }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        if let timeout {
+            let deadline = ContinuousClock.now + timeout
+            while waitpid(pid, &status, WNOHANG) == 0 {
+                if ContinuousClock.now >= deadline {
+                    kill(pid, SIGKILL)
+                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                    break
+                }
+                usleep(10_000)
+            }
+        } else {
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
         let exitCode: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         var collected = (try? Data(contentsOf: URL(fileURLWithPath: outputPath))) ?? Data()
         if collected.count > 64 << 10 { collected = collected.suffix(64 << 10) }

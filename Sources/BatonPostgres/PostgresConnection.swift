@@ -1,3 +1,4 @@
+import CBatonSpawn
 import CLibPQ
 import Dispatch
 import Foundation
@@ -47,6 +48,62 @@ public final class PostgresConnection: @unchecked Sendable {
                 continuation.resume(returning: PostgresConnection(raw: conn, queue: queue))
             }
         }
+    }
+
+    /// Connects over a Unix socket with the peer credentials of `uid` instead of this process's
+    /// (pgbouncer lets its own OS user into the admin console without a password): the connecting
+    /// thread alone takes that effective user ID for the call, then returns to its own.
+    public static func connect(_ conninfo: String, asUID uid: uid_t) async throws -> PostgresConnection {
+        guard geteuid() == 0, uid != geteuid() else { return try await connect(conninfo) }
+        let queue = DispatchQueue(label: "baton.pq")
+        return try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                let switched = baton_thread_set_euid(uid)
+                guard switched == 0 else {
+                    continuation.resume(throwing: PostgresError("cannot take user ID \(uid) to connect: \(String(cString: strerror(-switched)))"))
+                    return
+                }
+                let conn = PQconnectdb(conninfo)
+                let restored = baton_thread_set_euid(0)
+                precondition(restored == 0, "a thread could not return to root after connecting as another user")
+                guard let conn else {
+                    continuation.resume(throwing: PostgresError("libpq could not allocate a connection"))
+                    return
+                }
+                guard PQstatus(conn) == CONNECTION_OK else {
+                    let message = String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
+                    PQfinish(conn)
+                    continuation.resume(throwing: PostgresError(message))
+                    return
+                }
+                continuation.resume(returning: PostgresConnection(raw: conn, queue: queue))
+            }
+            thread.start()
+        }
+    }
+
+    /// Runs `sql` with the simple query protocol (no parameters): what pgbouncer's admin console
+    /// speaks.
+    @discardableResult
+    public func simpleQuery(_ sql: String) async throws -> [[String?]] {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(
+                    with: Result {
+                        guard let raw = self.raw else { throw PostgresError("the connection is closed") }
+                        return try Self.rows(PQexec(raw, sql), raw)
+                    })
+            }
+        }
+    }
+
+    /// Asks the server to cancel what this connection is running (safe from any thread).
+    public func cancel() {
+        // `raw` may be read here while the queue runs a query: PQgetCancel is documented thread-safe.
+        guard let raw, let handle = PQgetCancel(raw) else { return }
+        var buffer = [CChar](repeating: 0, count: 256)
+        _ = PQcancel(handle, &buffer, Int32(buffer.count))
+        PQfreeCancel(handle)
     }
 
     /// Runs `sql` with text parameters ($1, $2, …) and returns the rows, each column as text or `nil`
@@ -102,6 +159,10 @@ public final class PostgresConnection: @unchecked Sendable {
                 PQexecParams(raw, sql, Int32(parameters.count), nil, parameters.isEmpty ? nil : values, nil, nil, 0)
             }
         }
+        return try Self.rows(result, raw)
+    }
+
+    private static func rows(_ result: OpaquePointer?, _ raw: OpaquePointer) throws -> [[String?]] {
         guard let result else {
             throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines))
         }

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <unistd.h>
+#include <sys/syscall.h>
 
 pid_t baton_spawn(const char *path, char *const argv[], char *const envp[], int stdin_fd, int output_fd) {
     posix_spawn_file_actions_t actions;
@@ -28,4 +29,9 @@ pid_t baton_spawn(const char *path, char *const argv[], char *const envp[], int 
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
     return rc == 0 ? pid : -rc;
+}
+
+int baton_thread_set_euid(uid_t euid) {
+    long rc = syscall(SYS_setresuid, (uid_t)-1, euid, (uid_t)-1);
+    return rc == 0 ? 0 : -errno;
 }

@@ -44,6 +44,7 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "Baton's state directory: passfile, PostgreSQL log (default /var/lib/baton).") var stateDir: String?
     @Option(help: "Failover priority, 0 = never promoted automatically (default 100).") var priority: Int?
     @Option(help: "The node's location, repmgr-style (default default).") var location: String?
+    @Option(help: "A program the monitor runs with each event: KIND NODE TIME DETAIL (no shell).") var eventCommand: String?
     @Option(help: "Directory holding keepalived/ and pgbouncer/ templates.") var templatesDir: String?
     @Flag(help: "Move a data directory that cannot be reused aside (never deleted) and clone afresh.") var forceClone = false
     @Flag(help: "Configure and start a Consul server agent on this (first) node.") var consulCreate = false
@@ -67,7 +68,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("virtual-ip", virtualIp); set("interface", interface); set("virtual-router-id", virtualRouterId)
         set("keepalived-conf", keepalivedConf); set("pgbouncer-ini", pgbouncerIni); set("pgbouncer-port", pgbouncerPort)
         set("pgbouncer-auth-file", pgbouncerAuthFile); set("pgbouncer-listen", pgbouncerListen); set("state-dir", stateDir)
-        set("priority", priority); set("location", location); set("templates-dir", templatesDir); list("consul-join", consulJoin)
+        set("priority", priority); set("location", location); set("event-command", eventCommand); set("templates-dir", templatesDir); list("consul-join", consulJoin)
         set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig)
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

@@ -31,7 +31,10 @@ struct MonitorCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data(("baton monitor: \(config):\n" + problems.description + "\n").utf8))
             throw ExitCode(2)
         }
-        let client = ConsulClient(try ConsulConfiguration.resolve(address: settings.consulAddresses))
+        var consul = try ConsulConfiguration.resolve(address: settings.consulAddresses)
+        // A call that hangs (a cut link) must not hold the loop past a heartbeat or two.
+        consul.requestTimeout = min(consul.requestTimeout, .seconds(2))
+        let client = ConsulClient(consul)
         var watchdog: Watchdog? = nil
         if !observe {
             let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath().path

@@ -255,10 +255,10 @@ struct MonitorLiveTests {
         }
     }
 
-    @Test("the Consul server stopped for less than the TTL and started again: nobody fences, nobody fails over")
+    @Test("the Consul server stopped for less than fence_timeout and started again: nobody fences, nobody fails over")
     func consulRestart() async throws {
         try await LiveCluster.with { c in
-            let nodes = try await threeNodes(c)
+            let nodes = try await threeNodes(c, settings: ["fence_timeout=8s"])
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(1))
@@ -266,7 +266,7 @@ struct MonitorLiveTests {
             try await Task.sleep(for: .seconds(4))
             await probe.stop()
             #expect(try await c.leader() == "pg1", "the leader kept its lock across the Consul restart")
-            #expect(await writable(c, port: nodes[0].1), "pg1 was not fenced by a 4 s Consul outage (fencing starts at 8 s)")
+            #expect(await writable(c, port: nodes[0].1), "pg1 was not fenced by a 4 s Consul outage (fence_timeout 8 s)")
             #expect(probe.splitBrainRounds.isEmpty)
             #expect(probe.rounds.suffix(10).allSatisfy { $0 == ["pg1"] }, "writes go to pg1 after the restart: \(probe.rounds.suffix(10))")
         }
@@ -318,7 +318,100 @@ struct MonitorLiveTests {
     }
 }
 
+extension MonitorLiveTests {
+    @Test("the primary cut off from Consul: its watchdog fences it, a replica takes over without waiting for the session; healed, it rejoins")
+    func primaryPartitionedFromConsul() async throws {
+        try await LiveCluster.with { c in
+            let proxy = try SeverableProxy(upstreamPort: Int(c.consulAddress.split(separator: ":").last!)!)
+            defer { proxy.stop() }
+            let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
+            _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
+            for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
+            let primary = try await c.connect(port: nodes[0].1)
+            try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
+            primary.close()
+            // pg1 reaches Consul only through the proxy.
+            let file = c.directory("pg1") + "/baton.yaml"
+            let yaml = try String(contentsOfFile: file, encoding: .utf8)
+            try yaml.replacingOccurrences(of: c.consulAddress, with: proxy.address).write(toFile: file, atomically: true, encoding: .utf8)
+            for (name, _) in nodes { c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"])) }
+            #expect(await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" })
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(2))
+            proxy.sever()
+            let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
+            #expect(newLeader != nil, "no replica took over from the cut-off primary")
+            #expect(!(await writable(c, port: nodes[0].1)), "the cut-off primary must not take writes")
+            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue)
+            #expect(events.contains { $0.contains("takeover") }, "the lock was taken over (not left to lapse): \(events)")
+            proxy.heal()
+            let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
+            for (name, port) in nodes where name != newLeader {
+                let follows = await eventually(timeout: .seconds(60)) { await streamingFrom(c, port: port, upstreamPort: leaderPort) }
+                #expect(follows, "\(name) does not stream from the new primary \(newLeader ?? "?")")
+            }
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+        }
+    }
+
+    @Test("two failures in a row — a whole node killed, then the next primary's postmaster — and the first node back as a replica; never two writable")
+    func twoFailuresInARow() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(2))
+            // The whole of pg1 dies at once: its monitor, the monitor's watchdog, and PostgreSQL.
+            let monitor = try #require(c.trackedProcesses.first { $0.process.arguments?.contains(c.directory("pg1") + "/baton.yaml") == true })
+            let postmaster = try postmasterPID(c, "pg1")
+            let victims = [monitor.pid] + childPIDs(monitor.pid) + [postmaster] + childPIDs(postmaster)
+            for pid in victims { kill(pid, SIGKILL) }
+            let second = await newWritableLeader(c, nodes, replacing: "pg1")
+            #expect(second != nil, "no replica took over from the dead node")
+            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue)
+            #expect(events.contains { $0.contains("takeover") }, "the dead node's lock was taken over before its session lapsed: \(events)")
+            // The second failure, on the new primary.
+            let secondName = try #require(second)
+            kill(try postmasterPID(c, secondName), SIGKILL)
+            let third = await newWritableLeader(c, nodes, replacing: secondName)
+            #expect(third != nil && third != "pg1", "the last replica took over (pg1 is still dead): \(third ?? "nobody")")
+            // pg1 comes back: it must rejoin as a replica of the current primary, never start writable.
+            c.track(try BatonProcess.start(["monitor", "--config", c.directory("pg1") + "/baton.yaml"]))
+            let thirdPort = nodes.first { $0.0 == third }?.1 ?? 0
+            for (name, port) in nodes where name != third {
+                let follows = await eventually(timeout: .seconds(90)) { await streamingFrom(c, port: port, upstreamPort: thirdPort) }
+                let digest = follows ? "" : await c.digest()
+                #expect(follows, "\(name) does not stream from \(third ?? "?"): \(digest)")
+            }
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+            #expect(probe.rounds.suffix(5).allSatisfy { $0 == [third ?? ""] }, "writes go to \(third ?? "?") at the end: \(probe.rounds.suffix(5))")
+        }
+    }
+
+    /// The direct children of a process (Linux /proc).
+    func childPIDs(_ pid: Int32) -> [Int32] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.flatMap { task in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { Int32($0) }
+        }
+    }
+}
+
 extension LiveCluster {
+    /// Every monitor's last status and the events, for failure messages.
+    func digest() async -> String {
+        let pairs = (try? await client.list("baton/live/").value) ?? []
+        let keys = pairs.filter { $0.key.contains("/status/") || $0.key.contains("/events/") || $0.key.hasSuffix("/leader") }
+            .map { "\($0.key): \($0.stringValue)" }
+        let logs = trackedProcesses.map { p in
+            "--- \(p.process.arguments?.joined(separator: " ") ?? "")\n" + p.output.split(separator: "\n").suffix(25).joined(separator: "\n")
+        }
+        return (keys + logs).joined(separator: "\n")
+    }
+
     /// The node named in the leader key while a session holds it.
     func leader() async throws -> String? {
         let pair = try await client.get(ClusterKeys(cluster: try ClusterName("live")).leader).value

@@ -10,6 +10,7 @@ struct MonitorDecisionTests {
 
     func observe(
         _ local: LocalPostgres, leader: LeaderState, downFor: GoDuration = .zero, sinceRenewal: GoDuration = .zero,
+        silentFor: GoDuration = .zero, requested: NodeName? = nil,
         endpoint: String? = "198.18.0.1:5432", candidates: [CandidateState]? = nil, paused: Bool = false,
         primaryReport: PrimaryReport = .down(MonitorDecisionTests.other),
         config: (inout ClusterConfig) -> Void = { _ in }
@@ -21,9 +22,9 @@ struct MonitorDecisionTests {
             CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
         ]
         return MonitorObservation(
-            node: Self.me, config: c, local: local, localDownFor: downFor, leader: leader, sinceLastRenewal: sinceRenewal,
-            leaderEndpoint: endpoint, candidates: candidates ?? defaultCandidates, lastPrimaryPosition: LSN(200), synchronousStandby: nil,
-            paused: paused, primaryReport: primaryReport)
+            node: Self.me, config: c, local: local, localDownFor: downFor, leader: leader, sinceLastHeartbeat: sinceRenewal,
+            leaderSilentFor: silentFor, leaderEndpoint: endpoint, candidates: candidates ?? defaultCandidates, lastPrimaryPosition: LSN(200), synchronousStandby: nil,
+            paused: paused, primaryReport: primaryReport, requestedLeader: requested)
     }
 
     let primary = LocalPostgres.primary(position: LSN(500), timeline: 2)
@@ -42,18 +43,78 @@ struct MonitorDecisionTests {
         }
     }
 
-    @Test func aPrimaryThatCannotRenewFencesBeforeTheSessionCanLapse() {
-        // ttl 10 s: fence from 8 s after the last renewal, whether Consul answers or not.
+    @Test func aPrimaryWhoseHeartbeatStopsFencesAtFenceTimeoutAndBeforeTheSessionCanLapse() {
+        // fence_timeout 3 s (default): fence from 3 s after the last heartbeat, whether Consul answers or not.
         for leader in [LeaderState.unknown, .held(by: Self.me, mine: true)] {
-            guard case .fence = MonitorDecision.next(observe(primary, leader: leader, sinceRenewal: .seconds(8))) else {
-                Issue.record("\(leader): must fence at 80 % of the TTL")
+            guard case .fence = MonitorDecision.next(observe(primary, leader: leader, sinceRenewal: .seconds(3))) else {
+                Issue.record("\(leader): must fence at fence_timeout")
                 continue
             }
         }
-        guard case .wait = MonitorDecision.next(observe(primary, leader: .unknown, sinceRenewal: .seconds(7))) else {
+        guard case .wait = MonitorDecision.next(observe(primary, leader: .unknown, sinceRenewal: .milliseconds(2900))) else {
             Issue.record("a short Consul outage must not fence at once")
             return
         }
+        // A long fence_timeout is capped at 80 % of the TTL: 8 s with ttl 10 s.
+        let long: (inout ClusterConfig) -> Void = { $0.fenceTimeout = .seconds(60) }
+        #expect(MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), sinceRenewal: .milliseconds(7900), config: long)) == .keepLeading)
+        guard case .fence = MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), sinceRenewal: .seconds(8), config: long)) else {
+            Issue.record("fence_timeout beyond 80 % of the TTL must not let the session lapse first")
+            return
+        }
+    }
+
+    // MARK: A silent leader (a dead node, or one cut off from Consul)
+
+    @Test func theBestCandidateTakesOverASilentLeaderOnlyAfterItsWatchdogFenced() {
+        let held = LeaderState.held(by: Self.other, mine: false)
+        // fence_timeout 3 s + 500 ms margin.
+        #expect(MonitorDecision.next(observe(standby(), leader: held, silentFor: .milliseconds(3499))) == .wait(reason: "following pg1"))
+        guard case .takeOver(let from, _) = MonitorDecision.next(observe(standby(), leader: held, silentFor: .milliseconds(3500))) else {
+            Issue.record("the best candidate takes over a leader silent past fence_timeout + margin")
+            return
+        }
+        #expect(from == Self.other)
+        // The next best waits out the grace period on top, the ineligible never act, a request decides.
+        let behind = [
+            CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
+            CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
+        ]
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: held, silentFor: .seconds(5), candidates: behind)) else {
+            Issue.record("the second best must wait for the best")
+            return
+        }
+        guard case .takeOver = MonitorDecision.next(observe(standby(), leader: held, silentFor: .milliseconds(6500), candidates: behind)) else {
+            Issue.record("the second best acts after failover_grace")
+            return
+        }
+        let noFailover = [CandidateState(name: Self.me, failoverPriority: 0, healthy: true, walPosition: LSN(200), timeline: 1)]
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: held, silentFor: .seconds(60), candidates: noFailover)) else {
+            Issue.record("a no-failover node never takes over")
+            return
+        }
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: held, silentFor: .seconds(60), requested: Self.third)) else {
+            Issue.record("a request naming another node wins")
+            return
+        }
+        guard case .takeOver = MonitorDecision.next(observe(standby(), leader: held, silentFor: .seconds(4), requested: Self.me, candidates: behind)) else {
+            Issue.record("a request naming this node acts at once")
+            return
+        }
+        // Down, paused or primary nodes never take over.
+        #expect(MonitorDecision.next(observe(.down(standbySignal: true), leader: held, silentFor: .seconds(60))) == .startStandby)
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: held, silentFor: .seconds(60), paused: true)) else {
+            Issue.record("paused: no takeover")
+            return
+        }
+    }
+
+    @Test func aStandbyFinishesATakeoverItsOwnEarlierSessionStarted() {
+        guard case .takeOver(let from, _) = MonitorDecision.next(observe(standby(), leader: .held(by: Self.me, mine: false))) else {
+            Issue.record("the lock held under this node's name by another of its sessions: take it with this session")
+            return
+        }
+        #expect(from == Self.me)
     }
 
     @Test func aPrimaryRetakesAFreeLock() {
@@ -252,7 +313,7 @@ struct MonitorDecisionTests {
 
     @Test func everyActionDescribesItself() {
         let actions: [MonitorAction] = [
-            .keepLeading, .stepDown(to: Self.other), .acquireLeader(reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),
+            .keepLeading, .stepDown(to: Self.other), .acquireLeader(reason: "r"), .takeOver(from: Self.other, reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),
             .follow(leader: Self.other, endpoint: "e"), .startStandby, .rejoin(leader: Self.other), .wait(reason: "r"),
         ]
         #expect(Set(actions.map(\.description)).count == actions.count)
