@@ -71,7 +71,30 @@ public final class Monitor: @unchecked Sendable {
                 last = identity
             }
         }
-        defer { watcher.cancel() }
+        // And the moment the local PostgreSQL goes away: an idle connection of its own that the server
+        // closes when it stops or crashes, so a dead primary is released without waiting for a tick.
+        let deathWatch = Task { [probe] in
+            let conninfo = probe.conninfo
+            while !Task.isCancelled {
+                guard let connection = try? await PostgresConnection.connect(conninfo) else {
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                let cancelled = CancellationFlag()
+                await withTaskCancellationHandler {
+                    await connection.waitUntilServerSpeaks { cancelled.isSet }
+                } onCancel: {
+                    cancelled.set()
+                }
+                connection.close()
+                if !Task.isCancelled { wake.yield() }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+        defer {
+            watcher.cancel()
+            deathWatch.cancel()
+        }
         var iterator = wakes.makeAsyncIterator()
         while !Task.isCancelled {
             await iterate()
@@ -206,8 +229,8 @@ public final class Monitor: @unchecked Sendable {
     /// at the index this iteration read (flags count the beats, so every beat changes the key). A
     /// replica taking over a silent leader writes the key at the same index, so exactly one of the two
     /// wins. Only a beat that got through moves the watchdog's deadline, counted from when it was sent.
-    func heartbeat(_ view: ClusterView?) async throws {
-        guard let pair = view?.leaderPair else { return }
+    func heartbeat(_ pair: KVPair?) async throws {
+        guard let pair else { return }
         let sent = ContinuousClock.now
         let sentMonotonic = Watchdog.monotonicNanoseconds()
         if try await client.put(keys.leader, me.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) {
@@ -296,7 +319,7 @@ public final class Monitor: @unchecked Sendable {
         do {
             switch action {
             case .keepLeading:
-                try await heartbeat(view)
+                try await heartbeat(view?.leaderPair)
                 try await manageSynchronousReplication(view: view)
             case .wait:
                 break
@@ -442,6 +465,7 @@ public final class Monitor: @unchecked Sendable {
             }
         }
         try await event("promote", "promoted to primary")
+        finishBouncerPause()
     }
 
     /// Takes the lock from a leader that has been silent past its fencing deadline: rename the key at
@@ -508,8 +532,15 @@ public final class Monitor: @unchecked Sendable {
     /// and the switchover is called off: nothing acknowledged is left behind.
     func stepDown(for target: NodeName, view: ClusterView?, local: LocalPostgres) async throws {
         guard let registration = view?.registrations[target] else { throw AgentError("the switchover target \(target) is not registered") }
-        let started = ContinuousClock.now
+        // The checkpoint first, while clients still run: it makes the clean stop below short.
         _ = try? await probe.query("CHECKPOINT")
+        let started = ContinuousClock.now
+        // Every pgbouncer holds its clients before PostgreSQL stops: they wait instead of failing.
+        let request = PauseRequest(
+            id: UUID().uuidString.lowercased(), from: me, to: target,
+            until: Date().timeIntervalSince1970 + Double(config.pgbouncerTimeout.nanoseconds) / 1e9 + 60)
+        try await client.put(keys.pgbouncerPause, request.json.serializedBytes())
+        let pausing = await awaitBouncers(request, phase: .paused)
         try await control.stop(mode: "fast")
         probe.close()
         let controlData = try await control.runner.check(
@@ -522,7 +553,9 @@ public final class Monitor: @unchecked Sendable {
             ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "2"),
         ])
         var received: LSN? = nil
-        for _ in 0..<50 {
+        for attempt in 0..<50 {
+            // Still the leader until the release: keep beating, or the watchdog counts this as silence.
+            if attempt % 5 == 4 { await keepLeading() }
             if let conn = try? await PostgresConnection.connect(conninfo) {
                 received = (try? await conn.scalar("SELECT pg_last_wal_receive_lsn()")).flatMap { $0.flatMap { try? LSN(parsing: $0) } }
                 conn.close()
@@ -533,6 +566,7 @@ public final class Monitor: @unchecked Sendable {
         guard let received, received > final else {
             try await control.start(logFile: settings.postgresLog)
             _ = try? await client.delete(keys.switchover)
+            _ = try? await client.delete(keys.pgbouncerPause)
             try await event("switchover", "called off: \(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing")); this node stays primary")
             return
         }
@@ -541,7 +575,65 @@ public final class Monitor: @unchecked Sendable {
         await publishStatus(local: .down(standbySignal: false), action: .stepDown(to: target))
         if let session { _ = try await client.put(keys.leader, me.value, mode: .release(session: session)) }
         let pause = ContinuousClock.now - started
-        try await event("switchover", "stepped down for \(target) after \(pause.millisecondCount) ms; it has WAL up to \(received)")
+        try await event("switchover", "stepped down for \(target) after \(pause.millisecondCount) ms; it has WAL up to \(received); \(pausing)")
+    }
+
+    /// Waits, at most `pgbouncer_timeout`, until every live pgbouncer agent acknowledged `phase` of the
+    /// request; returns what happened, for the event.
+    func awaitBouncers(_ request: PauseRequest, phase: PauseAcknowledgement.Phase) async -> String {
+        let started = ContinuousClock.now
+        let deadline = started + config.pgbouncerTimeout.swiftDuration
+        var index: UInt64 = 0
+        var last: (acknowledged: [NodeName], awaited: [NodeName]) = ([], [])
+        var lastBeat = ContinuousClock.now
+        while ContinuousClock.now < deadline {
+            if ContinuousClock.now - lastBeat >= .milliseconds(500) {
+                await keepLeading()
+                lastBeat = .now
+            }
+            let wait = max(Duration.milliseconds(10), min(deadline - ContinuousClock.now, .milliseconds(500)))
+            guard let result = try? await client.list(keys.pgbouncerAgentsPrefix, QueryOptions(index: index, wait: wait)) else {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            index = result.index
+            var agents: [NodeName: BouncerStatus] = [:]
+            for pair in result.value {
+                guard let name = try? NodeName(String(pair.key.dropFirst(keys.pgbouncerAgentsPrefix.count))), let status = BouncerStatus(bytes: pair.value)
+                else { continue }
+                agents[name] = status
+            }
+            last = request.acknowledgements(agents, phase: phase, now: Date().timeIntervalSince1970)
+            if last.awaited.isEmpty { break }
+        }
+        let took = (ContinuousClock.now - started).millisecondCount
+        if last.awaited.isEmpty {
+            return "\(last.acknowledged.count) pgbouncer(s) \(phase.rawValue) in \(took) ms"
+        }
+        let message = "pgbouncer on \(last.awaited.map(\.value).joined(separator: ", ")) did not acknowledge \(phase.rawValue) within \(config.pgbouncerTimeout)"
+        logger.warning("A pgbouncer did not acknowledge", metadata: ["switchover.phase": "\(phase.rawValue)", "switchover.awaited": "\(last.awaited)"])
+        return message + " (\(last.acknowledged.count) did)"
+    }
+
+    /// A heartbeat from inside a long action (a switchover's waits), so the watchdog does not fence a
+    /// primary that is only busy: renew the session, and beat if the lock is still this node's.
+    func keepLeading() async {
+        guard let session, (try? await client.renewSession(session)) != nil,
+            let pair = try? await client.get(keys.leader, .consistent).value, pair.session == session, pair.stringValue == me.value
+        else { return }
+        try? await heartbeat(pair)
+    }
+
+    /// After a promotion: ends a switchover's pause request once the pgbouncers resumed on this node
+    /// (bounded), in the background, and records the outcome.
+    func finishBouncerPause() {
+        Task { [self] in
+            guard let pair = try? await client.get(keys.pgbouncerPause).value, let request = try? PauseRequest(bytes: pair.value, key: pair.key)
+            else { return }
+            let outcome = await awaitBouncers(request, phase: .resumed)
+            _ = try? await client.delete(keys.pgbouncerPause, cas: pair.modifyIndex)
+            try? await event("switchover", "clients resumed on \(me): \(outcome)")
+        }
     }
 
     /// Turns the old primary's data directory into a standby of `leader`: pg_rewind, or when that cannot
@@ -643,4 +735,13 @@ public final class Monitor: @unchecked Sendable {
         probe.close()
         await eventCommand?.finish()
     }
+}
+
+/// A flag one task sets and a blocking thread reads.
+final class CancellationFlag: @unchecked Sendable {
+    // @unchecked: `value` is guarded by `lock`.
+    private let lock = NSLock()
+    private var value = false
+    var isSet: Bool { lock.withLock { value } }
+    func set() { lock.withLock { value = true } }
 }

@@ -39,7 +39,9 @@ public struct StatusReader {
             do {
                 let registration = try NodeRegistration(bytes: pair.value, key: pair.key)
                 nodes.append(
-                    StatusView.Node(registration: registration, keepalived: keepalived.node(registration.name), holdsLeaderLock: leader == registration.name))
+                    StatusView.Node(
+                        registration: registration, keepalived: keepalived.node(registration.name), holdsLeaderLock: leader == registration.name,
+                        pgbouncer: byKey[keys.pgbouncerAgent(registration.name)].flatMap { BouncerStatus(bytes: $0.value) }))
             } catch {
                 problems.append(error.message)
             }

@@ -69,13 +69,20 @@ public enum WatchdogLoop {
     /// - Returns: whether it fenced.
     public static func run(pgBindir: String, pgdata: String, osUser: String, log: (String) -> Void) -> Bool {
         var deadline: UInt64? = nil
+        var fenced = false
         var buffer = [UInt8]()
         var open = true
         while true {
             let now = Watchdog.monotonicNanoseconds()
-            if let d = deadline, now >= d { return fence(pgBindir: pgBindir, pgdata: pgdata, osUser: osUser, log: log) }
+            if let d = deadline, now >= d {
+                // Keep watching after a fence: the monitor may start PostgreSQL again (a switchover
+                // called off, a retaken lock) and must stay guarded.
+                fenced = fence(pgBindir: pgBindir, pgdata: pgdata, osUser: osUser, log: log) || fenced
+                deadline = nil
+                continue
+            }
             if !open {
-                guard let d = deadline else { return false }
+                guard let d = deadline else { return fenced }
                 usleep(useconds_t(min(100_000, (d - now) / 1000 + 1)))
                 continue
             }

@@ -36,6 +36,10 @@ public struct ClusterConfig: Sendable, Equatable {
     /// replaced sooner. Longer: the primary rides out longer Consul outages before it stops. At most
     /// 80 % of `ttl` is used.
     public var fenceTimeout: GoDuration = .seconds(3)
+    /// How long a switchover waits for every live pgbouncer agent to acknowledge that its pgbouncer
+    /// paused (and, after the promotion, resumed); an agent that does not answer in time does not hold
+    /// the switchover up, and the event says which.
+    public var pgbouncerTimeout: GoDuration = .seconds(5)
 
     /// Time allowed for the watchdog's stop to take effect before a replica relies on it.
     public static let fenceMargin: GoDuration = .milliseconds(500)
@@ -55,7 +59,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("ttl", ttl.description), ("loop_wait", loopWait.description), ("lock_delay", lockDelay.description),
             ("synchronous_mode", synchronousMode.rawValue), ("maximum_lag_on_failover", String(maximumLagOnFailover)),
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
-            ("fence_timeout", fenceTimeout.description),
+            ("fence_timeout", fenceTimeout.description), ("pgbouncer_timeout", pgbouncerTimeout.description),
         ]
     }
 
@@ -101,6 +105,7 @@ public struct ClusterConfig: Sendable, Equatable {
         case "primary_start_timeout": primaryStartTimeout = try duration()
         case "failover_grace": failoverGrace = try duration()
         case "fence_timeout": fenceTimeout = try duration()
+        case "pgbouncer_timeout": pgbouncerTimeout = try duration()
         case "synchronous_mode":
             guard let mode = SynchronousMode(rawValue: value) else {
                 throw ValidationProblem("\(source): synchronous_mode must be off, on or strict, not \(Quote.show(value))")
@@ -125,7 +130,7 @@ public struct ClusterConfig: Sendable, Equatable {
                 "\(source): loop_wait (\(loopWait)) must be at most a third of ttl (\(ttl)), so that a primary renews its session several times before it lapses")
         }
         guard lockDelay <= .seconds(60) else { throw ValidationProblem("\(source): lock_delay must be at most 60s (Consul's maximum)") }
-        guard primaryStartTimeout >= .zero, failoverGrace >= .zero else { throw ValidationProblem("\(source): timeouts cannot be negative") }
+        guard primaryStartTimeout >= .zero, failoverGrace >= .zero, pgbouncerTimeout >= .zero, pgbouncerTimeout <= .seconds(300) else { throw ValidationProblem("\(source): timeouts cannot be negative, and pgbouncer_timeout is at most 5m") }
         guard fenceAfter.nanoseconds >= loopWait.nanoseconds * 2 else {
             throw ValidationProblem(
                 "\(source): fence_timeout (\(fenceTimeout), at most 80 % of ttl is used) must be at least twice loop_wait (\(loopWait)), so that one slow heartbeat does not stop the primary")

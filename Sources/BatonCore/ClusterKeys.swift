@@ -25,6 +25,11 @@ public struct ClusterKeys: Sendable, Equatable {
     public var switchover: String { prefix + "switchover" }
     /// The highest timeline a promotion has claimed (``TimelineClaim``).
     public var timeline: String { prefix + "timeline" }
+    /// A switchover's request that every pgbouncer pause (``PauseRequest``).
+    public var pgbouncerPause: String { prefix + "pgbouncer/pause" }
+    /// Each pgbouncer agent's report (``BouncerStatus``).
+    public var pgbouncerAgentsPrefix: String { prefix + "pgbouncer/agents/" }
+    public func pgbouncerAgent(_ name: NodeName) -> String { pgbouncerAgentsPrefix + name.value }
     /// Present while automatic failover is paused (maintenance).
     public var pause: String { prefix + "pause" }
 }

@@ -6,8 +6,11 @@ public struct StatusView: Sendable {
         public var registration: NodeRegistration
         public var keepalived: KeepalivedNode?
         public var holdsLeaderLock: Bool
+        /// The node's pgbouncer agent's last report.
+        public var pgbouncer: BouncerStatus?
 
-        public init(registration: NodeRegistration, keepalived: KeepalivedNode?, holdsLeaderLock: Bool) {
+        public init(registration: NodeRegistration, keepalived: KeepalivedNode?, holdsLeaderLock: Bool, pgbouncer: BouncerStatus? = nil) {
+            self.pgbouncer = pgbouncer
             self.registration = registration
             self.keepalived = keepalived
             self.holdsLeaderLock = holdsLeaderLock
@@ -50,14 +53,17 @@ public struct StatusView: Sendable {
         out += "\n"
         out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)\n"
         if let paused { out += "Automatic failover: PAUSED (\(paused))\n" }
-        let header = ["Node", "Address", "Role", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location"]
+        let header = ["Node", "Address", "Role", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location", "pgbouncer"]
         var rows: [[String]] = []
+        var problems = self.problems
         for n in nodes {
             let r = n.registration
             rows.append([
                 r.name.value, "\(r.address):\(r.port)", r.role.rawValue, r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "",
                 String(r.priority), n.keepalived?.state ?? "-", n.keepalived.map { String($0.priority) } ?? "-", r.location,
+                n.pgbouncer.map { b in (b.target ?? "?") + (b.paused ? " (paused)" : "") + (b.problem != nil ? " (problem)" : "") } ?? "-",
             ])
+            if let problem = n.pgbouncer?.problem { problems.append("\(r.name)'s pgbouncer agent: \(problem)") }
         }
         let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
         func line(_ cells: [String]) -> String {
@@ -93,6 +99,7 @@ public struct StatusView: Sendable {
                         members.append(("keepalived_priority", n.keepalived.map { .int($0.priority) } ?? .null))
                         members.append(("vrrp_state", n.keepalived?.state.map { .string($0) } ?? .null))
                         members.append(("vrrp_state_time", n.keepalived?.stateTime.map { .string($0) } ?? .null))
+                        members.append(("pgbouncer", n.pgbouncer?.json ?? .null))
                         return .object(members)
                     })
             ),

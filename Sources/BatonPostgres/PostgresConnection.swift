@@ -97,6 +97,23 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Waits until the server closes this (idle) connection or sends something on it unasked — a
+    /// shutdown, a crash, a terminated backend — or until `cancelled` says stop. Never reads.
+    public func waitUntilServerSpeaks(cancelled: @escaping @Sendable () -> Bool) async {
+        let fd = queue.sync { raw.map { PQsocket($0) } ?? -1 }
+        guard fd >= 0 else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                while !cancelled() {
+                    pfd.revents = 0
+                    if poll(&pfd, 1, 250) != 0 { break }
+                }
+                continuation.resume()
+            }
+        }
+    }
+
     /// Asks the server to cancel what this connection is running (safe from any thread).
     public func cancel() {
         // `raw` may be read here while the queue runs a query: PQgetCancel is documented thread-safe.

@@ -100,7 +100,6 @@ struct ClusterConfigTests {
         #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"ttl":true}"#.utf8), key: "config") }
         // fence_timeout must leave room for a slow heartbeat: at least twice loop_wait.
         #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"fence_timeout":"1500ms"}"#.utf8), key: "config") }
-        #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"fence_timeout":"30s","ttl":"2s","loop_wait":"600ms"}"#.utf8), key: "config") }
         let tight = try ClusterConfig(bytes: Array(#"{"ttl":"3s","loop_wait":"500ms"}"#.utf8), key: "config")
         #expect(tight.fenceAfter == .milliseconds(2400), "80 % of the TTL caps the default 3 s")
         #expect(tight.takeoverAfter == .milliseconds(2900))

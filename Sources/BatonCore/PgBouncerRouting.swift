@@ -1,0 +1,253 @@
+import ConsulAPI
+
+/// The [databases] target of a pgbouncer.ini, read and rewritten in place: only the `host=` and
+/// `port=` of each database line change; every other line, comment and setting stays as written.
+public enum PgBouncerIni {
+    /// Where the database lines point: the `host` and `port` of the first one in [databases].
+    public static func target(_ text: String) -> Endpoint? {
+        for line in databaseLines(text) {
+            let pairs = connectionPairs(line.connection)
+            if let host = pairs.first(where: { $0.key == "host" })?.value, let port = pairs.first(where: { $0.key == "port" })?.value {
+                return Endpoint(host: host, port: Int(port) ?? 0)
+            }
+        }
+        return nil
+    }
+
+    /// The file with every database line in [databases] pointed at `host:port`.
+    public static func retarget(_ text: String, host: HostAddress, port: TCPPort) throws(ValidationProblem) -> String {
+        let lines = databaseLines(text)
+        guard !lines.isEmpty else {
+            throw ValidationProblem("pgbouncer.ini has no database line in [databases] (such as `* = host=… port=…`); nothing to point at the primary")
+        }
+        var all = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        for line in lines {
+            var pairs = connectionPairs(line.connection).filter { $0.key != "host" && $0.key != "port" }
+            pairs.insert(("port", String(port.value)), at: 0)
+            pairs.insert(("host", host.value), at: 0)
+            all[line.index] = line.name + " = " + pairs.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        }
+        return all.joined(separator: "\n")
+    }
+
+    struct DatabaseLine {
+        var index: Int
+        var name: String
+        var connection: String
+    }
+
+    static func databaseLines(_ text: String) -> [DatabaseLine] {
+        var inDatabases = false
+        var found: [DatabaseLine] = []
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                inDatabases = line.lowercased() == "[databases]"
+                continue
+            }
+            guard inDatabases, !line.isEmpty, !line.hasPrefix(";"), !line.hasPrefix("#"), let equals = line.firstIndex(of: "=") else { continue }
+            let name = line[..<equals].trimmingCharacters(in: .whitespaces)
+            found.append(DatabaseLine(index: index, name: name, connection: String(line[line.index(after: equals)...])))
+        }
+        return found
+    }
+
+    /// `key=value` pairs of a database line; values may be single-quoted (kept as written).
+    static func connectionPairs(_ text: String) -> [(key: String, value: String)] {
+        var pairs: [(key: String, value: String)] = []
+        var rest = Substring(text)
+        while true {
+            rest = rest.drop { $0 == " " || $0 == "\t" }
+            guard let equals = rest.firstIndex(of: "=") else { break }
+            let key = rest[..<equals].trimmingCharacters(in: .whitespaces).lowercased()
+            rest = rest[rest.index(after: equals)...].drop { $0 == " " }
+            var value = ""
+            if rest.first == "'" {
+                var escaped = false
+                var end = rest.index(after: rest.startIndex)
+                while end < rest.endIndex {
+                    if rest[end] == "'" && !escaped { break }
+                    escaped = rest[end] == "\\" && !escaped
+                    end = rest.index(after: end)
+                }
+                let stop = end < rest.endIndex ? rest.index(after: end) : end
+                value = String(rest[..<stop])
+                rest = rest[stop...]
+            } else {
+                let end = rest.firstIndex { $0 == " " || $0 == "\t" } ?? rest.endIndex
+                value = String(rest[..<end])
+                rest = rest[end...]
+            }
+            pairs.append((key, value))
+        }
+        return pairs
+    }
+}
+
+/// A host and port as written in a pgbouncer.ini.
+public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+    public var description: String { "\(host):\(port)" }
+}
+
+/// A switchover's request that every pgbouncer pause before the old primary stops (`pgbouncer/pause`).
+public struct PauseRequest: Sendable, Equatable {
+    public var id: String
+    /// The primary stepping down: while it still leads, pgbouncers stay paused.
+    public var from: NodeName
+    public var to: NodeName
+    /// Unix time after which the request is void (a monitor that died mid-switchover).
+    public var until: Double
+
+    public init(id: String, from: NodeName, to: NodeName, until: Double) {
+        self.id = id
+        self.from = from
+        self.to = to
+        self.until = until
+    }
+
+    public var json: JSONValue {
+        .object([("id", .string(id)), ("from", .string(from.value)), ("to", .string(to.value)), ("until", .number(String(until)))])
+    }
+
+    public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
+        let json = try Record.object(bytes, key: key)
+        let id = try Record.string(json, "id", key: key)
+        guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
+            throw ValidationProblem("Consul key \(key): id must be letters, digits and '-'")
+        }
+        guard case .number(let text)? = json.member("until"), let until = Double(text) else {
+            throw ValidationProblem("Consul key \(key): until must be a number (Unix time)")
+        }
+        self.init(
+            id: id, from: try NodeName(try Record.string(json, "from", key: key), field: "\(key) from"),
+            to: try NodeName(try Record.string(json, "to", key: key), field: "\(key) to"), until: until)
+    }
+
+    public func acknowledgement(_ phase: PauseAcknowledgement.Phase) -> PauseAcknowledgement { PauseAcknowledgement(id: id, phase: phase) }
+}
+
+/// An agent's acknowledgement of a pause request: paused (before the old primary stops), or resumed
+/// on the new primary.
+public struct PauseAcknowledgement: Sendable, Equatable, CustomStringConvertible {
+    public enum Phase: String, Sendable { case paused, resumed }
+    public var id: String
+    public var phase: Phase
+    public init(id: String, phase: Phase) {
+        self.id = id
+        self.phase = phase
+    }
+    public var description: String { "\(id):\(phase.rawValue)" }
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let phase = Phase(rawValue: String(text[text.index(after: colon)...])) else { return nil }
+        self.init(id: String(text[..<colon]), phase: phase)
+    }
+}
+
+/// Who holds the leader lock, as a pgbouncer agent reads it.
+public enum AgentLeaderView: Sendable, Equatable {
+    /// Nobody: a failover or switchover is under way.
+    case none
+    case held(NodeName)
+    /// The key holds something that is not a node name.
+    case malformed(String)
+}
+
+/// What a node's pgbouncer should do.
+public enum PgBouncerRouting: Sendable, Equatable {
+    /// Route to the leader's PostgreSQL and take clients.
+    case route(host: HostAddress, port: TCPPort, acknowledge: PauseAcknowledgement?)
+    /// Hold clients (PAUSE) and keep the current target: nobody writable leads yet, or a switchover is
+    /// about to stop the current primary.
+    case hold(reason: String, acknowledge: PauseAcknowledgement?)
+    /// Change nothing (bad data in Consul): the reason is logged.
+    case untouched(reason: String)
+
+    /// The pure decision: pgbouncer routes only to the node that holds the lock *and* has registered
+    /// as primary (it registers after its promotion completes), and never while a switchover from
+    /// that node is pausing clients.
+    public static func decide(
+        leader: AgentLeaderView, registrations: [NodeName: NodeRegistration], request: PauseRequest?, now: Double
+    ) -> PgBouncerRouting {
+        let active = request.flatMap { $0.until > now ? $0 : nil }
+        switch leader {
+        case .malformed(let reason):
+            return .untouched(reason: "the leader key is malformed (\(reason)); pgbouncer left as it is")
+        case .none:
+            return .hold(reason: "no node holds the leader lock (failover or switchover under way)", acknowledge: active?.acknowledgement(.paused))
+        case .held(let leader):
+            guard let registration = registrations[leader] else {
+                return .untouched(reason: "the leader \(leader) has no valid registration in nodes/; pgbouncer left as it is")
+            }
+            if let active, active.from == leader {
+                return .hold(reason: "switchover from \(leader) to \(active.to): clients wait", acknowledge: active.acknowledgement(.paused))
+            }
+            guard registration.role == .primary else {
+                return .hold(reason: "\(leader) holds the lock and is not yet promoted", acknowledge: active?.acknowledgement(.paused))
+            }
+            return .route(host: registration.address, port: registration.port, acknowledge: active?.acknowledgement(.resumed))
+        }
+    }
+}
+
+/// A pgbouncer agent's report under `pgbouncer/agents/<node>`: where its pgbouncer routes, whether it
+/// holds clients, its last acknowledgement of a pause request, and when.
+public struct BouncerStatus: Sendable, Equatable {
+    public var target: String?
+    public var paused: Bool
+    public var acknowledged: PauseAcknowledgement?
+    /// Why the agent cannot do its job, when it cannot (pgbouncer down, bad data in Consul).
+    public var problem: String?
+    /// Unix time of the report; agents report at least every ``refresh``.
+    public var time: Double
+
+    public static let refresh: Double = 10
+
+    public init(target: String?, paused: Bool, acknowledged: PauseAcknowledgement?, problem: String?, time: Double) {
+        self.target = target
+        self.paused = paused
+        self.acknowledged = acknowledged
+        self.problem = problem
+        self.time = time
+    }
+
+    /// Whether the agent reported recently enough to be waited for.
+    public func isLive(now: Double) -> Bool { now - time < Self.refresh * 3 }
+
+    public var json: JSONValue {
+        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("paused", .bool(paused))]
+        members.append(("target", target.map { .string($0) } ?? .null))
+        if let acknowledged { members.append(("acknowledged", .string(acknowledged.description))) }
+        if let problem { members.append(("problem", .string(problem))) }
+        return .object(members)
+    }
+
+    /// Reads a report; `nil` when it is not one.
+    public init?(bytes: [UInt8]?) {
+        guard let json = try? JSONValue.parse(bytes ?? []), let time = json.member("time")?.doubleValue, let paused = json.member("paused")?.boolValue
+        else { return nil }
+        self.init(
+            target: json.member("target")?.stringValue, paused: paused, acknowledged: json.member("acknowledged")?.stringValue.flatMap(PauseAcknowledgement.init),
+            problem: json.member("problem")?.stringValue, time: time)
+    }
+}
+
+extension PauseRequest {
+    /// Which live agents have acknowledged `phase` of this request, and which are still awaited.
+    /// Agents that have not reported for a while (no pgbouncer agent on that node, or a dead one) are
+    /// not waited for.
+    public func acknowledgements(_ agents: [NodeName: BouncerStatus], phase: PauseAcknowledgement.Phase, now: Double)
+        -> (acknowledged: [NodeName], awaited: [NodeName])
+    {
+        let wanted = acknowledgement(phase)
+        let live = agents.filter { $0.value.isLive(now: now) }
+        let acknowledged = live.filter { $0.value.acknowledged == wanted }.keys.sorted()
+        let awaited = live.filter { $0.value.acknowledged != wanted }.keys.sorted()
+        return (acknowledged, awaited)
+    }
+}

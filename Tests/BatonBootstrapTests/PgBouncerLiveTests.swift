@@ -1,0 +1,195 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Testing
+
+/// A client of the application: short write transactions through one pgbouncer, as fast as they go
+/// (or every `interval`), reconnecting after an error like an application's pool would.
+final class BouncerClient: @unchecked Sendable {
+    // @unchecked: the counters are guarded by `lock`; one task writes them.
+    private let lock = NSLock()
+    private var stats = (committed: [String](), failures: 0, brokenSessions: 0, longestGap: Duration.zero, ports: [String]())
+    private var task: Task<Void, Never>?
+
+    var committed: [String] { lock.withLock { stats.committed } }
+    var failures: Int { lock.withLock { stats.failures } }
+    /// How many times an established session broke (the application had to reconnect).
+    var brokenSessions: Int { lock.withLock { stats.brokenSessions } }
+    var longestGap: Duration { lock.withLock { stats.longestGap } }
+    /// The PostgreSQL port that committed each write, in order.
+    var ports: [String] { lock.withLock { stats.ports } }
+
+    func start(bouncerPort: Int, interval: Duration = .zero) {
+        let conninfo = ConnInfo.make([
+            ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+            ("connect_timeout", "10"),
+        ])
+        task = Task {
+            var connection: PostgresConnection? = nil
+            var last = ContinuousClock.now
+            while !Task.isCancelled {
+                do {
+                    if connection == nil { connection = try await PostgresConnection.connect(conninfo) }
+                    let row = try await connection!.query("INSERT INTO baton_writes (node) VALUES ('app') RETURNING id::text, current_setting('port')")
+                    let now = ContinuousClock.now
+                    lock.withLock {
+                        stats.committed.append(row[0][0] ?? "")
+                        stats.ports.append(row[0][1] ?? "")
+                        stats.longestGap = max(stats.longestGap, now - last)
+                    }
+                    last = now
+                } catch {
+                    lock.withLock {
+                        stats.failures += 1
+                        if connection != nil { stats.brokenSessions += 1 }
+                    }
+                    connection?.close()
+                    connection = nil
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+                if interval > .zero { try? await Task.sleep(for: interval) }
+            }
+            connection?.close()
+        }
+    }
+
+    func stop() async {
+        task?.cancel()
+        await task?.value
+    }
+}
+
+extension MonitorLiveTests {
+    /// Three nodes, each with PostgreSQL, pgbouncer (as the postgres OS user), `baton monitor` and
+    /// `baton pgbouncer-agent`, all set up by bootstrap; an application role `app`. Returns the nodes
+    /// as (name, PostgreSQL port, pgbouncer port).
+    func bouncedNodes(_ c: LiveCluster, settings: [String] = []) async throws -> [(String, Int, Int)] {
+        let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick(), try FreePort.pick()) }
+        for (i, (name, port, bouncer)) in nodes.enumerated() {
+            _ = try await c.bootstrap(i == 0 ? .master : .join([c.consulAddress]), name, port: port, extra: ["pgbouncer-port": .int(bouncer)])
+        }
+        let primary = try await c.connect(port: nodes[0].1)
+        try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
+        try await primary.query("CREATE ROLE app LOGIN PASSWORD 'app-secret'")
+        try await primary.query("GRANT ALL ON baton_writes, baton_writes_id_seq TO app")
+        primary.close()
+        try "\"app\" \"app-secret\"\n".write(toFile: c.root + "/userlist.txt", atomically: true, encoding: .utf8)
+        _ = try await runCommand("/bin/chown", ["postgres:postgres", c.root + "/userlist.txt"])
+        if !settings.isEmpty {
+            let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg1") + "/baton.yaml"] + settings)
+            #expect(set.status == 0, "\(set.output)")
+        }
+        for (name, _, _) in nodes {
+            _ = try await runCommand("/bin/chown", ["-R", "postgres:postgres", c.directory(name) + "/pgbouncer"])
+            c.track(try startPgBouncer(c, name))
+            c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"]))
+            c.track(try BatonProcess.start(["pgbouncer-agent", "--config", c.directory(name) + "/baton.yaml"]))
+        }
+        #expect(await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" }, "pg1 never took the leader lock")
+        return nodes
+    }
+
+    func startPgBouncer(_ c: LiveCluster, _ node: String) throws -> BatonProcess {
+        let ini = c.directory(node) + "/pgbouncer/pgbouncer.ini"
+        return try BatonProcess(executable: "/usr/sbin/runuser", arguments: ["-u", "postgres", "--", "/usr/sbin/pgbouncer", ini])
+    }
+
+    func bouncerProcess(_ c: LiveCluster, _ node: String) -> BatonProcess? {
+        c.trackedProcesses.last { $0.process.arguments?.contains(c.directory(node) + "/pgbouncer/pgbouncer.ini") == true && $0.isRunning }
+    }
+
+    /// Where a node's pgbouncer routes, by asking through it.
+    func routedPort(bouncerPort: Int) async -> String? {
+        let conninfo = ConnInfo.make([
+            ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+            ("connect_timeout", "2"),
+        ])
+        guard let conn = try? await PostgresConnection.connect(conninfo) else { return nil }
+        defer { conn.close() }
+        return try? await conn.scalar("SELECT current_setting('port') || ':' || pg_is_in_recovery()::text")
+    }
+
+    @Test("pgbouncer follows a failover: a client through it reconnects at most once and its writes land on the new primary")
+    func pgbouncerFollowsFailover() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[2].2) == "\(nodes[0].1):false" })
+            let client = BouncerClient()
+            client.start(bouncerPort: nodes[1].2, interval: .milliseconds(20))
+            try await Task.sleep(for: .seconds(1))
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = await newWritableLeader(c, nodes.map { ($0.0, $0.1) }, replacing: "pg1")
+            let leaderPort = String(nodes.first { $0.0 == newLeader }?.1 ?? 0)
+            let landed = await eventually(timeout: .seconds(30)) { client.ports.suffix(5) == Array(repeating: leaderPort, count: 5) }
+            await client.stop()
+            let digest = landed ? "" : await c.digest()
+            #expect(landed, "the client's writes reach the new primary \(newLeader ?? "?") through pgbouncer: \(client.ports.suffix(5)) \(digest)")
+            #expect(client.brokenSessions <= 1, "the client reconnected \(client.brokenSessions) times")
+            for (name, _, bouncer) in nodes {
+                let routed = await eventually(timeout: .seconds(10)) { await routedPort(bouncerPort: bouncer) == "\(leaderPort):false" }
+                #expect(routed, "\(name)'s pgbouncer routes to the new primary")
+            }
+        }
+    }
+
+    @Test("switchover under load through pgbouncer: zero failed queries, every acknowledged write on the new primary")
+    func pgbouncerSwitchoverWithoutErrors() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            for (_, _, bouncer) in nodes {
+                #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: bouncer) == "\(nodes[0].1):false" })
+            }
+            let clients = nodes.map { _ in BouncerClient() }
+            for (client, node) in zip(clients, nodes) { client.start(bouncerPort: node.2) }
+            try await Task.sleep(for: .seconds(2))
+            let switchover = try await runCommand(BatonProcess.executable, ["switchover", "--config", c.directory("pg2") + "/baton.yaml", "--to", "pg2"])
+            #expect(switchover.status == 0, "\(switchover.output)")
+            let moved = await eventually(timeout: .seconds(30)) { clients.allSatisfy { $0.ports.suffix(3) == Array(repeating: String(nodes[1].1), count: 3) } }
+            try await Task.sleep(for: .seconds(1))
+            for client in clients { await client.stop() }
+            let digest = moved ? "" : await c.digest()
+            #expect(moved, "every client ends on pg2: \(clients.map { $0.ports.suffix(3) }) \(digest)")
+            let failures = clients.map(\.failures).reduce(0, +)
+            #expect(failures == 0, "failed queries during the switchover: \(failures)")
+            let acknowledged = clients.flatMap(\.committed)
+            let newPrimary = try await c.connect(port: nodes[1].1)
+            let present = Set(try await newPrimary.query("SELECT id::text FROM baton_writes").compactMap { $0[0] })
+            newPrimary.close()
+            #expect(acknowledged.allSatisfy { present.contains($0) }, "acknowledged writes missing on the new primary: \(acknowledged.filter { !present.contains($0) }.prefix(5))")
+            let pause = clients.map(\.longestGap).max() ?? .zero
+            print("pgbouncer switchover: \(acknowledged.count) writes by \(clients.count) clients, longest pause \(pause.millisecondCount) ms, failures \(failures)")
+            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue).filter { $0.contains("switchover") }
+            #expect(events.contains { $0.contains("paused in") }, "the switchover waited for every pgbouncer's pause: \(events)")
+        }
+    }
+
+    @Test("pgbouncer killed during a leader change and started again: it ends routing to the new leader")
+    func pgbouncerRestartedDuringFailover() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[2].2) == "\(nodes[0].1):false" })
+            let bouncer = try #require(bouncerProcess(c, "pg3"))
+            // runuser's child is pgbouncer itself: kill the whole group the test started.
+            kill(-bouncer.pid, SIGKILL)
+            bouncer.kill()
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = await newWritableLeader(c, nodes.map { ($0.0, $0.1) }, replacing: "pg1")
+            let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
+            try? FileManager.default.removeItem(atPath: c.directory("pg3") + "/pgbouncer/pgbouncer.pid")
+            c.track(try startPgBouncer(c, "pg3"))
+            let routed = await eventually(timeout: .seconds(30)) { await routedPort(bouncerPort: nodes[2].2) == "\(leaderPort):false" }
+            let digest = routed ? "" : await c.digest()
+            #expect(routed, "pg3's restarted pgbouncer routes to \(newLeader ?? "?"): \(digest)")
+            let ini = try String(contentsOfFile: c.directory("pg3") + "/pgbouncer/pgbouncer.ini", encoding: .utf8)
+            #expect(ini.contains("host=127.0.0.1 port=\(leaderPort)"))
+            #expect(ini.contains("pool_mode = transaction"), "the rest of the file is kept")
+        }
+    }
+}
