@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Baton's main job in front of you: a three-node cluster on this machine (network namespaces with
+# keepalived's virtual IP when run as root; loopback otherwise), then the primary's PostgreSQL is
+# killed and you watch, with timestamps, the lock and the VIP move, the new primary take writes, the
+# replica follow, every pgbouncer retarget, a client through the VIP write again and the old primary
+# rejoin as a replica. Everything is torn down at the end, on failure and on Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m%s\033[0m %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
+say "building baton (swift build)…"
+swift build --product baton >/dev/null
+export BATON_LAB_DIR=${BATON_LAB_DIR:-/tmp/baton-demo-lab}
+lab=scripts/lab.sh
+watcher=""
+cleanup() {
+  [ -n "$watcher" ] && kill "$watcher" 2>/dev/null || true
+  say "tearing the lab down"
+  "$lab" down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+"$lab" up 3
+mode=$(cat "$BATON_LAB_DIR/mode")
+[ "$mode" = netns ] || say "(not root: no namespaces, no keepalived, no VIP; the pgbouncer of n1 stands in for the VIP)"
+"$lab" status
+nodes=(n1 n2 n3)
+target() { awk '/^\* = / {for (i = 3; i <= NF; i++) if ($i ~ /^(host|port)=/) {sub(/^[a-z]+=/, "", $i); printf "%s%s", s, $i; s=":"}; print ""}' "$BATON_LAB_DIR/$1/pgbouncer/pgbouncer.ini"; }
+role() { "$lab" psql "${1#n}" -c "select case when pg_is_in_recovery() then 'replica' else 'primary' end || coalesce(' of ' || (select sender_host from pg_stat_wal_receiver where status = 'streaming'), '')" 2>/dev/null || echo down; }
+# Prints each change as it happens: leader, VIP, every node's role, every pgbouncer's target, and
+# whether a write through the VIP succeeds.
+watch_cluster() {
+  declare -A last
+  while :; do
+    local now=("leader=$("$lab" leader | tr -d '\n')")
+    [ "$mode" = netns ] && now+=("vip=$("$lab" vip | tr '\n' ' ')")
+    for n in "${nodes[@]}"; do now+=("$n=$(role "$n")" "$n.pgbouncer→$(target "$n")"); done
+    if "$lab" psql vip -c "insert into writes(node) values ('demo') returning 'ok'" >/dev/null 2>&1; then now+=("write-through-vip=ok"); else now+=("write-through-vip=failing"); fi
+    for item in "${now[@]}"; do
+      local key=${item%%=*} value=${item#*=}
+      if [ "${last[$key]:-}" != "$value" ]; then say "$key: $value"; last[$key]=$value; fi
+    done
+    sleep 0.1
+  done
+}
+say "the cluster as it stands:"
+watch_cluster & watcher=$!
+sleep 3
+primary=$("$lab" leader | tr -d '\n')
+say ">>> kill -9 of $primary's PostgreSQL (its postmaster)"
+"$lab" kill-postgres "${primary#n}"
+for _ in $(seq 600); do
+  new=$("$lab" leader | tr -d '\n')
+  if [ -n "$new" ] && [ "$new" != "$primary" ] && role "$primary" | grep -q "replica of"; then break; fi
+  sleep 0.1
+done
+sleep 2
+kill "$watcher" 2>/dev/null || true; watcher=""
+say "done: $new leads, $primary rejoined as its replica"
+"$lab" status

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# A Baton cluster on one machine, each node a network namespace of its own on a private bridge
+# (198.18.0.0/24, a benchmarking range, on a bridge this script creates; nothing else is touched).
+# Every node runs the real stack, set up by `baton bootstrap` exactly as in production: PostgreSQL 15,
+# pgbouncer, keepalived with Baton's check and notify hooks (VIP 198.18.0.100), `baton monitor` and
+# `baton pgbouncer-agent`. The embedded Consul server listens on the bridge (198.18.0.254:8500).
+# Without root (no namespaces), the same cluster runs on loopback without keepalived.
+#
+#   scripts/lab.sh up [N]            build nothing; start N nodes (default 3) — run `swift build` first
+#   scripts/lab.sh down              stop everything the lab started, delete namespaces, bridge, files
+#   scripts/lab.sh status            baton status
+#   scripts/lab.sh kill-postgres N   kill -9 of node N's postmaster
+#   scripts/lab.sh kill-node N       kill -9 of every process of node N (the node dies)
+#   scripts/lab.sh start-node N      start node N's daemons again (after kill-node)
+#   scripts/lab.sh partition N       cut node N's link;  scripts/lab.sh heal N  restores it
+#   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
+#   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived
+#   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
+#   scripts/lab.sh psql N|vip ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's pgbouncer
+# BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+lab=${BATON_LAB_DIR:-/tmp/baton-lab}
+baton=${BATON:-$repo/.build/debug/baton}
+bin=/usr/lib/postgresql/15/bin
+bridge=batonlab0
+net=198.18.0
+vip=$net.100
+consul_ip=$net.254
+
+mode() { cat "$lab/mode" 2>/dev/null || echo none; }
+ns() { echo "baton-lab-$1"; }
+nodes() { cat "$lab/nodes" 2>/dev/null || echo 0; }
+# in N CMD…: run CMD in node N's namespace (directly on loopback).
+in_node() { local n=$1; shift; if [ "$(mode)" = netns ]; then ip netns exec "$(ns "$n")" "$@"; else "$@"; fi; }
+address() { if [ "$(mode)" = netns ]; then echo "$net.$1"; else echo 127.0.0.1; fi; }
+pgport() { if [ "$(mode)" = netns ]; then echo 5432; else echo $((25430 + $1)); fi; }
+bouncerport() { if [ "$(mode)" = netns ]; then echo 6432; else echo $((26430 + $1)); fi; }
+consul_addr() { if [ "$(mode)" = netns ]; then echo "$consul_ip:8500"; else echo 127.0.0.1:28500; fi; }
+say() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
+
+# Started daemons are recorded as "PID NAME" lines, so that only they are ever stopped.
+remember() { echo "$1 $2" >>"$lab/pids"; }
+start_daemon() { # start_daemon N NAME CMD…  (N=0: on the host)
+  local n=$1 name=$2; shift 2
+  if [ "$n" = 0 ]; then "$@" >>"$lab/$name.log" 2>&1 & else in_node "$n" "$@" >>"$lab/n$n/$name.log" 2>&1 & fi
+  remember $! "$name"
+}
+
+down() {
+  [ -d "$lab" ] || [ -n "$(ip netns list 2>/dev/null | grep baton-lab- || true)" ] || ip link show "$bridge" >/dev/null 2>&1 || return 0
+  if [ -f "$lab/pids" ]; then
+    while read -r pid _; do kill "$pid" 2>/dev/null || true; done <"$lab/pids"
+  fi
+  # Whatever still runs inside the lab's namespaces is the lab's.
+  for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  done
+  sleep 0.5
+  if [ -f "$lab/pids" ]; then
+    while read -r pid _; do kill -9 "$pid" 2>/dev/null || true; done <"$lab/pids"
+  fi
+  for d in "$lab"/n*/data; do
+    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true
+  done
+  for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do ip netns del "$n" 2>/dev/null || true; done
+  ip link del "$bridge" 2>/dev/null || true
+  rm -rf "$lab"
+}
+
+network() {
+  local count=$1
+  ip link add "$bridge" type bridge
+  ip addr add "$consul_ip/24" dev "$bridge"
+  ip link set "$bridge" up
+  for n in $(seq "$count"); do
+    local name; name=$(ns "$n")
+    ip netns add "$name"
+    ip link add "bl$n" type veth peer name eth0 netns "$name"
+    ip link set "bl$n" master "$bridge" up
+    ip netns exec "$name" ip addr add "$net.$n/24" dev eth0
+    ip netns exec "$name" ip link set eth0 up
+    ip netns exec "$name" ip link set lo up
+  done
+}
+
+start_node() {
+  local n=$1 d="$lab/n$1"
+  start_daemon "$n" pgbouncer runuser -u postgres -- /usr/sbin/pgbouncer "$d/pgbouncer/pgbouncer.ini"
+  start_daemon "$n" monitor "$baton" monitor --config "$d/baton.yaml"
+  start_daemon "$n" pgbouncer-agent "$baton" pgbouncer-agent --config "$d/baton.yaml"
+  if [ "$(mode)" = netns ]; then
+    start_daemon "$n" keepalived keepalived --dont-fork --log-console --log-detail -f "$d/keepalived.conf" \
+      --pid "$d/keepalived.pid" --vrrp_pid "$d/vrrp.pid" --checkers_pid "$d/checkers.pid"
+  fi
+}
+
+up() {
+  local count=${1:-3}
+  [ -x "$baton" ] || { echo "lab: $baton is missing; run swift build first" >&2; exit 1; }
+  if [ -d "$lab" ] || ip link show "$bridge" >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q baton-lab-; then
+    say "a previous lab was left behind; tearing it down first"
+    down
+  fi
+  mkdir -p "$lab"; chmod 755 "$lab"
+  if [ "$(id -u)" = 0 ] && ip netns add baton-lab-probe 2>/dev/null; then
+    ip netns del baton-lab-probe; echo netns >"$lab/mode"
+  else
+    echo loopback >"$lab/mode"
+    say "no network namespaces here (not root?): running the nodes on loopback, without keepalived and its VIP"
+  fi
+  echo "$count" >"$lab/nodes"
+  [ "$(mode)" = netns ] && network "$count"
+  start_daemon 0 consul "$baton" consul serve --listen "$(consul_addr)" --data-dir "$lab/consul"
+  for _ in $(seq 100); do curl -sf "http://$(consul_addr)/v1/status/leader" >/dev/null && break; sleep 0.1; done
+  echo "lab-replication-$RANDOM$RANDOM" >"$lab/replication-password"; chmod 600 "$lab/replication-password"
+  echo '"app" "app-secret"' >"$lab/userlist.txt"
+  for n in $(seq "$count"); do
+    local d="$lab/n$n" how=(--master) vipargs=()
+    [ "$n" -gt 1 ] && how=(--join "$(consul_addr)")
+    [ "$(mode)" = netns ] && vipargs=(--virtual-ip "$vip/24" --interface eth0)
+    mkdir -p "$d/sock" "$d/pgbouncer"; chown postgres:postgres "$d/sock" 2>/dev/null || true
+    say "bootstrap n$n at $(address "$n")"
+    in_node "$n" "$baton" bootstrap "${how[@]}" --consul "$(consul_addr)" --cluster lab --node-name "n$n" \
+      --address "$(address "$n")" --allowed-network "$(address "$n" | sed 's/\.[0-9]*$/.0/')/24" --pgdata "$d/data" \
+      --pg-port "$(pgport "$n")" --pg-bindir "$bin" --pg-socket-dir "$d/sock" --state-dir "$d/state" \
+      --replication-password-file "$lab/replication-password" --pgbouncer-ini "$d/pgbouncer/pgbouncer.ini" \
+      --pgbouncer-port "$(bouncerport "$n")" --pgbouncer-auth-file "$lab/userlist.txt" --keepalived-conf "$d/keepalived.conf" \
+      --baton-config "$d/baton.yaml" --baton-executable "$baton" --templates-dir "$repo" "${vipargs[@]}" >"$d/bootstrap.log" 2>&1 \
+      || { cat "$d/bootstrap.log" >&2; exit 1; }
+    if [ "$n" = 1 ]; then
+      psql_node 1 -c "CREATE ROLE app LOGIN PASSWORD 'app-secret'" \
+        -c "CREATE TABLE writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())" -c "GRANT ALL ON writes, writes_id_seq TO app"
+    fi
+  done
+  chown -R postgres:postgres "$lab"/n*/pgbouncer "$lab/userlist.txt" 2>/dev/null || true
+  for n in $(seq "$count"); do start_node "$n"; done
+  for _ in $(seq 300); do [ "$(leader)" = n1 ] && break; sleep 0.1; done
+  say "lab up: $count nodes ($(mode)), leader $(leader)"
+}
+
+psql_node() { local n=$1; shift; in_node "$n" "$bin/psql" -X -q -At -U postgres -h "$lab/n$n/sock" -p "$(pgport "$n")" -d postgres "$@"; }
+psql_vip() {
+  local host=$vip port=6432
+  if [ "$(mode)" != netns ]; then host=127.0.0.1; port=$(bouncerport 1); fi
+  PGPASSWORD=app-secret PGCONNECT_TIMEOUT=2 "$bin/psql" -X -q -At -U app -h "$host" -p "$port" -d postgres "$@"
+}
+leader() {
+  local v; v=$(curl -sf "http://$(consul_addr)/v1/kv/baton/lab/leader" 2>/dev/null || true)
+  case "$v" in *'"Session"'*) curl -sf "http://$(consul_addr)/v1/kv/baton/lab/leader?raw" ;; *) echo "" ;; esac
+}
+vip_holder() {
+  for n in $(seq "$(nodes)"); do
+    ip netns exec "$(ns "$n")" ip -4 addr show dev eth0 2>/dev/null | grep -q " $vip/" && echo "n$n"
+  done
+  return 0
+}
+postmaster() { head -1 "$lab/n$1/data/postmaster.pid" 2>/dev/null; }
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  up) up "${1:-3}" ;;
+  down) down ;;
+  status) "$baton" status --cluster lab --consul "$(consul_addr)" ;;
+  kill-postgres) kill -9 "$(postmaster "$1")" ;;
+  kill-node)
+    if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9
+    else for p in $(awk '{print $1}' "$lab/pids"); do grep -q "n$1/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done; kill -9 "$(postmaster "$1")" 2>/dev/null || true; fi ;;
+  start-node) rm -f "$lab/n$1"/*.pid "$lab/n$1/pgbouncer/pgbouncer.pid"; start_node "$1" ;;
+  partition) ip netns exec "$(ns "$1")" ip link set eth0 down ;;
+  heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;
+  stop-consul) pid=$(awk '$2 == "consul" {print $1}' "$lab/pids" | tail -1); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
+  start-consul) start_daemon 0 consul "$baton" consul serve --listen "$(consul_addr)" --data-dir "$lab/consul" ;;
+  kill-keepalived) ip netns pids "$(ns "$1")" | while read -r p; do grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null && kill -9 "$p"; done; true ;;
+  vip) vip_holder ;;
+  leader) leader; echo ;;
+  psql) if [ "$1" = vip ]; then shift; psql_vip "$@"; else psql_node "$@"; fi ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac
