@@ -13,7 +13,7 @@ export BATON_LAB_DIR=${BATON_LAB_DIR:-/tmp/baton-demo-lab}
 lab=scripts/lab.sh
 watcher=""
 cleanup() {
-  [ -n "$watcher" ] && kill "$watcher" 2>/dev/null || true
+  [ -n "$watcher" ] && kill -- -"$watcher" 2>/dev/null || true
   say "tearing the lab down"
   "$lab" down
 }
@@ -26,24 +26,29 @@ mode=$(cat "$BATON_LAB_DIR/mode")
 nodes=(n1 n2 n3)
 target() { awk '/^\* = / {for (i = 3; i <= NF; i++) if ($i ~ /^(host|port)=/) {sub(/^[a-z]+=/, "", $i); printf "%s%s", s, $i; s=":"}; print ""}' "$BATON_LAB_DIR/$1/pgbouncer/pgbouncer.ini"; }
 role() { "$lab" psql "${1#n}" -c "select case when pg_is_in_recovery() then 'replica' else 'primary' end || coalesce(' of ' || (select sender_host from pg_stat_wal_receiver where status = 'streaming'), '')" 2>/dev/null || echo down; }
-# Prints each change as it happens: leader, VIP, every node's role, every pgbouncer's target, and
-# whether a write through the VIP succeeds.
-watch_cluster() {
-  declare -A last
+# watch NAME CMD…: prints NAME's value each time it changes (polled every 50 ms). One watcher per
+# item runs in parallel, so each change is stamped when it happens.
+watch() {
+  local name=$1 last="" value; shift
   while :; do
-    local now=("leader=$("$lab" leader | tr -d '\n')")
-    [ "$mode" = netns ] && now+=("vip=$("$lab" vip | tr '\n' ' ')")
-    for n in "${nodes[@]}"; do now+=("$n=$(role "$n")" "$n.pgbouncer→$(target "$n")"); done
-    if "$lab" psql vip -c "insert into writes(node) values ('demo') returning 'ok'" >/dev/null 2>&1; then now+=("write-through-vip=ok"); else now+=("write-through-vip=failing"); fi
-    for item in "${now[@]}"; do
-      local key=${item%%=*} value=${item#*=}
-      if [ "${last[$key]:-}" != "$value" ]; then say "$key: $value"; last[$key]=$value; fi
-    done
-    sleep 0.1
+    value=$("$@" 2>/dev/null | tr '\n' ' ' | sed 's/ *$//') || true
+    [ "$value" != "$last" ] && say "$name: ${value:-(none)}" && last=$value
+    sleep 0.05
   done
 }
+write_through_vip() { timeout 3 "$lab" psql vip -c "insert into writes(node) values ('demo') returning 'ok, on ' || inet_server_addr()" || echo failing; }
+watch_cluster() {
+  watch leader "$lab" leader &
+  [ "$mode" = netns ] && watch vip "$lab" vip &
+  for n in "${nodes[@]}"; do watch "$n" role "$n" & watch "$n's pgbouncer routes to" target "$n" & done
+  watch "a write through the VIP" write_through_vip &
+  wait
+}
 say "the cluster as it stands:"
+# The watchers run in a process group of their own, so that stopping them stops every command they run.
+set -m
 watch_cluster & watcher=$!
+set +m
 sleep 3
 primary=$("$lab" leader | tr -d '\n')
 say ">>> kill -9 of $primary's PostgreSQL (its postmaster)"
@@ -54,6 +59,6 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 sleep 2
-kill "$watcher" 2>/dev/null || true; watcher=""
+kill -- -"$watcher" 2>/dev/null || true; watcher=""
 say "done: $new leads, $primary rejoined as its replica"
 "$lab" status

@@ -43,7 +43,11 @@ say() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
 remember() { echo "$1 $2" >>"$lab/pids"; }
 start_daemon() { # start_daemon N NAME CMD…  (N=0: on the host)
   local n=$1 name=$2; shift 2
-  if [ "$n" = 0 ]; then "$@" >>"$lab/$name.log" 2>&1 & else in_node "$n" "$@" >>"$lab/n$n/$name.log" 2>&1 & fi
+  # Simple commands only, so that $! is the daemon itself (ip netns exec execs it in place).
+  if [ "$n" = 0 ]; then "$@" >>"$lab/$name.log" 2>&1 &
+  elif [ "$(mode)" = netns ]; then ip netns exec "$(ns "$n")" "$@" >>"$lab/n$n/$name.log" 2>&1 &
+  else "$@" >>"$lab/n$n/$name.log" 2>&1 &
+  fi
   remember $! "$name"
 }
 
@@ -61,7 +65,8 @@ down() {
     while read -r pid _; do kill -9 "$pid" 2>/dev/null || true; done <"$lab/pids"
   fi
   for d in "$lab"/n*/data; do
-    [ -f "$d/postmaster.pid" ] && runuser -u postgres -- "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true
+    local as_postgres=(); [ "$(id -u)" = 0 ] && as_postgres=(runuser -u postgres --)
+    [ -f "$d/postmaster.pid" ] && "${as_postgres[@]}" "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true
   done
   for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do ip netns del "$n" 2>/dev/null || true; done
   ip link del "$bridge" 2>/dev/null || true
@@ -86,7 +91,8 @@ network() {
 
 start_node() {
   local n=$1 d="$lab/n$1"
-  start_daemon "$n" pgbouncer runuser -u postgres -- /usr/sbin/pgbouncer "$d/pgbouncer/pgbouncer.ini"
+  local as_postgres=(); [ "$(id -u)" = 0 ] && as_postgres=(runuser -u postgres --)
+  start_daemon "$n" pgbouncer "${as_postgres[@]}" /usr/sbin/pgbouncer "$d/pgbouncer/pgbouncer.ini"
   start_daemon "$n" monitor "$baton" monitor --config "$d/baton.yaml"
   start_daemon "$n" pgbouncer-agent "$baton" pgbouncer-agent --config "$d/baton.yaml"
   if [ "$(mode)" = netns ]; then
@@ -129,6 +135,9 @@ up() {
       --baton-config "$d/baton.yaml" --baton-executable "$baton" --templates-dir "$repo" "${vipargs[@]}" >"$d/bootstrap.log" 2>&1 \
       || { cat "$d/bootstrap.log" >&2; exit 1; }
     if [ "$n" = 1 ]; then
+      # The application's own access, as an operator would add it (the clones copy pg_hba.conf).
+      echo "host all app $(address 1 | sed 's/\.[0-9]*$/.0/')/24 scram-sha-256" >>"$d/data/pg_hba.conf"
+      psql_node 1 -c "SELECT pg_reload_conf()" >/dev/null
       psql_node 1 -c "CREATE ROLE app LOGIN PASSWORD 'app-secret'" \
         -c "CREATE TABLE writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())" -c "GRANT ALL ON writes, writes_id_seq TO app"
     fi
@@ -136,6 +145,7 @@ up() {
   chown -R postgres:postgres "$lab"/n*/pgbouncer "$lab/userlist.txt" 2>/dev/null || true
   for n in $(seq "$count"); do start_node "$n"; done
   for _ in $(seq 300); do [ "$(leader)" = n1 ] && break; sleep 0.1; done
+  if [ "$(mode)" = netns ]; then for _ in $(seq 100); do [ "$(vip_holder)" = n1 ] && break; sleep 0.1; done; fi
   say "lab up: $count nodes ($(mode)), leader $(leader)"
 }
 

@@ -52,6 +52,8 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "Seconds to wait for a new standby to stream (default 120).") var streamingTimeout: Int?
     @Option(help: "Where to write this node's Baton config for monitor and hooks (default: --config's path, else /etc/baton/baton.yaml).")
     var batonConfig: String?
+    @Option(help: "The baton binary keepalived's check and notify hooks run (default /usr/local/bin/baton).")
+    var batonExecutable: String?
 
     func validate() throws {
         guard master != (join != nil) else { throw ValidationError("give exactly one of --master or --join ADDR[,ADDR…]") }
@@ -69,7 +71,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("keepalived-conf", keepalivedConf); set("pgbouncer-ini", pgbouncerIni); set("pgbouncer-port", pgbouncerPort)
         set("pgbouncer-auth-file", pgbouncerAuthFile); set("pgbouncer-listen", pgbouncerListen); set("state-dir", stateDir)
         set("priority", priority); set("location", location); set("event-command", eventCommand); set("templates-dir", templatesDir); list("consul-join", consulJoin)
-        set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig)
+        set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig); set("baton-executable", batonExecutable)
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }
         return values
