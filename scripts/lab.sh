@@ -19,6 +19,9 @@
 #   scripts/lab.sh psql N|vip ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's pgbouncer
 # BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
 set -euo pipefail
+# Daemons started here must not inherit a descriptor of whoever ran us (a test's output pipe would
+# never see EOF): keep only standard input, output and error.
+for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ] && [ "$fd" -lt 255 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi; done
 repo=$(cd "$(dirname "$0")/.." && pwd)
 lab=${BATON_LAB_DIR:-/tmp/baton-lab}
 baton=${BATON:-$repo/.build/debug/baton}
@@ -52,7 +55,8 @@ start_daemon() { # start_daemon N NAME CMD…  (N=0: on the host)
 }
 
 down() {
-  [ -d "$lab" ] || [ -n "$(ip netns list 2>/dev/null | grep baton-lab- || true)" ] || ip link show "$bridge" >/dev/null 2>&1 || return 0
+  [ -d "$lab" ] || [ -n "$(ip netns list 2>/dev/null | grep baton-lab- || true)" ] || ip link show "$bridge" >/dev/null 2>&1 \
+    || ip link show bl1 >/dev/null 2>&1 || return 0
   if [ -f "$lab/pids" ]; then
     while read -r pid _; do kill "$pid" 2>/dev/null || true; done <"$lab/pids"
   fi
@@ -68,6 +72,8 @@ down() {
     local as_postgres=(); [ "$(id -u)" = 0 ] && as_postgres=(runuser -u postgres --)
     [ -f "$d/postmaster.pid" ] && "${as_postgres[@]}" "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true
   done
+  # Delete the veth pairs ourselves: a deleted namespace frees its end only when the kernel gets to it.
+  for link in $(ip -o link show 2>/dev/null | awk -F'[:@ ]+' '$2 ~ /^bl[0-9]+$/ {print $2}'); do ip link del "$link" 2>/dev/null || true; done
   for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do ip netns del "$n" 2>/dev/null || true; done
   ip link del "$bridge" 2>/dev/null || true
   rm -rf "$lab"
@@ -104,7 +110,7 @@ start_node() {
 up() {
   local count=${1:-3}
   [ -x "$baton" ] || { echo "lab: $baton is missing; run swift build first" >&2; exit 1; }
-  if [ -d "$lab" ] || ip link show "$bridge" >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q baton-lab-; then
+  if [ -d "$lab" ] || ip link show "$bridge" >/dev/null 2>&1 || ip link show bl1 >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q baton-lab-; then
     say "a previous lab was left behind; tearing it down first"
     down
   fi

@@ -41,7 +41,8 @@ public struct StatusReader {
                 nodes.append(
                     StatusView.Node(
                         registration: registration, keepalived: keepalived.node(registration.name), holdsLeaderLock: leader == registration.name,
-                        pgbouncer: byKey[keys.pgbouncerAgent(registration.name)].flatMap { BouncerStatus(bytes: $0.value) }))
+                        pgbouncer: byKey[keys.pgbouncerAgent(registration.name)].flatMap { BouncerStatus(bytes: $0.value) },
+                        report: byKey[keys.status(registration.name)].flatMap { MemberStatus(bytes: $0.value) }))
             } catch {
                 problems.append(error.message)
             }
@@ -68,9 +69,13 @@ public struct StatusReader {
             let json = try? JSONValue.parse(pair.value ?? [])
             paused = Quote.show("since \(json?.member("time")?.stringValue ?? "?"): \(json?.member("reason")?.stringValue ?? "no reason given")")
         }
-        return StatusView(
+        var view = StatusView(
             cluster: config.cluster, claim: claim, leader: leader, config: clusterConfig, nodes: nodes, problems: problems, events: history,
             paused: paused, decisions: decisions)
+        view.synchronousStandby = byKey[keys.sync].flatMap { pair in
+            (try? JSONValue.parse(pair.value ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
+        }
+        return view
     }
 }
 

@@ -8,8 +8,14 @@ public struct StatusView: Sendable {
         public var holdsLeaderLock: Bool
         /// The node's pgbouncer agent's last report.
         public var pgbouncer: BouncerStatus?
+        /// The node's monitor's last report (role, timeline, WAL position).
+        public var report: MemberStatus?
 
-        public init(registration: NodeRegistration, keepalived: KeepalivedNode?, holdsLeaderLock: Bool, pgbouncer: BouncerStatus? = nil) {
+        public init(
+            registration: NodeRegistration, keepalived: KeepalivedNode?, holdsLeaderLock: Bool, pgbouncer: BouncerStatus? = nil,
+            report: MemberStatus? = nil
+        ) {
+            self.report = report
             self.pgbouncer = pgbouncer
             self.registration = registration
             self.keepalived = keepalived
@@ -30,6 +36,16 @@ public struct StatusView: Sendable {
     public var paused: String?
     /// Each monitor's last decision, by node.
     public var decisions: [NodeName: String]
+    /// The synchronous standby recorded in `sync`, if any.
+    public var synchronousStandby: NodeName?
+
+    /// How far a node's WAL is behind the leader's, in bytes, from their last reports.
+    public func lag(of node: Node) -> UInt64? {
+        guard let leader, let leaderPosition = nodes.first(where: { $0.registration.name == leader })?.report?.position,
+            let position = node.report?.position, node.registration.name != leader
+        else { return nil }
+        return leaderPosition.value > position.value ? leaderPosition.value - position.value : 0
+    }
 
     public init(
         cluster: ClusterName, claim: ClusterClaim?, leader: NodeName?, config: ClusterConfig, nodes: [Node], problems: [String],
@@ -51,15 +67,19 @@ public struct StatusView: Sendable {
         var out = "Cluster: \(cluster)"
         if let id = claim?.systemIdentifier { out += " (system identifier \(id))" } else if claim == nil { out += " (not created)" }
         out += "\n"
-        out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)\n"
+        out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)"
+        out += (synchronousStandby.map { "   synchronous standby: \($0)" } ?? "") + "\n"
         if let paused { out += "Automatic failover: PAUSED (\(paused))\n" }
-        let header = ["Node", "Address", "Role", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location", "pgbouncer"]
+        let header = ["Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location", "pgbouncer"]
         var rows: [[String]] = []
         var problems = self.problems
         for n in nodes {
             let r = n.registration
             rows.append([
-                r.name.value, "\(r.address):\(r.port)", r.role.rawValue, r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "",
+                r.name.value, "\(r.address):\(r.port)", r.role.rawValue,
+                n.report.map { $0.role == "standby" ? ($0.streaming == true ? "streaming" : "not streaming") : $0.role } ?? "-",
+                n.report.map { $0.role == "down" ? "-" : String($0.timeline) } ?? "-", lag(of: n).map { "\($0) B" } ?? "-",
+                r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "",
                 String(r.priority), n.keepalived?.state ?? "-", n.keepalived.map { String($0.priority) } ?? "-", r.location,
                 n.pgbouncer.map { b in (b.target ?? "?") + (b.paused ? " (paused)" : "") + (b.problem != nil ? " (problem)" : "") } ?? "-",
             ])
@@ -89,6 +109,7 @@ public struct StatusView: Sendable {
             ("leader", leader.map { .string($0.value) } ?? .null),
             ("config", config.json),
             ("paused", paused.map { .string($0) } ?? .null),
+            ("synchronous_standby", synchronousStandby.map { .string($0.value) } ?? .null),
             ("decisions", .object(decisions.keys.sorted().map { ($0.value, .string(decisions[$0]!)) })),
             (
                 "nodes",
@@ -100,6 +121,8 @@ public struct StatusView: Sendable {
                         members.append(("vrrp_state", n.keepalived?.state.map { .string($0) } ?? .null))
                         members.append(("vrrp_state_time", n.keepalived?.stateTime.map { .string($0) } ?? .null))
                         members.append(("pgbouncer", n.pgbouncer?.json ?? .null))
+                        members.append(("report", n.report?.json ?? .null))
+                        members.append(("lag_bytes", lag(of: n).map { .number(String($0)) } ?? .null))
                         return .object(members)
                     })
             ),

@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# End-to-end benchmark in the network-namespace lab (scripts/lab.sh, needs root): three nodes with
+# PostgreSQL, pgbouncer, keepalived, baton monitor and pgbouncer-agent. Prints a table and writes JSON.
+#   (a) kill -9 of the primary's PostgreSQL      (b) the whole primary node killed
+#   (c) the primary's link cut                   → first write accepted through the VIP, and through a
+#       replica node's pgbouncer; for (c) also when the old primary stopped taking writes
+#   (d) planned switchover under pgbench through a replica node's pgbouncer: failed transactions and
+#       the longest pause          (e) acknowledged commits lost, asynchronous and synchronous mode
+#   (f) memory and CPU of baton monitor and baton pgbouncer-agent at rest
+# A write probe every 100 ms on every target, as ../shared/research/failover-anchors.md measured.
+#   scripts/bench-lab.sh [RUNS] [JSON-FILE]       (default 10 runs, bench-lab.json)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-10}
+json=${2:-bench-lab.json}
+[ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
+swift build -c release --product baton >/dev/null
+export BATON=$PWD/.build/release/baton BATON_LAB_DIR=/tmp/baton-bench-lab
+lab=scripts/lab.sh
+bin=/usr/lib/postgresql/15/bin
+probes=()
+cleanup() { for p in "${probes[@]}"; do kill "$p" 2>/dev/null || true; done; "$lab" down; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+"$lab" up 3 >/dev/null
+now() { date +%s.%N; }
+wait_for() { local deadline=$(( $(date +%s) + $1 )); shift; until "$@"; do [ "$(date +%s)" -lt "$deadline" ] || return 1; sleep 0.1; done; }
+leader() { "$lab" leader | tr -d '\n'; }
+app() { PGPASSWORD=app-secret PGCONNECT_TIMEOUT=1 timeout 2 "$bin/psql" -X -q -At -U app -d postgres "$@"; }
+settled() { # the leader holds the VIP, and every other node streams from it
+  local l; l=$(leader); [ -n "$l" ] && [ "$("$lab" vip)" = "$l" ] || return 1
+  [ "$("$lab" psql "${l#n}" -c "select count(*) from pg_stat_replication where state = 'streaming'" 2>/dev/null)" = 2 ]
+}
+# probe NAME HOST PORT LOG: a new connection and one INSERT every 100 ms; logs "time ok|fail server".
+probe() {
+  ( while :; do
+      if s=$(app -h "$2" -p "$3" -c "insert into writes(node) values ('$1') returning inet_server_addr()" 2>/dev/null); then echo "$(now) ok ${s%/*}"; else echo "$(now) fail"; fi
+      sleep 0.1
+    done >>"$4" ) & probes+=($!)
+}
+stop_probes() { for p in "${probes[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; probes=(); }
+# first_ok LOG T0 OLDADDR: seconds from T0 to the first write after T0 acknowledged by another server.
+first_ok() { awk -v t0="$2" -v old="$3" '$1 > t0 && $2 == "ok" && $3 != old { printf "%.2f", $1 - t0; exit }' "$1"; }
+# last_ok LOG T0 OLDADDR: seconds from T0 to the last write the old primary acknowledged.
+last_ok() { awk -v t0="$2" -v old="$3" '$1 > t0 && $2 == "ok" && $3 == old { last = $1 - t0 } END { printf "%.2f", last + 0 }' "$1"; }
+stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f %.2f %.2f %d", m, a[1], a[NR], NR}'; }
+declare -A results
+record() { results[$1]="${results[$1]:-} $2"; }
+
+failover_runs() { # failover_runs KIND
+  local kind=$1
+  for run in $(seq "$runs"); do
+    wait_for 120 settled
+    local l; l=$(leader); local n=${l#n} other=$(( ${l#n} % 3 + 1 ))
+    local old=198.18.0.$n dir=$BATON_LAB_DIR/bench; mkdir -p "$dir"
+    : >"$dir/vip.log"; : >"$dir/replica.log"; : >"$dir/old.log"
+    probe vip 198.18.0.100 6432 "$dir/vip.log"
+    probe replica "198.18.0.$other" 6432 "$dir/replica.log"
+    probe old "$old" 5432 "$dir/old.log"
+    sleep 1.5
+    local t0; t0=$(now)
+    case $kind in
+      postgres) "$lab" kill-postgres "$n" ;;
+      node) "$lab" kill-node "$n" ;;
+      partition) "$lab" partition "$n" ;;
+    esac
+    wait_for 60 bash -c "awk -v t0=$t0 -v old=$old '\$1 > t0 && \$2 == \"ok\" && \$3 != old {f=1} END {exit !f}' $dir/vip.log" || true
+    sleep 2
+    stop_probes
+    local a b; a=$(first_ok "$dir/vip.log" "$t0" "$old"); b=$(first_ok "$dir/replica.log" "$t0" "$old")
+    record "$kind.vip" "${a:-60}"; record "$kind.replica" "${b:-60}"
+    local c=""; [ "$kind" = partition ] && { c=$(last_ok "$dir/old.log" "$t0" "$old"); record "$kind.old_last_write" "$c"; }
+    printf '%-10s %-4s %-6s %-22s %-28s %s\n' "$kind" "$run" "$l" "${a:-none}" "${b:-none}" "$c"
+    case $kind in
+      node) "$lab" start-node "$n" ;;
+      partition) "$lab" heal "$n" ;;
+    esac
+  done
+}
+
+printf '%-10s %-4s %-6s %-22s %-28s %s\n' fault run killed "first write via VIP [s]" "via replica's pgbouncer [s]" "old primary's last write [s]"
+failover_runs postgres
+failover_runs node
+failover_runs partition
+
+# (d) switchovers under pgbench through a replica node's pgbouncer (persistent connections).
+echo
+printf '%-4s %-6s %-6s %-18s %-18s\n' run from to "failed xacts" "longest pause [s]"
+echo "insert into writes(node) values ('pgbench');" >"$BATON_LAB_DIR/bench.sql"
+for run in $(seq "$runs"); do
+  wait_for 120 settled
+  l=$(leader); to=n$(( ${l#n} % 3 + 1 )); via=$(( ${to#n} % 3 + 1 ))
+  rm -f "$BATON_LAB_DIR"/pgbench_log*
+  ( cd "$BATON_LAB_DIR" && PGPASSWORD=app-secret "$bin/pgbench" -n -h "198.18.0.$via" -p 6432 -U app -c 4 -T 8 -l -f bench.sql postgres >pgbench.out 2>&1 || true ) &
+  bench=$!
+  sleep 2
+  "$BATON" switchover --config "$BATON_LAB_DIR/n${to#n}/baton.yaml" --to "$to" >/dev/null 2>&1 || true
+  wait "$bench" || true
+  failed=$(awk '/number of failed transactions/ {print $5} /aborted/ {a=1} END {if (a) print "aborted"}' "$BATON_LAB_DIR/pgbench.out" | head -1)
+  pause=$(cat "$BATON_LAB_DIR"/pgbench_log* | awk '{print $5 + $6 / 1e6}' | sort -n | awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%.3f", m }')
+  record switchover.failed "${failed:-0}"; record switchover.pause "$pause"
+  printf '%-4s %-6s %-6s %-18s %-18s\n' "$run" "$l" "$to" "${failed:-0}" "$pause"
+done
+
+# (e) acknowledged commits lost: a writer through the VIP records each acknowledged id; after kill -9
+# of the primary's PostgreSQL, count the ids missing on the new primary.
+echo
+for mode in off on; do
+  "$BATON" config set --config "$BATON_LAB_DIR/n1/baton.yaml" "synchronous_mode=$mode" >/dev/null
+  for run in $(seq "$runs"); do
+    wait_for 120 settled
+    l=$(leader); n=${l#n}
+    [ "$mode" = on ] && wait_for 30 bash -c "[ -n \"\$(BATON_LAB_DIR=$BATON_LAB_DIR $lab psql $n -c \"select standby from (select pg_catalog.current_setting('synchronous_standby_names') standby) s where standby not in ('', '*')\")\" ]"
+    log=$BATON_LAB_DIR/acks.log; : >"$log"
+    ( while :; do id=$(app -h 198.18.0.100 -p 6432 -c "insert into writes(node) values ('acked') returning id" 2>/dev/null) && echo "$id" >>"$log"; done ) & writer=$!
+    sleep 1.5
+    "$lab" kill-postgres "$n"
+    wait_for 60 bash -c "l=\$(BATON_LAB_DIR=$BATON_LAB_DIR $lab leader | tr -d '\n'); [ -n \"\$l\" ] && [ \"\$l\" != $l ]" || true
+    sleep 2
+    kill "$writer"; wait "$writer" 2>/dev/null || true
+    new=$(leader)
+    "$lab" psql "${new#n}" -c "select id from writes" | sort -n >"$BATON_LAB_DIR/present"
+    lost=$(sort -n "$log" | comm -23 - "$BATON_LAB_DIR/present" | wc -l)
+    record "lost.$mode" "$lost"
+    printf 'synchronous_mode=%-4s run %-3s acknowledged %-6s lost %s\n' "$mode" "$run" "$(wc -l <"$log")" "$lost"
+  done
+done
+"$BATON" config set --config "$BATON_LAB_DIR/n1/baton.yaml" synchronous_mode=off >/dev/null
+
+# (f) at rest: RSS and CPU of every monitor and agent over 30 s.
+wait_for 120 settled
+sleep 5
+declare -A cpu0
+for p in $(awk '$2 == "monitor" || $2 == "pgbouncer-agent" {print $1}' "$BATON_LAB_DIR/pids"); do
+  [ -d /proc/$p ] && cpu0[$p]=$(awk '{print $14 + $15}' /proc/$p/stat)
+done
+sleep 30
+hz=$(getconf CLK_TCK)
+while read -r p name; do
+  [ "$name" = monitor ] || [ "$name" = pgbouncer-agent ] || continue
+  [ -d /proc/$p ] && [ -n "${cpu0[$p]:-}" ] || continue
+  rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' /proc/$p/status)
+  cpu=$(awk -v c0="${cpu0[$p]}" -v hz="$hz" '{printf "%.2f", ($14 + $15 - c0) / hz / 30 * 100}' /proc/$p/stat)
+  record "rest.$name.rss_mb" "$rss"; record "rest.$name.cpu_pct" "$cpu"
+done <"$BATON_LAB_DIR/pids"
+
+echo
+echo "summary: median min max n"
+{
+  echo "{"
+  echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"runs\": $runs,"
+  echo "  \"settings\": \"ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 0, VRRP v3 advert 0.2s, check every 0.5s\","
+  first=1
+  for key in $(printf '%s\n' "${!results[@]}" | sort); do
+    # shellcheck disable=SC2086
+    read -r m lo hi n <<<"$(stats ${results[$key]})"
+    printf '%-34s %s s-or-count (min %s, max %s, n=%s)\n' "$key" "$m" "$lo" "$hi" "$n" >&2
+    [ $first = 1 ] || echo ","
+    first=0
+    printf '  "%s": {"median": %s, "min": %s, "max": %s, "n": %s}' "$key" "$m" "$lo" "$hi" "$n"
+  done
+  echo
+  echo "}"
+} >"$json"
+echo "JSON: $json"
