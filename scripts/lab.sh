@@ -14,7 +14,7 @@
 #   scripts/lab.sh start-node N      start node N's daemons again (after kill-node)
 #   scripts/lab.sh partition N       cut node N's link;  scripts/lab.sh heal N  restores it
 #   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
-#   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived
+#   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived; start-keepalived N starts it again
 #   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
 #   scripts/lab.sh psql N|vip ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's pgbouncer
 # BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
@@ -187,7 +187,11 @@ case "$cmd" in
   heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;
   stop-consul) pid=$(awk '$2 == "consul" {print $1}' "$lab/pids" | tail -1); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
   start-consul) start_daemon 0 consul "$baton" consul serve --listen "$(consul_addr)" --data-dir "$lab/consul" ;;
-  kill-keepalived) ip netns pids "$(ns "$1")" | while read -r p; do grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null && kill -9 "$p"; done; true ;;
+  kill-keepalived) for p in $(ip netns pids "$(ns "$1")"); do if grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null; then kill -9 "$p"; fi; done ;;
+  start-keepalived)
+    d="$lab/n$1"; rm -f "$d"/keepalived.pid "$d"/vrrp.pid "$d"/checkers.pid
+    start_daemon "$1" keepalived keepalived --dont-fork --log-console --log-detail -f "$d/keepalived.conf" \
+      --pid "$d/keepalived.pid" --vrrp_pid "$d/vrrp.pid" --checkers_pid "$d/checkers.pid" ;;
   vip) vip_holder ;;
   leader) leader; echo ;;
   psql) if [ "$1" = vip ]; then shift; psql_vip "$@"; else psql_node "$@"; fi ;;

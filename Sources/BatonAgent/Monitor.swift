@@ -59,18 +59,8 @@ public final class Monitor: @unchecked Sendable {
     /// PostgreSQL before it gives up the lock, so that no replica promotes while it still takes writes.
     public func run() async {
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let watcher = Task {
-            // Wake the loop the moment the leader key changes, instead of at the next tick.
-            // Only a new holder or session wakes it: the leader's heartbeat changes the key every loop.
-            let watch = ConsulWatch(wait: .seconds(30)) { [client, keys] options in try await client.get(keys.leader, options) }
-            var last: [UInt8]? = nil
-            for await result in watch {
-                let pair = try? result.get().value
-                let identity = (pair?.value ?? []) + Array((pair?.session ?? "-").utf8)
-                if identity != last { wake.yield() }
-                last = identity
-            }
-        }
+        // Wake the loop the moment the lock changes hands, instead of at the next tick.
+        let watcher = Task { [client, keys] in await watchLeaderHolder(client: client, key: keys.leader, wake: wake) }
         // And the moment the local PostgreSQL goes away: an idle connection of its own that the server
         // closes when it stops or crashes, so a dead primary is released without waiting for a tick.
         let deathWatch = Task { [probe] in
@@ -95,19 +85,7 @@ public final class Monitor: @unchecked Sendable {
             watcher.cancel()
             deathWatch.cancel()
         }
-        var iterator = wakes.makeAsyncIterator()
-        while !Task.isCancelled {
-            await iterate()
-            let interval = config.loopWait.swiftDuration
-            let tick = Task {
-                do {
-                    try await Task.sleep(for: interval)
-                    wake.yield()
-                } catch {}
-            }
-            _ = await iterator.next()
-            tick.cancel()
-        }
+        await runLoop(wakes: wakes, wake: wake, interval: { config.loopWait.swiftDuration }) { await iterate() }
         await shutdown()
     }
 

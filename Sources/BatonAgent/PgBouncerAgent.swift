@@ -43,16 +43,7 @@ public final class PgBouncerAgent: @unchecked Sendable {
     public func run() async {
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let watchers = [
-            // The leader's heartbeat changes the key every loop; only a new holder matters here.
-            Task { [client, keys] in
-                var last: [UInt8]? = nil
-                for await result in ConsulWatch(wait: .seconds(30), query: { try await client.get(keys.leader, $0) }) {
-                    let pair = try? result.get().value
-                    let identity = (pair?.value ?? []) + Array((pair?.session ?? "-").utf8)
-                    if identity != last { wake.yield() }
-                    last = identity
-                }
-            },
+            Task { [client, keys] in await watchLeaderHolder(client: client, key: keys.leader, wake: wake) },
             Task { [client, keys] in
                 for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.list(keys.nodesPrefix, $0) }) { wake.yield() }
             },
@@ -61,19 +52,7 @@ public final class PgBouncerAgent: @unchecked Sendable {
             },
         ]
         defer { watchers.forEach { $0.cancel() } }
-        var iterator = wakes.makeAsyncIterator()
-        while !Task.isCancelled {
-            await iterate()
-            let interval: Duration = problem == nil ? .seconds(BouncerStatus.refresh) : .seconds(1)
-            let tick = Task {
-                do {
-                    try await Task.sleep(for: interval)
-                    wake.yield()
-                } catch {}
-            }
-            _ = await iterator.next()
-            tick.cancel()
-        }
+        await runLoop(wakes: wakes, wake: wake, interval: { problem == nil ? .seconds(BouncerStatus.refresh) : .seconds(1) }) { await iterate() }
         admin?.close()
     }
 

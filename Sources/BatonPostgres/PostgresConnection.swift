@@ -34,19 +34,7 @@ public final class PostgresConnection: @unchecked Sendable {
     public static func connect(_ conninfo: String) async throws -> PostgresConnection {
         let queue = DispatchQueue(label: "baton.pq")
         return try await withCheckedThrowingContinuation { continuation in
-            queue.async {
-                guard let conn = PQconnectdb(conninfo) else {
-                    continuation.resume(throwing: PostgresError("libpq could not allocate a connection"))
-                    return
-                }
-                guard PQstatus(conn) == CONNECTION_OK else {
-                    let message = String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
-                    PQfinish(conn)
-                    continuation.resume(throwing: PostgresError(message))
-                    return
-                }
-                continuation.resume(returning: PostgresConnection(raw: conn, queue: queue))
-            }
+            queue.async { continuation.resume(with: established(PQconnectdb(conninfo), queue: queue)) }
         }
     }
 
@@ -57,7 +45,7 @@ public final class PostgresConnection: @unchecked Sendable {
         guard geteuid() == 0, uid != geteuid() else { return try await connect(conninfo) }
         let queue = DispatchQueue(label: "baton.pq")
         return try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
+            Thread.detachNewThread {
                 let switched = baton_thread_set_euid(uid)
                 guard switched == 0 else {
                     continuation.resume(throwing: PostgresError("cannot take user ID \(uid) to connect: \(String(cString: strerror(-switched)))"))
@@ -66,20 +54,20 @@ public final class PostgresConnection: @unchecked Sendable {
                 let conn = PQconnectdb(conninfo)
                 let restored = baton_thread_set_euid(0)
                 precondition(restored == 0, "a thread could not return to root after connecting as another user")
-                guard let conn else {
-                    continuation.resume(throwing: PostgresError("libpq could not allocate a connection"))
-                    return
-                }
-                guard PQstatus(conn) == CONNECTION_OK else {
-                    let message = String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
-                    PQfinish(conn)
-                    continuation.resume(throwing: PostgresError(message))
-                    return
-                }
-                continuation.resume(returning: PostgresConnection(raw: conn, queue: queue))
+                continuation.resume(with: established(conn, queue: queue))
             }
-            thread.start()
         }
+    }
+
+    /// The outcome of a PQconnectdb: the connection, or libpq's message (and the handle freed).
+    private static func established(_ conn: OpaquePointer?, queue: DispatchQueue) -> Result<PostgresConnection, Error> {
+        guard let conn else { return .failure(PostgresError("libpq could not allocate a connection")) }
+        guard PQstatus(conn) == CONNECTION_OK else {
+            let message = String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
+            PQfinish(conn)
+            return .failure(PostgresError(message))
+        }
+        return .success(PostgresConnection(raw: conn, queue: queue))
     }
 
     /// Runs `sql` with the simple query protocol (no parameters): what pgbouncer's admin console

@@ -24,17 +24,8 @@ struct MonitorCommand: AsyncParsableCommand {
     func run() async throws {
         Logs.bootstrap()
         let logger = Logger(label: "baton.monitor")
-        let settings: BootstrapSettings
-        do {
-            settings = try Self.load(config)
-        } catch let problems as ValidationProblems {
-            FileHandle.standardError.write(Data(("baton monitor: \(config):\n" + problems.description + "\n").utf8))
-            throw ExitCode(2)
-        }
-        var consul = try ConsulConfiguration.resolve(address: settings.consulAddresses)
-        // A call that hangs (a cut link) must not hold the loop past a heartbeat or two.
-        consul.requestTimeout = min(consul.requestTimeout, .seconds(2))
-        let client = ConsulClient(consul)
+        let settings = try Self.loadOrExit(config, command: "monitor")
+        let client = try Self.daemonClient(settings)
         var watchdog: Watchdog? = nil
         if !observe {
             let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath().path
@@ -63,6 +54,24 @@ struct MonitorCommand: AsyncParsableCommand {
 }
 
 extension MonitorCommand {
+    /// The node's settings, or every problem in the file on standard error and exit status 2.
+    static func loadOrExit(_ path: String, command: String) throws -> BootstrapSettings {
+        do {
+            return try load(path)
+        } catch let problems as ValidationProblems {
+            FileHandle.standardError.write(Data(("baton \(command): \(path):\n" + problems.description + "\n").utf8))
+            throw ExitCode(2)
+        }
+    }
+
+    /// A daemon's Consul client: a call that hangs (a cut link) must not hold its loop past a
+    /// heartbeat or two.
+    static func daemonClient(_ settings: BootstrapSettings) throws -> ConsulClient {
+        var consul = try ConsulConfiguration.resolve(address: settings.consulAddresses)
+        consul.requestTimeout = min(consul.requestTimeout, .seconds(2))
+        return ConsulClient(consul)
+    }
+
     static func load(_ path: String) throws -> BootstrapSettings {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationProblems([ValidationProblem("cannot read the Baton config \(path)")])

@@ -29,17 +29,9 @@ struct PgBouncerAgentCommand: AsyncParsableCommand {
         guard pauseTimeout > 0, pauseTimeout <= 300 else {
             throw ValidationError("--pause-timeout must be more than 0 and at most 300 seconds")
         }
-        let settings: BootstrapSettings
-        do {
-            settings = try MonitorCommand.load(config)
-        } catch let problems as ValidationProblems {
-            FileHandle.standardError.write(Data(("baton pgbouncer-agent: \(config):\n" + problems.description + "\n").utf8))
-            throw ExitCode(2)
-        }
-        var consul = try ConsulConfiguration.resolve(address: settings.consulAddresses)
-        consul.requestTimeout = min(consul.requestTimeout, .seconds(2))
+        let settings = try MonitorCommand.loadOrExit(config, command: "pgbouncer-agent")
         let agent = PgBouncerAgent(
-            settings: settings, client: ConsulClient(consul), logger: logger, pauseBound: .milliseconds(Int64(pauseTimeout * 1000)))
+            settings: settings, client: try MonitorCommand.daemonClient(settings), logger: logger, pauseBound: .milliseconds(Int64(pauseTimeout * 1000)))
         logger.info("pgbouncer agent starting", metadata: ["agent.node": "\(settings.node)", "agent.ini": "\(settings.pgbouncerIni)"])
         let loop = Task { await agent.run() }
         await Signals.waitForTermination()

@@ -7,29 +7,40 @@ import ConsulAPI
 import Foundation
 import Testing
 
-/// Writes to every node every 100 ms (as the failover anchors were measured) and records, per round,
-/// which nodes accepted a write.
+/// Writes to every target every 100 ms (as the failover anchors were measured) and records, per round,
+/// which targets accepted a write, and the ids each acknowledged.
 final class WriteProbe: @unchecked Sendable {
-    // @unchecked: `rounds` is guarded by `lock`; the probe task is the only writer.
+    // @unchecked: the records are guarded by `lock`; the probe task is the only writer.
     private let lock = NSLock()
     private var stored: [[String]] = []
-    private var acknowledgedIDs: [String] = []
-    var acknowledged: [String] { lock.withLock { acknowledgedIDs } }
+    private var acknowledgedIDs: [String: [String]] = [:]
     private var task: Task<Void, Never>?
 
     var rounds: [[String]] { lock.withLock { stored } }
+    /// Ids acknowledged by every target, in order.
+    var acknowledged: [String] { lock.withLock { acknowledgedIDs.values.flatMap { $0 } } }
+    func acknowledged(by target: String) -> [String] { lock.withLock { acknowledgedIDs[target] ?? [] } }
 
+    /// The live cluster's nodes, over their Unix sockets as postgres.
     func start(nodes: [(String, Int)], cluster: LiveCluster) {
+        start(
+            targets: nodes.map { name, port in
+                (name, ConnInfo.make([("host", cluster.socketDirectory), ("port", String(port)), ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "5")]))
+            }, table: "baton_writes")
+    }
+
+    /// `targets` are (name, libpq conninfo); each write is `INSERT INTO table (node) VALUES (name)`.
+    func start(targets: [(String, String)], table: String) {
         task = Task {
             var connections: [String: PostgresConnection] = [:]
             while !Task.isCancelled {
                 var accepted: [String] = []
-                for (name, port) in nodes {
+                for (name, conninfo) in targets {
                     do {
-                        if connections[name] == nil { connections[name] = try await cluster.connect(port: port) }
-                        let id = try await connections[name]!.scalar("INSERT INTO baton_writes (node) VALUES ($1) RETURNING id", [name])
+                        if connections[name] == nil { connections[name] = try await PostgresConnection.connect(conninfo) }
+                        let id = try await connections[name]!.scalar("INSERT INTO \(table) (node) VALUES ($1) RETURNING id::text", [name])
                         accepted.append(name)
-                        if let id { lock.withLock { acknowledgedIDs.append(id) } }
+                        if let id { lock.withLock { acknowledgedIDs[name, default: []].append(id) } }
                     } catch {
                         connections[name]?.close()
                         connections[name] = nil
@@ -47,8 +58,11 @@ final class WriteProbe: @unchecked Sendable {
         await task?.value
     }
 
-    /// Rounds in which more than one node took a write: must be none.
-    var splitBrainRounds: [[String]] { rounds.filter { $0.count > 1 } }
+    /// Rounds in which more than one of `nodes` (all targets when nil) took a write: must be none.
+    func splitBrainRounds(among nodes: Set<String>? = nil) -> [[String]] {
+        rounds.map { round in round.filter { nodes?.contains($0) ?? true } }.filter { $0.count > 1 }
+    }
+    var splitBrainRounds: [[String]] { splitBrainRounds() }
 }
 
 @Suite("monitor, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))
