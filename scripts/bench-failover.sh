@@ -92,8 +92,10 @@ echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover
 echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
 }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
-failovers postmaster
-failovers node
+if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ]; then
+  failovers postmaster
+  failovers node
+fi
 # Planned switchovers under the same probe: the longest gap between writes acknowledged by any node.
 gaps=(); durations=()
 printf '\n%-4s %-8s %-8s %-30s %-22s\n' run from to "longest write gap [s]" "command [s]"
@@ -106,7 +108,10 @@ for run in $(seq "$runs"); do
   start_probe 0.02 "$probe_log"
   sleep 1
   t0=$(now)
-  "$baton" switchover --config "$root/pg$to/baton.yaml" --to "pg$to" >/dev/null
+  if ! "$baton" switchover --config "$root/pg$to/baton.yaml" --to "pg$to" >"$root/switchover.out" 2>&1; then
+    kept=/tmp/bench-failover-logs.$$; mkdir -p "$kept"; cp "$root"/monitor*.log "$root/switchover.out" "$kept"/ 2>/dev/null || true
+    echo "switchover $run failed: $(cat "$root/switchover.out"); monitor logs kept in $kept"
+  fi
   t1=$(now)
   sleep 1
   kill "$probe"; wait "$probe" 2>/dev/null || true
