@@ -180,7 +180,7 @@ case "$cmd" in
   status) "$baton" status --cluster lab --consul "$(consul_addr)" ;;
   kill-postgres) kill -9 "$(postmaster "$1")" ;;
   kill-node)
-    if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9
+    if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9 2>/dev/null || true
     else for p in $(awk '{print $1}' "$lab/pids"); do grep -q "n$1/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done; kill -9 "$(postmaster "$1")" 2>/dev/null || true; fi ;;
   start-node) rm -f "$lab/n$1"/*.pid "$lab/n$1/pgbouncer/pgbouncer.pid"; start_node "$1" ;;
   partition) ip netns exec "$(ns "$1")" ip link set eth0 down ;;
