@@ -9,9 +9,12 @@
 #   (f) memory and CPU of baton monitor and baton pgbouncer-agent at rest
 # A write probe every 100 ms on every target, as ../shared/research/failover-anchors.md measured.
 #   scripts/bench-lab.sh [RUNS] [JSON-FILE]       (default 10 runs, bench-lab.json)
+# BENCH_ONLY="postgres node partition switchover loss rest" picks parts (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
+only=" ${BENCH_ONLY:-postgres node partition switchover loss rest} "
+part() { [[ "$only" == *" $1 "* ]]; }
 json=${2:-bench-lab.json}
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
 swift build -c release --product baton >/dev/null
@@ -30,6 +33,14 @@ app() { PGPASSWORD=app-secret PGCONNECT_TIMEOUT=1 timeout 2 "$bin/psql" -X -q -A
 settled() { # the leader holds the VIP, and every other node streams from it
   local l; l=$(leader); [ -n "$l" ] && [ "$("$lab" vip)" = "$l" ] || return 1
   [ "$("$lab" psql "${l#n}" -c "select count(*) from pg_stat_replication where state = 'streaming'" 2>/dev/null)" = 2 ]
+}
+# local_probe N LOG: one INSERT every 100 ms on node N's own PostgreSQL, from inside the node (its Unix
+# socket): what the node itself still accepts when its link is cut.
+local_probe() {
+  ( while :; do
+      if s=$(timeout 2 "$lab" psql "$1" -c "insert into writes(node) values ('local') returning inet_server_addr()" 2>/dev/null); then echo "$(now) ok 198.18.0.$1"; else echo "$(now) fail"; fi
+      sleep 0.1
+    done >>"$2" ) & probes+=($!)
 }
 # probe NAME HOST PORT LOG: a new connection and one INSERT every 100 ms; logs "time ok|fail server".
 probe() {
@@ -56,7 +67,7 @@ failover_runs() { # failover_runs KIND
     : >"$dir/vip.log"; : >"$dir/replica.log"; : >"$dir/old.log"
     probe vip 198.18.0.100 6432 "$dir/vip.log"
     probe replica "198.18.0.$other" 6432 "$dir/replica.log"
-    probe old "$old" 5432 "$dir/old.log"
+    local_probe "$n" "$dir/old.log"
     sleep 1.5
     local t0; t0=$(now)
     case $kind in
@@ -79,15 +90,14 @@ failover_runs() { # failover_runs KIND
 }
 
 printf '%-10s %-4s %-6s %-22s %-28s %s\n' fault run killed "first write via VIP [s]" "via replica's pgbouncer [s]" "old primary's last write [s]"
-failover_runs postgres
-failover_runs node
-failover_runs partition
+for kind in postgres node partition; do part "$kind" && failover_runs "$kind"; done
 
 # (d) switchovers under pgbench through a replica node's pgbouncer (persistent connections).
 echo
 printf '%-4s %-6s %-6s %-18s %-18s\n' run from to "failed xacts" "longest pause [s]"
 echo "insert into writes(node) values ('pgbench');" >"$BATON_LAB_DIR/bench.sql"
 for run in $(seq "$runs"); do
+  part switchover || break
   wait_for 120 settled
   l=$(leader); to=n$(( ${l#n} % 3 + 1 )); via=$(( ${to#n} % 3 + 1 ))
   rm -f "$BATON_LAB_DIR"/pgbench_log*
@@ -97,7 +107,7 @@ for run in $(seq "$runs"); do
   "$BATON" switchover --config "$BATON_LAB_DIR/n${to#n}/baton.yaml" --to "$to" >/dev/null 2>&1 || true
   wait "$bench" || true
   failed=$(awk '/number of failed transactions/ {print $5} /aborted/ {a=1} END {if (a) print "aborted"}' "$BATON_LAB_DIR/pgbench.out" | head -1)
-  pause=$(cat "$BATON_LAB_DIR"/pgbench_log* | awk '{print $5 + $6 / 1e6}' | sort -n | awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%.3f", m }')
+  pause=$(cat "$BATON_LAB_DIR"/pgbench_log* | awk '{printf "%d.%06d\n", $5, $6}' | sort -n | awk 'NR > 1 { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%.3f", m }')
   record switchover.failed "${failed:-0}"; record switchover.pause "$pause"
   printf '%-4s %-6s %-6s %-18s %-18s\n' "$run" "$l" "$to" "${failed:-0}" "$pause"
 done
@@ -106,6 +116,7 @@ done
 # of the primary's PostgreSQL, count the ids missing on the new primary.
 echo
 for mode in off on; do
+  part loss || break
   "$BATON" config set --config "$BATON_LAB_DIR/n1/baton.yaml" "synchronous_mode=$mode" >/dev/null
   for run in $(seq "$runs"); do
     wait_for 120 settled
@@ -119,8 +130,8 @@ for mode in off on; do
     sleep 2
     kill "$writer"; wait "$writer" 2>/dev/null || true
     new=$(leader)
-    "$lab" psql "${new#n}" -c "select id from writes" | sort -n >"$BATON_LAB_DIR/present"
-    lost=$(sort -n "$log" | comm -23 - "$BATON_LAB_DIR/present" | wc -l)
+    "$lab" psql "${new#n}" -c "select id from writes" | sort >"$BATON_LAB_DIR/present"
+    lost=$(sort "$log" | comm -23 - "$BATON_LAB_DIR/present" | wc -l)
     record "lost.$mode" "$lost"
     printf 'synchronous_mode=%-4s run %-3s acknowledged %-6s lost %s\n' "$mode" "$run" "$(wc -l <"$log")" "$lost"
   done
@@ -128,6 +139,7 @@ done
 "$BATON" config set --config "$BATON_LAB_DIR/n1/baton.yaml" synchronous_mode=off >/dev/null
 
 # (f) at rest: RSS and CPU of every monitor and agent over 30 s.
+if part rest; then
 wait_for 120 settled
 sleep 5
 declare -A cpu0
@@ -143,6 +155,7 @@ while read -r p name; do
   cpu=$(awk -v c0="${cpu0[$p]}" -v hz="$hz" '{printf "%.2f", ($14 + $15 - c0) / hz / 30 * 100}' /proc/$p/stat)
   record "rest.$name.rss_mb" "$rss"; record "rest.$name.cpu_pct" "$cpu"
 done <"$BATON_LAB_DIR/pids"
+fi
 
 echo
 echo "summary: median min max n"

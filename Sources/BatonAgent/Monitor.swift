@@ -85,8 +85,17 @@ public final class Monitor: @unchecked Sendable {
             watcher.cancel()
             deathWatch.cancel()
         }
-        await runLoop(wakes: wakes, wake: wake, interval: { config.loopWait.swiftDuration }) { await iterate() }
+        await runLoop(wakes: wakes, wake: wake, interval: { nextInterval() }) { await iterate() }
         await shutdown()
+    }
+
+    /// The next loop comes after `loop_wait` — or sooner, exactly when a silent leader's takeover
+    /// deadline falls, so that a dead node is replaced without waiting for the next tick.
+    func nextInterval() -> Duration {
+        let loop = config.loopWait.swiftDuration
+        guard let seen = leaderIndexSeen else { return loop }
+        let due = seen.since + config.takeoverAfter.swiftDuration + .milliseconds(5) - ContinuousClock.now
+        return due > .zero ? min(loop, due) : loop
     }
 
     // MARK: One iteration
