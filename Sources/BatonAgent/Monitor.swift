@@ -702,6 +702,9 @@ public final class Monitor: @unchecked Sendable {
         if case .primary = local, session != nil, ContinuousClock.now - lastHeartbeat < fenceAfter { leading = holdsLock }
         let line = "\(leading ? "primary" : "not-primary") \(Watchdog.monotonicNanoseconds()) \(config.loopWait.nanoseconds)\n"
         _ = try? AtomicFile.write(line, to: CheckState.path(stateDirectory: settings.stateDirectory.value), mode: 0o644)
+        // keepalived watches this one with inotify: rewritten only when it changes, so it reacts at once.
+        _ = try? AtomicFile.write(
+            leading ? "0\n" : "1\n", to: KeepalivedSettings.trackFilePath(stateDirectory: settings.stateDirectory.value), mode: 0o644)
     }
 
     func shutdown() async {

@@ -302,7 +302,7 @@ public final class Bootstrap {
                 text = try KeepalivedSettings(
                     cluster: settings.cluster, node: settings.node, initialState: state, interface: interface,
                     virtualRouterID: settings.virtualRouterID, priority: priority, virtualIP: vip, batonExecutable: settings.batonExecutable,
-                    batonConfig: settings.batonConfig
+                    batonConfig: settings.batonConfig, trackFile: try SafePath(KeepalivedSettings.trackFilePath(stateDirectory: settings.stateDirectory.value))
                 ).render(template)
             } catch { throw BootstrapError(error.message) }
             did(step, changed: try AtomicFile.write(text, to: settings.keepalivedConf.value, mode: 0o644), settings.keepalivedConf.value)

@@ -51,11 +51,15 @@ public struct KeepalivedSettings: Sendable, Equatable {
     public var virtualIP: CIDR
     public var batonExecutable: SafePath
     public var batonConfig: SafePath
+    /// The file the monitor keeps at 0 while this node leads a writable primary and at 1 otherwise;
+    /// keepalived watches it (inotify) and reacts at once, between two runs of the check script.
+    public var trackFile: SafePath
 
     public init(
         cluster: ClusterName, node: NodeName, initialState: String, interface: String, virtualRouterID: Int, priority: Int,
-        virtualIP: CIDR, batonExecutable: SafePath, batonConfig: SafePath
+        virtualIP: CIDR, batonExecutable: SafePath, batonConfig: SafePath, trackFile: SafePath
     ) {
+        self.trackFile = trackFile
         self.cluster = cluster
         self.node = node
         self.initialState = initialState
@@ -66,6 +70,9 @@ public struct KeepalivedSettings: Sendable, Equatable {
         self.batonExecutable = batonExecutable
         self.batonConfig = batonConfig
     }
+
+    /// Where a node's monitor keeps the file keepalived tracks.
+    public static func trackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-leading" }
 
     /// A network interface name as Linux accepts it (at most 15 characters, no '/' or spaces).
     public static func validateInterface(_ name: String) throws(ValidationProblem) {
@@ -86,7 +93,7 @@ public struct KeepalivedSettings: Sendable, Equatable {
         return try template.render([
             "cluster": cluster.value.replacingOccurrences(of: "-", with: "_"), "node_name": node.value, "state": initialState,
             "interface": interface, "virtual_router_id": String(virtualRouterID), "priority": String(priority),
-            "virtual_ip": virtualIP.text, "baton": batonExecutable.value, "baton_config": batonConfig.value,
+            "virtual_ip": virtualIP.text, "baton": batonExecutable.value, "baton_config": batonConfig.value, "track_file": trackFile.value,
         ])
     }
 }

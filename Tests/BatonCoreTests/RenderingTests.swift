@@ -15,7 +15,7 @@ struct RenderingTests {
         KeepalivedSettings(
             cluster: try ClusterName("main"), node: try NodeName("pg2"), initialState: state, interface: interface, virtualRouterID: 51,
             priority: 190, virtualIP: try CIDR("198.18.0.100/24"), batonExecutable: try SafePath("/usr/local/bin/baton"),
-            batonConfig: try SafePath("/etc/baton/baton.yaml"))
+            batonConfig: try SafePath("/etc/baton/baton.yaml"), trackFile: try SafePath("/var/lib/baton/vrrp-leading"))
     }
 
     @Test func keepalivedConfiguration() throws {
