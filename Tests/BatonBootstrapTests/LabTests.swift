@@ -62,8 +62,8 @@ extension WriteProbe {
 
 @Suite("lab: three nodes in network namespaces", .serialized, .enabled(if: Lab.available, "needs root (network namespaces), keepalived, pgbouncer and PostgreSQL 15"))
 struct LabTests {
-    /// Waits until `node` holds the lock, carries the VIP, takes writes through it, and every other node
-    /// streams from it.
+    /// Waits until `node` holds the lock, carries the VIP, takes writes through it, every node's pgbouncer
+    /// routes to it, and every other node streams from it.
     func settled(_ lab: Lab, on node: String? = nil, not old: String? = nil) async -> String? {
         var found: String? = nil
         _ = await eventually(timeout: .seconds(60)) {
@@ -74,6 +74,17 @@ struct LabTests {
             guard streaming == "2" else { return false }
             let through = (try? await lab.run("psql", "vip", "-c", "SELECT inet_server_addr()::text")) ?? ""
             guard through == "198.18.0.\(leader.dropFirst())/32" else { return false }
+            // Every node's pgbouncer routes to the leader, not just the VIP holder's.
+            for n in 1...3 {
+                let conninfo = ConnInfo.make([
+                    ("host", "198.18.0.\(n)"), ("port", "6432"), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+                    ("connect_timeout", "2"),
+                ])
+                guard let conn = try? await PostgresConnection.connect(conninfo) else { return false }
+                let server = try? await conn.scalar("SELECT inet_server_addr()::text")
+                conn.close()
+                guard server == through else { return false }
+            }
             found = leader
             return true
         }
