@@ -7,6 +7,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m%s\033[0m %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
+# What the lab runs: installed here when missing (as root on Debian), as .ci/run does.
+missing=()
+[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || missing+=(postgresql-15)
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || missing+=(keepalived)
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+[ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
+[ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing ${missing[*]} (apt-get)…"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "demo: needs ${missing[*]}; install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+    exit 1
+  fi
+fi
 say "building baton (swift build)…"
 swift build --product baton >/dev/null
 export BATON_LAB_DIR=${BATON_LAB_DIR:-/tmp/baton-demo-lab}
