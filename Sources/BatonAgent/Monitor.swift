@@ -218,14 +218,20 @@ public final class Monitor: @unchecked Sendable {
     /// wins. Only a beat that got through moves the watchdog's deadline, counted from when it was sent.
     func heartbeat(_ pair: KVPair?) async throws {
         guard let pair else { return }
-        let sent = ContinuousClock.now
-        let sentMonotonic = Watchdog.monotonicNanoseconds()
-        if try await client.put(keys.leader, me.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) {
-            lastHeartbeat = sent
-            watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sentMonotonic)
-        } else {
+        if try await !beat({ try await client.put(keys.leader, me.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) }) {
             logger.warning("The leader key changed under the heartbeat; looking again")
         }
+    }
+
+    /// Runs a write of the leader key that proves this node holds the lock (a heartbeat, or taking the
+    /// lock); when it got through, the watchdog's deadline moves, counted from when it was sent.
+    func beat(_ write: () async throws -> Bool) async throws -> Bool {
+        let sent = (ContinuousClock.now, Watchdog.monotonicNanoseconds())
+        guard try await write() else { return false }
+        holdsLock = true
+        lastHeartbeat = sent.0
+        watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sent.1)
+        return true
     }
 
     func readCluster(local: LocalPostgres) async -> ClusterView? {
@@ -292,9 +298,7 @@ public final class Monitor: @unchecked Sendable {
             leader: leader, registrations: registrations, candidates: candidates, lastPrimaryPosition: lastPrimary,
             primaryReport: report, paused: pairs.contains { $0.key == keys.pause },
             requestedLeader: pairs.first { $0.key == keys.switchover }.flatMap { try? TakeoverRequest(bytes: $0.value, key: $0.key).to },
-            synchronousStandby: pairs.first { $0.key == keys.sync }.flatMap { pair in
-                (try? JSONValue.parse(pair.value ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
-            },
+            synchronousStandby: SynchronousReplication.recordedStandby(pairs.first { $0.key == keys.sync }?.value),
             syncKeyIndex: pairs.first { $0.key == keys.sync }?.modifyIndex ?? 0, leaderPair: leaderPair, leaderSilentFor: silentFor)
     }
 
@@ -312,12 +316,8 @@ public final class Monitor: @unchecked Sendable {
                 break
             case .acquireLeader(let reason):
                 guard let session else { return }
-                let sent = (ContinuousClock.now, Watchdog.monotonicNanoseconds())
-                if try await client.put(keys.leader, me.value, mode: .acquire(session: session)) {
-                    holdsLock = true
-                    lastHeartbeat = sent.0
+                if try await beat({ try await client.put(keys.leader, me.value, mode: .acquire(session: session)) }) {
                     logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
-                    watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sent.1)
                     switch local {
                     case .standby:
                         try await promote(view: view)
@@ -466,13 +466,9 @@ public final class Monitor: @unchecked Sendable {
             }
         }
         try await client.destroySession(old)
-        let sent = (ContinuousClock.now, Watchdog.monotonicNanoseconds())
-        guard try await client.put(keys.leader, me.value, mode: .acquire(session: session)) else {
+        guard try await beat({ try await client.put(keys.leader, me.value, mode: .acquire(session: session)) }) else {
             throw AgentError("took the lock from \(holder) but could not acquire it (another node was quicker); looking again")
         }
-        holdsLock = true
-        lastHeartbeat = sent.0
-        watchdog?.renewed(fenceAfter: fenceAfter, sentAt: sent.1)
         logger.notice("Took the leader lock over", metadata: ["monitor.from": "\(holder)", "monitor.reason": "\(reason)"])
         try await event("takeover", "took the leader lock from \(holder): \(reason)")
         try await promote(view: view)

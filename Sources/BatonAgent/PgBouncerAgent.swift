@@ -124,14 +124,19 @@ public final class PgBouncerAgent: @unchecked Sendable {
     /// log in so without a password).
     func console() async throws -> PostgresConnection {
         if let admin { return admin }
+        let connection = try await connectToConsole()
+        admin = connection
+        return connection
+    }
+
+    /// A new connection to the admin console.
+    func connectToConsole() async throws -> PostgresConnection {
         let conninfo = ConnInfo.make([
             ("host", settings.pgSocketDirectory.value), ("port", String(settings.pgbouncerPort.value)), ("user", "pgbouncer"),
             ("dbname", "pgbouncer"), ("connect_timeout", "2"),
         ])
         guard let user = getpwnam(settings.pgOSUser) else { throw AgentError("the OS user \(settings.pgOSUser) does not exist") }
-        let connection = try await PostgresConnection.connect(conninfo, asUID: user.pointee.pw_uid)
-        admin = connection
-        return connection
+        return try await PostgresConnection.connect(conninfo, asUID: user.pointee.pw_uid)
     }
 
     /// Runs an admin command; `tolerated` is the error that means "already so" (idempotence).
@@ -158,11 +163,7 @@ public final class PgBouncerAgent: @unchecked Sendable {
         }
         if (try? await bound.value) == true {
             logger.warning("PAUSE did not finish in time; killing the remaining connections", metadata: ["pgbouncer.bound": "\(pauseBound)"])
-            let side = try await PostgresConnection.connect(
-                ConnInfo.make([
-                    ("host", settings.pgSocketDirectory.value), ("port", String(settings.pgbouncerPort.value)), ("user", "pgbouncer"),
-                    ("dbname", "pgbouncer"), ("connect_timeout", "2"),
-                ]), asUID: getpwnam(settings.pgOSUser)?.pointee.pw_uid ?? 0)
+            let side = try await connectToConsole()
             defer { side.close() }
             for row in try await side.simpleQuery("SHOW DATABASES") {
                 guard let name = row.first ?? nil, name != "pgbouncer" else { continue }

@@ -72,9 +72,7 @@ public struct StatusReader {
         var view = StatusView(
             cluster: config.cluster, claim: claim, leader: leader, config: clusterConfig, nodes: nodes, problems: problems, events: history,
             paused: paused, decisions: decisions)
-        view.synchronousStandby = byKey[keys.sync].flatMap { pair in
-            (try? JSONValue.parse(pair.value ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
-        }
+        view.synchronousStandby = SynchronousReplication.recordedStandby(byKey[keys.sync]?.value)
         return view
     }
 }

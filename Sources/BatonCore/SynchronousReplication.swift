@@ -1,3 +1,5 @@
+import ConsulAPI
+
 /// One standby as the primary's `pg_stat_replication` shows it.
 public struct ReplicationPeer: Sendable, Equatable {
     public var name: NodeName
@@ -32,6 +34,11 @@ public enum SyncAction: Sendable, Equatable {
 }
 
 public enum SynchronousReplication {
+    /// The standby the `sync` key names, if it names a valid node.
+    public static func recordedStandby(_ bytes: [UInt8]?) -> NodeName? {
+        (try? JSONValue.parse(bytes ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
+    }
+
     /// The `synchronous_standby_names` value for one node.
     public static func names(_ node: NodeName) -> String { "\"\(node.value)\"" }
 

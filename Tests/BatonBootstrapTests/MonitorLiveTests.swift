@@ -108,6 +108,14 @@ struct MonitorLiveTests {
         return (try? await conn.scalar("SELECT pg_is_in_recovery()")) == "f"
     }
 
+    /// How many of the acknowledged write ids a node holds.
+    func presentCount(_ c: LiveCluster, port: Int, ids: [String]) async throws -> Int {
+        let conn = try await c.connect(port: port)
+        defer { conn.close() }
+        let count = try await conn.scalar("SELECT count(*) FROM baton_writes WHERE id = ANY($1::bigint[])", ["{" + ids.joined(separator: ",") + "}"])
+        return Int(count ?? "") ?? -1
+    }
+
     func streamingFrom(_ c: LiveCluster, port: Int, upstreamPort: Int) async -> Bool {
         guard let conn = try? await c.connect(port: port) else { return false }
         defer { conn.close() }
@@ -208,10 +216,8 @@ struct MonitorLiveTests {
             await probe.stop()
             #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
             let acknowledged = probe.acknowledged
-            let primary = try await c.connect(port: nodes[1].1)
-            defer { primary.close() }
-            let present = try await primary.scalar("SELECT count(*) FROM baton_writes WHERE id = ANY($1::bigint[])", ["{" + acknowledged.joined(separator: ",") + "}"])
-            #expect(present == String(acknowledged.count), "acknowledged \(acknowledged.count) writes, \(present ?? "?") on the new primary")
+            let present = try await presentCount(c, port: nodes[1].1, ids: acknowledged)
+            #expect(present == acknowledged.count, "acknowledged \(acknowledged.count) writes, \(present) on the new primary")
         }
     }
 
@@ -242,11 +248,8 @@ struct MonitorLiveTests {
             #expect(probe.splitBrainRounds.isEmpty)
             let acknowledged = probe.acknowledged
             #expect(acknowledged.count > 10, "synchronous commits were acknowledged before the kill")
-            let port = nodes.first { $0.0 == newLeader }?.1 ?? 0
-            let conn = try await c.connect(port: port)
-            defer { conn.close() }
-            let present = try await conn.scalar("SELECT count(*) FROM baton_writes WHERE id = ANY($1::bigint[])", ["{" + acknowledged.joined(separator: ",") + "}"])
-            #expect(present == String(acknowledged.count), "acknowledged \(acknowledged.count) commits, \(present ?? "?") survived")
+            let present = try await presentCount(c, port: nodes.first { $0.0 == newLeader }?.1 ?? 0, ids: acknowledged)
+            #expect(present == acknowledged.count, "acknowledged \(acknowledged.count) commits, \(present) survived")
         }
     }
 
