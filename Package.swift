@@ -10,13 +10,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "baton", targets: ["baton"]),
+        .executable(name: "baton-watchdog", targets: ["BatonWatchdog"]),
         .executable(name: "consul-bench", targets: ["ConsulBench"]),
+        .executable(name: "baton-chaos", targets: ["BatonChaos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -44,10 +47,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Finding and killing a data directory's PostgreSQL processes, and the watchdog's wire format:
+        // C library only, shared by the monitor and the watchdog.
+        .target(name: "BatonFence", swiftSettings: swiftSettings),
+        // `baton-watchdog`: the node's fencing watchdog, a small process of its own.
+        .executableTarget(name: "BatonWatchdog", dependencies: ["BatonFence"], path: "Sources/BatonWatchdog", swiftSettings: swiftSettings),
         // libpq behind one module.
         // Process spawning that leaks no descriptor to daemons (posix_spawn with closefrom).
         .target(name: "CBatonSpawn"),
-        .target(name: "BatonPostgres", dependencies: ["CLibPQ", "CBatonSpawn", "BatonCore"], swiftSettings: swiftSettings),
+        .target(name: "BatonPostgres", dependencies: ["CLibPQ", "CBatonSpawn", "BatonCore", "BatonFence"], swiftSettings: swiftSettings),
         // Baton's decisions: pure functions over observed state.
         .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
         // `baton bootstrap`: create or join a cluster (the I/O around BatonCore's plan).
@@ -63,15 +71,20 @@ let package = Package(
         // What runs on a node after bootstrap: keepalived's notify hook, status, cluster settings.
         .target(
             name: "BatonAgent",
-            dependencies: ["BatonBootstrap", "BatonConsul", "BatonCore", "ConsulAPI"],
+            dependencies: [
+                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonPostgres", "ConsulAPI",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonBootstrap", "BatonAgent",
+                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonBootstrap", "BatonAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -81,18 +94,31 @@ let package = Package(
             path: "Sources/ConsulBench",
             swiftSettings: swiftSettings
         ),
+        // The chaos suite: a seeded fault schedule, the history checker and the report (pure), and the
+        // runner that drives the namespace lab.
+        .target(name: "BatonChaosCore", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "BatonChaos",
+            dependencies: [
+                "BatonChaosCore", "BatonConsul", "BatonCore", "BatonPostgres", "BatonTestSupport", "ConsulAPI",
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/BatonChaos",
+            swiftSettings: swiftSettings
+        ),
         // Helpers the live tests share: child processes, free ports.
-        .target(name: "BatonTestSupport", swiftSettings: swiftSettings),
+        .target(name: "BatonTestSupport", dependencies: ["BatonAgent", "BatonCore", "BatonFence", "BatonPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsulAPITests", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "ConsulAPI"], swiftSettings: swiftSettings),
+        .testTarget(name: "BatonChaosCoreTests", dependencies: ["BatonChaosCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "BatonBootstrapTests",
-            dependencies: ["BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
+            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "BatonAgentTests",
-            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonTestSupport", "ConsulAPI"],
+            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonTestSupport", "ConsulAPI"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

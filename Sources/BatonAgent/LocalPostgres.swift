@@ -1,41 +1,86 @@
+import BatonBootstrap
 import BatonCore
+import BatonFence
 import BatonPostgres
 import Foundation
 
-/// The monitor's view of its own PostgreSQL: one libpq connection over the Unix socket, reopened when
-/// it breaks, and the files that say what the data directory is.
-final class LocalPostgresProbe: @unchecked Sendable {
-    // @unchecked: used by the monitor loop only, one call at a time.
-    let conninfo: String
-    let dataDirectory: String
-    private var connection: PostgresConnection?
+/// The node's own PostgreSQL as the monitor drives it: observed, started, stopped, fenced, promoted,
+/// reconfigured. The production one is ``PostgresNode``; tests drive the monitor with a fake.
+/// Owned by the monitor's loop (one task).
+public protocol LocalDatabase: AnyObject {
+    /// How to reach the server over its socket (for the idle connection that notices its death), or nil.
+    var conninfo: String? { get }
+    /// What the server is now. A probe that fails is told apart from a server that is gone by looking
+    /// for its processes.
+    func observe() async -> LocalPostgres
+    /// A statement on the local server, bounded even when the server does not answer.
+    func query(_ sql: String, _ parameters: [String?], timeout: Duration) async throws -> [[String?]]
+    /// Ends recovery and waits until the server takes writes (at most `timeout`).
+    func promote(timeout: Duration) async throws
+    /// Starts the postmaster without waiting (crash recovery may take a while).
+    func launch() async throws
+    /// Stops the server within bounds (fast, then immediate, then killed).
+    func stop() async throws -> PostgresControl.StopOutcome
+    /// Kills every process of the data directory now; returns those still alive.
+    func fence() async -> [Int32]
+    func reload() async throws
+    func controlData() async throws -> ControlData
+    /// Rewinds the data directory to `source` (a libpq conninfo).
+    func rewind(source: String) async throws
+    /// Clones `conninfo` into a fresh data directory, the old one moved aside (never deleted).
+    /// - Returns: where the old directory went, if there was one.
+    func clone(conninfo: String, slot: String) async throws -> String?
+    /// Rewrites baton.conf: the upstream to stream from (a standby's), the synchronous standby names
+    /// (a primary's).
+    func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws
+    /// Makes the data directory a standby's (standby.signal) and includes baton.conf.
+    func markStandby() throws
+    /// The timelines of the history files in pg_wal.
+    func historyTimelines() -> [Int]
+    func readHistory(_ timeline: Int) -> String
+    func writeHistory(_ timeline: Int, _ text: String) throws
+    var isEmpty: Bool { get }
+    /// Drops the monitor's own connection (it reconnects on the next query).
+    func close()
+}
 
-    init(socketDirectory: String, port: Int, dataDirectory: String) {
+/// The real PostgreSQL: libpq over the Unix socket for probes and statements, PostgreSQL's own tools
+/// for the rest, /proc for its processes.
+public final class PostgresNode: LocalDatabase {
+    let settings: BootstrapSettings
+    let control: PostgresControl
+    private var connection: PostgresConnection?
+    public let conninfo: String?
+
+    public init(settings: BootstrapSettings) {
+        self.settings = settings
+        control = PostgresControl(binDirectory: settings.pgBindir.value, dataDirectory: settings.pgdata.value, osUser: settings.pgOSUser)
         conninfo = ConnInfo.make([
-            ("host", socketDirectory), ("port", String(port)), ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "2"),
-            ("application_name", "baton-monitor"), ("options", "-c statement_timeout=2000"),
+            ("host", settings.pgSocketDirectory.value), ("port", String(settings.pgPort.value)), ("user", "postgres"), ("dbname", "postgres"),
+            ("connect_timeout", "2"), ("application_name", "baton-monitor"),
         ])
-        self.dataDirectory = dataDirectory
     }
 
+    var dataDirectory: String { settings.pgdata.value }
     var hasStandbySignal: Bool { FileManager.default.fileExists(atPath: dataDirectory + "/standby.signal") }
 
-    /// Runs `sql` on the local server, reconnecting once if the connection was lost.
-    func query(_ sql: String, _ parameters: [String?] = []) async throws -> [[String?]] {
+    public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration = .seconds(2)) async throws -> [[String?]] {
         for attempt in 0..<2 {
             do {
-                if connection == nil { connection = try await PostgresConnection.connect(conninfo) }
-                return try await connection!.query(sql, parameters)
+                if connection == nil, let conninfo { connection = try await PostgresConnection.connect(conninfo) }
+                guard let connection else { throw PostgresError("no connection") }
+                return try await connection.query(sql, parameters, timeout: timeout)
             } catch {
                 connection?.close()
                 connection = nil
-                if attempt == 1 { throw error }
+                // A timeout is an answer in itself; only a broken connection is worth a second try.
+                if attempt == 1 || (error as? PostgresError)?.sqlState == "57014" { throw error }
             }
         }
         throw PostgresError("unreachable")
     }
 
-    func observe() async -> LocalPostgres {
+    public func observe() async -> LocalPostgres {
         do {
             let rows = try await query(
                 """
@@ -48,21 +93,28 @@ final class LocalPostgresProbe: @unchecked Sendable {
                        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
                        (SELECT received_tli::text FROM pg_stat_wal_receiver)
                 """)
-            guard let row = rows.first, let position = row[1].flatMap({ try? LSN(parsing: $0) }) else { return .down(standbySignal: hasStandbySignal) }
+            guard let row = rows.first, let position = row[1].flatMap({ try? LSN(parsing: $0) }) else { return processState() }
             var timeline = Int(row[2] ?? "") ?? 1
             if row[0] == "t" {
                 if let received = row[5].flatMap({ Int($0) }) { timeline = max(timeline, received) }
-                let upstream = try? currentUpstream()
-                return .standby(position: position, timeline: timeline, upstream: upstream ?? row[4], streaming: row[3] == "streaming")
+                return .standby(position: position, timeline: timeline, upstream: currentUpstream() ?? row[4], streaming: row[3] == "streaming")
             }
             return .primary(position: position, timeline: timeline)
         } catch {
-            return .down(standbySignal: hasStandbySignal)
+            return processState()
         }
     }
 
+    /// The probe failed: is anything of the server still running?
+    func processState() -> LocalPostgres {
+        let processes = control.processes
+        if processes.postmaster() != nil { return .unresponsive(standbySignal: hasStandbySignal, postmaster: true) }
+        if !processes.running().isEmpty { return .unresponsive(standbySignal: hasStandbySignal, postmaster: false) }
+        return .down(standbySignal: hasStandbySignal)
+    }
+
     /// The host:port baton.conf's primary_conninfo names (what the standby is told to follow).
-    func currentUpstream() throws -> String? {
+    func currentUpstream() -> String? {
         guard let text = try? String(contentsOfFile: dataDirectory + "/" + PostgresFiles.settingsFile, encoding: .utf8),
             let line = text.split(separator: "\n").first(where: { $0.hasPrefix("primary_conninfo") })
         else { return nil }
@@ -76,7 +128,81 @@ final class LocalPostgresProbe: @unchecked Sendable {
         return "\(host):\(port)"
     }
 
-    func close() {
+    public func promote(timeout: Duration) async throws {
+        // Asked without waiting, then watched closely: pg_promote's own wait polls every 100 ms.
+        _ = try await query("SELECT pg_promote(false)")
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await query("SELECT pg_is_in_recovery()").first?.first == "f" { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        throw PostgresError("the promotion did not finish within \(timeout)")
+    }
+
+    public func launch() async throws {
+        close()
+        try await control.launch(logFile: settings.postgresLog)
+    }
+
+    public func stop() async throws -> PostgresControl.StopOutcome {
+        close()
+        return try await control.stopBounded()
+    }
+
+    public func fence() async -> [Int32] {
+        close()
+        return await control.fence()
+    }
+
+    public func reload() async throws { try await control.reload() }
+    public func controlData() async throws -> ControlData { try await control.controlData() }
+    public func rewind(source: String) async throws { try await control.rewind(source: source) }
+
+    public var isEmpty: Bool { ((try? FileManager.default.contentsOfDirectory(atPath: dataDirectory)) ?? []).isEmpty }
+
+    public func clone(conninfo: String, slot: String) async throws -> String? {
+        var moved: String? = nil
+        if !isEmpty {
+            let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+            let destination = dataDirectory + ".baton-moved-" + stamp + "-" + UUID().uuidString.prefix(4).lowercased()
+            try FileManager.default.moveItem(atPath: dataDirectory, toPath: destination)
+            moved = destination
+        }
+        try AtomicFile.ensureDirectory(dataDirectory, mode: 0o700, owner: settings.pgOSUser)
+        try await control.basebackup(conninfo: conninfo, slot: slot)
+        return moved
+    }
+
+    public func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws {
+        let text = PostgresFiles.settings(
+            port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream,
+            synchronousStandbyNames: synchronousStandbyNames)
+        try AtomicFile.write(text, to: dataDirectory + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
+    }
+
+    public func markStandby() throws {
+        let conf = (try? String(contentsOfFile: dataDirectory + "/postgresql.conf", encoding: .utf8)) ?? ""
+        try AtomicFile.write(PostgresFiles.withInclude(conf), to: dataDirectory + "/postgresql.conf", mode: 0o600, owner: settings.pgOSUser)
+        try AtomicFile.write("", to: dataDirectory + "/standby.signal", mode: 0o600, owner: settings.pgOSUser)
+    }
+
+    var walDirectory: String { dataDirectory + "/pg_wal/" }
+
+    public func historyTimelines() -> [Int] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: walDirectory)) ?? []).compactMap { name -> Int? in
+            name.count == 16 && name.hasSuffix(".history") ? Int(name.prefix(8), radix: 16) : nil
+        }
+    }
+
+    public func readHistory(_ timeline: Int) -> String {
+        (try? String(contentsOfFile: walDirectory + TimelineClaim.historyFileName(timeline), encoding: .utf8)) ?? ""
+    }
+
+    public func writeHistory(_ timeline: Int, _ text: String) throws {
+        try AtomicFile.write(text, to: walDirectory + TimelineClaim.historyFileName(timeline), mode: 0o600, owner: settings.pgOSUser)
+    }
+
+    public func close() {
         connection?.close()
         connection = nil
     }

@@ -5,33 +5,33 @@ import BatonPostgres
 import ConsulAPI
 import Foundation
 import Logging
+import ServiceLifecycle
 
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// `baton pgbouncer-agent`: keeps this node's pgbouncer routed to the node that holds the leader lock
-/// and has promoted, holds clients (PAUSE) while nobody writable leads or a switchover stops the
-/// primary, and acknowledges a switchover's pause requests in Consul. The decision is
-/// ``PgBouncerRouting/decide(leader:registrations:request:now:)``; this is the I/O around it.
+/// and has promoted, holds clients (PAUSE) while nobody writable leads, a switchover stops the primary,
+/// or the agent cannot tell who leads, and acknowledges a switchover's pause requests in Consul. The
+/// decision is ``PgBouncerRouting/decide(leader:registrations:request:)``; this is the I/O around it.
 ///
 /// Every step is idempotent — PAUSE on a paused pgbouncer, RESUME on a running one, a target that is
 /// already right — so the agent simply re-applies the decision on every change in Consul and every
 /// ``BouncerStatus/refresh`` seconds (every second while something is wrong): a restarted pgbouncer, a
 /// lost acknowledgement or a missed change all converge.
-public final class PgBouncerAgent: @unchecked Sendable {
-    // @unchecked: the loop runs on one task.
+///
+/// Cut off from Consul, the agent keeps its target only as long as the leader it routes to could still
+/// be leading: past the leader's fence deadline (`fence_timeout`) that primary may have fenced itself
+/// and been replaced, so clients are held until the agent can decide again.
+///
+/// A swift-service-lifecycle service; its state is owned by the task that runs it.
+public struct PgBouncerAgent: Service {
     let settings: BootstrapSettings
     let client: ConsulClient
     let logger: Logger
     /// How long a PAUSE may wait for transactions in flight before the remaining connections are killed.
     let pauseBound: Duration
-    var keys: ClusterKeys { settings.keys }
-    private var admin: PostgresConnection?
-    private var lastRouting: PgBouncerRouting?
-    private var lastReport: BouncerStatus?
-    private var held = false
-    private var problem: String?
 
     public init(settings: BootstrapSettings, client: ConsulClient, logger: Logger, pauseBound: Duration = .seconds(5)) {
         self.settings = settings
@@ -40,33 +40,120 @@ public final class PgBouncerAgent: @unchecked Sendable {
         self.pauseBound = pauseBound
     }
 
-    public func run() async {
-        let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let watchers = [
-            Task { [client, keys] in await watchLeaderHolder(client: client, key: keys.leader, wake: wake) },
-            Task { [client, keys] in
-                for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.list(keys.nodesPrefix, $0) }) { wake.yield() }
-            },
-            Task { [client, keys] in
-                for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.get(keys.pgbouncerPause, $0) }) { wake.yield() }
-            },
-        ]
-        defer { watchers.forEach { $0.cancel() } }
-        await runLoop(wakes: wakes, wake: wake, interval: { problem == nil ? .seconds(BouncerStatus.refresh) : .seconds(1) }) { await iterate() }
+    public func run() async throws {
+        // true: something changed in Consul, decide afresh; false: the tick, check the leader only.
+        let (wakes, wake) = AsyncStream<Bool>.makeStream(bufferingPolicy: .bufferingNewest(4))
+        var loop = PgBouncerAgentLoop(settings: settings, client: client, logger: logger, pauseBound: pauseBound)
+        let keys = settings.keys
+        await withDiscardingTaskGroup { group in
+            group.addTask { [client] in await watchLeaderHolder(client: client, key: keys.leader, wake: { wake.yield(true) }) }
+            group.addTask { [client] in
+                for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.list(keys.nodesPrefix, $0) }) { wake.yield(true) }
+            }
+            group.addTask { [client] in
+                for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.get(keys.pgbouncerPause, $0) }) { wake.yield(true) }
+            }
+            await withGracefulShutdownHandler {
+                var iterator = wakes.makeAsyncIterator()
+                var full = true
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    await loop.iterate(full: full)
+                    let pause = loop.nextInterval()
+                    await withTaskGroup(of: Void.self) { tick in
+                        tick.addTask {
+                            try? await Task.sleep(for: pause)
+                            wake.yield(false)
+                        }
+                        full = await iterator.next() ?? true
+                        tick.cancelAll()
+                    }
+                }
+            } onGracefulShutdown: {
+                wake.yield(false)
+            }
+            loop.close()
+            group.cancelAll()
+        }
+    }
+}
+
+/// The agent's loop and its state, owned by one task.
+struct PgBouncerAgentLoop {
+    let settings: BootstrapSettings
+    let client: ConsulClient
+    let logger: Logger
+    let pauseBound: Duration
+    var keys: ClusterKeys { settings.keys }
+    private var admin: PostgresConnection?
+    private var lastRouting: PgBouncerRouting?
+    private var lastReport: BouncerStatus?
+    private var lastReportAt: ContinuousClock.Instant?
+    private var held = false
+    private var problem: String?
+    /// The last time the agent could read Consul and decide (its own clock).
+    private var decidedAt: ContinuousClock.Instant?
+    /// When the last full decision was made, and the leader key it was made from.
+    private var fullyDecidedAt: ContinuousClock.Instant?
+    private var decidedLeader: [UInt8] = []
+    /// The leader's fence deadline as last read: how long a target stays trustworthy without Consul.
+    private var fenceAfter = ClusterConfig().fenceAfter.swiftDuration
+    /// Pause requests by id, with when this agent first saw them (they stand for their timeout).
+    private var requestsSeen: [String: ContinuousClock.Instant] = [:]
+
+    init(settings: BootstrapSettings, client: ConsulClient, logger: Logger, pauseBound: Duration) {
+        self.settings = settings
+        self.client = client
+        self.logger = logger
+        self.pauseBound = pauseBound
+    }
+
+    /// The agent checks every second that the leader it routes to still holds the lock (one small read):
+    /// a target is only trusted while Consul confirms it. Cut off, it looks again exactly when the
+    /// target stops being trustworthy.
+    func nextInterval() -> Duration {
+        if problem != nil, let decidedAt, !held {
+            let left = decidedAt + fenceAfter - ContinuousClock.now
+            if left > .zero { return min(.seconds(1), left + .milliseconds(5)) }
+        }
+        return .seconds(1)
+    }
+
+    /// What identifies the leader key's holder (its heartbeat rewrites the key without changing this).
+    static func identity(_ pair: KVPair?) -> [UInt8] { (pair?.value ?? []) + Array((pair?.session ?? "-").utf8) }
+
+    mutating func close() {
         admin?.close()
+        admin = nil
     }
 
     // MARK: One pass
 
-    func iterate() async {
-        let routing: PgBouncerRouting
+    mutating func iterate(full: Bool = true) async {
+        // The tick between full decisions: confirm that the leader decided from still holds the lock (a
+        // failed read is not ignored: the full decision below meets the same failure and handles it).
+        if !full, problem == nil, lastRouting != nil, let decided = fullyDecidedAt, ContinuousClock.now - decided < .seconds(BouncerStatus.refresh),
+            let pair = try? await client.get(keys.leader, .consistent), Self.identity(pair.value) == decidedLeader
+        {
+            decidedAt = .now
+            return
+        }
+        var routing: PgBouncerRouting
         do {
             routing = try await decide()
+            decidedAt = .now
+            fullyDecidedAt = decidedAt
         } catch {
-            // Consul unreachable: keep the last good target, and retry soon.
-            problem = "cannot read Consul: \(error)"
-            logger.warning("Cannot read the cluster; pgbouncer keeps its target", metadata: ["error": "\(error)"])
-            return
+            let since = decidedAt.map { ContinuousClock.now - $0 }
+            if let since, since < fenceAfter {
+                // Consul unreachable for a moment: keep the last good target, and retry soon.
+                problem = "cannot read Consul: \(error)"
+                logger.warning("Cannot read the cluster; pgbouncer keeps its target", metadata: ["error": "\(error)"])
+                return
+            }
+            routing = .hold(
+                reason: "cannot read Consul for \(since.map { "\($0.millisecondCount) ms" } ?? "ever"): the primary may have fenced itself; clients wait",
+                acknowledge: nil)
+            logger.warning("Cannot read the cluster past the leader's fence deadline; holding clients", metadata: ["error": "\(error)"])
         }
         if routing != lastRouting { logger.info("Routing", metadata: ["pgbouncer.routing": "\(routing)"]) }
         lastRouting = routing
@@ -76,10 +163,10 @@ public final class PgBouncerAgent: @unchecked Sendable {
             case .untouched(let reason):
                 logger.error("Not touching pgbouncer", metadata: ["reason": "\(reason)"])
                 problem = reason
-            case .hold(_, let ack):
+            case .hold(let reason, let ack):
                 try await hold()
                 acknowledge = ack
-                problem = nil
+                problem = decidedAt.map { ContinuousClock.now - $0 < fenceAfter } ?? false ? nil : reason
             case .route(let host, let port, let ack):
                 try await route(to: host, port: port)
                 acknowledge = ack
@@ -94,8 +181,12 @@ public final class PgBouncerAgent: @unchecked Sendable {
         await report(acknowledge: problem == nil ? acknowledge : nil)
     }
 
-    func decide() async throws -> PgBouncerRouting {
+    mutating func decide() async throws -> PgBouncerRouting {
         let leaderPair = try await client.get(keys.leader, .consistent).value
+        decidedLeader = Self.identity(leaderPair)
+        if let pair = try await client.get(keys.config, .consistent).value, let config = try? ClusterConfig(bytes: pair.value, key: pair.key) {
+            fenceAfter = config.fenceAfter.swiftDuration
+        }
         var registrations: [NodeName: NodeRegistration] = [:]
         for pair in try await client.list(keys.nodesPrefix, .consistent).value {
             do {
@@ -107,22 +198,29 @@ public final class PgBouncerAgent: @unchecked Sendable {
         }
         var request: PauseRequest? = nil
         if let pair = try await client.get(keys.pgbouncerPause, .consistent).value {
-            do { request = try PauseRequest(bytes: pair.value, key: pair.key) } catch {
+            do {
+                let pending = try PauseRequest(bytes: pair.value, key: pair.key)
+                let seen = requestsSeen[pending.id] ?? .now
+                requestsSeen = [pending.id: seen]
+                if ContinuousClock.now - seen < pending.timeout.swiftDuration { request = pending }
+            } catch {
                 logger.error("Ignoring a malformed pause request", metadata: ["error": "\(error)"])
             }
+        } else {
+            requestsSeen = [:]
         }
         var leader = AgentLeaderView.none
         if let pair = leaderPair, pair.session != nil {
             do { leader = .held(try NodeName(pair.stringValue, field: "leader")) } catch { leader = .malformed(error.message) }
         }
-        return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request, now: Date().timeIntervalSince1970)
+        return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request)
     }
 
     // MARK: pgbouncer
 
     /// The admin console over pgbouncer's Unix socket, as pgbouncer's own OS user (its admin user may
     /// log in so without a password).
-    func console() async throws -> PostgresConnection {
+    mutating func console() async throws -> PostgresConnection {
         if let admin { return admin }
         let connection = try await connectToConsole()
         admin = connection
@@ -140,7 +238,7 @@ public final class PgBouncerAgent: @unchecked Sendable {
     }
 
     /// Runs an admin command; `tolerated` is the error that means "already so" (idempotence).
-    func command(_ sql: String, tolerating tolerated: String? = nil) async throws {
+    mutating func command(_ sql: String, tolerating tolerated: String? = nil) async throws {
         do {
             try await console().simpleQuery(sql)
         } catch let error as PostgresError where tolerated.map({ error.message.contains($0) }) ?? false {
@@ -150,36 +248,40 @@ public final class PgBouncerAgent: @unchecked Sendable {
 
     /// PAUSE: new transactions wait, those in flight finish. Bounded: past `pauseBound` the remaining
     /// connections are killed (their clients see one error) so the switchover is never held forever.
-    func hold() async throws {
+    mutating func hold() async throws {
         let connection = try await console()
-        let pause = Task { try await connection.simpleQuery("PAUSE") }
-        let bound = Task {
-            try await Task.sleep(for: pauseBound)
-            return true
-        }
-        let finished = Task {
-            _ = try? await pause.value
-            bound.cancel()
-        }
-        if (try? await bound.value) == true {
-            logger.warning("PAUSE did not finish in time; killing the remaining connections", metadata: ["pgbouncer.bound": "\(pauseBound)"])
-            let side = try await connectToConsole()
-            defer { side.close() }
-            for row in try await side.simpleQuery("SHOW DATABASES") {
-                guard let name = row.first ?? nil, name != "pgbouncer" else { continue }
-                _ = try? await side.simpleQuery("KILL \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\"")
+        let bound = pauseBound
+        enum Outcome: Sendable { case paused(PostgresError?), timedOut }
+        let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
+            group.addTask {
+                do { try await connection.simpleQuery("PAUSE") } catch let error as PostgresError { return .paused(error) }
+                return .paused(nil)
             }
+            group.addTask {
+                try await Task.sleep(for: bound)
+                return .timedOut
+            }
+            var first = try await group.next()
+            if case .timedOut? = first {
+                logger.warning("PAUSE did not finish in time; killing the remaining connections", metadata: ["pgbouncer.bound": "\(bound)"])
+                let side = try await connectToConsole()
+                defer { side.close() }
+                for row in try await side.simpleQuery("SHOW DATABASES") {
+                    guard let name = row.first ?? nil, name != "pgbouncer" else { continue }
+                    _ = try? await side.simpleQuery("KILL \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\"")  // ignored: the PAUSE answer says the rest
+                }
+                first = try await group.next()
+            }
+            group.cancelAll()
+            return first
         }
-        await finished.value
-        do {
-            try await pause.value
-        } catch let error as PostgresError where error.message.contains("already suspended/paused") {}
+        if case .paused(let error?)? = outcome, !error.message.contains("already suspended/paused") { throw error }
         if !held { logger.notice("pgbouncer paused") }
         held = true
     }
 
     /// Points pgbouncer at `host:port` (the file first, atomically, then RELOAD) and lets clients in.
-    func route(to host: HostAddress, port: TCPPort) async throws {
+    mutating func route(to host: HostAddress, port: TCPPort) async throws {
         let path = settings.pgbouncerIni.value
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
@@ -205,13 +307,13 @@ public final class PgBouncerAgent: @unchecked Sendable {
 
     // MARK: Consul
 
-    func report(acknowledge: PauseAcknowledgement?) async {
+    mutating func report(acknowledge: PauseAcknowledgement?) async {
         let target = (try? String(contentsOfFile: settings.pgbouncerIni.value, encoding: .utf8)).flatMap(PgBouncerIni.target)
         let now = Date().timeIntervalSince1970
         var status = BouncerStatus(
             target: target?.description, paused: held, acknowledged: acknowledge ?? lastReport?.acknowledged, problem: problem, time: now)
         if let last = lastReport, last.target == status.target, last.paused == status.paused, last.acknowledged == status.acknowledged,
-            last.problem == status.problem, now - last.time < BouncerStatus.refresh
+            last.problem == status.problem, let at = lastReportAt, ContinuousClock.now - at < .seconds(BouncerStatus.refresh)
         {
             return
         }
@@ -219,6 +321,7 @@ public final class PgBouncerAgent: @unchecked Sendable {
         do {
             try await client.put(keys.pgbouncerAgent(settings.node), status.json.serializedBytes())
             lastReport = status
+            lastReportAt = .now
         } catch {
             logger.warning("Cannot report to Consul", metadata: ["error": "\(error)"])
         }

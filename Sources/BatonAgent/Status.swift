@@ -15,64 +15,18 @@ public struct StatusReader {
 
     public func read(events: Int = 10) async throws -> StatusView {
         let keys = config.keys
-        var problems: [String] = []
-        let all = try await client.list(keys.prefix, .consistent).value
-        let byKey = Dictionary(all.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
-        var claim: ClusterClaim? = nil
-        if let pair = byKey[keys.initialize] {
-            do { claim = try ClusterClaim(bytes: pair.value, key: pair.key) } catch { problems.append(error.message) }
-        }
-        var leader: NodeName? = nil
-        if let pair = byKey[keys.leader], pair.session != nil {
-            do { leader = try NodeName(pair.stringValue, field: "the leader key") } catch { problems.append(error.message) }
-        }
-        var clusterConfig = ClusterConfig()
-        if let pair = byKey[keys.config] {
-            do { clusterConfig = try ClusterConfig(bytes: pair.value, key: pair.key) } catch { problems.append(error.message) }
-        }
-        var keepalived = KeepalivedNodes()
-        if let pair = byKey[keys.keepalivedNodes] {
-            do { keepalived = try KeepalivedNodes(bytes: pair.value, key: pair.key) } catch { problems.append(error.message) }
-        }
-        var nodes: [StatusView.Node] = []
-        for pair in all where pair.key.hasPrefix(keys.nodesPrefix) {
-            do {
-                let registration = try NodeRegistration(bytes: pair.value, key: pair.key)
-                nodes.append(
-                    StatusView.Node(
-                        registration: registration, keepalived: keepalived.node(registration.name), holdsLeaderLock: leader == registration.name,
-                        pgbouncer: byKey[keys.pgbouncerAgent(registration.name)].flatMap { BouncerStatus(bytes: $0.value) },
-                        report: byKey[keys.status(registration.name)].flatMap { MemberStatus(bytes: $0.value) }))
-            } catch {
-                problems.append(error.message)
-            }
-        }
-        var history: [ClusterEvent] = []
-        for pair in all.filter({ $0.key.hasPrefix(keys.eventsPrefix) }).sorted(by: { $0.key < $1.key }).suffix(events) {
-            guard let json = try? JSONValue.parse(pair.value ?? []), let node = try? NodeName(json.member("node")?.stringValue ?? "") else {
-                problems.append("Consul key \(pair.key) is not an event")
-                continue
-            }
-            history.append(
-                ClusterEvent(
-                    time: json.member("time")?.stringValue ?? "", node: node, kind: json.member("kind")?.stringValue ?? "",
-                    detail: json.member("detail")?.stringValue ?? ""))
+        let s = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+        let nodes = s.registrations.values.map { registration in
+            StatusView.Node(
+                registration: registration, keepalived: s.keepalived.node(registration.name), holdsLeaderLock: s.leader?.holder == registration.name,
+                pgbouncer: s.bouncers[registration.name], report: s.reports[registration.name]?.status)
         }
         var decisions: [NodeName: String] = [:]
-        for pair in all where pair.key.hasPrefix(keys.statusPrefix) {
-            if let name = try? NodeName(String(pair.key.dropFirst(keys.statusPrefix.count))), let decision = MemberStatus(bytes: pair.value)?.decision {
-                decisions[name] = Quote.show(decision)
-            }
-        }
-        var paused: String? = nil
-        if let pair = byKey[keys.pause] {
-            let json = try? JSONValue.parse(pair.value ?? [])
-            paused = Quote.show("since \(json?.member("time")?.stringValue ?? "?"): \(json?.member("reason")?.stringValue ?? "no reason given")")
-        }
+        for (name, report) in s.reports { if let decision = report.status.decision { decisions[name] = Quote.show(decision) } }
         var view = StatusView(
-            cluster: config.cluster, claim: claim, leader: leader, config: clusterConfig, nodes: nodes, problems: problems, events: history,
-            paused: paused, decisions: decisions)
-        view.synchronousStandby = SynchronousReplication.recordedStandby(byKey[keys.sync]?.value)
+            cluster: config.cluster, claim: s.claim, leader: s.leader?.holder, config: s.config, nodes: nodes, problems: s.problems,
+            events: Array(s.events.suffix(events)), paused: s.pause.map { Quote.show($0) }, decisions: decisions)
+        view.synchronousStandby = s.sync?.standby
         return view
     }
 }

@@ -14,61 +14,56 @@ public struct Takeover {
         self.client = client
     }
 
-    struct Snapshot {
-        var leader: NodeName?
-        var registrations: [NodeName: NodeRegistration] = [:]
-        var statuses: [NodeName: MemberStatus] = [:]
-        var config = ClusterConfig()
-    }
+    /// The cluster, and whose monitors are alive: those whose Consul session exists (a fact Consul keeps,
+    /// not another machine's clock). The monitors check the target again before they act.
+    struct View {
+        var snapshot: ClusterSnapshot
+        var live: Set<NodeName>
 
-    func snapshot() async throws -> Snapshot {
-        let keys = config.keys
-        var s = Snapshot()
-        for pair in try await client.list(keys.prefix, .consistent).value {
-            if pair.key == keys.leader, pair.session != nil { s.leader = try? NodeName(pair.stringValue) }
-            if pair.key == keys.config, let c = try? ClusterConfig(bytes: pair.value, key: pair.key) { s.config = c }
-            if pair.key.hasPrefix(keys.nodesPrefix), let r = try? NodeRegistration(bytes: pair.value, key: pair.key) { s.registrations[r.name] = r }
-            if pair.key.hasPrefix(keys.statusPrefix), let name = try? NodeName(String(pair.key.dropFirst(keys.statusPrefix.count))),
-                let status = MemberStatus(bytes: pair.value)
-            {
-                s.statuses[name] = status
-            }
+        var candidates: [CandidateState] { FailoverCandidates.candidates(snapshot, fresh: { live.contains($0) }) }
+
+        func target(_ name: NodeName) -> TakeoverCheck.Target {
+            let report = snapshot.reports[name]?.status
+            return TakeoverCheck.Target(
+                name: name, registered: snapshot.registrations[name], healthy: report?.role == "standby" && live.contains(name), position: report?.position)
         }
-        return s
     }
 
-    func target(_ name: NodeName, in s: Snapshot) -> TakeoverCheck.Target {
-        let status = s.statuses[name]
-        let healthy = status.map { $0.role == "standby" && $0.isFresh(now: Date().timeIntervalSince1970, loopWait: s.config.loopWait) } ?? false
-        return TakeoverCheck.Target(name: name, registered: s.registrations[name], healthy: healthy, position: status?.position)
+    func view() async throws -> View {
+        let keys = config.keys
+        let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+        let prefix = "baton-\(config.cluster)-"
+        let live = Set(try await client.listSessions().value.compactMap { session -> NodeName? in
+            session.name.hasPrefix(prefix) ? try? NodeName(String(session.name.dropFirst(prefix.count))) : nil
+        })
+        return View(snapshot: snapshot, live: live)
     }
 
     /// - Returns: how long the handover took, from the request to the new leader being writable.
     public func switchover(to name: NodeName, timeout: Duration) async throws -> Duration {
-        let s = try await snapshot()
-        let leaderPosition = s.leader.flatMap { s.statuses[$0]?.position }
+        let v = try await view()
+        let leader = v.snapshot.leader?.holder
+        let leaderPosition = leader.flatMap { v.snapshot.reports[$0]?.status.position }
         if let refusal = TakeoverCheck.switchover(
-            leader: s.leader, leaderPosition: leaderPosition, target: target(name, in: s), maximumLag: s.config.maximumLagOnFailover)
+            leader: leader, leaderPosition: leaderPosition, target: v.target(name), maximumLag: v.snapshot.config.maximumLagOnFailover)
         {
             throw AgentError("switchover refused: \(refusal)")
         }
-        return try await request(TakeoverRequest(to: name, from: s.leader, time: rfc3339Now()), timeout: timeout)
+        return try await request(TakeoverRequest(to: name, from: leader, time: rfc3339Now(), timeout: GoDuration(timeout)), timeout: timeout)
     }
 
+    /// A manual failover when no node leads. In synchronous mode the recorded synchronous standby has
+    /// every acknowledged commit and needs no `allowDataLoss`; any other node does.
     public func failover(to name: NodeName, allowDataLoss: Bool, timeout: Duration) async throws -> Duration {
-        let s = try await snapshot()
-        let candidates = s.registrations.values.filter { $0.role == .standby }.map { r -> CandidateState in
-            let t = target(r.name, in: s)
-            return CandidateState(name: r.name, failoverPriority: max(r.priority, 1), healthy: t.healthy, walPosition: t.position ?? LSN(0), timeline: 1)
-        }
-        let lastPrimary = s.registrations.values.filter { $0.role == .primary }.compactMap { s.statuses[$0.name]?.position }.max()
+        let v = try await view()
         let choice = FailoverCandidates.choose(
-            candidates, synchronousMode: s.config.synchronousMode, synchronousStandby: nil, lastPrimaryPosition: lastPrimary,
-            maximumLag: s.config.maximumLagOnFailover)
-        if let refusal = TakeoverCheck.failover(leader: s.leader, target: target(name, in: s), choice: choice, allowDataLoss: allowDataLoss) {
+            v.candidates, synchronousMode: v.snapshot.config.synchronousMode, synchronous: v.snapshot.sync,
+            lastPrimaryPosition: v.snapshot.lastPrimaryPosition, maximumLag: v.snapshot.config.maximumLagOnFailover)
+        if let refusal = TakeoverCheck.failover(leader: v.snapshot.leader?.holder, target: v.target(name), choice: choice, allowDataLoss: allowDataLoss) {
             throw AgentError("failover refused: \(refusal)")
         }
-        return try await request(TakeoverRequest(to: name, from: nil, time: rfc3339Now()), timeout: timeout)
+        return try await request(
+            TakeoverRequest(to: name, from: nil, time: rfc3339Now(), timeout: GoDuration(timeout), allowDataLoss: allowDataLoss), timeout: timeout)
     }
 
     func request(_ request: TakeoverRequest, timeout: Duration) async throws -> Duration {
@@ -79,8 +74,8 @@ public struct Takeover {
         }
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
-            let s = try await snapshot()
-            if s.leader == request.to, s.statuses[request.to]?.role == "primary" {
+            let s = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+            if s.leader?.holder == request.to, s.reports[request.to]?.status.role == "primary" {
                 _ = try? await client.delete(keys.switchover)
                 if let node = config.node ?? Optional(request.to) {
                     try? await recordEvent(

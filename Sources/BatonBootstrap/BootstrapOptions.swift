@@ -23,7 +23,8 @@ public enum BootstrapOption {
         "pgbouncer-auth-file": .string, "pgbouncer-listen": .string, "state-dir": .string, "priority": .int, "location": .string, "event-command": .string,
         "templates-dir": .string, "force-clone": .bool, "consul-create": .bool, "consul-join": .list,
         "consul-bootstrap-expect": .int, "consul-data-dir": .string, "consul-config-dir": .string, "consul-start-command": .list,
-        "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int,
+        "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int, "kernel-watchdog": .string,
+        "kernel-watchdog-device": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -106,10 +107,23 @@ public struct BootstrapSettings: Sendable {
     /// Run with each event the monitor records (`KIND NODE TIME DETAIL`), like repmgr's
     /// event_notification_command.
     public var eventCommand: SafePath?
+    /// Whether the watchdog also uses the kernel's watchdog device, which resets a frozen machine.
+    public var kernelWatchdog: KernelWatchdogMode = .off
+    public var kernelWatchdogDevice: SafePath = try! SafePath("/dev/watchdog")
 
     public var keys: ClusterKeys { ClusterKeys(cluster: cluster) }
     public var passfile: SafePath { try! SafePath(stateDirectory.value + "/pgpass") }
     public var postgresLog: String { stateDirectory.value + "/postgresql.log" }
+}
+
+/// Whether a node's watchdog also drives the kernel's watchdog device (like Patroni's `watchdog.mode`).
+public enum KernelWatchdogMode: String, Sendable, CaseIterable {
+    /// Not used.
+    case off
+    /// Used when the device can be opened; the node leads without it otherwise.
+    case automatic
+    /// The node never leads unless the device is open and accepted its timeout.
+    case required
 }
 
 /// Where the replication password comes from: a file, or an environment variable. Never a flag.
@@ -249,6 +263,11 @@ extension BootstrapSettings {
             }
         }
         let templates: SafePath? = string("templates-dir").flatMap { t in p.check { () throws(ValidationProblem) in try SafePath(t, field: "--templates-dir") } }
+        let kernelWatchdog = KernelWatchdogMode(rawValue: string("kernel-watchdog") ?? "off")
+        if kernelWatchdog == nil {
+            p.add("--kernel-watchdog must be one of \(KernelWatchdogMode.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("kernel-watchdog") ?? ""))")
+        }
+        let kernelDevice = path("kernel-watchdog-device", "/dev/watchdog")
         try p.throwIfAny()
         guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
             let pgBindir = settings.5, let socketDir = settings.6, let passwordSource = settings.7, let keepalivedConf = settings.8,
@@ -262,7 +281,8 @@ extension BootstrapSettings {
             virtualRouterID: routerID, keepalivedConf: keepalivedConf, pgbouncerIni: pgbouncerIni, pgbouncerPort: pgbouncerPort,
             pgbouncerAuthFile: authFile, pgbouncerListen: pgbouncerListen, stateDirectory: stateDir, priority: priority,
             location: location, templatesDirectory: templates, forceClone: bool("force-clone"), consulAgent: consulAgent,
-            batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout, eventCommand: eventCommand)
+            batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout, eventCommand: eventCommand,
+            kernelWatchdog: kernelWatchdog ?? .off, kernelWatchdogDevice: kernelDevice ?? (try! SafePath("/dev/watchdog")))
     }
 }
 
@@ -285,6 +305,10 @@ extension BootstrapSettings {
         if let virtualIP { lines.append("virtual-ip: '\(virtualIP.text)'") }
         if let interface { lines.append("interface: '\(interface)'") }
         if let eventCommand { lines.append("event-command: '\(eventCommand)'") }
+        if kernelWatchdog != .off {
+            lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")
+            lines.append("kernel-watchdog-device: '\(kernelWatchdogDevice)'")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 }

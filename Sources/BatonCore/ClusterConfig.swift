@@ -23,10 +23,12 @@ public struct ClusterConfig: Sendable, Equatable {
     /// In asynchronous mode, a replica further behind than this (bytes of WAL) is never promoted
     /// automatically.
     public var maximumLagOnFailover: UInt64 = 1 << 20
-    /// How long a primary whose PostgreSQL failed may try to recover it in place before it releases the
-    /// lock. 0 releases at once: the fastest failover, at the price of the newest asynchronous commits
-    /// that had not reached a replica.
-    public var primaryStartTimeout: GoDuration = .zero
+    /// How long a primary whose postmaster lives but does not answer — crash recovery after a backend
+    /// died, an I/O stall — may take to recover in place under its lock before it is fenced and the
+    /// lock released (also how long a standby that does not answer is waited for before it is
+    /// restarted). A postmaster that is gone is never waited for: its lock is released at once, once
+    /// no process of it is left.
+    public var primaryStartTimeout: GoDuration = .seconds(60)
     /// After this long without the best candidate taking the lock, the next best may.
     public var failoverGrace: GoDuration = .seconds(3)
     /// A leader whose heartbeat (a check-and-set write of `leader`, every loop) has not reached Consul

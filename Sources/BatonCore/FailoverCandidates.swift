@@ -44,6 +44,8 @@ public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
     case noFailover
     /// Synchronous mode: only the recorded synchronous standby may be promoted.
     case notSynchronousStandby
+    /// Synchronous mode: the recorded standby reports less WAL than it had when it was recorded.
+    case behindSynchronousPosition(position: LSN, recorded: LSN)
     /// Asynchronous mode: further behind the last known primary position than the limit.
     case lagOverLimit(bytes: UInt64, limit: UInt64)
 
@@ -52,6 +54,7 @@ public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
         case .unhealthy: return "unhealthy or not reporting"
         case .noFailover: return "marked no-failover (priority 0)"
         case .notSynchronousStandby: return "not the synchronous standby"
+        case .behindSynchronousPosition(let p, let r): return "reports WAL up to \(p), less than the \(r) it had when recorded as the synchronous standby"
         case .lagOverLimit(let bytes, let limit): return "lag \(bytes) bytes over the limit of \(limit)"
         }
     }
@@ -88,8 +91,33 @@ public struct FailoverChoice: Sendable, Equatable {
 /// timeline), then the highest priority, then the name — the same answer on every node that sees the
 /// same reports, so that they agree without talking.
 public enum FailoverCandidates {
+    /// The registered nodes as candidates, as one observer sees them. `fresh` says whose reports keep
+    /// coming (judged on the observer's own clock); the observer's own node (`me`) is judged from
+    /// `local`, what it sees of its PostgreSQL directly. The lock holder is never a candidate.
+    public static func candidates(
+        _ snapshot: ClusterSnapshot, fresh: (NodeName) -> Bool, me: NodeName? = nil, local: LocalPostgres? = nil
+    ) -> [CandidateState] {
+        snapshot.registrations.values.sorted { $0.name < $1.name }.map { registration in
+            let report = snapshot.reports[registration.name]?.status
+            var healthy = report?.role == "standby" && fresh(registration.name)
+            var position = report?.position ?? LSN(0)
+            var timeline = report?.timeline ?? 1
+            if registration.name == me, let local {
+                healthy = false
+                if case .standby(let p, let t, _, _) = local {
+                    healthy = true
+                    position = p
+                    timeline = t
+                }
+            }
+            return CandidateState(
+                name: registration.name, failoverPriority: registration.priority,
+                healthy: healthy && registration.name != snapshot.leader?.holder, walPosition: position, timeline: timeline)
+        }
+    }
+
     public static func choose(
-        _ candidates: [CandidateState], synchronousMode: SynchronousMode, synchronousStandby: NodeName?, lastPrimaryPosition: LSN?,
+        _ candidates: [CandidateState], synchronousMode: SynchronousMode, synchronous: SyncRecord?, lastPrimaryPosition: LSN?,
         maximumLag: UInt64
     ) -> FailoverChoice {
         var ineligible: [NodeName: Ineligibility] = [:]
@@ -99,8 +127,10 @@ public enum FailoverCandidates {
                 ineligible[c.name] = .unhealthy
             } else if c.failoverPriority <= 0 {
                 ineligible[c.name] = .noFailover
-            } else if synchronousMode != .off && c.name != synchronousStandby {
+            } else if synchronousMode != .off && c.name != synchronous?.standby {
                 ineligible[c.name] = .notSynchronousStandby
+            } else if synchronousMode != .off, let record = synchronous, c.walPosition < record.position {
+                ineligible[c.name] = .behindSynchronousPosition(position: c.walPosition, recorded: record.position)
             } else if synchronousMode == .off, let primary = lastPrimaryPosition, primary > c.walPosition,
                 primary.value - c.walPosition.value > maximumLag
             {

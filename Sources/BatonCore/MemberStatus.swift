@@ -4,14 +4,15 @@ import ConsulAPI
 /// A monitor's report on its node under `status/<name>`: what its PostgreSQL is, how far its WAL
 /// reaches, what the monitor last decided, and when — the one shape every reader shares.
 public struct MemberStatus: Sendable, Equatable {
-    /// `primary`, `standby` or `down`.
+    /// `primary`, `standby`, `unresponsive` (processes run, the server does not answer) or `down`.
     public var role: String
     public var position: LSN?
     public var timeline: Int
     public var upstream: String?
     public var streaming: Bool?
     public var decision: String?
-    /// Seconds since the Unix epoch, by the reporting node's clock.
+    /// Seconds since the Unix epoch, by the reporting node's clock: shown, never compared with another
+    /// machine's clock (freshness is judged by the key's modify index moving, see ``ChangeTracker``).
     public var time: Double
 
     public init(local: LocalPostgres, decision: String, time: Double) {
@@ -20,6 +21,9 @@ public struct MemberStatus: Sendable, Equatable {
         switch local {
         case .down:
             role = "down"
+            timeline = 1
+        case .unresponsive:
+            role = "unresponsive"
             timeline = 1
         case .primary(let p, let t):
             role = "primary"
@@ -37,7 +41,7 @@ public struct MemberStatus: Sendable, Equatable {
     /// Reads a report; `nil` when it is not one (a value someone else wrote is never trusted).
     public init?(bytes: [UInt8]?) {
         guard let json = try? JSONValue.parse(bytes ?? []), let role = json.member("role")?.stringValue,
-            ["primary", "standby", "down"].contains(role), let time = json.member("time")?.doubleValue
+            ["primary", "standby", "unresponsive", "down"].contains(role), let time = json.member("time")?.doubleValue
         else { return nil }
         self.role = role
         self.time = time
@@ -50,7 +54,7 @@ public struct MemberStatus: Sendable, Equatable {
 
     public var json: JSONValue {
         var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("role", .string(role))]
-        if role != "down" {
+        if role == "primary" || role == "standby" {
             members.append(("position", .string(position?.description ?? "0/0")))
             members.append(("timeline", .int(timeline)))
         }
@@ -62,8 +66,9 @@ public struct MemberStatus: Sendable, Equatable {
         return .object(members)
     }
 
-    /// Recent enough to trust: younger than three loops plus a second.
-    public func isFresh(now: Double, loopWait: GoDuration) -> Bool {
-        now - time < Double(loopWait.nanoseconds) / 1e9 * 3 + 1
+    /// How long a monitor's report may stay unchanged before its monitor counts as gone: three loops and
+    /// a second (monitors rewrite their report every loop).
+    public static func freshness(loopWait: GoDuration) -> Duration {
+        loopWait.swiftDuration * 3 + .seconds(1)
     }
 }

@@ -2,15 +2,24 @@ import ConsulAPI
 
 /// What the monitor sees of its own PostgreSQL.
 public enum LocalPostgres: Sendable, Equatable {
-    /// Not answering (crashed, stopped, hung past the probe's timeout).
+    /// No process of the data directory runs (checked in /proc, not guessed from a failed probe).
     case down(standbySignal: Bool)
+    /// Processes of the data directory run but the server does not answer: crash recovery after a
+    /// backend died, starting up, shutting down, an I/O stall, a probe that timed out. `postmaster` is
+    /// false when only processes a dead postmaster left behind are running.
+    case unresponsive(standbySignal: Bool, postmaster: Bool)
     /// A writable primary.
     case primary(position: LSN, timeline: Int)
     /// In recovery; `upstream` is the host:port its primary_conninfo names, `streaming` whether its WAL
     /// receiver streams.
     case standby(position: LSN, timeline: Int, upstream: String?, streaming: Bool)
 
-    public var isUp: Bool { if case .down = self { return false } else { return true } }
+    public var isUp: Bool {
+        switch self {
+        case .primary, .standby: return true
+        case .down, .unresponsive: return false
+        }
+    }
 }
 
 /// Who holds the `leader` key, as the monitor last read it.
@@ -27,11 +36,11 @@ public enum LeaderState: Sendable, Equatable {
 public enum PrimaryReport: Sendable, Equatable {
     /// No other node is registered as primary.
     case none
-    /// It reports (recently) a writable primary: it will take or keep the lock.
+    /// It keeps reporting a writable primary: it will take or keep the lock.
     case live(NodeName)
-    /// It reports (recently) that its PostgreSQL is down or no longer primary.
+    /// It keeps reporting, and its PostgreSQL is down or no longer primary.
     case down(NodeName)
-    /// Its report is missing or stale: its monitor may be starting, dead, or cut off.
+    /// Its reports stopped (on this monitor's clock): its monitor may be starting, dead, or cut off.
     case unknown(NodeName)
 }
 
@@ -40,11 +49,10 @@ public struct MonitorObservation: Sendable, Equatable {
     public var node: NodeName
     public var config: ClusterConfig
     public var local: LocalPostgres
-    /// How long the local PostgreSQL has been down (zero when up).
-    public var localDownFor: GoDuration
+    /// How long the local PostgreSQL has been unresponsive (zero otherwise).
+    public var localUnresponsiveFor: GoDuration
     public var leader: LeaderState
-    /// Time since this monitor's last successful heartbeat as the leader (a check-and-set write of the
-    /// leader key, sent after the session was renewed).
+    /// While this node leads: time since the last heartbeat that reached Consul was sent.
     public var sinceLastHeartbeat: GoDuration
     /// When another node holds the lock: how long its heartbeat (the leader key's modify index) has not
     /// changed, on this monitor's clock. Zero otherwise.
@@ -54,53 +62,64 @@ public struct MonitorObservation: Sendable, Equatable {
     /// Replicas' reports (this node's own included), for ranking.
     public var candidates: [CandidateState]
     public var lastPrimaryPosition: LSN?
-    public var synchronousStandby: NodeName?
+    /// What the `sync` key records.
+    public var synchronous: SyncRecord?
     /// Automatic failover paused cluster-wide (maintenance).
     public var paused: Bool
     public var primaryReport: PrimaryReport
     /// How long the local standby's WAL receiver has not been streaming (zero while it streams).
     public var notStreamingFor: GoDuration
-    /// Starts of the local standby that failed in a row (a diverged history refuses to start).
+    /// Starts of the local standby that ended down without ever answering, in a row.
     public var failedStarts: Int
     /// `nodes/<this node>` says primary: this node was the primary when it last registered.
     public var registeredPrimary: Bool
-    /// The node a pending `baton switchover` or `baton failover` hands the baton to.
-    public var requestedLeader: NodeName?
+    /// A switchover or manual failover request that stands (see ``TakeoverRequest/standing(age:leader:targetHealthy:targetEligible:)``).
+    public var request: TakeoverRequest?
+    /// A live watchdog guards this node: it may lead.
+    public var guarded: Bool
 
     public init(
-        node: NodeName, config: ClusterConfig, local: LocalPostgres, localDownFor: GoDuration, leader: LeaderState,
-        sinceLastHeartbeat: GoDuration, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState], lastPrimaryPosition: LSN?,
-        synchronousStandby: NodeName?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
-        failedStarts: Int = 0, registeredPrimary: Bool = false, requestedLeader: NodeName? = nil
+        node: NodeName, config: ClusterConfig, local: LocalPostgres, localUnresponsiveFor: GoDuration = .zero, leader: LeaderState,
+        sinceLastHeartbeat: GoDuration = .zero, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState],
+        lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
+        failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true
     ) {
-        self.requestedLeader = requestedLeader
-        self.failedStarts = failedStarts
-        self.registeredPrimary = registeredPrimary
-        self.primaryReport = primaryReport
-        self.notStreamingFor = notStreamingFor
         self.node = node
         self.config = config
         self.local = local
-        self.localDownFor = localDownFor
+        self.localUnresponsiveFor = localUnresponsiveFor
         self.leader = leader
         self.sinceLastHeartbeat = sinceLastHeartbeat
         self.leaderSilentFor = leaderSilentFor
         self.leaderEndpoint = leaderEndpoint
         self.candidates = candidates
         self.lastPrimaryPosition = lastPrimaryPosition
-        self.synchronousStandby = synchronousStandby
+        self.synchronous = synchronous
         self.paused = paused
+        self.primaryReport = primaryReport
+        self.notStreamingFor = notStreamingFor
+        self.failedStarts = failedStarts
+        self.registeredPrimary = registeredPrimary
+        self.request = request
+        self.guarded = guarded
     }
 
     /// A primary stops taking writes this long after its last successful heartbeat: before a replica may
     /// take over a silent leader, and before its session can lapse in Consul.
     public var fenceAfter: GoDuration { config.fenceAfter }
+
+    /// Whether the leader holding the lock is beating (its heartbeats keep changing the key): it may be
+    /// followed, and a data directory may be rewound or cloned from it.
+    public var leaderAlive: Bool {
+        leaderSilentFor.nanoseconds < config.loopWait.nanoseconds * 2 + 500_000_000
+    }
 }
 
 /// What the monitor does next. Each iteration yields one decision; the shell carries it out (or, with
 /// `--observe`, only logs it).
 public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
-    /// Keep holding the lock: renew the session and publish status.
+    /// Keep holding the lock (the lease beats on its own) and do what the leader owes: registration,
+    /// the other nodes' slots, the synchronous standby, stale requests.
     case keepLeading
     /// A planned switchover: stop the local primary cleanly (its WAL reaches the standbys), then release
     /// the lock for `to`.
@@ -113,16 +132,16 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
     case takeOver(from: NodeName, reason: String)
     /// This node holds the lock and runs a standby: promote it.
     case promote
-    /// Give up the lock at once (the local PostgreSQL failed and cannot be recovered in time).
+    /// Give up the lock: no process of the local PostgreSQL is left, so nothing here can take a write.
     case releaseLeader(reason: String)
-    /// Stop the local PostgreSQL now: it is a writable primary without the lock, or cannot prove it holds it.
+    /// Kill every process of the local PostgreSQL now (and check that none is left).
     case fence(reason: String)
     /// Point the local standby at the leader (rewrite primary_conninfo, reload).
     case follow(leader: NodeName, endpoint: String)
     /// Start the local standby.
     case startStandby
-    /// The local data directory was a primary's and another node leads: rewind it (re-clone if that
-    /// fails, the old directory moved aside) and start it as the leader's standby.
+    /// The local data directory was a primary's, or diverged, and another node leads a live primary:
+    /// rewind it (re-clone if that fails, the old directory moved aside) and start it as its standby.
     case rejoin(leader: NodeName)
     /// Nothing to do; the reason is shown by `baton status`.
     case wait(reason: String)
@@ -135,24 +154,43 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
         case .takeOver(let from, let r): return "take the leader lock over from \(from) (\(r))"
         case .promote: return "promote"
         case .releaseLeader(let r): return "release the leader lock (\(r))"
-        case .fence(let r): return "fence: stop PostgreSQL (\(r))"
+        case .fence(let r): return "fence: kill PostgreSQL (\(r))"
         case .follow(let l, let e): return "follow \(l) at \(e)"
         case .startStandby: return "start PostgreSQL as a standby"
         case .rejoin(let l): return "rejoin as a standby of \(l) (pg_rewind, or a fresh clone)"
         case .wait(let r): return "wait: \(r)"
         }
     }
+
+    /// A short name for counting decisions (metrics, logs).
+    public var kind: String {
+        switch self {
+        case .keepLeading: return "keep_leading"
+        case .stepDown: return "step_down"
+        case .acquireLeader: return "acquire"
+        case .takeOver: return "take_over"
+        case .promote: return "promote"
+        case .releaseLeader: return "release"
+        case .fence: return "fence"
+        case .follow: return "follow"
+        case .startStandby: return "start_standby"
+        case .rejoin: return "rejoin"
+        case .wait: return "wait"
+        }
+    }
 }
 
-/// The monitor's decisions as a pure function of what it observed (issue #4's invariants in code):
-/// a node takes writes only while it holds the lock; a primary that cannot prove it holds the lock
-/// stops; only the best eligible replica takes a free lock, and it promotes only while holding it.
+/// The monitor's decisions as a pure function of what it observed (the invariants of DESIGN.md in
+/// code): a node takes writes only while it holds the lock; a primary that cannot prove it holds the
+/// lock stops; the lock is released only once no process of the old primary is left; only the best
+/// eligible replica takes a free lock, and it promotes only while holding it.
 public enum MonitorDecision {
     public static func next(_ o: MonitorObservation) -> MonitorAction {
-        if o.paused { return pausedDecision(o) }
         switch o.local {
         case .primary:
             return primaryDecision(o)
+        case .unresponsive(let standbySignal, let postmaster):
+            return unresponsiveDecision(o, standbySignal: standbySignal, postmaster: postmaster)
         case .down(let standbySignal):
             return downDecision(o, standbySignal: standbySignal)
         case .standby(_, _, let upstream, _):
@@ -160,32 +198,22 @@ public enum MonitorDecision {
         }
     }
 
-    /// Maintenance: nothing is promoted, followed, restarted or rewound, and a primary whose Consul is
-    /// away is not fenced (no replica can take over while every monitor is paused). A writable primary
-    /// that sees another node holding the lock is still fenced: that is never safe.
-    static func pausedDecision(_ o: MonitorObservation) -> MonitorAction {
-        if case .primary = o.local {
-            switch o.leader {
-            case .held(let holder, false): return .fence(reason: "\(holder) holds the leader lock")
-            case .held(_, true): return .keepLeading
-            default: break
-            }
-        }
-        return .wait(reason: "automatic failover is paused (baton resume ends it)")
-    }
-
+    /// A writable primary. Pause changes nothing here: fencing applies in maintenance too, since a
+    /// primary cut off from Consul cannot know whether pause still holds.
     static func primaryDecision(_ o: MonitorObservation) -> MonitorAction {
         switch o.leader {
         case .held(let holder, let mine):
-            if mine {
-                if o.sinceLastHeartbeat >= o.fenceAfter { return .fence(reason: "no heartbeat reached Consul for \(o.sinceLastHeartbeat)") }
-                if let target = o.requestedLeader, target != o.node { return .stepDown(to: target) }
-                return .keepLeading
-            }
-            return .fence(reason: "\(holder) holds the leader lock")
+            // An earlier session of this node's holds the lock (a monitor restarted without its session
+            // file): nobody else can be writable, so take it with this session rather than fence.
+            if !mine, holder == o.node, o.guarded { return .takeOver(from: holder, reason: "an earlier session of this node holds the lock") }
+            guard mine else { return .fence(reason: "\(holder) holds the leader lock") }
+            if o.sinceLastHeartbeat >= o.fenceAfter { return .fence(reason: "no heartbeat reached Consul for \(o.sinceLastHeartbeat)") }
+            if let request = o.request, request.from == o.node, request.to != o.node { return .stepDown(to: request.to) }
+            return .keepLeading
         case .free:
             // A writable primary with a free lock (its first start, or a lapsed session): retake it. No
             // replica can have promoted, since promotion needs the lock.
+            guard o.guarded else { return .fence(reason: "the lock is free and no watchdog can guard this primary") }
             return .acquireLeader(reason: "this node runs the primary and the lock is free")
         case .unknown:
             if o.sinceLastHeartbeat >= o.fenceAfter {
@@ -195,28 +223,61 @@ public enum MonitorDecision {
         }
     }
 
-    static func downDecision(_ o: MonitorObservation, standbySignal: Bool) -> MonitorAction {
+    /// The postmaster lives but the server does not answer. A failed probe is not a dead primary: the
+    /// leader keeps its lock (the lease beats on its own) while PostgreSQL recovers in place, up to
+    /// `primary_start_timeout`; past that it is fenced, and released only once nothing is left.
+    static func unresponsiveDecision(_ o: MonitorObservation, standbySignal: Bool, postmaster: Bool) -> MonitorAction {
+        guard postmaster else { return .fence(reason: "the postmaster is gone; killing what it left behind") }
+        let timeout = o.config.primaryStartTimeout
         if case .held(_, true) = o.leader {
-            if o.localDownFor >= o.config.primaryStartTimeout {
-                return .releaseLeader(reason: "PostgreSQL is down (for \(o.localDownFor))")
+            if o.paused { return .wait(reason: "PostgreSQL does not answer; automatic failover is paused") }
+            if o.localUnresponsiveFor >= timeout {
+                return .fence(reason: "PostgreSQL did not answer within primary_start_timeout \(timeout)")
             }
-            return .wait(reason: "PostgreSQL is down; primary_start_timeout \(o.config.primaryStartTimeout) not reached")
+            return .wait(reason: "PostgreSQL does not answer (crash recovery?); recovering in place under the lock, up to primary_start_timeout \(timeout)")
         }
         if standbySignal {
-            if o.failedStarts >= 2, case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder) {
+            if !o.paused, o.localUnresponsiveFor >= timeout {
+                return .fence(reason: "the standby did not answer within primary_start_timeout \(timeout); it is restarted")
+            }
+            return .wait(reason: "the standby's PostgreSQL is starting or recovering")
+        }
+        // A primary's data directory coming up without the lock must never become writable.
+        if case .free = o.leader, o.registeredPrimary, o.primaryReport == .none, o.guarded, !o.paused, requestAllows(o) {
+            return .acquireLeader(reason: "this node is the registered primary and PostgreSQL is starting")
+        }
+        return .fence(reason: "a primary's data directory is starting without the leader lock")
+    }
+
+    static func downDecision(_ o: MonitorObservation, standbySignal: Bool) -> MonitorAction {
+        if case .held(_, true) = o.leader {
+            if o.paused { return .wait(reason: "PostgreSQL is down; automatic failover is paused (baton resume ends it)") }
+            return .releaseLeader(reason: "PostgreSQL is down: no process of it is left")
+        }
+        if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
+        if standbySignal {
+            if o.failedStarts >= 2, case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder), o.leaderAlive {
                 return .rejoin(leader: holder)
             }
             return .startStandby
         }
         // A primary data directory without the lock must never start writable (invariant 7): it is
-        // rewound to follow the leader, or waits until there is one.
-        if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder) { return .rejoin(leader: holder) }
+        // rewound to follow the leader — only a live one — or waits until there is one.
+        if case .held(let holder, false) = o.leader, o.leaderEndpoint != nil, o.primaryReport == .live(holder), o.leaderAlive {
+            return .rejoin(leader: holder)
+        }
         // The registered primary restarting (a node or cluster restart): it may start writable again, but
         // only after it has taken the free lock, so that no replica can promote meanwhile.
-        if case .free = o.leader, o.primaryReport == .none, o.registeredPrimary {
+        if case .free = o.leader, o.primaryReport == .none, o.registeredPrimary, requestAllows(o) {
+            guard o.guarded else { return .wait(reason: "no watchdog guards this node; it cannot lead") }
             return .acquireLeader(reason: "this node is the registered primary; it restarts PostgreSQL once it holds the lock")
         }
         return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads a live primary")
+    }
+
+    /// No standing request hands the lock to another node.
+    static func requestAllows(_ o: MonitorObservation) -> Bool {
+        o.request.map { $0.to == o.node } ?? true
     }
 
     static func standbyDecision(_ o: MonitorObservation, upstream: String?) -> MonitorAction {
@@ -228,27 +289,31 @@ public enum MonitorDecision {
             // the node runs a standby: nobody else can be writable, so finish taking it.
             return .takeOver(from: holder, reason: "an earlier session of this node holds the lock")
         case .held(let holder, false):
+            if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
             if o.leaderSilentFor >= o.config.takeoverAfter {
                 return silentLeaderDecision(o, holder: holder)
             }
             guard let endpoint = o.leaderEndpoint else { return .wait(reason: "the leader \(holder) is not registered") }
             if upstream != endpoint { return .follow(leader: holder, endpoint: endpoint) }
             // Pointed at the leader but not streaming for several loops: its history diverged from the
-            // leader's (it was ahead on an old timeline), so it must be rewound.
-            // Only while the leader reports itself a live primary: a leader that is down explains it.
-            if o.notStreamingFor.nanoseconds >= o.config.loopWait.nanoseconds * 5, o.primaryReport == .live(holder) {
+            // leader's (it was ahead on an old timeline), so it must be rewound — only from a leader that
+            // is alive and says it runs a writable primary: a leader that is down explains it.
+            if o.notStreamingFor.nanoseconds >= o.config.loopWait.nanoseconds * 5, o.primaryReport == .live(holder), o.leaderAlive {
                 return .rejoin(leader: holder)
             }
             return .wait(reason: "following \(holder)")
         case .unknown:
             return .wait(reason: "Consul unreachable")
         case .free(let since):
-            if let target = o.requestedLeader {
+            if let request = o.request {
                 // A switchover or manual failover names the node: it alone takes the lock.
-                if target == o.node { return .acquireLeader(reason: "named by a switchover or failover request") }
-                return .wait(reason: "\(target) is taking over (switchover or failover request)")
+                if request.to == o.node {
+                    guard o.guarded else { return .wait(reason: "named to take over, but no watchdog guards this node") }
+                    return .acquireLeader(reason: "named by a switchover or failover request")
+                }
+                return .wait(reason: "\(request.to) is taking over (switchover or failover request)")
             }
-            if o.paused { return .wait(reason: "automatic failover is paused") }
+            if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
             switch o.primaryReport {
             case .live(let primary):
                 return .wait(reason: "\(primary) runs a writable primary and will take the lock")
@@ -259,7 +324,9 @@ public enum MonitorDecision {
                 break
             }
             switch candidateTurn(o, waited: since) {
-            case .act(let reason): return .acquireLeader(reason: reason)
+            case .act(let reason):
+                guard o.guarded else { return .wait(reason: "\(reason), but no watchdog guards this node") }
+                return .acquireLeader(reason: reason)
             case .wait(let reason): return .wait(reason: reason)
             }
         }
@@ -269,13 +336,18 @@ public enum MonitorDecision {
     /// its PostgreSQL (a dead node, or one cut off from Consul): the best candidate takes over now
     /// rather than wait up to twice the TTL for Consul to drop the session.
     static func silentLeaderDecision(_ o: MonitorObservation, holder: NodeName) -> MonitorAction {
-        if let target = o.requestedLeader {
-            if target == o.node { return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); named by a failover request") }
-            return .wait(reason: "\(target) is taking over (switchover or failover request)")
+        if let request = o.request {
+            if request.to == o.node {
+                guard o.guarded else { return .wait(reason: "named to take over, but no watchdog guards this node") }
+                return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); named by a failover request")
+            }
+            return .wait(reason: "\(request.to) is taking over (switchover or failover request)")
         }
         let beyond = GoDuration(nanoseconds: o.leaderSilentFor.nanoseconds - o.config.takeoverAfter.nanoseconds)
         switch candidateTurn(o, waited: beyond) {
-        case .act(let reason): return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); \(reason)")
+        case .act(let reason):
+            guard o.guarded else { return .wait(reason: "\(holder) is silent, but no watchdog guards this node") }
+            return .takeOver(from: holder, reason: "no heartbeat from \(holder) for \(o.leaderSilentFor); \(reason)")
         case .wait(let reason): return .wait(reason: "\(holder) is silent for \(o.leaderSilentFor); \(reason)")
         }
     }
@@ -285,7 +357,7 @@ public enum MonitorDecision {
     /// Whether this node is the candidate to take a lost leader's place, having waited `waited` already.
     static func candidateTurn(_ o: MonitorObservation, waited: GoDuration) -> Turn {
         let choice = FailoverCandidates.choose(
-            o.candidates, synchronousMode: o.config.synchronousMode, synchronousStandby: o.synchronousStandby,
+            o.candidates, synchronousMode: o.config.synchronousMode, synchronous: o.synchronous,
             lastPrimaryPosition: o.lastPrimaryPosition, maximumLag: o.config.maximumLagOnFailover)
         guard let wait = choice.waitBeforeAcquiring(o.node, grace: o.config.failoverGrace) else {
             if let reason = choice.ineligible[o.node] { return .wait("not eligible: \(reason)") }

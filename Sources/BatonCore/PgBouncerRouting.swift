@@ -101,18 +101,19 @@ public struct PauseRequest: Sendable, Equatable {
     /// The primary stepping down: while it still leads, pgbouncers stay paused.
     public var from: NodeName
     public var to: NodeName
-    /// Unix time after which the request is void (a monitor that died mid-switchover).
-    public var until: Double
+    /// How long the request stands, counted by each agent from when it first saw it (its own clock):
+    /// a request left by a monitor that died is void after that.
+    public var timeout: GoDuration
 
-    public init(id: String, from: NodeName, to: NodeName, until: Double) {
+    public init(id: String, from: NodeName, to: NodeName, timeout: GoDuration) {
         self.id = id
         self.from = from
         self.to = to
-        self.until = until
+        self.timeout = timeout
     }
 
     public var json: JSONValue {
-        .object([("id", .string(id)), ("from", .string(from.value)), ("to", .string(to.value)), ("until", .number(String(until)))])
+        .object([("id", .string(id)), ("from", .string(from.value)), ("to", .string(to.value)), ("timeout", .string(timeout.description))])
     }
 
     public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
@@ -121,12 +122,13 @@ public struct PauseRequest: Sendable, Equatable {
         guard !id.isEmpty, id.count <= 64, id.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
             throw ValidationProblem("Consul key \(key): id must be letters, digits and '-'")
         }
-        guard case .number(let text)? = json.member("until"), let until = Double(text) else {
-            throw ValidationProblem("Consul key \(key): until must be a number (Unix time)")
-        }
+        let text = try Record.string(json, "timeout", key: key)
+        let timeout: GoDuration
+        do { timeout = try GoDuration(parsing: text) } catch { throw ValidationProblem("Consul key \(key): timeout \(Quote.show(text)) is not a duration") }
+        guard timeout > .zero, timeout <= .seconds(3600) else { throw ValidationProblem("Consul key \(key): timeout must be from 1ns to 1h") }
         self.init(
             id: id, from: try NodeName(try Record.string(json, "from", key: key), field: "\(key) from"),
-            to: try NodeName(try Record.string(json, "to", key: key), field: "\(key) to"), until: until)
+            to: try NodeName(try Record.string(json, "to", key: key), field: "\(key) to"), timeout: timeout)
     }
 
     public func acknowledgement(_ phase: PauseAcknowledgement.Phase) -> PauseAcknowledgement { PauseAcknowledgement(id: id, phase: phase) }
@@ -171,10 +173,9 @@ public enum PgBouncerRouting: Sendable, Equatable {
     /// The pure decision: pgbouncer routes only to the node that holds the lock *and* has registered
     /// as primary (it registers after its promotion completes), and never while a switchover from
     /// that node is pausing clients.
-    public static func decide(
-        leader: AgentLeaderView, registrations: [NodeName: NodeRegistration], request: PauseRequest?, now: Double
-    ) -> PgBouncerRouting {
-        let active = request.flatMap { $0.until > now ? $0 : nil }
+    /// - Parameter request: the pause request, when it still stands (the agent judges its age on its
+    ///   own clock).
+    public static func decide(leader: AgentLeaderView, registrations: [NodeName: NodeRegistration], request active: PauseRequest?) -> PgBouncerRouting {
         switch leader {
         case .malformed(let reason):
             return .untouched(reason: "the leader key is malformed (\(reason)); pgbouncer left as it is")
@@ -203,10 +204,14 @@ public struct BouncerStatus: Sendable, Equatable {
     public var acknowledged: PauseAcknowledgement?
     /// Why the agent cannot do its job, when it cannot (pgbouncer down, bad data in Consul).
     public var problem: String?
-    /// Unix time of the report; agents report at least every ``refresh``.
+    /// Unix time of the report, by the agent's clock: shown, never compared. Agents report at least
+    /// every ``refresh`` seconds, so a report whose key stopped changing for three of those means a
+    /// dead agent.
     public var time: Double
 
     public static let refresh: Double = 10
+    /// How long an agent's report may stay unchanged before the agent counts as gone.
+    public static let liveness: Duration = .seconds(30)
 
     public init(target: String?, paused: Bool, acknowledged: PauseAcknowledgement?, problem: String?, time: Double) {
         self.target = target
@@ -215,9 +220,6 @@ public struct BouncerStatus: Sendable, Equatable {
         self.problem = problem
         self.time = time
     }
-
-    /// Whether the agent reported recently enough to be waited for.
-    public func isLive(now: Double) -> Bool { now - time < Self.refresh * 3 }
 
     public var json: JSONValue {
         var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("paused", .bool(paused))]
@@ -238,16 +240,15 @@ public struct BouncerStatus: Sendable, Equatable {
 }
 
 extension PauseRequest {
-    /// Which live agents have acknowledged `phase` of this request, and which are still awaited.
-    /// Agents that have not reported for a while (no pgbouncer agent on that node, or a dead one) are
-    /// not waited for.
-    public func acknowledgements(_ agents: [NodeName: BouncerStatus], phase: PauseAcknowledgement.Phase, now: Double)
+    /// Which live agents have acknowledged `phase` of this request, and which are still awaited. Agents
+    /// that stopped reporting (no pgbouncer agent on that node, or a dead one) are not waited for.
+    public func acknowledgements(_ agents: [NodeName: BouncerStatus], phase: PauseAcknowledgement.Phase, live: (NodeName) -> Bool)
         -> (acknowledged: [NodeName], awaited: [NodeName])
     {
         let wanted = acknowledgement(phase)
-        let live = agents.filter { $0.value.isLive(now: now) }
-        let acknowledged = live.filter { $0.value.acknowledged == wanted }.keys.sorted()
-        let awaited = live.filter { $0.value.acknowledged != wanted }.keys.sorted()
+        let reporting = agents.filter { live($0.key) }
+        let acknowledged = reporting.filter { $0.value.acknowledged == wanted }.keys.sorted()
+        let awaited = reporting.filter { $0.value.acknowledged != wanted }.keys.sorted()
         return (acknowledged, awaited)
     }
 }

@@ -13,72 +13,109 @@ public struct ReplicationPeer: Sendable, Equatable {
     }
 }
 
-/// What the leader does next to keep one synchronous standby, recorded in Consul's `sync` key before
-/// it is relied on for failover.
-///
-/// The `sync` key names the only node automatic failover may promote, so it must only ever name a node
-/// that has every acknowledged commit:
-/// - a standby is named in the key only after `synchronous_standby_names` waits for it alone and it has
-///   flushed past the primary's position at that moment (WAL is sequential, so it then has every commit
-///   acknowledged before, by whichever standby acknowledged it);
-/// - while a replacement catches up the key still names the old standby, which is down, so nobody is
-///   promoted automatically in that window rather than a node that may lack commits;
-/// - giving up synchronous replication (no healthy standby, non-strict mode) clears the key first.
+/// The `sync` key: the synchronous standby the primary relies on — the only node automatic failover may
+/// promote in synchronous mode — and the position it had flushed past when it was recorded.
+public struct SyncRecord: Sendable, Equatable {
+    public var standby: NodeName
+    /// The primary that recorded it.
+    public var leader: NodeName
+    /// The primary's WAL position when it began waiting for `standby` alone; `standby` had flushed past
+    /// it when recorded, and a candidate must report at least this much.
+    public var position: LSN
+
+    public init(standby: NodeName, leader: NodeName, position: LSN) {
+        self.standby = standby
+        self.leader = leader
+        self.position = position
+    }
+
+    public var json: JSONValue {
+        .object([("standby", .string(standby.value)), ("leader", .string(leader.value)), ("position", .string(position.description))])
+    }
+
+    /// The key's value when nobody is recorded.
+    public static func cleared(by leader: NodeName) -> JSONValue {
+        .object([("standby", .null), ("leader", .string(leader.value))])
+    }
+
+    /// Reads the key: `nil` when it records nobody.
+    /// - Throws: when it holds something else than a record (a value someone else wrote).
+    public static func parse(_ bytes: [UInt8]?, key: String) throws(ValidationProblem) -> SyncRecord? {
+        guard let bytes, !bytes.isEmpty else { return nil }
+        let json = try Record.object(bytes, key: key)
+        guard let standby = json.member("standby"), !standby.isNull else { return nil }
+        guard let name = standby.stringValue else { throw ValidationProblem("Consul key \(key): standby must be a node name or null") }
+        let positionText = try Record.string(json, "position", key: key)
+        return SyncRecord(
+            standby: try NodeName(name, field: "\(key) standby"), leader: try NodeName(try Record.string(json, "leader", key: key), field: "\(key) leader"),
+            position: try LSN(parsing: positionText))
+    }
+}
+
+/// What the leader does next to keep one synchronous standby. One step per loop; the order of the steps
+/// is what keeps the promise that the `sync` key only ever names a node holding every acknowledged commit:
+/// - the key is cleared (check-and-set) *before* `synchronous_standby_names` stops naming the recorded
+///   standby alone: from then on commits may be acknowledged without it;
+/// - a standby is recorded only once PostgreSQL waits for it alone and it has flushed past the primary's
+///   position at that moment (WAL is sequential: it then has every commit acknowledged before, by
+///   whichever standby acknowledged it); the key stores that position;
+/// - between the two, the key names nobody: no automatic failover, rather than to a node that may lack
+///   commits.
 public enum SyncAction: Sendable, Equatable {
-    /// Set `synchronous_standby_names` to this value (and reload), and remember the primary's position:
-    /// the standby must flush past it before it is named.
-    case setStandbyNames(String)
-    /// Write the `sync` key (nil: no synchronous standby, no automatic failover).
-    case record(NodeName?)
     case none
+    /// Clear the `sync` key (check-and-set): nobody may be promoted automatically for now.
+    case clear
+    /// Set `synchronous_standby_names` (and reload); remember the primary's position then.
+    case setStandbyNames(String)
+    /// PostgreSQL already waits for the chosen standby, but the position it must flush past is not known
+    /// (the monitor restarted): remember the primary's position now.
+    case rememberPosition
+    /// Record this standby, which flushed past `position`.
+    case record(NodeName, position: LSN)
 }
 
 public enum SynchronousReplication {
-    /// The standby the `sync` key names, if it names a valid node.
-    public static func recordedStandby(_ bytes: [UInt8]?) -> NodeName? {
-        (try? JSONValue.parse(bytes ?? []))?.member("standby")?.stringValue.flatMap { try? NodeName($0) }
-    }
-
     /// The `synchronous_standby_names` value for one node.
     public static func names(_ node: NodeName) -> String { "\"\(node.value)\"" }
 
     /// - Parameters:
     ///   - mode: the cluster's synchronous mode.
-    ///   - recorded: who the `sync` key names.
+    ///   - recorded: what the `sync` key records.
     ///   - standbyNames: the primary's current `synchronous_standby_names`.
     ///   - peers: `pg_stat_replication`.
-    ///   - candidates: standbys eligible to become the synchronous one (healthy, priority > 0), best first.
-    ///   - startPosition: the position recorded when `synchronous_standby_names` last changed.
+    ///   - candidates: standbys eligible to be the synchronous one (registered, may fail over), best first.
+    ///   - waitingSince: the primary's position when `synchronous_standby_names` last changed, if known.
+    ///   - me: the primary itself (a record naming it is left over from before its promotion).
     public static func next(
-        mode: SynchronousMode, recorded: NodeName?, standbyNames: String, peers: [ReplicationPeer], candidates: [NodeName],
-        startPosition: LSN?
+        mode: SynchronousMode, recorded: SyncRecord?, standbyNames: String, peers: [ReplicationPeer], candidates: [NodeName],
+        waitingSince: LSN?, me: NodeName
     ) -> SyncAction {
         if mode == .off {
-            if recorded != nil { return .record(nil) }
+            if recorded != nil { return .clear }
             return standbyNames.isEmpty ? .none : .setStandbyNames("")
         }
         let streaming = Set(peers.filter(\.streaming).map(\.name))
-        func caughtUp(_ n: NodeName) -> Bool {
-            guard let p = peers.first(where: { $0.name == n }), p.streaming else { return false }
-            return startPosition.map { p.flushPosition >= $0 } ?? false
-        }
-        // The recorded standby is healthy: keep it, and make sure PostgreSQL waits for it alone.
-        if let current = recorded, streaming.contains(current) {
-            return standbyNames == names(current) ? .none : .setStandbyNames(names(current))
-        }
         let healthy = candidates.filter { streaming.contains($0) }
-        guard let next = healthy.first else {
-            // Nobody to wait for. Strict: keep waiting (writes block) for the recorded one. Otherwise
-            // stop relying on anybody first, then stop waiting.
-            if mode == .strict {
-                if recorded == nil && standbyNames.isEmpty { return .setStandbyNames("*") }
-                return .none
-            }
-            if recorded != nil { return .record(nil) }
+        if let current = recorded {
+            // Only a record of what PostgreSQL waits for, alone, is trusted (a record naming this node is
+            // left over from before its promotion).
+            if current.standby == me || standbyNames != names(current.standby) { return .clear }
+            if streaming.contains(current.standby) { return .none }
+            // It stopped streaming; commits wait for it meanwhile, so it still has every acknowledged
+            // one. Replacing it (or, `on`, going asynchronous) starts by clearing the key; strict mode
+            // with nobody to replace it keeps waiting — and keeps it the one node failover may promote.
+            if mode == .strict && !healthy.contains(where: { $0 != current.standby }) { return .none }
+            return .clear
+        }
+        // Keep the standby PostgreSQL waits for while it is healthy; otherwise the best.
+        guard let chosen = healthy.first(where: { names($0) == standbyNames }) ?? healthy.first else {
+            // Nobody to wait for. Strict: writes wait for one to come. Otherwise: asynchronous.
+            if mode == .strict { return standbyNames.isEmpty ? .setStandbyNames("*") : .none }
             return standbyNames.isEmpty ? .none : .setStandbyNames("")
         }
-        // Wait for the new one alone, and name it once it has caught up.
-        if standbyNames != names(next) { return .setStandbyNames(names(next)) }
-        return caughtUp(next) ? .record(next) : .none
+        if standbyNames != names(chosen) { return .setStandbyNames(names(chosen)) }
+        guard let waitingSince else { return .rememberPosition }
+        guard let peer = peers.first(where: { $0.name == chosen }), peer.flushPosition >= waitingSince else { return .none }
+        return .record(chosen, position: waitingSince)
     }
 }

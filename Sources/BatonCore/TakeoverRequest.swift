@@ -6,16 +6,28 @@ public struct TakeoverRequest: Sendable, Equatable {
     public var to: NodeName
     /// The leader that steps down; `nil` for a manual failover.
     public var from: NodeName?
+    /// When it was asked, by the asking machine's clock: shown, never compared.
     public var time: String
+    /// How long the request stands, counted by each monitor from when it first saw it (its own clock).
+    public var timeout: GoDuration
+    /// A manual failover to a node that may lack acknowledged commits, as the operator allowed.
+    public var allowDataLoss: Bool
 
-    public init(to: NodeName, from: NodeName?, time: String) {
+    public static let defaultTimeout: GoDuration = .seconds(60)
+
+    public init(to: NodeName, from: NodeName?, time: String, timeout: GoDuration = Self.defaultTimeout, allowDataLoss: Bool = false) {
         self.to = to
         self.from = from
         self.time = time
+        self.timeout = timeout
+        self.allowDataLoss = allowDataLoss
     }
 
     public var json: JSONValue {
-        .object([("to", .string(to.value)), ("from", from.map { .string($0.value) } ?? .null), ("time", .string(time))])
+        .object([
+            ("to", .string(to.value)), ("from", from.map { .string($0.value) } ?? .null), ("time", .string(time)),
+            ("timeout", .string(timeout.description)), ("allow_data_loss", .bool(allowDataLoss)),
+        ])
     }
 
     public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
@@ -27,6 +39,56 @@ public struct TakeoverRequest: Sendable, Equatable {
             from = nil
         }
         time = json.member("time")?.stringValue ?? ""
+        if let text = json.member("timeout")?.stringValue {
+            do { timeout = try GoDuration(parsing: text) } catch { throw ValidationProblem("Consul key \(key): timeout \(Quote.show(text)) is not a duration") }
+            guard timeout > .zero, timeout <= .seconds(3600) else { throw ValidationProblem("Consul key \(key): timeout must be from 1ns to 1h") }
+        } else {
+            timeout = Self.defaultTimeout
+        }
+        allowDataLoss = json.member("allow_data_loss")?.boolValue ?? false
+    }
+
+    /// Whether monitors act on this request now. It stands until `timeout` after this monitor first saw
+    /// it; a switchover only while its `from` still leads (or the lock is free for its target); and only
+    /// while the target is a candidate that may take over — a request naming a dead or lagging node is
+    /// ignored, so it never blocks a failover.
+    /// - Parameters:
+    ///   - age: how long this monitor has seen the request (its own clock).
+    ///   - leader: who holds the lock now.
+    ///   - targetHealthy: the target is a live standby whose reports keep coming.
+    ///   - targetEligible: it may be promoted without losing acknowledged commits (ranking rules).
+    public func standing(age: Duration, leader: NodeName?, targetHealthy: Bool, targetEligible: Bool) -> RequestStanding {
+        if age >= timeout.swiftDuration { return .expired }
+        if leader == to { return .fulfilled }
+        if let from, let leader, leader != from { return .superseded(by: leader) }
+        if from == nil, leader != nil { return .superseded(by: leader!) }
+        guard targetHealthy else { return .targetUnfit("\(to) is not a healthy standby") }
+        if from == nil, !allowDataLoss, !targetEligible {
+            return .targetUnfit("\(to) may lack acknowledged commits and the request does not allow data loss")
+        }
+        return .standing
+    }
+}
+
+/// What a monitor makes of a takeover request.
+public enum RequestStanding: Sendable, Equatable {
+    /// Act on it.
+    case standing
+    /// Its time is up.
+    case expired
+    /// Its target leads: done.
+    case fulfilled
+    /// Another node leads than the one it was made for.
+    case superseded(by: NodeName)
+    /// The target cannot take over now (dead, lagging): ignored, and failover proceeds as usual.
+    case targetUnfit(String)
+
+    /// Whether the leader should delete the request (it can never be acted on again).
+    public var isDone: Bool {
+        switch self {
+        case .expired, .fulfilled, .superseded: return true
+        case .standing, .targetUnfit: return false
+        }
     }
 }
 

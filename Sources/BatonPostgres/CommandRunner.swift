@@ -55,6 +55,29 @@ public struct CommandRunner: Sendable {
         return result.output
     }
 
+    /// Starts `executable arguments…` in the background, detached from this process's group, with its
+    /// output appended to `logPath` and no descriptor of ours: a daemon that outlives its starter.
+    /// - Returns: its PID (the caller reaps it if it dies while this process lives).
+    public static func launch(_ executable: String, _ arguments: [String], logPath: String) throws -> Int32 {
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw PostgresError("\(executable) does not exist or is not executable")
+        }
+        let outputFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+        guard outputFD >= 0 else { throw PostgresError("cannot open \(logPath): \(String(cString: strerror(errno)))") }
+        defer { close(outputFD) }
+        let inputFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(inputFD) }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let pid = baton_spawn(executable, argv, envp, inputFD, outputFD)
+        guard pid > 0 else { throw PostgresError("cannot start \(executable): \(String(cString: strerror(-pid)))") }
+        return pid
+    }
+
     private static func blockingRun(_ program: String, _ arguments: [String], environment: [String: String], input: String?, timeout: Duration?)
         throws -> CommandResult
     {

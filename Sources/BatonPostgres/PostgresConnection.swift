@@ -122,6 +122,18 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Runs `sql` like ``query(_:_:)`` but gives up after `timeout` even when the server does not answer
+    /// at all (stopped, stalled on I/O: its own statement_timeout cannot fire then). On timeout the
+    /// query is cancelled and the connection closed; the error says so.
+    @discardableResult
+    public func query(_ sql: String, _ parameters: [String?] = [], timeout: Duration) async throws -> [[String?]] {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try self.boundedQuery(sql, parameters, deadline: ContinuousClock.now + timeout, timeout: timeout) })
+            }
+        }
+    }
+
     /// The first column of the first row, or `nil`.
     public func scalar(_ sql: String, _ parameters: [String?] = []) async throws -> String? {
         try await query(sql, parameters).first?.first ?? nil
@@ -153,6 +165,41 @@ public final class PostgresConnection: @unchecked Sendable {
 
     deinit {
         if let raw { PQfinish(raw) }
+    }
+
+    /// Sends the query, then waits on the socket until the whole answer is in or the deadline passes.
+    private func boundedQuery(_ sql: String, _ parameters: [String?], deadline: ContinuousClock.Instant, timeout: Duration) throws -> [[String?]] {
+        guard let raw else { throw PostgresError("the connection is closed") }
+        let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
+        defer { cStrings.forEach { free($0) } }
+        let sent: Int32 = cStrings.withUnsafeBufferPointer { buffer in
+            buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { values in
+                PQsendQueryParams(raw, sql, Int32(parameters.count), nil, parameters.isEmpty ? nil : values, nil, nil, 0)
+            }
+        }
+        guard sent == 1 else { throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)) }
+        var pfd = pollfd(fd: PQsocket(raw), events: Int16(POLLIN), revents: 0)
+        while PQisBusy(raw) == 1 {
+            let left = deadline - ContinuousClock.now
+            guard left > .zero else {
+                // Nothing more may come: cancel what runs (the server may be alive) and drop the session.
+                cancel()
+                PQfinish(raw)
+                self.raw = nil
+                throw PostgresError(sqlState: "57014", "PostgreSQL did not answer within \(timeout)")
+            }
+            pfd.revents = 0
+            let milliseconds = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
+            _ = poll(&pfd, 1, Int32(max(1, min(milliseconds, 1000))))
+            guard PQconsumeInput(raw) == 1 else {
+                throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+        var outcome: Result<[[String?]], Error> = .failure(PostgresError("the query returned no result"))
+        while let result = PQgetResult(raw) {
+            outcome = Result { try Self.rows(result, raw) }
+        }
+        return try outcome.get()
     }
 
     private func blockingQuery(_ sql: String, _ parameters: [String?]) throws -> [[String?]] {

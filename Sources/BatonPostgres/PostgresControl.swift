@@ -1,4 +1,5 @@
 import BatonCore
+import BatonFence
 import Foundation
 
 #if canImport(Glibc)
@@ -64,32 +65,63 @@ public struct PostgresControl: Sendable {
         try await runner.check(tool("pg_ctl"), ["stop", "-D", dataDirectory, "-m", mode, "-w", "-t", "120"], what: "pg_ctl stop")
     }
 
-    /// Fencing: stops PostgreSQL now, whatever state it is in. `pg_ctl stop -m immediate` first; if that
-    /// does not finish within a few seconds (a stopped or hung postmaster cannot act on the signal),
-    /// SIGKILL the postmaster and every process it started, so that no backend can commit again.
-    public func fence() async {
-        if let result = try? await runner.run(tool("pg_ctl"), ["stop", "-D", dataDirectory, "-m", "immediate", "-w", "-t", "3"]), result.succeeded {
-            return
-        }
-        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
-            let pid = Int32(text.split(separator: "\n").first ?? "")
-        else { return }
-        kill(pid, SIGKILL)
-        for child in PostgresControl.children(of: pid) { kill(child, SIGKILL) }
+    /// Starts the postmaster without waiting for it to accept connections (crash recovery may take a
+    /// while; the caller watches for it instead of blocking).
+    public func launch(logFile: String) async throws {
+        try await runner.check(tool("pg_ctl"), ["start", "-D", dataDirectory, "-l", logFile, "-W"], what: "pg_ctl start")
     }
 
-    /// The processes whose parent is `pid` (from /proc).
-    static func children(of pid: Int32) -> [Int32] {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
-        var found: [Int32] = []
-        for entry in entries {
-            guard let candidate = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { continue }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, Int32(fields[1]) == pid { found.append(candidate) }
+    /// The processes of this data directory.
+    public var processes: PostgresProcesses { PostgresProcesses(dataDirectory: dataDirectory, binDirectory: binDirectory) }
+
+    /// How ``stopBounded(fast:immediate:)`` got PostgreSQL to stop.
+    public enum StopOutcome: String, Sendable {
+        /// It was not running.
+        case notRunning = "not running"
+        /// A fast shutdown: a shutdown checkpoint, every WAL record sent to the standbys.
+        case fast = "fast shutdown"
+        /// An immediate shutdown: no checkpoint (crash recovery at the next start).
+        case immediate = "immediate shutdown"
+        /// Its processes were killed.
+        case killed = "killed"
+    }
+
+    /// Stops PostgreSQL within bounds, whatever state it is in: a fast shutdown for up to `fast`, then
+    /// an immediate one for up to `immediate`, then SIGKILL of every process of the data directory.
+    /// - Throws: when processes are still alive after all that (which only a process in
+    ///   uninterruptible sleep can do).
+    @discardableResult
+    public func stopBounded(fast: Duration = .seconds(10), immediate: Duration = .seconds(5)) async throws -> StopOutcome {
+        let processes = self.processes
+        guard !processes.running().isEmpty else { return .notRunning }
+        for (mode, bound, outcome) in [("fast", fast, StopOutcome.fast), ("immediate", immediate, .immediate)] {
+            let seconds = max(1, Int(bound.components.seconds))
+            let result = try await runner.run(
+                tool("pg_ctl"), ["stop", "-D", dataDirectory, "-m", mode, "-w", "-t", String(seconds)], timeout: bound + .seconds(2))
+            if result.succeeded, processes.running().isEmpty { return outcome }
+            if processes.running().isEmpty { return outcome }
         }
-        return found
+        let left = processes.killAll(timeout: .seconds(5))
+        guard left.isEmpty else { throw PostgresError("PostgreSQL processes \(left) survived SIGKILL (stuck in the kernel?)") }
+        return .killed
+    }
+
+    /// Fencing: kills every process of the data directory with SIGKILL at once — the postmaster, its
+    /// children, and any backend a dead postmaster left behind — without going through pg_ctl or
+    /// runuser, and checks that none is left.
+    /// - Returns: the processes still alive (empty when the fence is verified).
+    @discardableResult
+    public func fence() async -> [Int32] {
+        let processes = self.processes
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: processes.killAll(timeout: .seconds(5))) }
+        }
+    }
+
+    /// What the control file says (pg_controldata): the cluster's state and its last checkpoint.
+    public func controlData() async throws -> ControlData {
+        let output = try await runner.check(tool("pg_controldata"), ["-D", dataDirectory], what: "pg_controldata")
+        return ControlData(pgControldataOutput: output)
     }
 
     public func reload() async throws {
@@ -110,4 +142,28 @@ public struct PostgresControl: Sendable {
             ["-D", dataDirectory, "-d", conninfo, "-X", "stream", "-S", slot, "-c", "fast", "--no-password", "--progress"],
             what: "pg_basebackup from the primary")
     }
+}
+
+/// The control file as pg_controldata prints it, for what Baton decides from it.
+public struct ControlData: Sendable, Equatable {
+    /// `shut down`, `shut down in recovery`, `in production`, `in crash recovery`, `in archive recovery`…
+    public var state: String
+    /// The latest checkpoint's location: after a clean shutdown, the last WAL record.
+    public var checkpoint: LSN?
+    public var timeline: Int?
+
+    public init(state: String, checkpoint: LSN?, timeline: Int?) {
+        self.state = state
+        self.checkpoint = checkpoint
+        self.timeline = timeline
+    }
+
+    public init(pgControldataOutput output: String) {
+        state = PostgresControl.field("Database cluster state", in: output) ?? ""
+        checkpoint = PostgresControl.field("Latest checkpoint location", in: output).flatMap { try? LSN(parsing: $0) }
+        timeline = PostgresControl.field("Latest checkpoint's TimeLineID", in: output).flatMap { Int($0) }
+    }
+
+    /// A primary that stopped with a fast or smart shutdown: its shutdown checkpoint is its last record.
+    public var isCleanPrimaryShutdown: Bool { state == "shut down" }
 }

@@ -54,6 +54,9 @@ struct BootstrapCommand: AsyncParsableCommand {
     var batonConfig: String?
     @Option(help: "The baton binary keepalived's check and notify hooks run (default /usr/local/bin/baton).")
     var batonExecutable: String?
+    @Option(help: "Also use the kernel's watchdog device, which resets a frozen machine: off, automatic or required (default off).")
+    var kernelWatchdog: String?
+    @Option(help: "The kernel watchdog device (default /dev/watchdog; `modprobe softdog` provides one).") var kernelWatchdogDevice: String?
 
     func validate() throws {
         guard master != (join != nil) else { throw ValidationError("give exactly one of --master or --join ADDR[,ADDR…]") }
@@ -72,6 +75,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("pgbouncer-auth-file", pgbouncerAuthFile); set("pgbouncer-listen", pgbouncerListen); set("state-dir", stateDir)
         set("priority", priority); set("location", location); set("event-command", eventCommand); set("templates-dir", templatesDir); list("consul-join", consulJoin)
         set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig); set("baton-executable", batonExecutable)
+        set("kernel-watchdog", kernelWatchdog); set("kernel-watchdog-device", kernelWatchdogDevice)
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }
         return values

@@ -5,6 +5,7 @@ import BatonConsul
 import BatonCore
 import Foundation
 import Logging
+import ServiceLifecycle
 
 struct MonitorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,9 +14,10 @@ struct MonitorCommand: AsyncParsableCommand {
         discussion: """
             Reads the node's Baton config (written by `baton bootstrap`) and the cluster settings in \
             Consul's `config` key. SIGTERM stops it gracefully: on the leading primary it stops \
-            PostgreSQL before releasing the lock. A watchdog process stops PostgreSQL if the monitor \
-            dies or hangs while leading. With --observe it decides and logs every action with its \
-            reason but takes none.
+            PostgreSQL before releasing the lock. Its watchdog (`baton-watchdog`, started next to it \
+            and outliving it) kills PostgreSQL if the monitor dies, hangs or loses Consul while \
+            leading. SIGHUP re-reads the node's config. With --observe it decides and logs every \
+            action with its reason but takes none.
             """
     )
     @Option(help: "The node's Baton config.") var config = "/etc/baton/baton.yaml"
@@ -23,33 +25,30 @@ struct MonitorCommand: AsyncParsableCommand {
 
     func run() async throws {
         Logs.bootstrap()
+        // A peer that went away (the watchdog, Consul, PostgreSQL) is an error to handle, not a reason to die.
+        signal(SIGPIPE, SIG_IGN)
         let logger = Logger(label: "baton.monitor")
         let settings = try Self.loadOrExit(config, command: "monitor")
         let client = try Self.daemonClient(settings)
-        var watchdog: Watchdog? = nil
-        if !observe {
-            let executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath().path
-            watchdog = try Watchdog(
-                executable: executable, pgBindir: settings.pgBindir.value, pgdata: settings.pgdata.value, osUser: settings.pgOSUser,
-                logPath: settings.stateDirectory.value + "/watchdog.log")
-        }
-        let monitor = Monitor(settings: settings, client: client, logger: logger, observeOnly: observe, watchdog: watchdog)
-        logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
+        let state = settings.stateDirectory.value
+        let guardian = WatchdogLink(
+            WatchdogLink.Configuration(
+                executable: Self.watchdogExecutable, stateDirectory: state, dataDirectory: settings.pgdata.value,
+                binDirectory: settings.pgBindir.value, trackFile: KeepalivedSettings.trackFilePath(stateDirectory: state),
+                kernelWatchdog: settings.kernelWatchdog.rawValue, kernelDevice: settings.kernelWatchdogDevice.value),
+            logger: logger)
         let path = config
-        Signals.onHangup {
-            do {
-                if let refusal = monitor.reload(try Self.load(path)) {
-                    logger.error("SIGHUP: reload refused", metadata: ["error": "\(refusal)"])
-                }
-            } catch {
-                logger.error("SIGHUP: the config is invalid; keeping the running settings", metadata: ["error": "\(error)"])
-            }
-        }
-        let loop = Task { await monitor.run() }
-        await Signals.waitForTermination()
-        logger.info("Monitor stopping")
-        loop.cancel()
-        await loop.value
+        let monitor = Monitor(
+            settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) })
+        logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
+        try await ServiceGroup(services: [monitor], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
+        logger.info("Monitor stopped")
+    }
+
+    /// `baton-watchdog`, installed next to `baton`.
+    static var watchdogExecutable: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("baton-watchdog").path
     }
 }
 
@@ -82,19 +81,3 @@ extension MonitorCommand {
     }
 }
 
-struct WatchdogCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "watchdog", abstract: "Internal: the monitor's fencing watchdog (reads deadlines on stdin).", shouldDisplay: false)
-    @Option var pgBindir: String
-    @Option var pgdata: String
-    @Option var pgOsUser: String
-
-    func run() throws {
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        let fenced = WatchdogLoop.run(pgBindir: pgBindir, pgdata: pgdata, osUser: pgOsUser) { line in
-            FileHandle.standardError.write(Data("baton watchdog: \(line)\n".utf8))
-        }
-        if fenced { throw ExitCode(3) }
-    }
-}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BatonAgent
 import BatonCore
+import BatonFence
 import Foundation
 
 /// Where a runtime command finds its cluster: the node's Baton config, or explicit flags.
@@ -120,7 +121,7 @@ struct CheckCommand: ParsableCommand {
             }
         }
         let path = CheckState.path(stateDirectory: directory ?? "/var/lib/baton")
-        let verdict = CheckState.verdict(try? String(contentsOfFile: path, encoding: .utf8), now: Watchdog.monotonicNanoseconds())
+        let verdict = CheckState.verdict(try? String(contentsOfFile: path, encoding: .utf8), now: MonotonicClock.nanoseconds())
         switch verdict {
         case .primary:
             if verbose { print("primary") }

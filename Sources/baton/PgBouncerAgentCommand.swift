@@ -5,6 +5,7 @@ import BatonConsul
 import BatonCore
 import Foundation
 import Logging
+import ServiceLifecycle
 
 struct PgBouncerAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,6 +26,7 @@ struct PgBouncerAgentCommand: AsyncParsableCommand {
 
     func run() async throws {
         Logs.bootstrap()
+        signal(SIGPIPE, SIG_IGN)
         let logger = Logger(label: "baton.pgbouncer-agent")
         guard pauseTimeout > 0, pauseTimeout <= 300 else {
             throw ValidationError("--pause-timeout must be more than 0 and at most 300 seconds")
@@ -33,9 +35,6 @@ struct PgBouncerAgentCommand: AsyncParsableCommand {
         let agent = PgBouncerAgent(
             settings: settings, client: try MonitorCommand.daemonClient(settings), logger: logger, pauseBound: .milliseconds(Int64(pauseTimeout * 1000)))
         logger.info("pgbouncer agent starting", metadata: ["agent.node": "\(settings.node)", "agent.ini": "\(settings.pgbouncerIni)"])
-        let loop = Task { await agent.run() }
-        await Signals.waitForTermination()
-        loop.cancel()
-        await loop.value
+        try await ServiceGroup(services: [agent], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
     }
 }

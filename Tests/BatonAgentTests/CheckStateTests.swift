@@ -1,15 +1,26 @@
-import BatonAgent
+import BatonCore
 import Testing
 
 @Suite("baton check")
 struct CheckStateTests {
     let second: UInt64 = 1_000_000_000
 
-    @Test func passesOnlyOnAFreshPrimaryState() {
-        #expect(CheckState.verdict("primary 100 1000000000\n", now: 100 + 2 * second) == .primary)
-        #expect(CheckState.verdict("not-primary 100 1000000000\n", now: 100) != .primary)
-        #expect(CheckState.verdict("primary 100 1000000000\n", now: 100 + 4 * second) != .primary, "a dead monitor's state is stale")
+    @Test func passesOnlyWhileTheLeaseHoldsAndTheMonitorWrites() {
+        let leading = CheckState(leading: true, deadline: 3 * second, written: 0, loopWait: second).text
+        #expect(CheckState.verdict(leading, now: 2 * second) == .primary)
+        #expect(CheckState.verdict(leading, now: 3 * second) != .primary, "the lease ran out: the watchdog fences now")
+        let longLease = CheckState(leading: true, deadline: 60 * second, written: 0, loopWait: second).text
+        #expect(CheckState.verdict(longLease, now: 4 * second) != .primary, "a dead monitor's state is stale")
+        #expect(CheckState.verdict(CheckState(leading: false, deadline: 9 * second, written: 0, loopWait: second).text, now: 1) != .primary)
         #expect(CheckState.verdict(nil, now: 1) != .primary)
-        for bad in ["", "primary", "primary x y", "primary 1 2 3"] { #expect(CheckState.verdict(bad, now: 1) != .primary) }
+        for bad in ["", "primary", "primary x y z", "primary 1 2", "leader 1 2 3", "primary 1 2 3 4"] {
+            #expect(CheckState.verdict(bad, now: 1) != .primary, "\(bad)")
+        }
+    }
+
+    @Test func theTextRoundTrips() {
+        let state = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000)
+        #expect(CheckState(text: state.text) == state)
+        #expect(CheckState(leading: false, deadline: 42, written: 7, loopWait: 1000).deadline == 0)
     }
 }

@@ -21,10 +21,12 @@ struct EventCommandTests {
         let out = directory + "/out"
         let program = try script(#"printf '%s|%s|%s|%s|%s\n' "$#" "$1" "$2" "$4" "$BATON_EVENT_KIND" >> "\#(out)""#)
         let command = EventCommand(program: program, cluster: try ClusterName("main"), logger: Logger(label: "test"))
+        async let ran: Void = command.run()
         let node = try NodeName("pg2")
         command.submit(ClusterEvent(time: "2026-11-22T05:00:00Z", node: node, kind: "promote", detail: "promoted to primary"))
         command.submit(ClusterEvent(time: "2026-11-22T05:00:01Z", node: node, kind: "follow", detail: "$(touch \(directory)/pwned); x\nsecond line"))
-        await command.finish()
+        command.finish()
+        await ran
         let lines = try String(contentsOfFile: out, encoding: .utf8).split(separator: "\n")
         #expect(lines == ["4|promote|pg2|promoted to primary|promote", "4|follow|pg2|$(touch \(directory)/pwned); x second line|follow"])
         #expect(!FileManager.default.fileExists(atPath: directory + "/pwned"), "no shell ever reads the detail")
@@ -35,12 +37,14 @@ struct EventCommandTests {
         let out = directory + "/out"
         let program = try script("echo \"$1\" >> \(out); [ \"$1\" = hang ] && exec sleep 60; exit 0")
         let command = EventCommand(program: program, cluster: try ClusterName("main"), logger: Logger(label: "test"), timeout: .milliseconds(500))
+        async let ran: Void = command.run()
         let node = try NodeName("pg1")
         let started = ContinuousClock.now
         command.submit(ClusterEvent(time: "t", node: node, kind: "hang", detail: ""))
         command.submit(ClusterEvent(time: "t", node: node, kind: "after", detail: ""))
         #expect(ContinuousClock.now - started < .milliseconds(100), "submit returns at once")
-        await command.finish()
+        command.finish()
+        await ran
         #expect(ContinuousClock.now - started < .seconds(30), "the hanging command was killed, not waited for")
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "hang\nafter\n", "the next event ran after the kill")
     }

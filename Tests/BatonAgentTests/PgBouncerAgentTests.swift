@@ -10,7 +10,7 @@ import Testing
 /// The agent against the embedded Consul server, without a pgbouncer: what reaches pgbouncer.ini.
 @Suite("pgbouncer agent and bad data in Consul")
 struct PgBouncerAgentTests {
-    func agent(_ f: Fixture) throws -> (PgBouncerAgent, String) {
+    func agent(_ f: Fixture) throws -> (PgBouncerAgentLoop, String) {
         let ini = f.directory + "/pgbouncer.ini"
         try "[databases]\n* = host=198.18.0.1 port=5432\n\n[pgbouncer]\nlisten_port = 6432\n".write(toFile: ini, atomically: true, encoding: .utf8)
         try "secret\n".write(toFile: f.directory + "/password", atomically: true, encoding: .utf8)
@@ -24,7 +24,7 @@ struct PgBouncerAgentTests {
             ], environment: [:], hostname: "test")
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        return (PgBouncerAgent(settings: settings, client: f.client, logger: logger, pauseBound: .milliseconds(200)), ini)
+        return (PgBouncerAgentLoop(settings: settings, client: f.client, logger: logger, pauseBound: .milliseconds(200)), ini)
     }
 
     func lead(_ f: Fixture, _ value: String) async throws {
@@ -36,7 +36,7 @@ struct PgBouncerAgentTests {
     @Test("an unknown leader, a malformed leader or a registration with a smuggled newline never reaches pgbouncer.ini")
     func badValuesChangeNothing() async throws {
         try await withFixture { f in
-            let (agent, ini) = try agent(f)
+            var (agent, ini) = try agent(f)
             let original = try String(contentsOfFile: ini, encoding: .utf8)
             try await lead(f, "pg9")
             await agent.iterate()

@@ -23,6 +23,16 @@ final class Lab: @unchecked Sendable {
     }
 
     func leader() async -> String { (try? await run("leader")) ?? "" }
+
+    /// `baton status` and the end of every node's monitor log, for failure messages.
+    func digest() async -> String {
+        var out = ((try? await run("status")) ?? "") + "\n"
+        for n in 1...3 {
+            let log = (try? String(contentsOfFile: directory + "/n\(n)/monitor.log", encoding: .utf8)) ?? ""
+            out += "--- n\(n) monitor\n" + log.split(separator: "\n").suffix(30).joined(separator: "\n") + "\n"
+        }
+        return out
+    }
     func vip() async -> String { (try? await run("vip")) ?? "" }
 
     static func with(_ body: (Lab) async throws -> Void) async throws {
@@ -112,7 +122,8 @@ struct LabTests {
                 let leader = await lab.leader()
                 return !leader.isEmpty && leader != secondName
             }
-            #expect(third, "the cut-off primary's lock was taken over")
+            let afterCut = third ? "" : await lab.digest()
+            #expect(third, "the cut-off primary's lock was taken over: \(afterCut)")
             try await Task.sleep(for: .seconds(2))
             try await lab.run("heal", String(secondName.dropFirst()))
             let afterPartition = await settled(lab, not: secondName)
@@ -125,7 +136,8 @@ struct LabTests {
                 let leader = await lab.leader()
                 return !leader.isEmpty && leader != victim
             }
-            #expect(fourth, "the dead node's lock was taken over")
+            let afterDeath = fourth ? "" : await lab.digest()
+            #expect(fourth, "the dead node's lock was taken over: \(afterDeath)")
             try await lab.run("start-node", String(victim.dropFirst()))
             let last = await settled(lab, not: victim)
             #expect(last != nil, "the dead node came back as a replica")
@@ -165,7 +177,8 @@ struct LabTests {
                 if !holder.isEmpty && holder != "n1" { vipElsewhere.append(holder) }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            #expect(vipElsewhere.isEmpty, "the VIP was on a replica: \(vipElsewhere)")
+            let status = vipElsewhere.isEmpty ? "" : await lab.digest()
+            #expect(vipElsewhere.isEmpty, "the VIP was on a replica: \(vipElsewhere)\n\(status)")
             try await lab.run("start-keepalived", "1")
             #expect(await eventually(timeout: .seconds(20)) { await lab.vip() == "n1" }, "restarted, keepalived puts the VIP back on the primary")
             let backThroughVIP = await eventually(timeout: .seconds(15)) { probe.rounds.suffix(3).allSatisfy { $0 == ["n1", "vip"] } }

@@ -68,10 +68,10 @@ final class WriteProbe: @unchecked Sendable {
 @Suite("monitor, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))
 struct MonitorLiveTests {
     /// Bootstraps three nodes, starts their monitors, and waits until pg1 holds the leader lock.
-    func threeNodes(_ c: LiveCluster, settings: [String] = []) async throws -> [(String, Int)] {
+    func threeNodes(_ c: LiveCluster, settings: [String] = [], options: [String: [String: RawValue]] = [:]) async throws -> [(String, Int)] {
         let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
-        _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
-        for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
+        _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1, extra: options[nodes[0].0] ?? [:])
+        for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port, extra: options[name] ?? [:]) }
         let primary = try await c.connect(port: nodes[0].1)
         try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
         primary.close()
@@ -161,7 +161,8 @@ struct MonitorLiveTests {
             let back = await eventually(timeout: .seconds(30)) {
                 (try? await c.leader()) == "pg1" ? await writable(c, port: nodes[0].1) : false
             }
-            #expect(back, "pg1 did not come back as the primary")
+            let digest = back ? "" : await c.digest()
+            #expect(back, "pg1 did not come back as the primary: \(digest)")
             for (_, port) in nodes.dropFirst() {
                 #expect(await eventually(timeout: .seconds(30)) { await streamingFrom(c, port: port, upstreamPort: nodes[0].1) })
             }

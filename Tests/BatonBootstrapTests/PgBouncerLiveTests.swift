@@ -193,3 +193,51 @@ extension MonitorLiveTests {
         }
     }
 }
+
+extension MonitorLiveTests {
+    /// Whether pgbouncer holds its clients (PAUSE): a query through it does not come back (within 1.5 s)
+    /// although PostgreSQL behind it answers. Nil when pgbouncer cannot be reached at all.
+    func bouncerPaused(_ c: LiveCluster, bouncerPort: Int) async -> Bool? {
+        let conninfo = ConnInfo.make([
+            ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+            ("connect_timeout", "2"),
+        ])
+        guard let conn = try? await PostgresConnection.connect(conninfo) else { return nil }
+        defer { conn.close() }
+        do {
+            _ = try await conn.query("SELECT 1", timeout: .milliseconds(1500))
+            return false
+        } catch let error as PostgresError where error.sqlState == "57014" {
+            return true
+        } catch {
+            return nil
+        }
+    }
+
+    @Test("a pgbouncer agent cut off from Consul longer than the leader's fence deadline holds its clients (PAUSE), and routes again once healed")
+    func agentWithoutConsulPauses() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[1].2) == "\(nodes[0].1):false" })
+            let proxy = try SeverableProxy(upstreamPort: Int(c.consulAddress.split(separator: ":").last!)!)
+            defer { proxy.stop() }
+            // pg2's agent reaches Consul only through the proxy.
+            let agent = try #require(c.trackedProcesses.last { $0.process.arguments?.first == "pgbouncer-agent" && $0.process.arguments?.contains(c.directory("pg2") + "/baton.yaml") == true })
+            agent.kill()
+            let file = c.directory("pg2") + "/agent.yaml"
+            let yaml = try String(contentsOfFile: c.directory("pg2") + "/baton.yaml", encoding: .utf8)
+            try yaml.replacingOccurrences(of: c.consulAddress, with: proxy.address).write(toFile: file, atomically: true, encoding: .utf8)
+            c.track(try BatonProcess.start(["pgbouncer-agent", "--config", file]))
+            #expect(await eventually(timeout: .seconds(10)) { await bouncerPaused(c, bouncerPort: nodes[1].2) == false })
+            proxy.sever()
+            let paused = await eventually(timeout: .seconds(10)) { await bouncerPaused(c, bouncerPort: nodes[1].2) == true }
+            let agentLog = c.trackedProcesses.last { $0.process.arguments?.contains(file) == true }?.output ?? ""
+            #expect(paused, "pg2's pgbouncer paused while its agent cannot tell who leads: \(agentLog.suffix(3000))")
+            proxy.heal()
+            let resumed = await eventually(timeout: .seconds(20)) { await bouncerPaused(c, bouncerPort: nodes[1].2) == false }
+            #expect(resumed, "pg2's pgbouncer resumed once its agent reached Consul again")
+            #expect(await routedPort(bouncerPort: nodes[1].2) == "\(nodes[0].1):false")
+        }
+    }
+}

@@ -8,8 +8,12 @@ struct FailoverCandidateTests {
     func c(_ name: String, _ lsn: UInt64, priority: Int = 100, healthy: Bool = true, timeline: Int = 1) -> CandidateState {
         CandidateState(name: n(name), failoverPriority: priority, healthy: healthy, walPosition: LSN(lsn), timeline: timeline)
     }
-    func choose(_ cs: [CandidateState], mode: SynchronousMode = .off, sync: String? = nil, primary: UInt64? = nil, lag: UInt64 = 1 << 20) -> FailoverChoice {
-        FailoverCandidates.choose(cs, synchronousMode: mode, synchronousStandby: sync.map(n), lastPrimaryPosition: primary.map(LSN.init), maximumLag: lag)
+    func choose(
+        _ cs: [CandidateState], mode: SynchronousMode = .off, sync: String? = nil, syncPosition: UInt64 = 0, primary: UInt64? = nil, lag: UInt64 = 1 << 20
+    ) -> FailoverChoice {
+        FailoverCandidates.choose(
+            cs, synchronousMode: mode, synchronous: sync.map { SyncRecord(standby: n($0), leader: n("p"), position: LSN(syncPosition)) },
+            lastPrimaryPosition: primary.map(LSN.init), maximumLag: lag)
     }
 
     @Test func theMostAdvancedWinsThenPriorityThenName() {
@@ -42,7 +46,41 @@ struct FailoverCandidateTests {
             #expect(choice.ineligible[n("a")] == .notSynchronousStandby)
             let none = choose([c("a", 900)], mode: mode, sync: nil)
             #expect(none.best == nil && none.noCandidateReason?.contains("not the synchronous standby") == true)
+            let behind = choose([c("s", 100)], mode: mode, sync: "s", syncPosition: 500)
+            #expect(behind.ineligible[n("s")] == .behindSynchronousPosition(position: LSN(100), recorded: LSN(500)), "it must report what it had when recorded")
+            #expect(choose([c("s", 500)], mode: mode, sync: "s", syncPosition: 500).best == n("s"))
         }
+    }
+
+    @Test func candidatesAreBuiltFromOneSnapshotAndTheObserversFreshness() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("main"))
+        func pair(_ key: String, _ json: String, index: UInt64 = 1, session: String? = nil) -> KVPair {
+            KVPair(key: keys.prefix + key, value: Array(json.utf8), session: session, createIndex: 1, modifyIndex: index)
+        }
+        func registration(_ name: String) -> String {
+            #"{"name":"\#(name)","address":"10.0.0.1","port":5432,"role":"standby","upstream":null,"priority":100,"location":"default"}"#
+        }
+        let snapshot = ClusterSnapshot(
+            pairs: [
+                pair("leader", "a", session: "s1"), pair("nodes/a", registration("a")), pair("nodes/b", registration("b")),
+                pair("nodes/c", registration("c")),
+                pair("status/b", #"{"time":99999999999,"role":"standby","position":"0/500","timeline":2,"upstream":null,"streaming":true}"#),
+                pair("status/c", #"{"time":1,"role":"standby","position":"0/900","timeline":2,"upstream":null,"streaming":true}"#),
+                pair("sync", #"{"standby":"b","leader":"a","position":"0/400"}"#),
+            ], keys: keys)
+        #expect(snapshot.problems.isEmpty, "\(snapshot.problems)")
+        // Freshness is the observer's: a report stamped far in the future by a skewed clock is not fresh
+        // when its index stopped moving, and one stamped long ago is fresh when it keeps changing.
+        let candidates = FailoverCandidates.candidates(snapshot, fresh: { $0 == n("c") })
+        #expect(candidates.map(\.name) == [n("a"), n("b"), n("c")])
+        #expect(candidates.map(\.healthy) == [false, false, true], "the leader is never a candidate; only fresh reports count")
+        #expect(candidates[1].walPosition == LSN(0x500) && candidates[1].timeline == 2)
+        let mine = FailoverCandidates.candidates(
+            snapshot, fresh: { _ in false }, me: n("b"), local: .standby(position: LSN(0x600), timeline: 2, upstream: nil, streaming: false))
+        #expect(mine[1].healthy && mine[1].walPosition == LSN(0x600), "a monitor judges its own node by what it sees directly")
+        let choice = FailoverCandidates.choose(
+            mine, synchronousMode: .on, synchronous: snapshot.sync, lastPrimaryPosition: nil, maximumLag: 0)
+        #expect(choice.best == n("b"), "the recorded synchronous standby, past its recorded position")
     }
 
     @Test func noCandidateReasons() {

@@ -9,10 +9,10 @@ struct MonitorDecisionTests {
     static let third = try! NodeName("pg3")
 
     func observe(
-        _ local: LocalPostgres, leader: LeaderState, downFor: GoDuration = .zero, sinceRenewal: GoDuration = .zero,
-        silentFor: GoDuration = .zero, requested: NodeName? = nil,
+        _ local: LocalPostgres, leader: LeaderState, unresponsiveFor: GoDuration = .zero, sinceRenewal: GoDuration = .zero,
+        silentFor: GoDuration = .zero, requested: NodeName? = nil, from: NodeName? = nil,
         endpoint: String? = "198.18.0.1:5432", candidates: [CandidateState]? = nil, paused: Bool = false,
-        primaryReport: PrimaryReport = .down(MonitorDecisionTests.other),
+        primaryReport: PrimaryReport = .down(MonitorDecisionTests.other), guarded: Bool = true,
         config: (inout ClusterConfig) -> Void = { _ in }
     ) -> MonitorObservation {
         var c = ClusterConfig()
@@ -22,9 +22,10 @@ struct MonitorDecisionTests {
             CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
         ]
         return MonitorObservation(
-            node: Self.me, config: c, local: local, localDownFor: downFor, leader: leader, sinceLastHeartbeat: sinceRenewal,
-            leaderSilentFor: silentFor, leaderEndpoint: endpoint, candidates: candidates ?? defaultCandidates, lastPrimaryPosition: LSN(200), synchronousStandby: nil,
-            paused: paused, primaryReport: primaryReport, requestedLeader: requested)
+            node: Self.me, config: c, local: local, localUnresponsiveFor: unresponsiveFor, leader: leader, sinceLastHeartbeat: sinceRenewal,
+            leaderSilentFor: silentFor, leaderEndpoint: endpoint, candidates: candidates ?? defaultCandidates, lastPrimaryPosition: LSN(200),
+            synchronous: nil, paused: paused, primaryReport: primaryReport, request: requested.map { TakeoverRequest(to: $0, from: from, time: "t") },
+            guarded: guarded)
     }
 
     let primary = LocalPostgres.primary(position: LSN(500), timeline: 2)
@@ -124,16 +125,57 @@ struct MonitorDecisionTests {
         }
     }
 
-    // MARK: PostgreSQL down
+    // MARK: PostgreSQL not answering, or gone
 
-    @Test func aLeaderWhosePostgresFailedReleasesTheLock() {
-        guard case .releaseLeader = MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true))) else {
-            Issue.record("primary_start_timeout 0: release at once")
+    @Test func aLeaderReleasesTheLockOnlyOnceNoProcessOfPostgresIsLeft() {
+        let held = LeaderState.held(by: Self.me, mine: true)
+        guard case .releaseLeader = MonitorDecision.next(observe(.down(standbySignal: false), leader: held)) else {
+            Issue.record("nothing of PostgreSQL is left: release at once (the fast failover)")
             return
         }
-        let patient = observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true), downFor: .seconds(5)) { $0.primaryStartTimeout = .seconds(30) }
-        guard case .wait = MonitorDecision.next(patient) else {
-            Issue.record("within primary_start_timeout: keep the lock")
+        // The postmaster lives (crash recovery after a backend died, an I/O stall): recover in place.
+        let recovering = LocalPostgres.unresponsive(standbySignal: false, postmaster: true)
+        guard case .wait = MonitorDecision.next(observe(recovering, leader: held, unresponsiveFor: .seconds(59))) else {
+            Issue.record("within primary_start_timeout (60 s by default) the leader keeps its lock and waits")
+            return
+        }
+        guard case .fence = MonitorDecision.next(observe(recovering, leader: held, unresponsiveFor: .seconds(60))) else {
+            Issue.record("past primary_start_timeout it is fenced first (the release comes once nothing is left)")
+            return
+        }
+        // A dead postmaster's leftovers (a backend still committing) are killed before anything else.
+        for leader in [held, .held(by: Self.other, mine: false), .free(since: .zero), .unknown] {
+            guard case .fence = MonitorDecision.next(observe(.unresponsive(standbySignal: false, postmaster: false), leader: leader)) else {
+                Issue.record("\(leader): the leftovers of a dead postmaster are killed")
+                continue
+            }
+        }
+    }
+
+    @Test func aStartingPrimaryDirectoryWithoutTheLockIsFenced() {
+        let starting = LocalPostgres.unresponsive(standbySignal: false, postmaster: true)
+        for leader in [LeaderState.held(by: Self.other, mine: false), .unknown] {
+            guard case .fence = MonitorDecision.next(observe(starting, leader: leader)) else {
+                Issue.record("\(leader): a primary's data directory coming up without the lock must never become writable")
+                continue
+            }
+        }
+        var registered = observe(starting, leader: .free(since: .zero), primaryReport: .none)
+        registered.registeredPrimary = true
+        guard case .acquireLeader = MonitorDecision.next(registered) else {
+            Issue.record("the registered primary coming up takes the free lock")
+            return
+        }
+    }
+
+    @Test func aStandbyThatDoesNotAnswerIsWaitedForNeverRewound() {
+        let recovering = LocalPostgres.unresponsive(standbySignal: true, postmaster: true)
+        guard case .wait = MonitorDecision.next(observe(recovering, leader: .held(by: Self.other, mine: false), unresponsiveFor: .seconds(20))) else {
+            Issue.record("a crash-restarting standby is waited for")
+            return
+        }
+        guard case .fence = MonitorDecision.next(observe(recovering, leader: .held(by: Self.other, mine: false), unresponsiveFor: .seconds(60))) else {
+            Issue.record("past primary_start_timeout it is restarted (killed first)")
             return
         }
     }
@@ -144,12 +186,21 @@ struct MonitorDecisionTests {
         refusing.failedStarts = 2
         #expect(MonitorDecision.next(refusing) == .rejoin(leader: Self.other), "a standby that will not start has diverged: rewind it")
         refusing.primaryReport = .unknown(Self.other)
-        #expect(MonitorDecision.next(refusing) == .startStandby, "with the leader silent, keep trying to start")
+        #expect(MonitorDecision.next(refusing) == .startStandby, "with the leader's reports gone, keep trying to start")
+        refusing.primaryReport = .live(Self.other)
+        refusing.leaderSilentFor = .seconds(3)
+        #expect(MonitorDecision.next(refusing) == .startStandby, "never rewind against a silent leader")
         #expect(
             MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false), primaryReport: .live(Self.other)))
                 == .rejoin(leader: Self.other))
         guard case .wait = MonitorDecision.next(observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false), primaryReport: .down(Self.other))) else {
             Issue.record("never rewind against a leader that is down")
+            return
+        }
+        guard case .wait = MonitorDecision.next(
+            observe(.down(standbySignal: false), leader: .held(by: Self.other, mine: false), silentFor: .seconds(3), primaryReport: .live(Self.other)))
+        else {
+            Issue.record("never rewind against a silent leader")
             return
         }
         for leader in [LeaderState.free(since: .seconds(60)), .unknown] {
@@ -176,6 +227,18 @@ struct MonitorDecisionTests {
         other.registeredPrimary = true
         guard case .wait = MonitorDecision.next(other) else {
             Issue.record("with another registered primary, wait")
+            return
+        }
+        var named = observe(.down(standbySignal: false), leader: .free(since: .zero), requested: Self.third, primaryReport: .none)
+        named.registeredPrimary = true
+        guard case .wait = MonitorDecision.next(named) else {
+            Issue.record("a request names another node (a switchover that released the lock): the old primary does not race it")
+            return
+        }
+        restart.registeredPrimary = true
+        restart.guarded = false
+        guard case .wait = MonitorDecision.next(restart) else {
+            Issue.record("without a watchdog, never lead")
             return
         }
     }
@@ -256,20 +319,37 @@ struct MonitorDecisionTests {
 
     @Test func pausedMonitorsOnlyKeepTheLockAndNeverAllowTwoWriters() {
         #expect(MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), paused: true)) == .keepLeading)
-        guard case .fence = MonitorDecision.next(observe(primary, leader: .held(by: Self.other, mine: false), paused: true)) else {
-            Issue.record("even paused, a writable primary without the lock stops")
-            return
+        for o in [
+            observe(primary, leader: .held(by: Self.other, mine: false), paused: true),
+            observe(primary, leader: .unknown, sinceRenewal: .seconds(60), paused: true),
+            observe(primary, leader: .held(by: Self.me, mine: true), sinceRenewal: .seconds(60), paused: true),
+        ] {
+            guard case .fence = MonitorDecision.next(o) else {
+                Issue.record("even paused, a writable primary that cannot prove the lock stops: \(o.leader)")
+                continue
+            }
         }
         for o in [
-            observe(primary, leader: .unknown, sinceRenewal: .seconds(60), paused: true),
             observe(.down(standbySignal: true), leader: .held(by: Self.other, mine: false), paused: true),
             observe(standby(upstream: "x:1"), leader: .held(by: Self.other, mine: false), paused: true),
+            observe(standby(), leader: .held(by: Self.other, mine: false), silentFor: .seconds(60), paused: true),
             observe(.down(standbySignal: false), leader: .held(by: Self.me, mine: true), paused: true),
+            observe(.unresponsive(standbySignal: false, postmaster: true), leader: .held(by: Self.me, mine: true), unresponsiveFor: .seconds(600), paused: true),
         ] {
             guard case .wait = MonitorDecision.next(o) else {
                 Issue.record("paused: \(o.local) must wait")
                 continue
             }
+        }
+        var manual = observe(standby(), leader: .free(since: .seconds(60)), requested: Self.me, paused: true)
+        guard case .acquireLeader = MonitorDecision.next(manual) else {
+            Issue.record("paused: a manual failover to this node still happens")
+            return
+        }
+        manual.guarded = false
+        guard case .wait = MonitorDecision.next(manual) else {
+            Issue.record("not without a watchdog")
+            return
         }
     }
 
@@ -289,24 +369,39 @@ struct MonitorDecisionTests {
     }
 
     @Test func aSwitchoverNamesWhoStepsDownAndWhoTakesOver() {
-        var leading = observe(primary, leader: .held(by: Self.me, mine: true))
-        leading.requestedLeader = Self.third
-        #expect(MonitorDecision.next(leading) == .stepDown(to: Self.third))
-        leading.requestedLeader = Self.me
-        #expect(MonitorDecision.next(leading) == .keepLeading, "a request naming the leader itself changes nothing")
-
-        var target = observe(standby(), leader: .free(since: .zero), candidates: [
+        #expect(MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), requested: Self.third, from: Self.me)) == .stepDown(to: Self.third))
+        #expect(
+            MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), requested: Self.me, from: Self.me)) == .keepLeading,
+            "a request naming the leader itself changes nothing")
+        #expect(
+            MonitorDecision.next(observe(primary, leader: .held(by: Self.me, mine: true), requested: Self.third)) == .keepLeading,
+            "a manual failover request never makes a live leader step down")
+        let candidates = [
             CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(1), timeline: 1),
             CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(999), timeline: 1),
-        ])
-        target.requestedLeader = Self.me
-        guard case .acquireLeader = MonitorDecision.next(target) else {
+        ]
+        guard case .acquireLeader = MonitorDecision.next(observe(standby(), leader: .free(since: .zero), requested: Self.me, candidates: candidates)) else {
             Issue.record("the named node takes the lock even if another ranks higher")
             return
         }
-        target.requestedLeader = Self.third
-        guard case .wait = MonitorDecision.next(target) else {
+        guard case .wait = MonitorDecision.next(observe(standby(), leader: .free(since: .zero), requested: Self.third, candidates: candidates)) else {
             Issue.record("the others stand aside")
+            return
+        }
+    }
+
+    @Test func withoutAWatchdogANodeNeverTakesTheLock() {
+        for o in [
+            observe(standby(), leader: .free(since: .seconds(60)), guarded: false),
+            observe(standby(), leader: .held(by: Self.other, mine: false), silentFor: .seconds(60), guarded: false),
+        ] {
+            guard case .wait = MonitorDecision.next(o) else {
+                Issue.record("unguarded: \(o.leader) must wait")
+                continue
+            }
+        }
+        guard case .fence = MonitorDecision.next(observe(primary, leader: .free(since: .zero), guarded: false)) else {
+            Issue.record("a writable primary with a free lock and no watchdog stops")
             return
         }
     }
@@ -322,17 +417,17 @@ struct MonitorDecisionTests {
 
 @Suite("member status reports")
 struct MemberStatusTests {
-    @Test func roundTripsAndAges() throws {
+    @Test func roundTrips() throws {
         for local in [
-            LocalPostgres.down(standbySignal: true), .primary(position: LSN(0x3000060), timeline: 2),
+            LocalPostgres.down(standbySignal: true), .unresponsive(standbySignal: false, postmaster: true), .primary(position: LSN(0x3000060), timeline: 2),
             .standby(position: LSN(42), timeline: 3, upstream: "10.0.0.1:5432", streaming: true),
         ] {
-            let status = MemberStatus(local: local, decision: "wait: x", time: 1000.5)
+            var status = MemberStatus(local: local, decision: "wait: x", time: 1000.5)
             #expect(MemberStatus(bytes: status.json.serializedBytes()) == status)
+            status.time = 5
+            #expect(MemberStatus(bytes: status.json.serializedBytes())?.role == status.role)
         }
-        let status = MemberStatus(local: .down(standbySignal: false), decision: "d", time: 1000)
-        #expect(status.isFresh(now: 1003.9, loopWait: .seconds(1)))
-        #expect(!status.isFresh(now: 1004.1, loopWait: .seconds(1)))
+        #expect(MemberStatus.freshness(loopWait: .seconds(1)) == .seconds(4))
         for bad in ["", "[]", #"{"role":"leader","time":1}"#, #"{"role":"down"}"#] {
             #expect(MemberStatus(bytes: Array(bad.utf8)) == nil)
         }

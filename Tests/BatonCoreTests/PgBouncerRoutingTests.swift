@@ -19,14 +19,14 @@ struct PgBouncerRoutingTests {
 
     @Test func routesOnlyToALeaderThatHasPromoted() throws {
         #expect(
-            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: registrations(primary: Self.pg1), request: nil, now: 0)
+            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: registrations(primary: Self.pg1), request: nil)
                 == .route(host: try HostAddress("198.18.0.1"), port: try TCPPort(5432), acknowledge: nil))
         // pg2 took the lock but has not promoted yet: hold clients, do not route to a standby.
-        guard case .hold = PgBouncerRouting.decide(leader: .held(Self.pg2), registrations: registrations(primary: Self.pg1), request: nil, now: 0) else {
+        guard case .hold = PgBouncerRouting.decide(leader: .held(Self.pg2), registrations: registrations(primary: Self.pg1), request: nil) else {
             Issue.record("a leader that has not promoted must not be routed to")
             return
         }
-        guard case .hold(_, nil) = PgBouncerRouting.decide(leader: .none, registrations: registrations(primary: Self.pg1), request: nil, now: 0) else {
+        guard case .hold(_, nil) = PgBouncerRouting.decide(leader: .none, registrations: registrations(primary: Self.pg1), request: nil) else {
             Issue.record("no leader: hold clients, never stay on the old primary")
             return
         }
@@ -37,7 +37,7 @@ struct PgBouncerRoutingTests {
             (AgentLeaderView.malformed("not a node name"), registrations(primary: Self.pg1)),
             (.held(try! NodeName("pg9")), registrations(primary: Self.pg1)),  // an unknown node
         ] {
-            guard case .untouched = PgBouncerRouting.decide(leader: leader, registrations: registrations, request: nil, now: 0) else {
+            guard case .untouched = PgBouncerRouting.decide(leader: leader, registrations: registrations, request: nil) else {
                 Issue.record("\(leader): pgbouncer must be left as it is")
                 continue
             }
@@ -45,42 +45,46 @@ struct PgBouncerRoutingTests {
     }
 
     @Test func aSwitchoverPausesUntilTheNewPrimaryLeadsThenResumesThere() throws {
-        let request = PauseRequest(id: "abc-1", from: Self.pg1, to: Self.pg2, until: 100)
+        let request = PauseRequest(id: "abc-1", from: Self.pg1, to: Self.pg2, timeout: .seconds(65))
         let before = registrations(primary: Self.pg1)
         #expect(
-            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: before, request: request, now: 10)
+            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: before, request: request)
                 == .hold(reason: "switchover from pg1 to pg2: clients wait", acknowledge: PauseAcknowledgement(id: "abc-1", phase: .paused)))
-        guard case .hold(_, let ack) = PgBouncerRouting.decide(leader: .none, registrations: before, request: request, now: 10) else {
+        guard case .hold(_, let ack) = PgBouncerRouting.decide(leader: .none, registrations: before, request: request) else {
             Issue.record("between the release and the promotion, clients wait")
             return
         }
         #expect(ack == PauseAcknowledgement(id: "abc-1", phase: .paused))
         #expect(
-            PgBouncerRouting.decide(leader: .held(Self.pg2), registrations: registrations(primary: Self.pg2), request: request, now: 10)
+            PgBouncerRouting.decide(leader: .held(Self.pg2), registrations: registrations(primary: Self.pg2), request: request)
                 == .route(host: try HostAddress("198.18.0.2"), port: try TCPPort(5432), acknowledge: PauseAcknowledgement(id: "abc-1", phase: .resumed)))
-        // A request left behind by a monitor that died is void after `until`.
+        // A request left behind by a monitor that died is void after its timeout: the agent no longer
+        // passes it.
         #expect(
-            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: before, request: request, now: 101)
+            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: before, request: nil)
                 == .route(host: try HostAddress("198.18.0.1"), port: try TCPPort(5432), acknowledge: nil))
     }
 
     @Test func theMonitorWaitsForLiveAgentsOnly() {
-        let request = PauseRequest(id: "r1", from: Self.pg1, to: Self.pg2, until: 100)
+        let request = PauseRequest(id: "r1", from: Self.pg1, to: Self.pg2, timeout: .seconds(65))
         let paused = PauseAcknowledgement(id: "r1", phase: .paused)
         let agents: [NodeName: BouncerStatus] = [
             Self.pg1: BouncerStatus(target: "a:1", paused: true, acknowledged: paused, problem: nil, time: 50),
             Self.pg2: BouncerStatus(target: "a:1", paused: false, acknowledged: nil, problem: nil, time: 50),
             try! NodeName("pg3"): BouncerStatus(target: "a:1", paused: false, acknowledged: nil, problem: nil, time: 1),  // silent for long
         ]
-        let outcome = request.acknowledgements(agents, phase: .paused, now: 55)
+        let outcome = request.acknowledgements(agents, phase: .paused, live: { $0 != (try! NodeName("pg3")) })
         #expect(outcome.acknowledged == [Self.pg1])
         #expect(outcome.awaited == [Self.pg2])
     }
 
     @Test func recordsRoundTripAndBadOnesAreRefused() throws {
-        let request = PauseRequest(id: "r-1", from: Self.pg1, to: Self.pg2, until: 1234.5)
+        let request = PauseRequest(id: "r-1", from: Self.pg1, to: Self.pg2, timeout: .seconds(65))
         #expect(try PauseRequest(bytes: request.json.serializedBytes(), key: "k") == request)
-        for bad in [#"{"id":"x y","from":"pg1","to":"pg2","until":1}"#, #"{"id":"x","from":"pg 1","to":"pg2","until":1}"#, #"{"id":"x","from":"pg1","to":"pg2"}"#, "[]"] {
+        for bad in [
+            #"{"id":"x y","from":"pg1","to":"pg2","timeout":"1s"}"#, #"{"id":"x","from":"pg 1","to":"pg2","timeout":"1s"}"#,
+            #"{"id":"x","from":"pg1","to":"pg2"}"#, #"{"id":"x","from":"pg1","to":"pg2","timeout":"soon"}"#, #"{"id":"x","from":"pg1","to":"pg2","until":1}"#, "[]",
+        ] {
             #expect(throws: ValidationProblem.self) { try PauseRequest(bytes: Array(bad.utf8), key: "k") }
         }
         let status = BouncerStatus(target: "198.18.0.1:5432", paused: true, acknowledged: PauseAcknowledgement(id: "r-1", phase: .resumed), problem: "p", time: 12.5)

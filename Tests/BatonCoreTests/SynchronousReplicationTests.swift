@@ -5,41 +5,69 @@ import Testing
 struct SynchronousReplicationTests {
     let a = try! NodeName("a")
     let b = try! NodeName("b")
+    let primary = try! NodeName("p")
     func peer(_ n: NodeName, _ streaming: Bool = true, _ flush: UInt64 = 100) -> ReplicationPeer { ReplicationPeer(name: n, streaming: streaming, flushPosition: LSN(flush)) }
-    func next(_ mode: SynchronousMode = .on, recorded: NodeName? = nil, names: String = "", peers: [ReplicationPeer], candidates: [NodeName]? = nil, start: UInt64? = 50) -> SyncAction {
+    func record(_ n: NodeName, at position: UInt64 = 50) -> SyncRecord { SyncRecord(standby: n, leader: primary, position: LSN(position)) }
+    func next(
+        _ mode: SynchronousMode = .on, recorded: SyncRecord? = nil, names: String = "", peers: [ReplicationPeer], candidates: [NodeName]? = nil,
+        since: UInt64? = 50
+    ) -> SyncAction {
         SynchronousReplication.next(
-            mode: mode, recorded: recorded, standbyNames: names, peers: peers, candidates: candidates ?? peers.map(\.name), startPosition: start.map(LSN.init))
+            mode: mode, recorded: recorded, standbyNames: names, peers: peers, candidates: candidates ?? peers.map(\.name),
+            waitingSince: since.map(LSN.init), me: primary)
     }
 
-    @Test func aStandbyIsNamedOnlyAfterPostgresWaitsForItAndItCaughtUp() {
+    @Test func aStandbyIsRecordedOnlyAfterPostgresWaitsForItAloneAndItFlushedPastThatMoment() {
         #expect(next(peers: [peer(a)]) == .setStandbyNames("\"a\""))
-        #expect(next(names: "\"a\"", peers: [peer(a, true, 40)], start: 50) == .none, "not caught up yet: not named")
-        #expect(next(names: "\"a\"", peers: [peer(a, true, 60)], start: 50) == .record(a))
-        #expect(next(names: "\"a\"", peers: [peer(a, true, 60)], start: nil) == .none, "without a start position, never named")
+        #expect(next(names: "\"a\"", peers: [peer(a, true, 60)], since: nil) == .rememberPosition, "the position is taken once PostgreSQL waits for it")
+        #expect(next(names: "\"a\"", peers: [peer(a, true, 40)], since: 50) == .none, "not caught up yet: not recorded")
+        #expect(next(names: "\"a\"", peers: [peer(a, true, 60)], since: 50) == .record(a, position: LSN(50)))
     }
 
     @Test func aHealthyRecordedStandbyIsKept() {
-        #expect(next(recorded: a, names: "\"a\"", peers: [peer(a), peer(b, true, 999)], candidates: [b, a]) == .none)
-        #expect(next(recorded: a, names: "", peers: [peer(a)]) == .setStandbyNames("\"a\""), "PostgreSQL must wait for it")
+        #expect(next(recorded: record(a), names: "\"a\"", peers: [peer(a), peer(b, true, 999)], candidates: [b, a]) == .none)
+        #expect(next(peers: [peer(a), peer(b, true, 999)], candidates: [b, a]) == .setStandbyNames("\"b\""), "nobody recorded: the best")
+        #expect(next(names: "\"a\"", peers: [peer(a), peer(b, true, 999)], candidates: [b, a], since: nil) == .rememberPosition, "keeps the one it waits for")
     }
 
-    @Test func aDeadRecordedStandbyIsReplacedWithoutNamingAnyoneEarly() {
+    /// The flapping-standby loss: the key must stop naming a standby before commits may be acknowledged
+    /// without it.
+    @Test func theKeyIsClearedBeforeTheSettingLeavesTheRecordedStandby() {
         let dead = [peer(a, false), peer(b, true, 10)]
-        #expect(next(recorded: a, names: "\"a\"", peers: dead, candidates: [b]) == .setStandbyNames("\"b\""))
-        #expect(next(recorded: a, names: "\"b\"", peers: dead, candidates: [b], start: 50) == .none, "the key keeps naming a until b caught up")
-        #expect(next(recorded: a, names: "\"b\"", peers: [peer(a, false), peer(b, true, 50)], candidates: [b], start: 50) == .record(b))
+        #expect(next(recorded: record(a), names: "\"a\"", peers: dead, candidates: [b]) == .clear, "cleared first, names untouched")
+        #expect(next(recorded: nil, names: "\"a\"", peers: dead, candidates: [b]) == .setStandbyNames("\"b\""), "then the setting moves")
+        #expect(next(recorded: nil, names: "\"b\"", peers: dead, candidates: [b], since: 50) == .none, "not recorded until caught up")
+        #expect(next(recorded: nil, names: "\"b\"", peers: [peer(a, true, 99), peer(b, true, 50)], candidates: [a, b], since: 50) == .record(b, position: LSN(50)))
+        // A record that does not match what PostgreSQL waits for is never trusted.
+        #expect(next(recorded: record(a), names: "\"b\"", peers: [peer(a), peer(b)]) == .clear)
+        #expect(next(recorded: record(a), names: "*", peers: [peer(a), peer(b)]) == .clear)
+        #expect(next(recorded: record(primary), names: "*", peers: [peer(a)]) == .clear, "the new primary's own name, left from before its promotion")
     }
 
     @Test func withNobodyToWaitForNonStrictStopsRelyingFirstStrictKeepsWaiting() {
-        #expect(next(.on, recorded: a, names: "\"a\"", peers: [peer(a, false)], candidates: []) == .record(nil))
+        #expect(next(.on, recorded: record(a), names: "\"a\"", peers: [peer(a, false)], candidates: []) == .clear)
         #expect(next(.on, recorded: nil, names: "\"a\"", peers: [], candidates: []) == .setStandbyNames(""))
-        #expect(next(.strict, recorded: a, names: "\"a\"", peers: [peer(a, false)], candidates: []) == .none, "strict: writes wait")
+        #expect(
+            next(.strict, recorded: record(a), names: "\"a\"", peers: [peer(a, false)], candidates: []) == .none,
+            "strict: writes wait for it, and it stays the node failover may promote (it has every acknowledged commit)")
+        #expect(next(.strict, recorded: record(a), names: "\"a\"", peers: [peer(a, false), peer(b)], candidates: [b]) == .clear, "replaced: cleared first")
+        #expect(next(.strict, recorded: nil, names: "\"a\"", peers: [peer(a, false)], candidates: []) == .none, "strict: writes wait")
         #expect(next(.strict, recorded: nil, names: "", peers: [], candidates: []) == .setStandbyNames("*"))
     }
 
     @Test func turningItOffClearsTheKeyBeforeTheSetting() {
-        #expect(next(.off, recorded: a, names: "\"a\"", peers: [peer(a)]) == .record(nil))
+        #expect(next(.off, recorded: record(a), names: "\"a\"", peers: [peer(a)]) == .clear)
         #expect(next(.off, recorded: nil, names: "\"a\"", peers: [peer(a)]) == .setStandbyNames(""))
         #expect(next(.off, recorded: nil, names: "", peers: [peer(a)]) == .none)
+    }
+
+    @Test func theRecordRoundTripsAndBadOnesAreRefused() throws {
+        let r = record(a, at: 0x3000060)
+        #expect(try SyncRecord.parse(r.json.serializedBytes(), key: "sync") == r)
+        #expect(try SyncRecord.parse(SyncRecord.cleared(by: primary).serializedBytes(), key: "sync") == nil)
+        #expect(try SyncRecord.parse(nil, key: "sync") == nil)
+        for bad in [#"{"standby":"a b","leader":"p","position":"0/1"}"#, #"{"standby":"a","leader":"p"}"#, #"{"standby":"a","leader":"p","position":"x"}"#, #"{"standby":1}"#, "[]"] {
+            #expect(throws: ValidationProblem.self) { try SyncRecord.parse(Array(bad.utf8), key: "sync") }
+        }
     }
 }

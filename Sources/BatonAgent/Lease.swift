@@ -1,0 +1,313 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonFence
+import ConsulAPI
+import Foundation
+import Logging
+
+/// The leader lock held as a lease: this node's Consul session, the leader's heartbeat and the
+/// watchdog's deadline, owned by one actor and beaten by a task of its own, so that no action of the
+/// monitor — a promotion replaying a backlog, a checkpoint, crash recovery, the clean stop of a
+/// switchover — can hold a heartbeat up (invariant 10).
+///
+/// A heartbeat renews the session and writes the leader key with check-and-set at the index it just
+/// read (the flags count the beats), so that a replica taking over a silent leader (which writes the
+/// key at the silent index) and a late heartbeat cannot both win. Every beat that got through moves
+/// the watchdog's deadline to `fence_timeout` after it was *sent*. A beat that finds the key no longer
+/// this node's kills PostgreSQL at once.
+///
+/// The lease also writes the files keepalived reads: the state `baton check` judges (with the lease
+/// deadline, so the check fails the moment the lease runs out) and the tracked file.
+public actor Lease {
+    let client: ConsulClient
+    let guardian: any FenceGuard
+    let logger: Logger
+    let node: NodeName
+    let cluster: ClusterName
+    let keys: ClusterKeys
+    let stateDirectory: String
+    /// Tells the monitor loop to look again (the lock was lost, or the lease ran out).
+    let wake: @Sendable () -> Void
+
+    private var config = ClusterConfig()
+    private var session: String?
+    private var sessionTTL: GoDuration?
+    private var leading = false
+    /// Bumped whenever leading starts or stops: a beat that began under another term changes nothing.
+    private var term: UInt64 = 0
+    /// When the last beat that got through was sent (this process's clock).
+    private var lastBeat: ContinuousClock.Instant?
+    /// The watchdog's deadline (CLOCK_MONOTONIC nanoseconds).
+    private var deadline: UInt64 = 0
+    private var writablePrimary = false
+    private var trackWritten: String?
+
+    public init(
+        client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
+        wake: @escaping @Sendable () -> Void
+    ) {
+        self.client = client
+        self.guardian = guardian
+        self.node = node
+        self.cluster = cluster
+        self.keys = ClusterKeys(cluster: cluster)
+        self.stateDirectory = stateDirectory
+        self.logger = logger
+        self.wake = wake
+    }
+
+    var sessionFile: String { stateDirectory + "/session" }
+    var sessionName: String { "baton-\(cluster)-\(node)" }
+
+    // MARK: What the monitor loop asks
+
+    /// The cluster settings, as the loop last read them.
+    public func update(_ config: ClusterConfig) { self.config = config }
+
+    public var isLeading: Bool { leading }
+
+    /// Whether a watchdog answers (one is started if none does): a node without one never leads.
+    public func guardianAnswers() async -> Bool { await guardian.ensure() }
+    public var currentSession: String? { session }
+
+    /// Time since the last heartbeat that got through was sent (forever when there was none).
+    public var sinceLastBeat: GoDuration {
+        guard leading, let lastBeat else { return .seconds(86_400 * 365) }
+        return GoDuration(ContinuousClock.now - lastBeat)
+    }
+
+    /// The loop saw (or stopped seeing) a writable primary here: what `baton check` and keepalived learn.
+    public func setWritablePrimary(_ writable: Bool) {
+        writablePrimary = writable
+        publishState()
+    }
+
+    /// Makes sure this node has a session: the one it had before a restart when Consul still knows it
+    /// (a restarted monitor keeps its lock instead of fencing its own primary), else a new one.
+    @discardableResult
+    public func ensureSession() async -> String? {
+        if let current = session, let ttl = sessionTTL, ttl != config.ttl, !leading {
+            // A changed TTL takes effect with a new session, while this node does not lead.
+            do { try await client.destroySession(current) } catch { logger.warning("Cannot destroy the old session", metadata: ["error": "\(error)"]) }
+            session = nil
+        }
+        if let session {
+            do {
+                _ = try await client.renewSession(session)
+                return session
+            } catch let error as ConsulError where error.code == .sessionNotFound {
+                logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
+                self.session = nil
+                if leading { await lost("the session expired in Consul") }
+            } catch {
+                logger.warning("Cannot renew the session", metadata: ["error": "\(error)"])
+                return session
+            }
+        }
+        if let saved = (try? String(contentsOfFile: sessionFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), !saved.isEmpty,
+            let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName
+        {
+            session = saved
+            sessionTTL = try? GoDuration(parsing: entry.ttl)
+            logger.notice("Adopted this node's session from before the restart", metadata: ["monitor.session": "\(saved)"])
+            return saved
+        }
+        do {
+            let created = try await client.createSession(
+                SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
+            session = created
+            sessionTTL = config.ttl
+            do { try AtomicFile.write(created + "\n", to: sessionFile, mode: 0o600) } catch {
+                logger.warning("Cannot save the session ID (a restarted monitor will not find it)", metadata: ["error": "\(error)"])
+            }
+            return created
+        } catch {
+            logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// Takes the free lock. The watchdog is armed first: from the moment this node may lead, it is
+    /// guarded. A node without a watchdog never leads.
+    public func acquire() async -> Bool {
+        guard let session = await ensureSession() else { return false }
+        let sent = ContinuousClock.now
+        let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
+        do { try await guardian.arm(deadline: deadline) } catch {
+            logger.error("No watchdog can guard this node; not taking the lock", metadata: ["error": "\(error)"])
+            return false
+        }
+        let acquired: Bool
+        do {
+            acquired = try await client.put(keys.leader, node.value, mode: .acquire(session: session))
+        } catch {
+            logger.warning("Cannot take the leader lock", metadata: ["error": "\(error)"])
+            acquired = false
+        }
+        guard acquired else {
+            if !leading { await guardian.standDown() }
+            return false
+        }
+        startLeading(sent: sent, deadline: deadline)
+        return true
+    }
+
+    /// Takes the lock from a leader silent past its fencing deadline: the key renamed with
+    /// check-and-set at the silent index (a heartbeat that got through after all wins instead), the old
+    /// session destroyed, the lock acquired.
+    public func takeOver(from silent: ClusterSnapshot.Leader) async throws -> Bool {
+        if silent.holder != node {
+            guard try await client.put(keys.leader, node.value, flags: silent.flags, mode: .cas(silent.modifyIndex)) else { return false }
+        }
+        do { try await client.destroySession(silent.session) } catch let error as ConsulError where error.code == .sessionNotFound || error.code == .notFound {}
+        return await acquire()
+    }
+
+    /// A heartbeat now that must get through: the lock proven this node's right before PostgreSQL
+    /// becomes writable (promotion, the start of a registered primary, the restart of a called-off
+    /// switchover). It also adopts a lock this node's session holds from before a monitor restart.
+    public func prove() async -> Bool {
+        await beat() == .beat
+    }
+
+    /// Gives the lock up: the watchdog stands down first, then the key is released.
+    public func release() async {
+        let session = self.session
+        stopLeading()
+        await guardian.standDown()
+        guard let session else { return }
+        do { _ = try await client.put(keys.leader, node.value, mode: .release(session: session)) } catch {
+            logger.warning("Cannot release the leader lock (it lapses with the session)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Stops leading without touching Consul (PostgreSQL was fenced; the lock is released separately).
+    public func standDown() async {
+        stopLeading()
+        await guardian.standDown()
+    }
+
+    /// The monitor stops: the session is destroyed (when this node does not lead) and the watchdog told
+    /// it may exit.
+    public func close() async {
+        if !leading, let session {
+            do { try await client.destroySession(session) } catch { logger.warning("Cannot destroy the session", metadata: ["error": "\(error)"]) }
+            try? FileManager.default.removeItem(atPath: sessionFile)  // ignored: a stale file is checked against Consul
+            self.session = nil
+        }
+        writablePrimary = false
+        publishState()
+        if !leading { await guardian.quit() }
+    }
+
+    // MARK: The heartbeat
+
+    /// Beats every loop while leading, renews the session always, and keeps the state files current;
+    /// runs until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            await ensureSession()
+            if leading {
+                if await beat() == .failed, leading, MonotonicClock.nanoseconds() >= deadline {
+                    // The watchdog fences now; the loop must know at once.
+                    wake()
+                }
+            }
+            publishState()
+            var pause = config.loopWait.swiftDuration
+            if leading {
+                let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
+                if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
+            }
+            do { try await Task.sleep(for: pause) } catch { return }
+        }
+    }
+
+    enum Beat: Equatable { case beat, lost, failed }
+
+    /// One heartbeat: read the key, and write it back with check-and-set if it is still this node's.
+    func beat() async -> Beat {
+        guard let session else { return .failed }
+        let started = term
+        for _ in 0..<2 {
+            let pair: KVPair?
+            do { pair = try await client.get(keys.leader, .consistent).value } catch {
+                logger.warning("Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
+                return .failed
+            }
+            guard term == started else { return .failed }
+            guard let pair, pair.session == session, pair.stringValue == node.value else {
+                if leading {
+                    await lost("the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
+                    return .lost
+                }
+                return .failed
+            }
+            let sent = ContinuousClock.now
+            let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
+            let written: Bool
+            do { written = try await client.put(keys.leader, node.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) } catch {
+                logger.warning("Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
+                return .failed
+            }
+            // Another write of ours (the loop's proof and this task's beat) may have come in between.
+            guard written else { continue }
+            guard term == started else { return .failed }
+            do { try await guardian.arm(deadline: deadline) } catch {
+                logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
+                await guardian.fenceNow()
+                await release()
+                wake()
+                return .failed
+            }
+            if !leading { logger.notice("Leading again under this node's session") }
+            startLeading(sent: sent, deadline: deadline)
+            return .beat
+        }
+        return .failed
+    }
+
+    private func startLeading(sent: ContinuousClock.Instant, deadline: UInt64) {
+        if !leading { term &+= 1 }
+        leading = true
+        lastBeat = sent
+        self.deadline = deadline
+        publishState()
+    }
+
+    private func stopLeading() {
+        if leading { term &+= 1 }
+        leading = false
+        lastBeat = nil
+        deadline = 0
+        publishState()
+    }
+
+    /// The key is not this node's anymore while it led: kill PostgreSQL now, and let the loop look.
+    private func lost(_ why: String) async {
+        logger.critical("Lost the leader lock; fencing PostgreSQL", metadata: ["monitor.reason": "\(why)"])
+        stopLeading()
+        await guardian.fenceNow()
+        wake()
+    }
+
+    /// Writes the state file (every loop: it also proves the monitor alive) and, on change, the file
+    /// keepalived tracks.
+    private func publishState() {
+        let now = MonotonicClock.nanoseconds()
+        let leadingWritable = leading && writablePrimary && now < deadline
+        let state = CheckState(leading: leadingWritable, deadline: deadline, written: now, loopWait: UInt64(config.loopWait.nanoseconds))
+        do { try AtomicFile.write(state.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644) } catch {
+            logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
+        }
+        let track = leadingWritable ? "0\n" : "1\n"
+        guard track != trackWritten else { return }
+        do {
+            try AtomicFile.write(track, to: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), mode: 0o644)
+            trackWritten = track
+        } catch {
+            logger.warning("Cannot write keepalived's tracked file", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import ConsulAPI
+import Foundation
+import Logging
+
+extension MonitorLoop {
+    mutating func carryOut(_ action: MonitorAction, snapshot: ClusterSnapshot?, local: LocalPostgres, request: TakeoverRequest?) async {
+        do {
+            switch action {
+            case .keepLeading:
+                if let snapshot { try await leaderDuties(snapshot) }
+            case .wait:
+                break
+            case .acquireLeader(let reason):
+                guard await lease.acquire() else { return }
+                logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
+                switch local {
+                case .standby:
+                    try await promote(snapshot)
+                case .down(standbySignal: false):
+                    // The registered primary restarting, now that it holds the lock: proven once more
+                    // right before it can become writable.
+                    guard await lease.prove() else { throw AgentError("the lock could not be proven before starting the primary; not starting") }
+                    try await database.launch()
+                    launchedAt = .now
+                    await event("start", "started the primary while holding the leader lock")
+                default:
+                    break
+                }
+            case .takeOver(let from, let reason):
+                guard let silent = snapshot?.leader, silent.holder == from else { return }
+                guard try await lease.takeOver(from: silent) else {
+                    logger.notice("The silent leader's heartbeat came through after all, or another node was quicker; no takeover", metadata: ["monitor.leader": "\(from)"])
+                    return
+                }
+                logger.notice("Took the leader lock over", metadata: ["monitor.from": "\(from)", "monitor.reason": "\(reason)"])
+                await event("takeover", "took the leader lock from \(from): \(reason)")
+                if case .standby = local { try await promote(snapshot) }
+            case .promote:
+                try await promote(snapshot)
+            case .stepDown(let target):
+                if let snapshot, let request { try await stepDown(for: target, snapshot: snapshot, request: request) }
+            case .releaseLeader(let reason):
+                await lease.setWritablePrimary(false)
+                // Say "down" first, so the replicas that wake on the release fail over at once.
+                await publishStatus(local: local, action: action)
+                await lease.release()
+                await event("release", "released the leader lock: \(reason)")
+            case .fence(let reason):
+                await lease.setWritablePrimary(false)
+                let left = await database.fence()
+                if left.isEmpty {
+                    logger.critical("Fenced PostgreSQL", metadata: ["monitor.reason": "\(reason)"])
+                } else {
+                    logger.critical("Fencing incomplete: processes survive SIGKILL", metadata: ["monitor.reason": "\(reason)", "pids": "\(left)"])
+                }
+                await event("fence", "killed PostgreSQL: \(reason)")
+                // Nothing of it is left now: look again at once (a leader releases the lock then).
+                wake.yield(.look)
+            case .follow(let leader, _):
+                if let snapshot { try await follow(leader, snapshot: snapshot) }
+            case .rejoin(let leader):
+                if let snapshot { try await rejoin(leader, snapshot: snapshot) }
+            case .startStandby:
+                try await database.launch()
+                launchedAt = .now
+                await event("start", "started PostgreSQL as a standby")
+            }
+        } catch {
+            logger.error("Action failed", metadata: ["monitor.action": "\(action)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Becoming the primary
+
+    /// Promotes the local standby, which holds the lock: the timeline claimed, the lock proven right
+    /// before PostgreSQL becomes writable, then what the leader owes done at once (registration first:
+    /// the pgbouncers route to it from then on).
+    mutating func promote(_ snapshot: ClusterSnapshot?) async throws {
+        let start = ContinuousClock.now
+        if config.synchronousMode != .off {
+            // From the first commit on, wait for some standby: none is acknowledged on this node alone.
+            var upstream: PostgresFiles.Upstream? = nil
+            if let leader = snapshot?.registeredPrimary(otherThan: me) {
+                upstream = PostgresFiles.Upstream(host: leader.address, port: leader.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+            }
+            try database.writeSettings(upstream: upstream, synchronousStandbyNames: "*")
+            try await database.reload()
+            waitingSince = nil
+        }
+        let timeline = try await claimTimeline()
+        guard await lease.prove() else { throw AgentError("the leader lock could not be proven right before promotion; not promoting") }
+        // A promotion may replay a backlog for long: the lease beats meanwhile on its own.
+        try await database.promote(timeout: .seconds(3600))
+        logger.notice("Promoted", metadata: ["monitor.milliseconds": "\((ContinuousClock.now - start).millisecondCount)", "monitor.timeline": "\(timeline)"])
+        await lease.setWritablePrimary(true)
+        try await register(role: .primary, upstream: nil)
+        await event("promote", "promoted to primary on timeline \(timeline)")
+        if let snapshot { try await leaderDuties(snapshot) }
+    }
+
+    /// What a leading primary owes, checked every loop so that nothing a slow or failed step skipped is
+    /// skipped for good: its registration as primary, the other registrations (a former primary
+    /// registered as standby), the replication slots the other nodes stream from, the timeline in the
+    /// control file (a rejoining node's pg_rewind reads it there), the synchronous standby, the end of a
+    /// switchover's pause, and requests that can never be acted on.
+    mutating func leaderDuties(_ snapshot: ClusterSnapshot) async throws {
+        if snapshot.registrations[me]?.role != .primary { try await register(role: .primary, upstream: nil) }
+        for (name, registration) in snapshot.registrations where name != me && registration.role == .primary {
+            var demoted = registration
+            demoted.role = .standby
+            demoted.upstream = me
+            try await client.put(keys.node(name), demoted.json.serializedBytes())
+        }
+        let slots = Set(try await database.query("SELECT slot_name FROM pg_replication_slots", [], timeout: .seconds(2)).compactMap { $0.first ?? nil })
+        for name in snapshot.registrations.keys where name != me && !slots.contains(name.slotName) {
+            _ = try await database.query("SELECT pg_create_physical_replication_slot($1, true)", [name.slotName], timeout: .seconds(5))
+        }
+        try await checkpointAfterPromotion()
+        try await manageSynchronousReplication(snapshot)
+        if let pending = snapshot.request, let seen = requestSeen {
+            let standing = pending.request.standing(age: .now - seen.since, leader: snapshot.leader?.holder, targetHealthy: true, targetEligible: true)
+            if standing.isDone, (try? await client.delete(keys.switchover, cas: pending.modifyIndex)) == true {
+                await event("switchover", "removed the request for \(pending.request.to) (\(standing))")
+            }
+        }
+        if let pause = snapshot.bouncerPause, pause.to == me { finishBouncerPause(pause, index: snapshot.bouncerPauseIndex) }
+    }
+
+    /// The checkpoint that writes the new timeline into the control file, in the background: the loop
+    /// and the lease never wait for it.
+    func checkpointAfterPromotion() async throws {
+        let behind = try await database.query(
+            "SELECT (SELECT timeline_id FROM pg_control_checkpoint()) < ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+            [], timeout: .seconds(2)
+        ).first?.first == "t"
+        guard behind, let conninfo = database.conninfo, !checkpointing.isSet else { return }
+        checkpointing.set()
+        let running = checkpointing
+        let logger = self.logger
+        background.yield {
+            defer { running.clear() }
+            do {
+                let connection = try await PostgresConnection.connect(conninfo)
+                defer { connection.close() }
+                try await connection.query("CHECKPOINT", timeout: .seconds(600))
+            } catch {
+                logger.warning("The checkpoint after promotion failed; it is tried again next loop", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Claims a timeline above every one used before, in Consul, and makes PostgreSQL choose it
+    /// (``TimelineClaim``). Returns it.
+    func claimTimeline() async throws -> Int {
+        let current =
+            try await database.query("SELECT timeline_id FROM pg_control_checkpoint()", [], timeout: .seconds(2)).first?.first?.flatMap { Int($0) } ?? 1
+        let pair = try await client.get(keys.timeline, .consistent).value
+        let claim = TimelineClaim(
+            localNewest: max(current, database.historyTimelines().max() ?? 1), claimed: try TimelineClaim.claimed(pair?.value, key: keys.timeline))
+        if !claim.placeholders.isEmpty {
+            let parentHistory = database.readHistory(current)
+            let replayed =
+                try await database.query("SELECT pg_last_wal_replay_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
+                ?? LSN(0)
+            for placeholder in claim.placeholders {
+                try database.writeHistory(
+                    placeholder, TimelineClaim.placeholderHistory(parentHistory: parentHistory, parent: current, switchpoint: replayed, timeline: placeholder))
+            }
+            logger.notice("Skipping timelines used elsewhere", metadata: ["monitor.timelines": "\(claim.placeholders)"])
+        }
+        guard try await client.put(keys.timeline, TimelineClaim.record(claim.timeline, node: me).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) else {
+            throw AgentError("the timeline key changed while this node claimed timeline \(claim.timeline); not promoting now")
+        }
+        return claim.timeline
+    }
+
+    // MARK: Following
+
+    func upstream(_ registration: NodeRegistration) -> PostgresFiles.Upstream {
+        PostgresFiles.Upstream(host: registration.address, port: registration.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+    }
+
+    mutating func follow(_ leader: NodeName, snapshot: ClusterSnapshot) async throws {
+        guard let target = snapshot.registrations[leader] else { return }
+        try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
+        try await database.reload()
+        try await register(role: .standby, upstream: leader)
+        await event("follow", "following \(leader)")
+    }
+
+    /// Turns this data directory into a standby of `leader`, which is alive and leads: pg_rewind, or
+    /// when that cannot work, a fresh clone with the old directory moved aside (never deleted).
+    mutating func rejoin(_ leader: NodeName, snapshot: ClusterSnapshot) async throws {
+        guard let target = snapshot.registrations[leader] else { return }
+        let source = ConnInfo.make([
+            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "5"),
+        ])
+        // Never touch the data directory unless the leader answers: a rewind or clone needs it.
+        let reachable: PostgresConnection
+        do { reachable = try await PostgresConnection.connect(source) } catch {
+            throw AgentError("the leader \(leader) does not answer at \(target.address):\(target.port); not rewinding (\(error))")
+        }
+        // The new timeline must be in its control file before pg_rewind reads it.
+        _ = try? await reachable.query("CHECKPOINT", timeout: .seconds(60))  // ignored: pg_rewind reports a leader that cannot be rewound from
+        reachable.close()
+        let stopped = try await database.stop()
+        notStreamingSince = nil
+        failedStarts = 0
+        var how = "rewound with pg_rewind"
+        do {
+            guard !database.isEmpty else { throw AgentError("the data directory is empty") }
+            try await database.rewind(source: source)
+        } catch {
+            logger.warning("pg_rewind cannot do it; cloning afresh", metadata: ["error": "\(error)"])
+            let clone = ConnInfo.make([
+                ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+                ("passfile", settings.passfile.value), ("application_name", me.value), ("connect_timeout", "5"),
+            ])
+            let moved = try await database.clone(conninfo: clone, slot: me.slotName)
+            how = "cloned afresh (pg_rewind failed; the old directory is \(moved ?? "nothing (it was empty)"))"
+        }
+        try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
+        try database.markStandby()
+        try await database.launch()
+        launchedAt = .now
+        try await register(role: .standby, upstream: leader)
+        await event("rejoin", "\(how) (PostgreSQL was stopped: \(stopped.rawValue)); following \(leader)")
+    }
+
+    func register(role: NodeRole, upstream: NodeName?) async throws {
+        let registration = NodeRegistration(
+            name: me, address: settings.address, port: settings.pgPort, role: role, upstream: upstream, priority: settings.priority,
+            location: settings.location)
+        let bytes = registration.json.serializedBytes()
+        if try await client.get(keys.node(me)).value?.value != bytes { try await client.put(keys.node(me), bytes) }
+    }
+}

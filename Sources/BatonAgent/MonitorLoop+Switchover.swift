@@ -1,0 +1,203 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import ConsulAPI
+import Foundation
+import Logging
+
+extension MonitorLoop {
+    /// A planned switchover: stop cleanly (the walsenders ship every record, the shutdown checkpoint
+    /// included, to the standbys), check — once the control file says "shut down" — that `target`
+    /// received it all, make this node the target's standby, then release the lock for it. The lease
+    /// beats all along. If the stop was not clean or the target did not receive everything, the primary
+    /// proves the lock again and starts again, and the switchover is called off: nothing acknowledged
+    /// is left behind.
+    mutating func stepDown(for target: NodeName, snapshot: ClusterSnapshot, request: TakeoverRequest) async throws {
+        guard let registration = snapshot.registrations[target] else { throw AgentError("the switchover target \(target) is not registered") }
+        // The checkpoint first, while clients still run: it makes the clean stop below short.
+        _ = try? await database.query("CHECKPOINT", [], timeout: .seconds(5))  // ignored: a slow one only makes the stop longer
+        let started = ContinuousClock.now
+        // Every pgbouncer holds its clients before PostgreSQL stops: they wait instead of failing.
+        let pause = PauseRequest(
+            id: UUID().uuidString.lowercased(), from: me, to: target, timeout: GoDuration(nanoseconds: config.pgbouncerTimeout.nanoseconds + 60_000_000_000))
+        try await client.put(keys.pgbouncerPause, pause.json.serializedBytes())
+        let pausing = await awaitBouncers(pause, phase: .paused)
+        await lease.setWritablePrimary(false)
+        let outcome = try await database.stop()
+        let control = try await database.controlData()
+        guard outcome == .fast, control.isCleanPrimaryShutdown, let final = control.checkpoint else {
+            try await callOff(snapshot, "PostgreSQL did not shut down cleanly (\(outcome.rawValue), control file: \(control.state))")
+            return
+        }
+        let received = await receivedPosition(of: registration, beyond: final)
+        guard let received, received > final else {
+            try await callOff(snapshot, "\(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing"))")
+            return
+        }
+        // This node follows the target from now on: it cannot race the target for the free lock.
+        try database.writeSettings(upstream: upstream(registration), synchronousStandbyNames: "")
+        try database.markStandby()
+        await publishStatus(local: .down(standbySignal: true), action: .stepDown(to: target))
+        await lease.release()
+        try await register(role: .standby, upstream: target)
+        await event("switchover", "stepped down for \(target) after \((ContinuousClock.now - started).millisecondCount) ms; it has WAL up to \(received); \(pausing)")
+    }
+
+    /// The switchover is off: the lock is proven again before PostgreSQL takes writes again, and the
+    /// request and the pgbouncers' pause are removed.
+    mutating func callOff(_ snapshot: ClusterSnapshot, _ reason: String) async throws {
+        guard await lease.prove() else {
+            throw AgentError("switchover called off (\(reason)), and the leader lock could not be proven again: PostgreSQL stays stopped")
+        }
+        try await database.launch()
+        launchedAt = .now
+        if let pending = snapshot.request { _ = try? await client.delete(keys.switchover, cas: pending.modifyIndex) }  // ignored: it expires anyway
+        _ = try? await client.delete(keys.pgbouncerPause)  // ignored: agents void it after its timeout
+        await event("switchover", "called off: \(reason); this node stays primary")
+    }
+
+    /// What the target reports having received (polled for up to 5 s, until it passes `final`).
+    func receivedPosition(of target: NodeRegistration, beyond final: LSN) async -> LSN? {
+        let conninfo = ConnInfo.make([
+            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "2"),
+        ])
+        var received: LSN? = nil
+        for _ in 0..<50 {
+            if let connection = try? await PostgresConnection.connect(conninfo) {
+                let text = try? await connection.query("SELECT pg_last_wal_receive_lsn()::text", timeout: .seconds(2)).first?.first ?? nil
+                received = text.flatMap { try? LSN(parsing: $0) }
+                connection.close()
+            }
+            if let received, received > final { return received }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return received
+    }
+
+    /// Waits, at most `pgbouncer_timeout`, until every live pgbouncer agent acknowledged `phase` of the
+    /// request; returns what happened, for the event.
+    mutating func awaitBouncers(_ request: PauseRequest, phase: PauseAcknowledgement.Phase) async -> String {
+        let started = ContinuousClock.now
+        let deadline = started + config.pgbouncerTimeout.swiftDuration
+        var index: UInt64 = 0
+        var last: (acknowledged: [NodeName], awaited: [NodeName]) = ([], [])
+        while ContinuousClock.now < deadline {
+            let wait = max(Duration.milliseconds(10), min(deadline - ContinuousClock.now, .milliseconds(500)))
+            guard let result = try? await client.list(keys.pgbouncerAgentsPrefix, QueryOptions(index: index, wait: wait)) else {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            index = result.index
+            var agents: [NodeName: BouncerStatus] = [:]
+            let now = ContinuousClock.now
+            for pair in result.value {
+                guard let name = try? NodeName(String(pair.key.dropFirst(keys.pgbouncerAgentsPrefix.count))), let status = BouncerStatus(bytes: pair.value)
+                else { continue }
+                agents[name] = status
+                bouncerReports.observe(name, index: pair.modifyIndex, at: now)
+            }
+            let reports = bouncerReports
+            last = request.acknowledgements(agents, phase: phase, live: { reports.isFresh($0, within: BouncerStatus.liveness, at: now) })
+            if last.awaited.isEmpty { break }
+        }
+        let took = (ContinuousClock.now - started).millisecondCount
+        if last.awaited.isEmpty { return "\(last.acknowledged.count) pgbouncer(s) \(phase.rawValue) in \(took) ms" }
+        logger.warning("A pgbouncer did not acknowledge", metadata: ["switchover.phase": "\(phase.rawValue)", "switchover.awaited": "\(last.awaited)"])
+        return "pgbouncer on \(last.awaited.map(\.value).joined(separator: ", ")) did not acknowledge \(phase.rawValue) within \(config.pgbouncerTimeout) (\(last.acknowledged.count) did)"
+    }
+
+    /// After a promotion by switchover: ends the pgbouncers' pause once they resumed on this node
+    /// (bounded), in the background, and records the outcome.
+    mutating func finishBouncerPause(_ request: PauseRequest, index: UInt64) {
+        guard finishingPause != request.id else { return }
+        finishingPause = request.id
+        let now = ContinuousClock.now
+        let live = Set(bouncerReports.fresh(within: BouncerStatus.liveness, at: now))
+        let client = self.client
+        let keys = self.keys
+        let timeout = config.pgbouncerTimeout.swiftDuration
+        let recordOutcome = eventRecorder()
+        background.yield {
+            let deadline = ContinuousClock.now + timeout
+            var outcome = "no pgbouncer agent reports"
+            while ContinuousClock.now < deadline {
+                guard let pairs = try? await client.list(keys.pgbouncerAgentsPrefix).value else { break }
+                var agents: [NodeName: BouncerStatus] = [:]
+                for pair in pairs {
+                    if let name = try? NodeName(String(pair.key.dropFirst(keys.pgbouncerAgentsPrefix.count))), let status = BouncerStatus(bytes: pair.value) {
+                        agents[name] = status
+                    }
+                }
+                let (acknowledged, awaited) = request.acknowledgements(agents, phase: .resumed, live: { live.contains($0) })
+                outcome = awaited.isEmpty
+                    ? "\(acknowledged.count) pgbouncer(s) resumed"
+                    : "pgbouncer on \(awaited.map(\.value).joined(separator: ", ")) did not resume within \(timeout)"
+                if awaited.isEmpty { break }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            _ = try? await client.delete(keys.pgbouncerPause, cas: index)  // ignored: agents void it after its timeout
+            await recordOutcome("switchover", "clients resumed: \(outcome)")
+        }
+    }
+
+    /// Records events from background work (the loop's own ``event(_:_:)`` needs the loop).
+    func eventRecorder() -> @Sendable (String, String) async -> Void {
+        let client = self.client
+        let keys = self.keys
+        let me = self.me
+        let events = self.events
+        let logger = self.logger
+        return { kind, detail in
+            let event = ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail)
+            events?.submit(event)
+            do { try await recordEvent(event, keys: keys, client: client) } catch {
+                logger.warning("Cannot record an event", metadata: ["event.kind": "\(kind)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Synchronous replication
+
+    /// The primary keeps one synchronous standby in synchronous mode, one step per loop (see
+    /// ``SynchronousReplication``).
+    mutating func manageSynchronousReplication(_ snapshot: ClusterSnapshot) async throws {
+        let standbyNames =
+            try await database.query("SHOW synchronous_standby_names", [], timeout: .seconds(2)).first?.first??.trimmingCharacters(in: .whitespaces) ?? ""
+        if config.synchronousMode == .off && standbyNames.isEmpty && snapshot.sync == nil { return }
+        var peers: [ReplicationPeer] = []
+        for row in try await database.query("SELECT application_name, state, flush_lsn::text FROM pg_stat_replication", [], timeout: .seconds(2)) {
+            guard let name = row[0].flatMap({ try? NodeName($0) }) else { continue }
+            peers.append(ReplicationPeer(name: name, streaming: row[1] == "streaming", flushPosition: row[2].flatMap { try? LSN(parsing: $0) } ?? LSN(0)))
+        }
+        let eligible = Set(snapshot.registrations.values.filter { $0.priority > 0 && $0.name != me }.map(\.name))
+        let candidates = peers.filter { eligible.contains($0.name) }.sorted {
+            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
+        }.map(\.name)
+        let action = SynchronousReplication.next(
+            mode: config.synchronousMode, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
+            waitingSince: waitingSince, me: me)
+        switch action {
+        case .none:
+            return
+        case .clear:
+            if try await client.put(keys.sync, SyncRecord.cleared(by: me).serializedBytes(), mode: .cas(snapshot.syncIndex)) {
+                await event("sync", "no synchronous standby recorded (\(snapshot.sync?.standby.value ?? "none") no longer relied on): automatic failover needs one")
+            }
+        case .setStandbyNames(let names):
+            try database.writeSettings(upstream: nil, synchronousStandbyNames: names)
+            try await database.reload()
+            // The position is taken at the next loop, once every walsender applied the new setting.
+            waitingSince = nil
+            logger.info("synchronous_standby_names set", metadata: ["sync.names": "\(names)"])
+        case .rememberPosition:
+            waitingSince = try await database.query("SELECT pg_current_wal_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
+        case .record(let standby, let position):
+            let record = SyncRecord(standby: standby, leader: me, position: position)
+            if try await client.put(keys.sync, record.json.serializedBytes(), mode: .cas(snapshot.syncIndex)) {
+                await event("sync", "\(standby) is the synchronous standby (it flushed past \(position))")
+            }
+        }
+    }
+}

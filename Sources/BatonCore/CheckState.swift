@@ -1,0 +1,60 @@
+/// The monitor's state file, read by `baton check` (keepalived's track script): whether this node holds
+/// the leader lock with a writable primary, and until when that holds — the lease deadline, the moment
+/// its watchdog fences PostgreSQL unless another heartbeat reaches Consul first (CLOCK_MONOTONIC
+/// nanoseconds, this machine's own clock). The check fails once the deadline passed, whatever the
+/// file says, so two nodes never pass it at once: a replica takes over only after the old leader's
+/// deadline (by fence_timeout plus a margin), and it leads only from then on.
+///
+/// The file also says when the monitor last wrote it (every loop): a monitor that died or hangs makes
+/// its node fail the check as well.
+public struct CheckState: Sendable, Equatable {
+    public var leading: Bool
+    /// The lease deadline (0 when not leading).
+    public var deadline: UInt64
+    /// When the monitor wrote the file.
+    public var written: UInt64
+    /// The monitor's loop interval, in nanoseconds: it rewrites the file at least this often.
+    public var loopWait: UInt64
+
+    public init(leading: Bool, deadline: UInt64, written: UInt64, loopWait: UInt64) {
+        self.leading = leading
+        self.deadline = leading ? deadline : 0
+        self.written = written
+        self.loopWait = loopWait
+    }
+
+    public static func path(stateDirectory: String) -> String { stateDirectory + "/monitor.state" }
+
+    public var text: String { "\(leading ? "primary" : "not-primary") \(deadline) \(written) \(loopWait)\n" }
+
+    public init?(text: String) {
+        let parts = text.split(separator: " ").map { $0.filter { !$0.isWhitespace } }
+        guard parts.count == 4, ["primary", "not-primary"].contains(parts[0]), let deadline = UInt64(parts[1]), let written = UInt64(parts[2]),
+            let loop = UInt64(parts[3])
+        else { return nil }
+        self.init(leading: parts[0] == "primary", deadline: deadline, written: written, loopWait: loop)
+    }
+
+    public enum Verdict: Equatable, Sendable {
+        case primary
+        case notPrimary(String)
+    }
+
+    /// Judges the state file's text at monotonic time `now` (nanoseconds).
+    public static func verdict(_ text: String?, now: UInt64) -> Verdict {
+        guard let text else { return .notPrimary("the monitor has written no state (is `baton monitor` running?)") }
+        guard let state = CheckState(text: text) else { return .notPrimary("the monitor's state file is malformed") }
+        if let stale = state.staleness(now: now) { return .notPrimary(stale) }
+        guard state.leading else { return .notPrimary("this node does not hold the leader lock with a writable primary") }
+        guard now < state.deadline else {
+            return .notPrimary("the lease ran out \((now - state.deadline) / 1_000_000) ms ago (no heartbeat reached Consul)")
+        }
+        return .primary
+    }
+
+    /// Why the monitor counts as dead or hung (its file is older than three loops), or nil.
+    public func staleness(now: UInt64) -> String? {
+        let age = now >= written ? now - written : 0
+        return age > max(loopWait, 100_000_000) * 3 ? "the monitor's state is \(age / 1_000_000) ms old" : nil
+    }
+}

@@ -1,0 +1,151 @@
+import BatonAgent
+import BatonFence
+import BatonTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// `baton-watchdog` for real, guarding a stand-in "postgres" process (a copy of sleep named postgres,
+/// working in the data directory), driven through the monitor's link.
+@Suite("the watchdog process", .serialized)
+struct WatchdogTests {
+    final class Bench: @unchecked Sendable {
+        // @unchecked: used by one test at a time.
+        let directory = NSTemporaryDirectory() + "baton-watchdog-" + UUID().uuidString.prefix(8).lowercased()
+        var state: String { directory + "/state" }
+        var data: String { directory + "/data" }
+        var bin: String { directory + "/bin" }
+        var device: String { directory + "/watchdog-device" }
+        var started: [Process] = []
+
+        init() throws {
+            for d in [state, data, bin] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+            try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: bin + "/postgres")
+        }
+
+        var executable: String { URL(fileURLWithPath: BatonProcess.executable).deletingLastPathComponent().appendingPathComponent("baton-watchdog").path }
+
+        func link(kernel: String = "off") -> WatchdogLink {
+            var logger = Logger(label: "test.watchdog")
+            logger.logLevel = .critical
+            return WatchdogLink(
+                WatchdogLink.Configuration(
+                    executable: executable, stateDirectory: state, dataDirectory: data, binDirectory: bin, trackFile: state + "/track",
+                    kernelWatchdog: kernel, kernelDevice: device),
+                logger: logger)
+        }
+
+        /// A process that passes for this data directory's postgres.
+        func startPostgres() throws -> Process {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: bin + "/postgres")
+            process.arguments = ["600"]
+            process.currentDirectoryURL = URL(fileURLWithPath: data)
+            try process.run()
+            started.append(process)
+            return process
+        }
+
+        var watchdogPID: Int32? {
+            (try? String(contentsOfFile: WatchdogFiles.pid(stateDirectory: state), encoding: .utf8)).flatMap {
+                Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+        }
+
+        func close() {
+            for p in started where p.isRunning { p.terminate() }
+            if let pid = watchdogPID { kill(pid, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    func withBench(_ body: (Bench) async throws -> Void) async throws {
+        let bench = try Bench()
+        defer { bench.close() }
+        try await body(bench)
+    }
+
+    @Test("a deadline that passes kills every process of the data directory (and only those), and the tracked file says so")
+    func fencesAtTheDeadline() async throws {
+        try await withBench { b in
+            let postgres = try b.startPostgres()
+            let bystander = Process()
+            bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
+            bystander.arguments = ["600"]
+            bystander.currentDirectoryURL = URL(fileURLWithPath: b.data)
+            try bystander.run()
+            defer { bystander.terminate() }
+            let link = b.link()
+            #expect(await link.ensure())
+            #expect(PostgresProcesses(dataDirectory: b.data, binDirectory: b.bin).running() == [postgres.processIdentifier])
+            try await link.arm(deadline: MonotonicClock.nanoseconds() + 300_000_000)
+            #expect(await eventually(timeout: .seconds(5)) { !postgres.isRunning }, "killed at the deadline")
+            #expect(bystander.isRunning, "another program working in the directory is not PostgreSQL and lives")
+            #expect((try? String(contentsOfFile: b.state + "/track", encoding: .utf8)) == "1\n")
+            let log = (try? String(contentsOfFile: WatchdogFiles.log(stateDirectory: b.state), encoding: .utf8)) ?? ""
+            #expect(log.contains("deadline passed") && log.contains("none left"), "\(log)")
+        }
+    }
+
+    @Test("renewed in time it never fences; standing down disarms it; it outlives a monitor, and a new link finds it")
+    func renewalsKeepItQuiet() async throws {
+        try await withBench { b in
+            let postgres = try b.startPostgres()
+            let link = b.link()
+            for _ in 0..<8 {
+                try await link.arm(deadline: MonotonicClock.nanoseconds() + 400_000_000)
+                try await Task.sleep(for: .milliseconds(150))
+            }
+            #expect(postgres.isRunning)
+            let first = b.watchdogPID
+            // A restarted monitor: a new link reaches the same watchdog and carries on.
+            let again = b.link()
+            try await again.arm(deadline: MonotonicClock.nanoseconds() + 400_000_000)
+            #expect(b.watchdogPID == first)
+            await again.standDown()
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(postgres.isRunning, "stood down: nothing to fence")
+            await again.quit()
+            #expect(await eventually(timeout: .seconds(3)) { first.map { PostgresProcesses.state($0).map { $0 == "Z" } ?? true } ?? false }, "an idle watchdog exits when told")
+        }
+    }
+
+    @Test("a watchdog killed or frozen is replaced at the next renewal; the replacement guards")
+    func deadOrFrozenWatchdogIsReplaced() async throws {
+        try await withBench { b in
+            let postgres = try b.startPostgres()
+            let link = b.link()
+            try await link.arm(deadline: MonotonicClock.nanoseconds() + 5_000_000_000)
+            let first = try #require(b.watchdogPID)
+            kill(first, SIGKILL)
+            try await link.arm(deadline: MonotonicClock.nanoseconds() + 5_000_000_000)
+            let second = try #require(b.watchdogPID)
+            #expect(second != first)
+            kill(second, SIGSTOP)
+            try await link.arm(deadline: MonotonicClock.nanoseconds() + 300_000_000)
+            let third = try #require(b.watchdogPID)
+            #expect(third != second, "a frozen watchdog cannot guard: killed and replaced")
+            #expect(await eventually(timeout: .seconds(5)) { !postgres.isRunning }, "the replacement fences at the deadline")
+        }
+    }
+
+    @Test("the kernel watchdog (a stand-in device): petted while leading, closed with 'V' on standing down; `required` refuses a device without a timeout")
+    func kernelWatchdogStandIn() async throws {
+        try await withBench { b in
+            _ = FileManager.default.createFile(atPath: b.device, contents: nil)
+            let automatic = b.link(kernel: "automatic")
+            for _ in 0..<3 {
+                try await automatic.arm(deadline: MonotonicClock.nanoseconds() + 3_000_000_000)
+                try await Task.sleep(for: .milliseconds(700))
+            }
+            await automatic.standDown()
+            let written = (try? String(contentsOfFile: b.device, encoding: .utf8)) ?? ""
+            #expect(written.hasPrefix("1") && written.hasSuffix("V") && written.filter { $0 == "1" }.count >= 2, "pets, then the magic close: \(written)")
+            await automatic.quit()
+            #expect(await eventually(timeout: .seconds(3)) { b.watchdogPID.map { kill($0, 0) != 0 } ?? true })
+            // A regular file takes no timeout: a required kernel watchdog is refused, and the node must not lead.
+            let required = b.link(kernel: "required")
+            await #expect(throws: WatchdogUnavailable.self) { try await required.arm(deadline: MonotonicClock.nanoseconds() + 3_000_000_000) }
+        }
+    }
+}
