@@ -15,9 +15,13 @@
 #   scripts/lab.sh partition N       cut node N's link;  scripts/lab.sh heal N  restores it
 #   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
 #   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived; start-keepalived N starts it again
+#   scripts/lab.sh start-daemon N monitor|pgbouncer-agent|pgbouncer   start one daemon of node N again
 #   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
 #   scripts/lab.sh psql N|vip ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's pgbouncer
 # BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
+# BATON_LAB_CONSUL_PROXY (a program, e.g. `.build/debug/baton-chaos proxy`): Consul listens on port 8501
+# and that program, started with --listen 198.18.0.254:8500 --upstream 198.18.0.254:8501 --delay-file
+# $BATON_LAB_DIR/consul-delay, stands in front of it (the chaos suite makes Consul slow through it).
 set -euo pipefail
 # Daemons started here must not inherit a descriptor of whoever ran us (a test's output pipe would
 # never see EOF): keep only standard input, output and error.
@@ -40,6 +44,9 @@ address() { if [ "$(mode)" = netns ]; then echo "$net.$1"; else echo 127.0.0.1; 
 pgport() { if [ "$(mode)" = netns ]; then echo 5432; else echo $((25430 + $1)); fi; }
 bouncerport() { if [ "$(mode)" = netns ]; then echo 6432; else echo $((26430 + $1)); fi; }
 consul_addr() { if [ "$(mode)" = netns ]; then echo "$consul_ip:8500"; else echo 127.0.0.1:28500; fi; }
+# Where the Consul server itself listens: behind the proxy when there is one.
+consul_listen() { if [ -n "${BATON_LAB_CONSUL_PROXY:-}" ]; then consul_addr | sed 's/:8500$/:8501/; s/:28500$/:28501/'; else consul_addr; fi; }
+start_consul() { start_daemon 0 consul "$baton" consul serve --listen "$(consul_listen)" --data-dir "$lab/consul"; }
 say() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
 
 # Started daemons are recorded as "PID NAME" lines, so that only they are ever stopped.
@@ -60,6 +67,8 @@ down() {
   if [ -f "$lab/pids" ]; then
     while read -r pid _; do kill "$pid" 2>/dev/null || true; done <"$lab/pids"
   fi
+  # The monitors' watchdogs outlive them by design (on loopback they run outside any namespace).
+  pkill -9 -f "baton-watchdog --state-dir $lab/" 2>/dev/null || true
   # Whatever still runs inside the lab's namespaces is the lab's.
   for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do
     ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
@@ -95,12 +104,23 @@ network() {
   done
 }
 
-start_node() {
+# start_one N monitor|pgbouncer-agent|pgbouncer: one daemon of node N.
+start_one() {
   local n=$1 d="$lab/n$1"
   local as_postgres=(); [ "$(id -u)" = 0 ] && as_postgres=(runuser -u postgres --)
-  start_daemon "$n" pgbouncer "${as_postgres[@]}" /usr/sbin/pgbouncer "$d/pgbouncer/pgbouncer.ini"
-  start_daemon "$n" monitor "$baton" monitor --config "$d/baton.yaml"
-  start_daemon "$n" pgbouncer-agent "$baton" pgbouncer-agent --config "$d/baton.yaml"
+  case "$2" in
+    pgbouncer) rm -f "$d/pgbouncer/pgbouncer.pid"; start_daemon "$n" pgbouncer "${as_postgres[@]}" /usr/sbin/pgbouncer "$d/pgbouncer/pgbouncer.ini" ;;
+    monitor) start_daemon "$n" monitor "$baton" monitor --config "$d/baton.yaml" ;;
+    pgbouncer-agent) start_daemon "$n" pgbouncer-agent "$baton" pgbouncer-agent --config "$d/baton.yaml" ;;
+    *) echo "lab: no daemon called $2" >&2; return 2 ;;
+  esac
+}
+
+start_node() {
+  local n=$1 d="$lab/n$1"
+  start_one "$n" pgbouncer
+  start_one "$n" monitor
+  start_one "$n" pgbouncer-agent
   if [ "$(mode)" = netns ]; then
     start_daemon "$n" keepalived keepalived --dont-fork --log-console --log-detail -f "$d/keepalived.conf" \
       --pid "$d/keepalived.pid" --vrrp_pid "$d/vrrp.pid" --checkers_pid "$d/checkers.pid"
@@ -123,7 +143,12 @@ up() {
   fi
   echo "$count" >"$lab/nodes"
   [ "$(mode)" = netns ] && network "$count"
-  start_daemon 0 consul "$baton" consul serve --listen "$(consul_addr)" --data-dir "$lab/consul"
+  start_consul
+  if [ -n "${BATON_LAB_CONSUL_PROXY:-}" ]; then
+    echo 0 >"$lab/consul-delay"
+    # shellcheck disable=SC2086
+    start_daemon 0 consul-proxy $BATON_LAB_CONSUL_PROXY --listen "$(consul_addr)" --upstream "$(consul_listen)" --delay-file "$lab/consul-delay"
+  fi
   for _ in $(seq 100); do curl -sf "http://$(consul_addr)/v1/status/leader" >/dev/null && break; sleep 0.1; done
   echo "lab-replication-$RANDOM$RANDOM" >"$lab/replication-password"; chmod 600 "$lab/replication-password"
   echo '"app" "app-secret"' >"$lab/userlist.txt"
@@ -186,14 +211,15 @@ case "$cmd" in
   partition) ip netns exec "$(ns "$1")" ip link set eth0 down ;;
   heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;
   stop-consul) pid=$(awk '$2 == "consul" {print $1}' "$lab/pids" | tail -1); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
-  start-consul) start_daemon 0 consul "$baton" consul serve --listen "$(consul_addr)" --data-dir "$lab/consul" ;;
+  start-consul) start_consul ;;
   kill-keepalived) for p in $(ip netns pids "$(ns "$1")"); do if grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null; then kill -9 "$p"; fi; done ;;
   start-keepalived)
     d="$lab/n$1"; rm -f "$d"/keepalived.pid "$d"/vrrp.pid "$d"/checkers.pid
     start_daemon "$1" keepalived keepalived --dont-fork --log-console --log-detail -f "$d/keepalived.conf" \
       --pid "$d/keepalived.pid" --vrrp_pid "$d/vrrp.pid" --checkers_pid "$d/checkers.pid" ;;
+  start-daemon) start_one "$1" "$2" ;;
   vip) vip_holder ;;
   leader) leader; echo ;;
   psql) if [ "$1" = vip ]; then shift; psql_vip "$@"; else psql_node "$@"; fi ;;
-  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

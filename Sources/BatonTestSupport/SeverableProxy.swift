@@ -4,32 +4,39 @@ import Foundation
     import Glibc
 #endif
 
-/// A TCP proxy on loopback that a test can cut like a network partition: while severed, nothing is
+/// A TCP proxy that a test can cut like a network partition, or slow down: while severed, nothing is
 /// forwarded in either direction and new connections hang (as a dropped link does, not a refusal);
-/// when healed, the connections that were cut are closed and new ones are forwarded again.
+/// when healed, the connections that were cut are closed and new ones are forwarded again. With a
+/// delay, every chunk a client sends reaches the upstream that much later (a slow server).
 public final class SeverableProxy: @unchecked Sendable {
     // @unchecked: the mutable state is guarded by `lock`; each connection is pumped by its own threads.
     public let port: Int
+    public let host: String
+    private let upstreamHost: String
     private let upstreamPort: Int
     private let listener: Int32
     private let lock = NSLock()
     private var severed = false
     private var stopped = false
+    private var delay: Duration = .zero
     private var sockets: Set<Int32> = []
     private var heldWhileSevered: [Int32] = []
 
-    /// Listens on a free loopback port and forwards to `127.0.0.1:upstreamPort`.
-    public init(upstreamPort: Int) throws {
+    /// Listens on `listenHost:listenPort` (a free loopback port by default) and forwards to
+    /// `upstreamHost:upstreamPort`.
+    public init(listenHost: String = "127.0.0.1", listenPort: Int = 0, upstreamHost: String = "127.0.0.1", upstreamPort: Int) throws {
+        self.host = listenHost
+        self.upstreamHost = upstreamHost
         self.upstreamPort = upstreamPort
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ProxyError("socket: errno \(errno)") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = Self.loopback(port: 0)
+        var address = Self.address(listenHost, port: UInt16(listenPort))
         let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         guard bound == 0, listen(fd, 64) == 0 else {
             close(fd)
-            throw ProxyError("bind/listen: errno \(errno)")
+            throw ProxyError("bind/listen \(listenHost):\(listenPort): errno \(errno)")
         }
         var actual = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -39,7 +46,10 @@ public final class SeverableProxy: @unchecked Sendable {
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
-    public var address: String { "127.0.0.1:\(port)" }
+    /// Every chunk a client sends is held this long before it goes upstream.
+    public func setDelay(_ delay: Duration) { lock.withLock { self.delay = delay } }
+
+    public var address: String { "\(host):\(port)" }
 
     /// Cuts the link: every open connection stops forwarding, new ones hang.
     public func sever() { lock.withLock { severed = true } }
@@ -67,11 +77,11 @@ public final class SeverableProxy: @unchecked Sendable {
         for fd in all { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
-    private static func loopback(port: UInt16) -> sockaddr_in {
+    private static func address(_ host: String, port: UInt16) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         return address
     }
 
@@ -88,7 +98,7 @@ public final class SeverableProxy: @unchecked Sendable {
             }
             if hold { continue }
             let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = Self.loopback(port: UInt16(upstreamPort))
+            var address = Self.address(upstreamHost, port: UInt16(upstreamPort))
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
@@ -102,14 +112,14 @@ public final class SeverableProxy: @unchecked Sendable {
                 sockets.insert(upstream)
             }
             let finished = ConnectionEnd()
-            Thread.detachNewThread { [self] in pump(from: client, to: upstream, end: finished) }
-            Thread.detachNewThread { [self] in pump(from: upstream, to: client, end: finished) }
+            Thread.detachNewThread { [self] in pump(from: client, to: upstream, end: finished, delayed: true) }
+            Thread.detachNewThread { [self] in pump(from: upstream, to: client, end: finished, delayed: false) }
         }
     }
 
     /// Copies bytes one way until either side closes; while severed, holds them back (and keeps
     /// reading nothing), so the peers see a silent link.
-    private func pump(from source: Int32, to destination: Int32, end: ConnectionEnd) {
+    private func pump(from source: Int32, to destination: Int32, end: ConnectionEnd, delayed: Bool) {
         var buffer = [UInt8](repeating: 0, count: 65_536)
         loop: while true {
             while lock.withLock({ severed && !stopped }) { usleep(20_000) }
@@ -119,6 +129,10 @@ public final class SeverableProxy: @unchecked Sendable {
             if lock.withLock({ severed }) { continue }
             let n = read(source, &buffer, buffer.count)
             if n <= 0 { break }
+            if delayed {
+                let hold = lock.withLock { delay }
+                if hold > .zero { Thread.sleep(forTimeInterval: Double(hold.components.seconds) + Double(hold.components.attoseconds) / 1e18) }
+            }
             var sent = 0
             while sent < n {
                 let w = buffer.withUnsafeBytes { write(destination, $0.baseAddress! + sent, n - sent) }

@@ -1,0 +1,134 @@
+/// SplitMix64: a tiny, well-known generator whose whole state is one number, so a seed replays the
+/// same sequence on every machine and Swift version (the standard library's generator is not seedable).
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The faults a chaos run injects.
+public enum FaultKind: String, Sendable, CaseIterable, Codable {
+    case killPostmaster = "kill-postmaster"
+    case killBackend = "kill-backend"
+    case killMonitor = "kill-monitor"
+    case killWatchdog = "kill-watchdog"
+    case killAgent = "kill-pgbouncer-agent"
+    case killPgBouncer = "kill-pgbouncer"
+    case killKeepalived = "kill-keepalived"
+    /// Every process of the node killed, restarted after the duration.
+    case nodeDeath = "node-death"
+    /// The monitor and its watchdog stopped (SIGSTOP) while PostgreSQL runs, then continued.
+    case freezeMonitor = "freeze-monitor"
+    /// Every process of the node stopped (a paused VM), then continued.
+    case freezeNode = "freeze-node"
+    /// The node's link down, then up.
+    case partition = "partition"
+    /// Two nodes cannot reach each other; both reach Consul.
+    case pairPartition = "pair-partition"
+    /// The node cannot reach Consul; it reaches the other nodes.
+    case consulCut = "consul-cut"
+    case consulStop = "consul-stop"
+    /// Consul answers late (a delaying proxy in front of it).
+    case consulSlow = "consul-slow"
+    /// The node's VRRP adverts dropped.
+    case vrrpPartition = "vrrp-partition"
+    /// The synchronous standby's replication link drops again and again.
+    case syncLinkFlap = "sync-link-flap"
+    /// `baton switchover` to a replica at a random moment.
+    case switchover = "switchover"
+    /// Two faults at once.
+    case overlap = "overlap"
+
+    /// Which node a fault of this kind is aimed at, when it is aimed at one.
+    public var aimed: Bool {
+        switch self {
+        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap: return false
+        default: return true
+        }
+    }
+
+    /// How long the fault lasts before it is healed: the range of seconds to draw from.
+    public var durations: ClosedRange<Double> {
+        switch self {
+        case .killPostmaster, .killBackend, .killWatchdog, .killPgBouncer, .killKeepalived, .switchover: return 0...0
+        case .killMonitor, .killAgent: return 0.5...10
+        case .nodeDeath: return 2...15
+        case .freezeMonitor, .freezeNode: return 1...10
+        case .partition, .pairPartition, .consulCut, .vrrpPartition: return 2...15
+        case .consulStop: return 1...30
+        case .consulSlow: return 5...15
+        case .syncLinkFlap: return 2...8
+        case .overlap: return 0...0
+        }
+    }
+}
+
+/// Whom a fault is aimed at, resolved when it is injected (the cluster moves between faults).
+public enum TargetRole: String, Sendable, CaseIterable, Codable {
+    case primary, replica, synchronousStandby = "synchronous-standby", random
+}
+
+/// One fault of the schedule, fully drawn from the seed.
+public struct PlannedFault: Sendable, Equatable {
+    public var kind: FaultKind
+    public var target: TargetRole
+    /// Seconds the fault lasts (0: a single act).
+    public var duration: Double
+    /// For a slow Consul: the delay of each answer, in seconds.
+    public var delay: Double
+    /// Which node number a `random` target or the second node of a pair becomes (1-based, modulo the
+    /// nodes that qualify), drawn up front so that the schedule is the same on every run of the seed.
+    public var pick: Int
+    /// The faults an `overlap` combines.
+    public var parts: [PlannedFault]
+
+    public init(kind: FaultKind, target: TargetRole, duration: Double, delay: Double = 0, pick: Int = 0, parts: [PlannedFault] = []) {
+        self.kind = kind
+        self.target = target
+        self.duration = duration
+        self.delay = delay
+        self.pick = pick
+        self.parts = parts
+    }
+
+    public var description: String {
+        if kind == .overlap { return "overlap(" + parts.map(\.description).joined(separator: " + ") + ")" }
+        var text = kind.rawValue
+        if kind.aimed { text += "(\(target.rawValue))" }
+        if duration > 0 { text += " \((duration * 10).rounded() / 10)s" }
+        if kind == .consulSlow { text += " delay \((delay * 10).rounded() / 10)s" }
+        return text
+    }
+}
+
+/// The schedule of a chaos run: the same seed gives the same faults, targets and durations.
+public enum ChaosSchedule {
+    public static func make(seed: UInt64, count: Int, synchronous: Bool) -> [PlannedFault] {
+        var generator = SplitMix64(seed: seed)
+        return (0..<count).map { _ in draw(&generator, synchronous: synchronous, allowOverlap: true) }
+    }
+
+    static func draw(_ g: inout SplitMix64, synchronous: Bool, allowOverlap: Bool) -> PlannedFault {
+        var kinds = FaultKind.allCases.filter { allowOverlap || $0 != .overlap }
+        if !synchronous { kinds.removeAll { $0 == .syncLinkFlap } }
+        let kind = kinds[Int(g.next() % UInt64(kinds.count))]
+        var roles = TargetRole.allCases
+        if !synchronous { roles.removeAll { $0 == .synchronousStandby } }
+        let target = roles[Int(g.next() % UInt64(roles.count))]
+        let range = kind.durations
+        let duration = range.lowerBound + (range.upperBound - range.lowerBound) * Double(g.next() % 1000) / 999
+        let delay = 0.5 + 2.5 * Double(g.next() % 1000) / 999
+        let pick = Int(g.next() % 64)
+        var parts: [PlannedFault] = []
+        if kind == .overlap {
+            parts = [draw(&g, synchronous: synchronous, allowOverlap: false), draw(&g, synchronous: synchronous, allowOverlap: false)]
+        }
+        return PlannedFault(kind: kind, target: target, duration: (duration * 10).rounded() / 10, delay: (delay * 10).rounded() / 10, pick: pick, parts: parts)
+    }
+}

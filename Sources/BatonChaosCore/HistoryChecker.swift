@@ -1,0 +1,88 @@
+/// A write a server acknowledged, as a client or the probe recorded it.
+public struct Acknowledgement: Sendable, Equatable {
+    /// The row's unique id (clients), or the probe's id.
+    public var id: String
+    /// Which client (`vip`, `bouncer-n3`, `multihost`, `probe-n2`…).
+    public var client: String
+    /// When the acknowledgement arrived, in seconds since the run began (the runner's monotonic clock).
+    public var at: Double
+    /// The server that acknowledged it (its address) and its timeline then.
+    public var server: String
+    public var timeline: Int
+
+    public init(id: String, client: String, at: Double, server: String, timeline: Int) {
+        self.id = id
+        self.client = client
+        self.at = at
+        self.server = server
+        self.timeline = timeline
+    }
+}
+
+/// A time in which two servers both acknowledged writes: the older one acknowledged one after the
+/// newer had begun to.
+public struct SplitBrainWindow: Sendable, Equatable {
+    /// The server (and timeline) that went on acknowledging.
+    public var old: String
+    public var oldTimeline: Int
+    /// The server (and timeline) that had already begun.
+    public var new: String
+    public var newTimeline: Int
+    /// From the newer one's first acknowledgement to the older one's last, seconds since the run began.
+    public var start: Double
+    public var end: Double
+    public var length: Double { end - start }
+    /// How many acknowledgements the older one gave in the window.
+    public var writes: Int
+
+    public init(old: String, oldTimeline: Int, new: String, newTimeline: Int, start: Double, end: Double, writes: Int) {
+        self.old = old
+        self.oldTimeline = oldTimeline
+        self.new = new
+        self.newTimeline = newTimeline
+        self.start = start
+        self.end = end
+        self.writes = writes
+    }
+}
+
+/// The checker of a chaos run's history (pure: tested without a cluster).
+public enum HistoryChecker {
+    /// Every window in which two servers acknowledged writes: for each pair of (server, timeline)
+    /// epochs, ordered by when each began, the earlier epoch's acknowledgements that came after the
+    /// later one's first. A failover done right has none: the old primary's last acknowledgement comes
+    /// before the new one's first.
+    public static func splitBrainWindows(_ acknowledgements: [Acknowledgement]) -> [SplitBrainWindow] {
+        struct Epoch: Hashable {
+            var server: String
+            var timeline: Int
+        }
+        var times: [Epoch: [Double]] = [:]
+        for a in acknowledgements { times[Epoch(server: a.server, timeline: a.timeline), default: []].append(a.at) }
+        let epochs = times.mapValues { $0.sorted() }.sorted { ($0.value.first ?? 0, $0.key.timeline) < ($1.value.first ?? 0, $1.key.timeline) }
+        var windows: [SplitBrainWindow] = []
+        for (i, earlier) in epochs.enumerated() {
+            for later in epochs[(i + 1)...] where later.key.server != earlier.key.server {
+                guard let begun = later.value.first else { continue }
+                let after = earlier.value.filter { $0 > begun }
+                guard let last = after.last else { continue }
+                windows.append(
+                    SplitBrainWindow(
+                        old: earlier.key.server, oldTimeline: earlier.key.timeline, new: later.key.server, newTimeline: later.key.timeline,
+                        start: begun, end: last, writes: after.count))
+            }
+        }
+        return windows.sorted { $0.start < $1.start }
+    }
+
+    /// The acknowledged writes the final primary does not hold.
+    public static func lost(_ acknowledgements: [Acknowledgement], present: Set<String>) -> [Acknowledgement] {
+        acknowledgements.filter { !present.contains($0.id) }
+    }
+
+    /// The index of the fault under way at `time` (the last one that began at or before it), given
+    /// each fault's start in seconds since the run began.
+    public static func fault(at time: Double, starts: [Double]) -> Int? {
+        starts.lastIndex { $0 <= time }
+    }
+}

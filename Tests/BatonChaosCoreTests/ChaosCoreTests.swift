@@ -1,0 +1,80 @@
+import BatonChaosCore
+import ConsulAPI
+import Testing
+
+@Suite("chaos schedule")
+struct ChaosScheduleTests {
+    @Test func theSameSeedReplaysTheSameSchedule() {
+        let a = ChaosSchedule.make(seed: 42, count: 200, synchronous: true)
+        #expect(a == ChaosSchedule.make(seed: 42, count: 200, synchronous: true))
+        #expect(a != ChaosSchedule.make(seed: 43, count: 200, synchronous: true))
+        // A longer run starts with the shorter run's faults.
+        #expect(Array(ChaosSchedule.make(seed: 42, count: 300, synchronous: true).prefix(200)) == a)
+    }
+
+    @Test func everyKindAndTargetComesUpAndDurationsStayInRange() {
+        let faults = ChaosSchedule.make(seed: 1, count: 2000, synchronous: true)
+        #expect(Set(faults.map(\.kind)) == Set(FaultKind.allCases))
+        #expect(Set(faults.map(\.target)) == Set(TargetRole.allCases))
+        for f in faults {
+            #expect(f.kind.durations.contains(f.duration) || (f.duration - f.kind.durations.upperBound).magnitude < 0.06)
+            #expect((0.5...3.0).contains(f.delay))
+            if f.kind == .overlap { #expect(f.parts.count == 2 && !f.parts.contains { $0.kind == .overlap }) }
+        }
+        let asynchronous = ChaosSchedule.make(seed: 1, count: 2000, synchronous: false)
+        #expect(!asynchronous.contains { $0.kind == .syncLinkFlap || $0.target == .synchronousStandby })
+    }
+}
+
+@Suite("chaos history checker")
+struct HistoryCheckerTests {
+    func ack(_ id: String, _ at: Double, _ server: String, _ timeline: Int) -> Acknowledgement {
+        Acknowledgement(id: id, client: "c", at: at, server: server, timeline: timeline)
+    }
+
+    @Test func aCleanFailoverHasNoSplitBrain() {
+        let history = [ack("1", 1, "n1", 1), ack("2", 2, "n1", 1), ack("3", 3.5, "n2", 2), ack("4", 4, "n2", 2), ack("5", 9, "n1", 3)]
+        #expect(HistoryChecker.splitBrainWindows(history).isEmpty, "n1 came back later on a new timeline: no overlap")
+    }
+
+    @Test func theOldPrimaryAcknowledgingAfterTheNewOneBeganIsAWindow() {
+        let history = [ack("1", 1, "n1", 1), ack("2", 3, "n2", 2), ack("3", 3.4, "n1", 1), ack("4", 3.9, "n1", 1), ack("5", 4, "n2", 2)]
+        let windows = HistoryChecker.splitBrainWindows(history)
+        #expect(windows.count == 1)
+        #expect(windows.first?.old == "n1" && windows.first?.new == "n2" && windows.first?.writes == 2)
+        #expect(windows.first.map { ($0.length - 0.9).magnitude < 1e-9 } == true)
+        // Two primaries on the same timeline (a broken timeline claim) count too.
+        #expect(HistoryChecker.splitBrainWindows([ack("a", 1, "n1", 2), ack("b", 2, "n2", 2), ack("c", 3, "n1", 2)]).count == 1)
+    }
+
+    @Test func lostWritesAreAttributedToTheFaultUnderWay() {
+        let history = [ack("1", 1, "n1", 1), ack("2", 5, "n1", 1), ack("3", 12, "n2", 2)]
+        let lost = HistoryChecker.lost(history, present: ["1", "3"])
+        #expect(lost.map(\.id) == ["2"])
+        #expect(HistoryChecker.fault(at: 5, starts: [0, 4, 10]) == 1)
+        #expect(HistoryChecker.fault(at: 0.5, starts: [1, 4]) == nil)
+    }
+
+    @Test func theReportNamesEveryViolationAndParses() throws {
+        let fault = PlannedFault(kind: .freezeNode, target: .primary, duration: 4)
+        var outcome = FaultOutcome(index: 0, fault: fault, targets: ["n1"], start: 1, healed: 5, leaderBefore: "n1")
+        outcome.convergence = 3.2
+        var stuck = FaultOutcome(index: 1, fault: PlannedFault(kind: .killPostmaster, target: .replica, duration: 0), targets: ["n2"], start: 9, healed: 9, leaderBefore: "n2")
+        stuck.convergence = nil
+        let window = SplitBrainWindow(old: "n1", oldTimeline: 1, new: "n2", newTimeline: 2, start: 3, end: 3.5, writes: 4)
+        let report = ChaosReport(
+            seed: 7, synchronous: true, nodes: 3, date: "d", machine: "m", settings: "s", outcomes: [outcome, stuck], acknowledged: 10,
+            lost: [(ack("x", 2, "n1", 1), fault: 0)], windows: [(window, fault: 0)], convergenceBound: 60)
+        #expect(report.violations.count == 3, "\(report.violations)")
+        let json = try JSONValue.parse(Array(report.json.serialized().utf8))
+        #expect(json.member("faults")?.int64Value == 2)
+        #expect(json.member("lost_acknowledged")?.arrayValue?.count == 1)
+        #expect(json.member("split_brain_windows")?.arrayValue?.count == 1)
+        #expect(json.member("max_convergence_s")?.doubleValue == 3.2)
+        #expect(report.markdown.contains("| freeze-node | 1 | 1 |"))
+        let asynchronous = ChaosReport(
+            seed: 7, synchronous: false, nodes: 3, date: "d", machine: "m", settings: "s", outcomes: [outcome], acknowledged: 10,
+            lost: [(ack("x", 2, "n1", 1), fault: 0)], windows: [], convergenceBound: 60)
+        #expect(asynchronous.violations.isEmpty, "asynchronous losses are reported, not a violation")
+    }
+}
