@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -31,7 +34,20 @@ let package = Package(
         // The async Consul client every part of Baton shares (libcurl underneath).
         .target(
             name: "BatonConsul",
-            dependencies: ["CCurl", "ConsulAPI", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CCurl", "ConsulAPI", .product(name: "Logging", package: "swift-log"), .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: swiftSettings
+        ),
+        // A small HTTP server on SwiftNIO (bounded connections and bodies, optional TLS): the embedded
+        // Consul server and the node API both run on it.
+        .target(
+            name: "BatonHTTP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The embedded single-node Consul-compatible server.
@@ -40,9 +56,7 @@ let package = Package(
             dependencies: [
                 "ConsulAPI",
                 "BatonConsul",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
+                "BatonHTTP",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -72,7 +86,8 @@ let package = Package(
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonPostgres", "ConsulAPI",
+                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "ConsulAPI",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
@@ -85,6 +100,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),

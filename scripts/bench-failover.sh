@@ -33,7 +33,7 @@ for n in 1 2 3; do
     --pgdata "$root/pg$n/data" --pg-port "$(pgport $n)" --pg-bindir "$bin" --pg-socket-dir "$root/sock" \
     --state-dir "$root/pg$n/state" --replication-password-file "$root/pw" --pgbouncer-ini "$root/pg$n/pgbouncer.ini" \
     --pgbouncer-auth-file "$root/userlist.txt" --keepalived-conf "$root/pg$n/keepalived.conf" --baton-config "$root/pg$n/baton.yaml" \
-    --templates-dir "$PWD" >/dev/null
+    --api-listen "127.0.0.1:$((port + 100 + n))" --templates-dir "$PWD" >/dev/null
 done
 psql() { "$bin/psql" -X -q -At -U postgres -h "$root/sock" "$@"; }
 psql -p "$(pgport 1)" -c "create table probe (at timestamptz default now(), node text)" postgres

@@ -2,8 +2,9 @@
 # End-to-end benchmark in the network-namespace lab (scripts/lab.sh, needs root): three nodes with
 # PostgreSQL, pgbouncer, keepalived, baton monitor and pgbouncer-agent. Prints a table and writes JSON.
 #   (a) kill -9 of the primary's PostgreSQL      (b) the whole primary node killed
-#   (c) the primary's link cut                   → first write accepted through the VIP, and through a
-#       replica node's pgbouncer; for (c) also when the old primary stopped taking writes
+#   (c) the primary's link cut                   → first write accepted through the VIP, through a
+#       replica node's pgbouncer and through HAProxy (routing by each node's /primary); for (c) also
+#       when the old primary stopped taking writes
 #   (d) planned switchover under pgbench through a replica node's pgbouncer: failed transactions and
 #       the longest pause          (e) acknowledged commits lost, asynchronous and synchronous mode
 #   (f) memory and CPU of baton monitor and baton pgbouncer-agent at rest
@@ -18,6 +19,7 @@ part() { [[ "$only" == *" $1 "* ]]; }
 json=${2:-bench-lab.json}
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
 swift build -c release --product baton >/dev/null
+swift build -c release --product baton-watchdog >/dev/null   # the monitor starts it from beside itself
 export BATON=$PWD/.build/release/baton BATON_LAB_DIR=/tmp/baton-bench-lab
 lab=scripts/lab.sh
 bin=/usr/lib/postgresql/15/bin
@@ -64,8 +66,9 @@ failover_runs() { # failover_runs KIND
     wait_for 120 settled
     local l; l=$(leader); local n=${l#n} other=$(( ${l#n} % 3 + 1 ))
     local old=198.18.0.$n dir=$BATON_LAB_DIR/bench; mkdir -p "$dir"
-    : >"$dir/vip.log"; : >"$dir/replica.log"; : >"$dir/old.log"
+    : >"$dir/vip.log"; : >"$dir/replica.log"; : >"$dir/old.log"; : >"$dir/haproxy.log"
     probe vip 198.18.0.100 6432 "$dir/vip.log"
+    probe haproxy 198.18.0.254 5000 "$dir/haproxy.log"
     probe replica "198.18.0.$other" 6432 "$dir/replica.log"
     local_probe "$n" "$dir/old.log"
     sleep 1.5
@@ -78,10 +81,11 @@ failover_runs() { # failover_runs KIND
     wait_for 60 bash -c "awk -v t0=$t0 -v old=$old '\$1 > t0 && \$2 == \"ok\" && \$3 != old {f=1} END {exit !f}' $dir/vip.log" || true
     sleep 2
     stop_probes
-    local a b; a=$(first_ok "$dir/vip.log" "$t0" "$old"); b=$(first_ok "$dir/replica.log" "$t0" "$old")
-    record "$kind.vip" "${a:-60}"; record "$kind.replica" "${b:-60}"
+    local a b h; a=$(first_ok "$dir/vip.log" "$t0" "$old"); b=$(first_ok "$dir/replica.log" "$t0" "$old")
+    h=$(first_ok "$dir/haproxy.log" "$t0" "$old")
+    record "$kind.vip" "${a:-60}"; record "$kind.replica" "${b:-60}"; record "$kind.haproxy" "${h:-60}"
     local c=""; [ "$kind" = partition ] && { c=$(last_ok "$dir/old.log" "$t0" "$old"); record "$kind.old_last_write" "$c"; }
-    printf '%-10s %-4s %-6s %-22s %-28s %s\n' "$kind" "$run" "$l" "${a:-none}" "${b:-none}" "$c"
+    printf '%-10s %-4s %-6s %-22s %-28s %-22s %s\n' "$kind" "$run" "$l" "${a:-none}" "${b:-none}" "${h:-none}" "$c"
     case $kind in
       node) "$lab" start-node "$n" ;;
       partition) "$lab" heal "$n" ;;
@@ -89,7 +93,7 @@ failover_runs() { # failover_runs KIND
   done
 }
 
-printf '%-10s %-4s %-6s %-22s %-28s %s\n' fault run killed "first write via VIP [s]" "via replica's pgbouncer [s]" "old primary's last write [s]"
+printf '%-10s %-4s %-6s %-22s %-28s %-22s %s\n' fault run killed "first write via VIP [s]" "via replica's pgbouncer [s]" "via HAProxy [s]" "old primary's last write [s]"
 for kind in postgres node partition; do part "$kind" && failover_runs "$kind"; done
 
 # (d) switchovers under pgbench through a replica node's pgbouncer (persistent connections).

@@ -7,26 +7,40 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf '\033[1m%s\033[0m %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
-# What the lab runs: installed here when missing (as root on Debian), as .ci/run does.
+# Root runs everything itself; a user with sudo installs and runs the lab through sudo but builds as
+# itself (no root-owned .build in the checkout); a user without sudo gets the loopback variant.
+as_root=()
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null && [ -z "${BATON_DEMO_NO_SUDO:-}" ]; then as_root=(sudo); fi
+fi
+# What the lab runs: installed here when missing (on Debian), as .ci/run does.
 missing=()
 [ -x /usr/lib/postgresql/15/bin/pg_ctl ] || missing+=(postgresql-15)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || missing+=(keepalived)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if { [ "$(id -u)" = 0 ] || [ ${#as_root[@]} -gt 0 ]; } && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} (apt-get)…"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    "${as_root[@]}" apt-get update -qq >/dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "demo: needs ${missing[*]}; install them (sudo apt-get install ${missing[*]}) or run this as root" >&2
+    echo "demo: needs ${missing[*]}; install them (apt-get install ${missing[*]}, as root) or run this as root" >&2
     exit 1
   fi
 fi
-say "building baton (swift build)…"
-swift build --product baton >/dev/null
+if [ -z "${BATON_DEMO_BUILT:-}" ]; then
+  say "building baton (swift build)…"
+  swift build --product baton >/dev/null
+  swift build --product baton-watchdog >/dev/null
+fi
+if [ ${#as_root[@]} -gt 0 ]; then
+  exec sudo BATON_DEMO_BUILT=1 ${BATON_LAB_DIR:+BATON_LAB_DIR="$BATON_LAB_DIR"} "$0" "$@"
+fi
 export BATON_LAB_DIR=${BATON_LAB_DIR:-/tmp/baton-demo-lab}
 lab=scripts/lab.sh
 watcher=""

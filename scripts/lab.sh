@@ -17,11 +17,14 @@
 #   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived; start-keepalived N starts it again
 #   scripts/lab.sh start-daemon N monitor|pgbouncer-agent|pgbouncer   start one daemon of node N again
 #   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
-#   scripts/lab.sh psql N|vip ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's pgbouncer
+#   scripts/lab.sh psql N|vip|haproxy ARGS…  psql to node N's PostgreSQL, or as `app` through the VIP's
+#                                    pgbouncer or through HAProxy (198.18.0.254:5000, routing by /primary)
 # BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
 # BATON_LAB_CONSUL_PROXY (a program, e.g. `.build/debug/baton-chaos proxy`): Consul listens on port 8501
 # and that program, started with --listen 198.18.0.254:8500 --upstream 198.18.0.254:8501 --delay-file
 # $BATON_LAB_DIR/consul-delay, stands in front of it (the chaos suite makes Consul slow through it).
+# BATON_LAB_VRRP=unicast: keepalived talks unicast VRRP (bootstrap --vrrp-unicast), as where multicast
+# is dropped; each monitor keeps its node's peers in keepalived.conf.
 set -euo pipefail
 # Daemons started here must not inherit a descriptor of whoever ran us (a test's output pipe would
 # never see EOF): keep only standard input, output and error.
@@ -85,6 +88,11 @@ down() {
   for link in $(ip -o link show 2>/dev/null | awk -F'[:@ ]+' '$2 ~ /^bl[0-9]+$/ {print $2}'); do ip link del "$link" 2>/dev/null || true; done
   for n in $(ip netns list 2>/dev/null | awk '/^baton-lab-/ {print $1}'); do ip netns del "$n" 2>/dev/null || true; done
   ip link del "$bridge" 2>/dev/null || true
+  # BATON_LAB_KEEP=1 keeps the logs for a post-mortem, in $lab.kept.
+  if [ -n "${BATON_LAB_KEEP:-}" ] && [ -d "$lab" ]; then
+    rm -rf "$lab.kept"; mkdir -p "$lab.kept"
+    (cd "$lab" && find . -name '*.log' -exec cp --parents {} "$lab.kept" \;)
+  fi
   rm -rf "$lab"
 }
 
@@ -155,7 +163,8 @@ up() {
   for n in $(seq "$count"); do
     local d="$lab/n$n" how=(--master) vipargs=()
     [ "$n" -gt 1 ] && how=(--join "$(consul_addr)")
-    [ "$(mode)" = netns ] && vipargs=(--virtual-ip "$vip/24" --interface eth0)
+    if [ "$(mode)" = netns ]; then vipargs=(--virtual-ip "$vip/24" --interface eth0 --keepalived-pid-file "$d/keepalived.pid"); else vipargs=(--api-listen "127.0.0.1:$((28000 + n))"); fi
+    [ "$(mode)" = netns ] && [ "${BATON_LAB_VRRP:-multicast}" = unicast ] && vipargs+=(--vrrp-unicast)
     mkdir -p "$d/sock" "$d/pgbouncer"; chown postgres:postgres "$d/sock" 2>/dev/null || true
     say "bootstrap n$n at $(address "$n")"
     in_node "$n" "$baton" bootstrap "${how[@]}" --consul "$(consul_addr)" --cluster lab --node-name "n$n" \
@@ -175,12 +184,34 @@ up() {
   done
   chown -R postgres:postgres "$lab"/n*/pgbouncer "$lab/userlist.txt" 2>/dev/null || true
   for n in $(seq "$count"); do start_node "$n"; done
+  start_haproxy
   for _ in $(seq 300); do [ "$(leader)" = n1 ] && break; sleep 0.1; done
   if [ "$(mode)" = netns ]; then for _ in $(seq 100); do [ "$(vip_holder)" = n1 ] && break; sleep 0.1; done; fi
   say "lab up: $count nodes ($(mode)), leader $(leader)"
 }
 
 psql_node() { local n=$1; shift; in_node "$n" "$bin/psql" -X -q -At -U postgres -h "$lab/n$n/sock" -p "$(pgport "$n")" -d postgres "$@"; }
+# HAProxy in front of the nodes (Debian's haproxy): writes on :5000 go to the node whose API answers
+# /primary with 200, reads on :5001 to the replicas within 1 MB of it (/replica?lag=1MB).
+apiport() { if [ "$(mode)" = netns ]; then echo 8008; else echo $((28000 + $1)); fi; }
+haproxy_addr() { if [ "$(mode)" = netns ]; then echo "$consul_ip"; else echo 127.0.0.1; fi; }
+haproxy_port() { if [ "$(mode)" = netns ]; then echo $((5000 + $1)); else echo $((25000 + $1)); fi; }
+start_haproxy() {
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { say "no haproxy installed: the lab runs without it"; return 0; }
+  local servers="" n
+  for n in $(seq "$(nodes)"); do servers+="    server n$n $(address "$n"):$(pgport "$n") check port $(apiport "$n")"$'\n'; done
+  {
+    printf 'global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30m\n    timeout server 30m\n    timeout check 1s\n'
+    printf 'listen primary\n    bind %s:%s\n    option httpchk GET /primary\n    http-check expect status 200\n' "$(haproxy_addr)" "$(haproxy_port 0)"
+    printf '    default-server inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions\n%s' "$servers"
+    printf 'listen replicas\n    bind %s:%s\n    balance roundrobin\n    option httpchk GET /replica?lag=1MB\n    http-check expect status 200\n' "$(haproxy_addr)" "$(haproxy_port 1)"
+    printf '    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions\n%s' "$servers"
+  } >"$lab/haproxy.cfg"
+  start_daemon 0 haproxy "$(command -v haproxy || echo /usr/sbin/haproxy)" -db -f "$lab/haproxy.cfg"
+}
+psql_haproxy() {
+  PGPASSWORD=app-secret PGCONNECT_TIMEOUT=2 "$bin/psql" -X -q -At -U app -h "$(haproxy_addr)" -p "$(haproxy_port 0)" -d postgres "$@"
+}
 psql_vip() {
   local host=$vip port=6432
   if [ "$(mode)" != netns ]; then host=127.0.0.1; port=$(bouncerport 1); fi
@@ -220,6 +251,6 @@ case "$cmd" in
   start-daemon) start_one "$1" "$2" ;;
   vip) vip_holder ;;
   leader) leader; echo ;;
-  psql) if [ "$1" = vip ]; then shift; psql_vip "$@"; else psql_node "$@"; fi ;;
-  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  psql) case "$1" in vip) shift; psql_vip "$@" ;; haproxy) shift; psql_haproxy "$@" ;; *) psql_node "$@" ;; esac ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -31,6 +31,14 @@ public actor Lease {
     let wake: @Sendable () -> Void
 
     private var config = ClusterConfig()
+    /// The other members' APIs, for failsafe rounds (as the loop last read them); nil for a member
+    /// that has not published one, which can never confirm.
+    private var members: [NodeName: NodeAPIAddress?] = [:]
+    /// Warnings that repeat every beat while Consul is out of reach, logged once per 30 s.
+    private var consulWarnings = RepeatedWarnings()
+    private let transport: CurlTransport
+    /// Whether the last beats came from failsafe rounds instead of Consul.
+    private(set) var inFailsafe = false
     private var session: String?
     private var sessionTTL: GoDuration?
     private var leading = false
@@ -45,9 +53,10 @@ public actor Lease {
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
-        wake: @escaping @Sendable () -> Void
+        apiTLS: TLSFiles = TLSFiles(), wake: @escaping @Sendable () -> Void
     ) {
         self.client = client
+        self.transport = CurlTransport(tls: apiTLS)
         self.guardian = guardian
         self.node = node
         self.cluster = cluster
@@ -62,10 +71,16 @@ public actor Lease {
 
     // MARK: What the monitor loop asks
 
-    /// The cluster settings, as the loop last read them.
-    public func update(_ config: ClusterConfig) { self.config = config }
+    /// The cluster settings and the other members' APIs, as the loop last read them.
+    public func update(_ config: ClusterConfig, members: [NodeName: NodeAPIAddress?]) {
+        self.config = config
+        self.members = members.filter { $0.key != node }
+    }
 
     public var isLeading: Bool { leading }
+    /// The watchdog's deadline (CLOCK_MONOTONIC nanoseconds; 0 when not leading).
+    public var leaseDeadline: UInt64 { leading ? deadline : 0 }
+    public var failsafeActive: Bool { leading && inFailsafe }
 
     /// Whether a watchdog answers (one is started if none does): a node without one never leads.
     public func guardianAnswers() async -> Bool { await guardian.ensure() }
@@ -95,13 +110,14 @@ public actor Lease {
         if let session {
             do {
                 _ = try await client.renewSession(session)
+                consulWarnings.clear()
                 return session
             } catch let error as ConsulError where error.code == .sessionNotFound {
                 logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
                 self.session = nil
                 if leading { await lost("the session expired in Consul") }
             } catch {
-                logger.warning("Cannot renew the session", metadata: ["error": "\(error)"])
+                consulWarnings.warning(logger, "Cannot renew the session", metadata: ["error": "\(error)"])
                 return session
             }
         }
@@ -110,7 +126,7 @@ public actor Lease {
         {
             session = saved
             sessionTTL = try? GoDuration(parsing: entry.ttl)
-            logger.notice("Adopted this node's session from before the restart", metadata: ["monitor.session": "\(saved)"])
+            logger.notice("Adopted this node's saved session", metadata: ["monitor.session": "\(saved)"])
             return saved
         }
         do {
@@ -207,15 +223,22 @@ public actor Lease {
     /// runs until cancelled.
     public func run() async {
         while !Task.isCancelled {
+            // Beats start every loop_wait, however long the last one took (a slow Consul must not
+            // stretch the time between beats past the fencing deadline).
+            let started = ContinuousClock.now
             await ensureSession()
             if leading {
-                if await beat() == .failed, leading, MonotonicClock.nanoseconds() >= deadline {
+                if await beat() == .failed, leading {
+                    if config.failsafeMode { await failsafe() }
                     // The watchdog fences now; the loop must know at once.
-                    wake()
+                    if leading, MonotonicClock.nanoseconds() >= deadline { wake() }
+                } else if inFailsafe, leading {
+                    inFailsafe = false
+                    logger.notice("Consul answers again: failsafe over")
                 }
             }
             publishState()
-            var pause = config.loopWait.swiftDuration
+            var pause = max(.milliseconds(20), config.loopWait.swiftDuration - (ContinuousClock.now - started))
             if leading {
                 let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
                 if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
@@ -233,7 +256,7 @@ public actor Lease {
         for _ in 0..<2 {
             let pair: KVPair?
             do { pair = try await client.get(keys.leader, .consistent).value } catch {
-                logger.warning("Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
+                consulWarnings.warning(logger, "Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
                 return .failed
             }
             guard term == started else { return .failed }
@@ -248,7 +271,7 @@ public actor Lease {
             let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
             let written: Bool
             do { written = try await client.put(keys.leader, node.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) } catch {
-                logger.warning("Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
+                consulWarnings.warning(logger, "Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
                 return .failed
             }
             // Another write of ours (the loop's proof and this task's beat) may have come in between.
@@ -266,6 +289,52 @@ public actor Lease {
             return .beat
         }
         return .failed
+    }
+
+    /// Failsafe mode, with Consul out of reach: the lease is renewed for one more fence period only if
+    /// every other member confirms over its API, at once, that it will not take over — it cannot reach
+    /// Consul either, or sees no other node holding the lock — and so promises to stay put for longer
+    /// than this node's new deadline. Any member that does not confirm, and the watchdog fences at the
+    /// deadline as without failsafe.
+    func failsafe() async {
+        let started = term
+        let sent = ContinuousClock.now
+        let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
+        let timeout = min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3)
+        let body = JSONValue.object([("leader", .string(node.value))]).serializedBytes()
+        let transport = self.transport
+        let confirmations = await withTaskGroup(of: (NodeName, Bool).self) { group in
+            for (name, api) in members {
+                group.addTask {
+                    guard let api else { return (name, false) }
+                    let request = HTTPRequest(
+                        method: "POST", url: api.url + "/failsafe", headers: [("Content-Type", "application/json")], body: body, timeout: timeout)
+                    return (name, (try? await transport.send(request))?.status == 200)  // a member that cannot be asked has not confirmed
+                }
+            }
+            var answers: [(NodeName, Bool)] = []
+            for await answer in group { answers.append(answer) }
+            return answers
+        }
+        let missing = confirmations.filter { !$0.1 }.map(\.0.value).sorted()
+        guard missing.isEmpty, term == started, leading else {
+            if !missing.isEmpty {
+                consulWarnings.warning(logger, "Failsafe: not every member confirmed; fencing at the deadline", metadata: ["failsafe.missing": "\(missing)"])
+            }
+            return
+        }
+        do { try await guardian.arm(deadline: deadline) } catch {
+            logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
+            await guardian.fenceNow()
+            await release()
+            wake()
+            return
+        }
+        if !inFailsafe {
+            logger.warning("Consul is out of reach; every member confirmed it will not take over: failsafe", metadata: ["failsafe.members": "\(members.count)"])
+        }
+        inFailsafe = true
+        startLeading(sent: sent, deadline: deadline)
     }
 
     private func startLeading(sent: ContinuousClock.Instant, deadline: UInt64) {

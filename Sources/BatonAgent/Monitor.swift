@@ -37,12 +37,19 @@ public struct Monitor: Service {
     let makeDatabase: @Sendable (BootstrapSettings) -> any LocalDatabase
     /// Reads the node's file again (SIGHUP); nil: SIGHUP is not handled.
     let reloadSettings: (@Sendable () throws -> BootstrapSettings)?
+    /// The metrics in Prometheus' text format, for `/metrics`.
+    let metrics: @Sendable () -> String
+    /// Whether to serve the node API.
+    let serveAPI: Bool
 
     public init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, guardian: any FenceGuard,
         makeDatabase: @escaping @Sendable (BootstrapSettings) -> any LocalDatabase = { PostgresNode(settings: $0) },
-        reloadSettings: (@Sendable () throws -> BootstrapSettings)? = nil
+        reloadSettings: (@Sendable () throws -> BootstrapSettings)? = nil, metrics: @escaping @Sendable () -> String = { "" },
+        serveAPI: Bool = true
     ) {
+        self.metrics = metrics
+        self.serveAPI = serveAPI
         self.settings = settings
         self.client = client
         self.logger = logger
@@ -55,13 +62,16 @@ public struct Monitor: Service {
     public func run() async throws {
         let (wakes, wake) = AsyncStream<MonitorWake>.makeStream(bufferingPolicy: .bufferingNewest(8))
         let (jobs, background) = AsyncStream<@Sendable () async -> Void>.makeStream()
+        let apiTLS = settings.apiTLS.map { TLSFiles(caFile: $0.clientCA?.value, certFile: $0.certificate.value, keyFile: $0.key.value) } ?? TLSFiles()
         let lease = Lease(
             client: client, guardian: guardian, node: settings.node, cluster: settings.cluster, stateDirectory: settings.stateDirectory.value,
-            logger: logger, wake: { wake.yield(.look) })
+            logger: logger, apiTLS: apiTLS, wake: { wake.yield(.look) })
+        let state = NodeState(node: settings.node, cluster: settings.cluster)
+        let api = serveAPI ? try await NodeAPI.serve(settings: settings, state: state, metrics: metrics, logger: logger) : nil
         let events = settings.eventCommand.map { EventCommand(program: $0.value, cluster: settings.cluster, logger: logger) }
         var loop = MonitorLoop(
             settings: settings, client: client, logger: logger, observeOnly: observeOnly, lease: lease, database: makeDatabase(settings),
-            makeDatabase: makeDatabase, events: events, background: background, wake: wake)
+            makeDatabase: makeDatabase, events: events, background: background, wake: wake, state: state)
         let conninfo = loop.database.conninfo
         await withDiscardingTaskGroup { drained in
             // Events still queued run after the loop stops; everything else stops with it.
@@ -99,6 +109,7 @@ public struct Monitor: Service {
             }
             events?.finish()
         }
+        await api?.shutdown()
     }
 }
 

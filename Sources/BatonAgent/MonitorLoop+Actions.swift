@@ -95,6 +95,7 @@ extension MonitorLoop {
         guard await lease.prove() else { throw AgentError("the leader lock could not be proven right before promotion; not promoting") }
         // A promotion may replay a backlog for long: the lease beats meanwhile on its own.
         try await database.promote(timeout: .seconds(3600))
+        metrics.promoted()
         logger.notice("Promoted", metadata: ["monitor.milliseconds": "\((ContinuousClock.now - start).millisecondCount)", "monitor.timeline": "\(timeline)"])
         await lease.setWritablePrimary(true)
         try await register(role: .primary, upstream: nil)
@@ -235,7 +236,7 @@ extension MonitorLoop {
     func register(role: NodeRole, upstream: NodeName?) async throws {
         let registration = NodeRegistration(
             name: me, address: settings.address, port: settings.pgPort, role: role, upstream: upstream, priority: settings.priority,
-            location: settings.location)
+            location: settings.location, api: settings.apiAddress)
         let bytes = registration.json.serializedBytes()
         if try await client.get(keys.node(me)).value?.value != bytes { try await client.put(keys.node(me), bytes) }
     }

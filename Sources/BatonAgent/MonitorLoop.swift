@@ -1,6 +1,7 @@
 import BatonBootstrap
 import BatonConsul
 import BatonCore
+import BatonFence
 import BatonPostgres
 import ConsulAPI
 import Foundation
@@ -21,6 +22,11 @@ struct MonitorLoop {
     /// Work that runs beside the loop (a child task of the monitor): a checkpoint, a switchover's end.
     let background: AsyncStream<@Sendable () async -> Void>.Continuation
     let wake: AsyncStream<MonitorWake>.Continuation
+    /// What the node API answers from.
+    let state: NodeState
+    let metrics = MonitorMetrics()
+    /// The role this node's service is registered in Consul with, and when.
+    var service: (tag: String, at: ContinuousClock.Instant)?
 
     var keys: ClusterKeys { settings.keys }
     var me: NodeName { settings.node }
@@ -44,6 +50,10 @@ struct MonitorLoop {
     var lastAction = ""
     /// Malformed values in Consul already logged (each is logged once while it stays).
     var loggedProblems: Set<String> = []
+    /// Warnings that repeat every loop while Consul is out of reach, logged once per 30 s.
+    var consulWarnings = RepeatedWarnings()
+    /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
+    var keepalivedPeers: KeepalivedPeers
     /// The primary's WAL position when `synchronous_standby_names` last changed (see ``SynchronousReplication``).
     var waitingSince: LSN?
     /// The switchover pause whose end is being awaited in the background.
@@ -54,8 +64,9 @@ struct MonitorLoop {
     init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, lease: Lease, database: any LocalDatabase,
         makeDatabase: @escaping @Sendable (BootstrapSettings) -> any LocalDatabase, events: EventCommand?,
-        background: AsyncStream<@Sendable () async -> Void>.Continuation, wake: AsyncStream<MonitorWake>.Continuation
+        background: AsyncStream<@Sendable () async -> Void>.Continuation, wake: AsyncStream<MonitorWake>.Continuation, state: NodeState
     ) {
+        self.state = state
         self.settings = settings
         self.client = client
         self.logger = logger
@@ -66,6 +77,7 @@ struct MonitorLoop {
         self.events = events
         self.background = background
         self.wake = wake
+        self.keepalivedPeers = KeepalivedPeers(logger: logger)
     }
 
     /// Iterates now, then each time something wakes it or the next tick comes, until asked to stop.
@@ -127,7 +139,8 @@ struct MonitorLoop {
         let snapshot = await readSnapshot(at: now)
         if let snapshot {
             config = snapshot.config
-            await lease.update(config)
+            await lease.update(config, members: snapshot.registrations.mapValues(\.api))
+            state.publish(snapshot)
             // A lock this node's session holds from before a monitor restart: adopt it (prove it first).
             if let leader = snapshot.leader, leader.holder == me, leader.session == (await lease.currentSession), !(await lease.isLeading) {
                 _ = await lease.prove()
@@ -135,20 +148,126 @@ struct MonitorLoop {
         }
         let observation = await observe(local: local, snapshot: snapshot, at: now)
         let action = MonitorDecision.next(observation)
+        metrics.decided(action)
         if action.description != lastAction {
             logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
             lastAction = action.description
         }
-        if !observeOnly { await carryOut(action, snapshot: snapshot, local: local, request: observation.request) }
+        if !observeOnly {
+            await carryOut(action, snapshot: snapshot, local: local, request: observation.request)
+            metrics.acted(action)
+        }
         // Look again only if the action may have changed the local PostgreSQL.
         var after = local
         switch action {
         case .keepLeading, .wait: break
         default: after = judged(await database.observe(), at: .now)
         }
-        if case .primary = after, await lease.isLeading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
+        let leading = await lease.isLeading
+        if case .primary = after, leading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
         await publishStatus(local: after, action: action)
+        await publishView(local: after, snapshot: snapshot, leading: leading)
+        await observeMetrics(local: after, snapshot: snapshot, leading: leading, took: .now - now)
+        if !observeOnly, let snapshot {
+            await refreshRegistration(snapshot)
+            await registerService(local: after, leading: leading)
+            keepalivedPeers.reconcile(settings: settings, registrations: snapshot.registrations)
+        }
     }
+
+    /// Keeps this node's registration in step with its settings (a reloaded API address, priority or
+    /// location; a registration from before the API existed), keeping the role and upstream it has.
+    func refreshRegistration(_ snapshot: ClusterSnapshot) async {
+        guard let seen = snapshot.registrations[me], seen.api != settings.apiAddress || seen.address != settings.address
+            || seen.port != settings.pgPort || seen.priority != settings.priority || seen.location != settings.location
+        else { return }
+        do {
+            // Check-and-set: the leader may change this node's role at the same time.
+            guard let pair = try await client.get(keys.node(me), .consistent).value else { return }
+            let current = try NodeRegistration(bytes: pair.value, key: pair.key)
+            let wanted = NodeRegistration(
+                name: me, address: settings.address, port: settings.pgPort, role: current.role, upstream: current.upstream,
+                priority: settings.priority, location: settings.location, api: settings.apiAddress)
+            guard wanted != current else { return }
+            _ = try await client.put(keys.node(me), wanted.json.serializedBytes(), mode: .cas(pair.modifyIndex))
+        } catch {
+            logger.warning("Cannot update this node's registration", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// What the node API answers from.
+    func publishView(local: LocalPostgres, snapshot: ClusterSnapshot?, leading: Bool) async {
+        let deadline = await lease.leaseDeadline
+        let config = self.config
+        state.update { v in
+            v.local = local
+            v.leading = leading
+            v.leaseDeadline = deadline
+            v.loopRanAt = MonotonicClock.nanoseconds()
+            v.loopWait = config.loopWait
+            v.fenceAfter = config.fenceAfter
+            v.priority = settings.priority
+            v.consulReachable = snapshot != nil
+            if let snapshot {
+                v.leader = snapshot.leader?.holder
+                v.synchronousStandby = snapshot.sync?.standby
+                v.leaderPosition = snapshot.leader.flatMap { snapshot.reports[$0.holder]?.status.position }
+            }
+            if let grant = v.failsafeGrant, grant.until <= v.loopRanAt { v.failsafeGrant = nil }
+        }
+    }
+
+    func observeMetrics(local: LocalPostgres, snapshot: ClusterSnapshot?, leading: Bool, took: Duration) async {
+        metrics.role(local)
+        metrics.lockHeld.record(leading ? 1 : 0)
+        metrics.consulReachable.record(snapshot != nil ? 1 : 0)
+        metrics.failsafe.record(await lease.failsafeActive ? 1 : 0)
+        metrics.loopDuration.record(Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
+        if leading {
+            metrics.heartbeatAge.record(Double((await lease.sinceLastBeat).nanoseconds) / 1e9)
+        }
+        switch local {
+        case .primary(let position, let timeline), .standby(let position, let timeline, _, _):
+            metrics.timeline.record(timeline)
+            metrics.walPosition.record(Double(position.value))
+        default: break
+        }
+        if case .primary = local,
+            let rows = try? await database.query(
+                "SELECT application_name, greatest(0, pg_current_wal_lsn() - flush_lsn)::bigint, extract(epoch FROM replay_lag) FROM pg_stat_replication",
+                [], timeout: .seconds(2))  // ignored: metrics are best effort; the next loop tries again
+        {
+            metrics.replication(rows.compactMap { row in
+                guard row.count == 3, let name = row[0], let bytes = row[1].flatMap({ UInt64($0) }) else { return nil }
+                return (name, bytes, row[2].flatMap { Double($0) })
+            })
+        }
+        if let snapshot { metrics.bouncers(snapshot.bouncers) }
+    }
+
+    /// This node as a Consul service named after the cluster: its PostgreSQL's address and port, tagged
+    /// `primary` or `replica`, with an HTTP check on its own API (`/primary` or `/replica`), so that
+    /// Consul's health view and DNS (`primary.<cluster>.service.consul`) name only the primary under
+    /// `primary`. Registered again when the role changes, and every 30 s (a Consul agent that restarted).
+    mutating func registerService(local: LocalPostgres, leading: Bool) async {
+        var tag = "replica"
+        if case .primary = local, leading { tag = "primary" }
+        if let service, service.tag == tag, ContinuousClock.now - service.at < .seconds(30) { return }
+        let api = settings.apiAddress
+        let check = CheckDefinition(
+            name: "baton \(tag)", kind: .http(url: api.url + "/" + tag, interval: .seconds(1), timeout: .seconds(1)))
+        let registration = ServiceRegistration(
+            id: serviceID, name: settings.cluster.value, tags: [tag], address: settings.address.value, port: settings.pgPort.value,
+            meta: ["node": me.value, "api": api.url], checks: [check])
+        do {
+            try await client.registerService(registration)
+            service = (tag, .now)
+        } catch {
+            logger.warning("Cannot register the node's service in Consul", metadata: ["error": "\(error)"])
+        }
+    }
+
+    var serviceID: String { "baton-\(settings.cluster)-\(me)" }
 
     mutating func noteLocal(_ local: LocalPostgres, at now: ContinuousClock.Instant) {
         if case .unresponsive = local {
@@ -187,9 +306,10 @@ struct MonitorLoop {
     mutating func readSnapshot(at now: ContinuousClock.Instant) async -> ClusterSnapshot? {
         let pairs: [KVPair]
         do { pairs = try await client.list(keys.prefix, .consistent).value } catch {
-            logger.warning("Cannot read the cluster from Consul", metadata: ["error": "\(error)"])
+            consulWarnings.warning(logger, "Cannot read the cluster from Consul", metadata: ["error": "\(error)"])
             return nil
         }
+        consulWarnings.clear()
         let snapshot = ClusterSnapshot(pairs: pairs, keys: keys)
         for problem in snapshot.problems where !loggedProblems.contains(problem) {
             logger.error("Ignoring a malformed value in Consul", metadata: ["problem": "\(problem)"])
@@ -255,7 +375,8 @@ struct MonitorLoop {
             sinceLastHeartbeat: await lease.sinceLastBeat, leaderSilentFor: silentFor, leaderEndpoint: endpoint, candidates: candidates,
             lastPrimaryPosition: snapshot?.lastPrimaryPosition, synchronous: snapshot?.sync, paused: snapshot?.pause != nil,
             primaryReport: primaryReport, notStreamingFor: GoDuration(notStreamingSince.map { now - $0 } ?? .zero), failedStarts: failedStarts,
-            registeredPrimary: snapshot?.registrations[me]?.role == .primary, request: request, guarded: await guardianAnswers())
+            registeredPrimary: snapshot?.registrations[me]?.role == .primary, request: request, guarded: await guardianAnswers(),
+            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil })
     }
 
     /// The pending request when it stands (``TakeoverRequest/standing(age:leader:targetHealthy:targetEligible:)``),
@@ -277,10 +398,10 @@ struct MonitorLoop {
         observeOnly ? false : await lease.guardianAnswers()
     }
 
-    func publishStatus(local: LocalPostgres, action: MonitorAction) async {
+    mutating func publishStatus(local: LocalPostgres, action: MonitorAction) async {
         let status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
         do { try await client.put(keys.status(me), status.json.serializedBytes()) } catch {
-            logger.warning("Cannot publish this node's status", metadata: ["error": "\(error)"])
+            consulWarnings.warning(logger, "Cannot publish this node's status", metadata: ["error": "\(error)"])
         }
     }
 
@@ -303,6 +424,11 @@ struct MonitorLoop {
                 await event("stop", "monitor stopped: PostgreSQL stopped (\(outcome.rawValue)) and the leader lock released")
             } catch {
                 logger.critical("Cannot stop PostgreSQL; keeping the lock until the watchdog fences", metadata: ["error": "\(error)"])
+            }
+        }
+        if !observeOnly {
+            do { try await client.deregisterService(serviceID) } catch {
+                logger.warning("Cannot deregister the node's service from Consul", metadata: ["error": "\(error)"])
             }
         }
         await lease.close()

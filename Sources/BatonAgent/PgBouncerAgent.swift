@@ -61,8 +61,11 @@ public struct PgBouncerAgent: Service {
                     let pause = loop.nextInterval()
                     await withTaskGroup(of: Void.self) { tick in
                         tick.addTask {
-                            try? await Task.sleep(for: pause)
-                            wake.yield(false)
+                            // A tick cancelled because something else woke the loop must not wake it again.
+                            do {
+                                try await Task.sleep(for: pause)
+                                wake.yield(false)
+                            } catch {}
                         }
                         full = await iterator.next() ?? true
                         tick.cancelAll()
@@ -85,6 +88,9 @@ struct PgBouncerAgentLoop {
     let pauseBound: Duration
     var keys: ClusterKeys { settings.keys }
     private var admin: PostgresConnection?
+    /// The console connection is new since the last RELOAD: the pgbouncer behind it may be a restarted
+    /// one that read its file before the agent's last rewrite, so the file alone does not say its target.
+    private var consoleUnreloaded = false
     private var lastRouting: PgBouncerRouting?
     private var lastReport: BouncerStatus?
     private var lastReportAt: ContinuousClock.Instant?
@@ -97,6 +103,10 @@ struct PgBouncerAgentLoop {
     private var decidedLeader: [UInt8] = []
     /// The leader's fence deadline as last read: how long a target stays trustworthy without Consul.
     private var fenceAfter = ClusterConfig().fenceAfter.swiftDuration
+    /// The API of the leader routed to: asked whether it still leads when Consul cannot be read.
+    private var targetAPI: NodeAPIAddress?
+    private var lastFailsafeNote: String?
+    private let transport = CurlTransport()
     /// Pause requests by id, with when this agent first saw them (they stand for their timeout).
     private var requestsSeen: [String: ContinuousClock.Instant] = [:]
 
@@ -148,6 +158,15 @@ struct PgBouncerAgentLoop {
                 // Consul unreachable for a moment: keep the last good target, and retry soon.
                 problem = "cannot read Consul: \(error)"
                 logger.warning("Cannot read the cluster; pgbouncer keeps its target", metadata: ["error": "\(error)"])
+                return
+            }
+            // Past the leader's fence deadline: only the primary itself can say it still leads (its lease
+            // renewed by failsafe, with Consul out of reach).
+            if case .route? = lastRouting, let api = targetAPI, await confirmsLeading(api) {
+                problem = "cannot read Consul; \(api.url) confirms it leads (failsafe)"
+                if lastFailsafeNote != problem { logger.warning("Cannot read the cluster; the primary confirms it leads: routing stays") }
+                lastFailsafeNote = problem
+                await report(acknowledge: nil)
                 return
             }
             routing = .hold(
@@ -213,7 +232,14 @@ struct PgBouncerAgentLoop {
         if let pair = leaderPair, pair.session != nil {
             do { leader = .held(try NodeName(pair.stringValue, field: "leader")) } catch { leader = .malformed(error.message) }
         }
+        if case .held(let name) = leader { targetAPI = registrations[name]?.api } else { targetAPI = nil }
         return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request)
+    }
+
+    /// Whether the primary's API says it holds the lock with its lease running (`/primary` answers 200).
+    func confirmsLeading(_ api: NodeAPIAddress) async -> Bool {
+        let request = HTTPRequest(method: "GET", url: api.url + "/primary", timeout: .seconds(1))
+        return (try? await transport.send(request))?.status == 200  // no answer is no confirmation
     }
 
     // MARK: pgbouncer
@@ -224,6 +250,7 @@ struct PgBouncerAgentLoop {
         if let admin { return admin }
         let connection = try await connectToConsole()
         admin = connection
+        consoleUnreloaded = true
         return connection
     }
 
@@ -281,6 +308,8 @@ struct PgBouncerAgentLoop {
     }
 
     /// Points pgbouncer at `host:port` (the file first, atomically, then RELOAD) and lets clients in.
+    /// A new console connection is RELOADed too: a pgbouncer restarted while the agent rewrote the file
+    /// may have read the old target.
     mutating func route(to host: HostAddress, port: TCPPort) async throws {
         let path = settings.pgbouncerIni.value
         let text: String
@@ -288,7 +317,8 @@ struct PgBouncerAgentLoop {
             throw AgentError("cannot read \(path): \(error.localizedDescription)")
         }
         let wanted = Endpoint(host: host.value, port: port.value)
-        if PgBouncerIni.target(text) != wanted {
+        let rewrite = PgBouncerIni.target(text) != wanted
+        if rewrite {
             let rewritten: String
             do { rewritten = try PgBouncerIni.retarget(text, host: host, port: port) } catch { throw AgentError("\(path): \(error.message)") }
             let attributes = try? FileManager.default.attributesOfItem(atPath: path)
@@ -296,9 +326,13 @@ struct PgBouncerAgentLoop {
             let owner = attributes?[.ownerAccountName] as? String
             try AtomicFile.write(rewritten, to: path, mode: mode_t(mode), owner: owner)
             logger.notice("pgbouncer target rewritten", metadata: ["pgbouncer.target": "\(wanted)"])
+        }
+        _ = try await console()  // connects first when needed, which marks the console unreloaded
+        if rewrite || consoleUnreloaded {
             try await command("RELOAD")
             // Server connections still open to the old target close as soon as they are released.
             try await command("RECONNECT")
+            consoleUnreloaded = false
         }
         try await command("RESUME", tolerating: "not paused")
         if held { logger.notice("pgbouncer resumed", metadata: ["pgbouncer.target": "\(wanted)"]) }

@@ -15,19 +15,8 @@ public struct StatusReader {
 
     public func read(events: Int = 10) async throws -> StatusView {
         let keys = config.keys
-        let s = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
-        let nodes = s.registrations.values.map { registration in
-            StatusView.Node(
-                registration: registration, keepalived: s.keepalived.node(registration.name), holdsLeaderLock: s.leader?.holder == registration.name,
-                pgbouncer: s.bouncers[registration.name], report: s.reports[registration.name]?.status)
-        }
-        var decisions: [NodeName: String] = [:]
-        for (name, report) in s.reports { if let decision = report.status.decision { decisions[name] = Quote.show(decision) } }
-        var view = StatusView(
-            cluster: config.cluster, claim: s.claim, leader: s.leader?.holder, config: s.config, nodes: nodes, problems: s.problems,
-            events: Array(s.events.suffix(events)), paused: s.pause.map { Quote.show($0) }, decisions: decisions)
-        view.synchronousStandby = s.sync?.standby
-        return view
+        let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+        return StatusView(snapshot: snapshot, cluster: config.cluster, events: events)
     }
 }
 

@@ -102,16 +102,18 @@ public final class Bootstrap {
     }
 
     /// Every registration is validated: a malformed or hostile one is an error, never a config line.
-    func registeredPrimary() async throws -> NodeRegistration? {
-        var primaries: [NodeRegistration] = []
+    func registrations() async throws -> [NodeRegistration] {
+        var found: [NodeRegistration] = []
         for pair in try await client.list(keys.nodesPrefix, .consistent).value {
-            do {
-                let registration = try NodeRegistration(bytes: pair.value, key: pair.key)
-                if registration.role == .primary { primaries.append(registration) }
-            } catch {
+            do { found.append(try NodeRegistration(bytes: pair.value, key: pair.key)) } catch {
                 throw BootstrapError("\(error.message); nothing was changed")
             }
         }
+        return found
+    }
+
+    func registeredPrimary() async throws -> NodeRegistration? {
+        let primaries = try await registrations().filter { $0.role == .primary }
         guard primaries.count <= 1 else {
             throw BootstrapError("Consul registers several primaries (\(primaries.map(\.name.value).joined(separator: ", "))); fix nodes/* first")
         }
@@ -285,7 +287,7 @@ public final class Bootstrap {
         case .register(let role, let upstream):
             let registration = NodeRegistration(
                 name: settings.node, address: settings.address, port: settings.pgPort, role: role, upstream: upstream,
-                priority: settings.priority, location: settings.location)
+                priority: settings.priority, location: settings.location, api: settings.apiAddress)
             let bytes = registration.json.serializedBytes()
             if try await client.get(keys.node(settings.node), .consistent).value?.value == bytes {
                 did(step, changed: false)
@@ -297,14 +299,19 @@ public final class Bootstrap {
         case .writeKeepalived(let state):
             guard let template = templates.keepalived, let vip = settings.virtualIP, let interface = settings.interface else { return }
             let priority = try await currentPriority()
-            let text: String
+            var text: String
             do {
                 text = try KeepalivedSettings(
                     cluster: settings.cluster, node: settings.node, initialState: state, interface: interface,
                     virtualRouterID: settings.virtualRouterID, priority: priority, virtualIP: vip, batonExecutable: settings.batonExecutable,
                     batonConfig: settings.batonConfig, trackFile: try SafePath(KeepalivedSettings.trackFilePath(stateDirectory: settings.stateDirectory.value))
                 ).render(template)
-            } catch { throw BootstrapError(error.message) }
+                if settings.vrrpUnicast {
+                    // The nodes registered so far; every monitor adds later ones to its own file.
+                    let peers = try await registrations().filter { $0.name != settings.node }.map(\.address)
+                    text = try KeepalivedUnicast.apply(to: text, source: settings.address, peers: peers)
+                }
+            } catch let error as ValidationProblem { throw BootstrapError(error.message) }
             did(step, changed: try AtomicFile.write(text, to: settings.keepalivedConf.value, mode: 0o644), settings.keepalivedConf.value)
 
         case .skipKeepalived:

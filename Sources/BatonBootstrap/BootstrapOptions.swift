@@ -24,7 +24,8 @@ public enum BootstrapOption {
         "templates-dir": .string, "force-clone": .bool, "consul-create": .bool, "consul-join": .list,
         "consul-bootstrap-expect": .int, "consul-data-dir": .string, "consul-config-dir": .string, "consul-start-command": .list,
         "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int, "kernel-watchdog": .string,
-        "kernel-watchdog-device": .string,
+        "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
+        "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -110,6 +111,21 @@ public struct BootstrapSettings: Sendable {
     /// Whether the watchdog also uses the kernel's watchdog device, which resets a frozen machine.
     public var kernelWatchdog: KernelWatchdogMode = .off
     public var kernelWatchdogDevice: SafePath = try! SafePath("/dev/watchdog")
+    /// Where the monitor's HTTP API listens (`--api-listen HOST:PORT`; default this node's address, port 8008).
+    public var apiListen = APIListen(host: "0.0.0.0", port: try! TCPPort(8008))
+    /// TLS for the HTTP API: certificate and key, and the CA client certificates must be signed by.
+    public var apiTLS: APITLS?
+    /// keepalived talks to its peers by unicast (`unicast_peer`: the other nodes' addresses, kept up to
+    /// date by the monitor) instead of multicast, which many networks drop.
+    public var vrrpUnicast = false
+    /// Where keepalived keeps its PID: the monitor sends it SIGHUP after changing the unicast peers.
+    public var keepalivedPidFile: SafePath = try! SafePath("/run/keepalived.pid")
+
+    /// How the other nodes reach this node's API.
+    public var apiAddress: NodeAPIAddress {
+        let host = apiListen.host == "0.0.0.0" || apiListen.host == "::" ? address : ((try? HostAddress(apiListen.host)) ?? address)
+        return NodeAPIAddress(tls: apiTLS != nil, host: host, port: apiListen.port)
+    }
 
     public var keys: ClusterKeys { ClusterKeys(cluster: cluster) }
     public var passfile: SafePath { try! SafePath(stateDirectory.value + "/pgpass") }
@@ -124,6 +140,38 @@ public enum KernelWatchdogMode: String, Sendable, CaseIterable {
     case automatic
     /// The node never leads unless the device is open and accepted its timeout.
     case required
+}
+
+/// The address and port the node API listens on.
+public struct APIListen: Sendable, Equatable {
+    /// An IP address, or 0.0.0.0 / :: for every address.
+    public var host: String
+    public var port: TCPPort
+
+    public init(host: String, port: TCPPort) {
+        self.host = host
+        self.port = port
+    }
+
+    /// `HOST:PORT` (an IPv6 host in brackets).
+    public init(parsing text: String) throws(ValidationProblem) {
+        guard let colon = text.lastIndex(of: ":"), let number = Int(text[text.index(after: colon)...]) else {
+            throw ValidationProblem("--api-listen \(Quote.show(text)) must be HOST:PORT, e.g. 198.18.0.1:8008")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard IPAddress.parse(host) != nil else { throw ValidationProblem("--api-listen \(Quote.show(text)): the host must be an IP address") }
+        self.init(host: host, port: try TCPPort(number, field: "--api-listen"))
+    }
+
+    public var text: String { host.contains(":") ? "[\(host)]:\(port.value)" : "\(host):\(port.value)" }
+}
+
+/// The node API's TLS files.
+public struct APITLS: Sendable, Equatable {
+    public var certificate: SafePath
+    public var key: SafePath
+    public var clientCA: SafePath?
 }
 
 /// Where the replication password comes from: a file, or an environment variable. Never a flag.
@@ -211,6 +259,12 @@ extension BootstrapSettings {
         if vip != nil && interface == nil { p.add("--virtual-ip needs --interface: the network interface that carries it") }
         let routerID = int("virtual-router-id") ?? 51
         _ = p.check { () throws(ValidationProblem) in try KeepalivedSettings.validateRouterID(routerID) }
+        let vrrpUnicast = bool("vrrp-unicast")
+        if vrrpUnicast && vip == nil { p.add("--vrrp-unicast needs --virtual-ip and --interface: it is how keepalived's peers reach each other") }
+        if vrrpUnicast, let address, IPAddress.parse(address.value) == nil {
+            p.add("--vrrp-unicast needs --address to be an IP address (keepalived's unicast_src_ip), not \(Quote.show(address.value))")
+        }
+        let keepalivedPidFile = path("keepalived-pid-file", "/run/keepalived.pid")
 
         let priority = int("priority") ?? 100
         if !(0...1000).contains(priority) { p.add("--priority \(priority) must be from 0 (never promoted) to 1000") }
@@ -251,7 +305,7 @@ extension BootstrapSettings {
             path("keepalived-conf", "/etc/keepalived/keepalived.conf"), path("pgbouncer-ini", "/etc/pgbouncer/pgbouncer.ini"),
             p.check { () throws(ValidationProblem) in try TCPPort(int("pgbouncer-port") ?? 6432, field: "--pgbouncer-port") },
             path("pgbouncer-auth-file", "/etc/pgbouncer/userlist.txt"), path("state-dir", "/var/lib/baton"),
-            path("baton-executable", "/usr/local/bin/baton"), path("baton-config", "/etc/baton/baton.yaml")
+            path("baton-executable", "/usr/bin/baton"), path("baton-config", "/etc/baton/baton.yaml")
         )
         let eventCommand: SafePath? = string("event-command").flatMap { text in
             p.check { () throws(ValidationProblem) in
@@ -268,6 +322,30 @@ extension BootstrapSettings {
             p.add("--kernel-watchdog must be one of \(KernelWatchdogMode.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("kernel-watchdog") ?? ""))")
         }
         let kernelDevice = path("kernel-watchdog-device", "/dev/watchdog")
+        var apiListen: APIListen? = nil
+        if let text = string("api-listen") {
+            apiListen = p.check { () throws(ValidationProblem) in try APIListen(parsing: text) }
+        } else if let address, IPAddress.parse(address.value) != nil {
+            apiListen = APIListen(host: address.value, port: try! TCPPort(8008))
+        } else {
+            apiListen = APIListen(host: "0.0.0.0", port: try! TCPPort(8008))
+        }
+        var apiTLS: APITLS? = nil
+        let certificate = string("api-tls-certificate").flatMap { c in p.check { () throws(ValidationProblem) in try SafePath(c, field: "--api-tls-certificate") } }
+        let key = string("api-tls-key").flatMap { c in p.check { () throws(ValidationProblem) in try SafePath(c, field: "--api-tls-key") } }
+        let clientCA = string("api-tls-client-ca").flatMap { c in p.check { () throws(ValidationProblem) in try SafePath(c, field: "--api-tls-client-ca") } }
+        switch (certificate, key) {
+        case (let certificate?, let key?):
+            for (flag, file) in [("--api-tls-certificate", certificate), ("--api-tls-key", key)] + (clientCA.map { [("--api-tls-client-ca", $0)] } ?? [])
+            where !FileManager.default.isReadableFile(atPath: file.value) {
+                p.add("\(flag) \(file.value) does not exist or is not readable")
+            }
+            apiTLS = APITLS(certificate: certificate, key: key, clientCA: clientCA)
+        case (nil, nil):
+            if clientCA != nil { p.add("--api-tls-client-ca needs --api-tls-certificate and --api-tls-key") }
+        default:
+            p.add("--api-tls-certificate and --api-tls-key go together")
+        }
         try p.throwIfAny()
         guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
             let pgBindir = settings.5, let socketDir = settings.6, let passwordSource = settings.7, let keepalivedConf = settings.8,
@@ -282,7 +360,9 @@ extension BootstrapSettings {
             pgbouncerAuthFile: authFile, pgbouncerListen: pgbouncerListen, stateDirectory: stateDir, priority: priority,
             location: location, templatesDirectory: templates, forceClone: bool("force-clone"), consulAgent: consulAgent,
             batonExecutable: executable, batonConfig: batonConfig, streamingTimeout: timeout, eventCommand: eventCommand,
-            kernelWatchdog: kernelWatchdog ?? .off, kernelWatchdogDevice: kernelDevice ?? (try! SafePath("/dev/watchdog")))
+            kernelWatchdog: kernelWatchdog ?? .off, kernelWatchdogDevice: kernelDevice ?? (try! SafePath("/dev/watchdog")),
+            apiListen: apiListen ?? APIListen(host: "0.0.0.0", port: try! TCPPort(8008)), apiTLS: apiTLS, vrrpUnicast: vrrpUnicast,
+            keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
     }
 }
 
@@ -304,7 +384,15 @@ extension BootstrapSettings {
         if case .file(let path) = replicationPasswordSource { lines.append("replication-password-file: '\(path)'") }
         if let virtualIP { lines.append("virtual-ip: '\(virtualIP.text)'") }
         if let interface { lines.append("interface: '\(interface)'") }
+        if vrrpUnicast { lines.append("vrrp-unicast: true") }
+        lines.append("keepalived-pid-file: '\(keepalivedPidFile)'")
         if let eventCommand { lines.append("event-command: '\(eventCommand)'") }
+        lines.append("api-listen: '\(apiListen.text)'")
+        if let apiTLS {
+            lines.append("api-tls-certificate: '\(apiTLS.certificate)'")
+            lines.append("api-tls-key: '\(apiTLS.key)'")
+            if let ca = apiTLS.clientCA { lines.append("api-tls-client-ca: '\(ca)'") }
+        }
         if kernelWatchdog != .off {
             lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")
             lines.append("kernel-watchdog-device: '\(kernelWatchdogDevice)'")

@@ -25,16 +25,22 @@ struct BatonChaos {
         var labScript = "scripts/lab.sh"
         var labDirectory = "/tmp/baton-chaos-lab"
         var convergenceBound = 60.0
+        /// Print the schedule and stop.
+        var planOnly = false
 
         static let usage = """
             usage: baton-chaos [--faults N] [--seed S] [--sync on|off] [--nodes 3] [--report FILE.json]
-                               [--lab-script scripts/lab.sh] [--lab-dir DIR]
+                               [--lab-script scripts/lab.sh] [--lab-dir DIR] [--plan]
                    baton-chaos proxy --listen HOST:PORT --upstream HOST:PORT --delay-file FILE
             """
 
         init(_ arguments: [String]) throws {
             var rest = arguments[...]
             while let flag = rest.popFirst() {
+                if flag == "--plan" {
+                    planOnly = true
+                    continue
+                }
                 guard let value = rest.popFirst() else { throw ChaosError("\(flag) needs a value") }
                 switch flag {
                 case "--faults":
@@ -67,6 +73,12 @@ struct BatonChaos {
         do { options = try Options(arguments) } catch {
             FileHandle.standardError.write(Data("baton-chaos: \(error)\n\(Options.usage)\n".utf8))
             exit(2)
+        }
+        if options.planOnly {
+            for (i, fault) in ChaosSchedule.make(seed: options.seed, count: options.faults, synchronous: options.synchronous).enumerated() {
+                print("[\(i + 1)] \(fault.description)")
+            }
+            exit(0)
         }
         guard getuid() == 0 else {
             FileHandle.standardError.write(Data("baton-chaos: needs root (network namespaces); run scripts/chaos.sh\n".utf8))

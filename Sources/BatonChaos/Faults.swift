@@ -168,10 +168,15 @@ struct Convergence {
     /// nil when converged, else what is still off.
     func missing() async -> String? {
         guard let leader = await lab.leader(consul) else { return "nobody holds the leader lock" }
-        guard await lab.scalar(leader, "SELECT pg_is_in_recovery()") == "f" else { return "the leader \(leader) does not take writes" }
+        guard await lab.scalar(leader, "SELECT pg_is_in_recovery()") == "f",
+            let position = await lab.scalar(leader, "SELECT pg_current_wal_lsn()::text")
+        else { return "the leader \(leader) does not take writes" }
         for node in lab.names where node != leader {
-            let receiver = await lab.scalar(node, "SELECT status || ' ' || coalesce(sender_host, '') FROM pg_stat_wal_receiver")
-            guard receiver == "streaming \(lab.address(leader))" else { return "\(node) does not stream from \(leader) (\(receiver ?? "no answer"))" }
+            // Streaming as PostgreSQL reports it, and caught up with what the leader had a moment ago (a
+            // link that died quietly still shows `streaming` for a while).
+            let receiver = await lab.scalar(
+                node, "SELECT status || ' ' || coalesce(sender_host, '') || ' ' || (pg_last_wal_receive_lsn() >= '\(position)'::pg_lsn) FROM pg_stat_wal_receiver")
+            guard receiver == "streaming \(lab.address(leader)) true" else { return "\(node) does not stream from \(leader) (\(receiver ?? "no answer"))" }
         }
         guard await lab.vipHolder() == leader else { return "the VIP is not on \(leader)" }
         for node in lab.names {

@@ -1,4 +1,5 @@
 import ConsulAPI
+import CoreMetrics
 import Foundation
 import Synchronization
 
@@ -75,6 +76,8 @@ public final class ConsulClient: Sendable {
         let count = configuration.addresses.count
         let first = preferred.withLock { $0 }
         var failures: [String] = []
+        let started = ContinuousClock.now
+        defer { Self.duration.recordNanoseconds((ContinuousClock.now - started).nanosecondsCount) }
         for attempt in 0..<count {
             let which = (first + attempt) % count
             let address = configuration.addresses[which]
@@ -89,10 +92,16 @@ public final class ConsulClient: Sendable {
                 failures.append("\(address): \(error.message)")
             }
         }
+        Self.errors.increment()
         throw ConsulError(
             .unreachable,
             "Consul is unreachable (\(failures.joined(separator: "; "))); check that the agent runs and that CONSUL_HTTP_ADDR or --consul names it")
     }
+
+    /// How long calls to Consul take, and how many found no Consul (swift-metrics; exported where a
+    /// daemon bootstraps a backend).
+    static let duration = CoreMetrics.Timer(label: "baton_consul_request_duration_seconds")
+    static let errors = Counter(label: "baton_consul_request_errors_total")
 
     /// Turns a non-success answer into a typed error.
     func failure(_ response: HTTPResponse, _ what: String) -> ConsulError {
@@ -165,4 +174,8 @@ extension ConsulClient {
         guard response.status == 200 else { throw failure(response, "reading agent/self") }
         return try json(response, "agent/self")
     }
+}
+
+extension Duration {
+    var nanosecondsCount: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
 }

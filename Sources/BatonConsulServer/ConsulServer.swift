@@ -1,9 +1,7 @@
+import BatonHTTP
 import ConsulAPI
 import Foundation
 import Logging
-import NIOCore
-import NIOHTTP1
-import NIOPosix
 
 /// The embedded, single-node, Consul-compatible server: Consul's HTTP API v1 (the subset in
 /// consul-api.md) with Consul's semantics, durable in its data directory.
@@ -11,8 +9,7 @@ public final class ConsulServer: Sendable {
     public let settings: ServerSettings
     /// The address the server listens on (the actual port when 0 was asked for).
     public let localAddress: (host: String, port: Int)
-    private let channel: any Channel
-    private let group: MultiThreadedEventLoopGroup
+    private let http: HTTPServer
     private let checkRunner: CheckRunner
     private let store: Store
     private let logger: Logger
@@ -54,29 +51,14 @@ public final class ConsulServer: Sendable {
         let runner = CheckRunner(store: store)
         self.checkRunner = runner
         let api = HTTPAPI(store: store, settings: settings, nodeID: nodeID, checkRunner: runner)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        self.group = group
-        let maxBody = settings.maxValueSize + 64 * 1024
-        do {
-            channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                // TCP_NODELAY at the TCP level: `.socketOption(.tcp_nodelay)` would set SOL_SOCKET's
-                // option 1 (SO_DEBUG), which only root may set — every connection of a non-root
-                // server was closed at accept.
-                .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true)
-                        try channel.pipeline.syncOperations.addHandler(HTTPHandler(api: api, maxBody: maxBody))
-                    }
-                }
-                .bind(host: host, port: port).get()
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        localAddress = (host, channel.localAddress?.port ?? port)
+        let maxValueSize = settings.maxValueSize
+        let limits = HTTPServer.Limits(
+            maxBody: maxValueSize + 64 * 1024,
+            tooLarge: { length in
+                APIResponse.text(413, "Request body(\(length ?? "?") bytes) too large, max size: \(maxValueSize) bytes.")
+            })
+        http = try await HTTPServer(host: host, port: port, limits: limits, logger: logger) { await api.handle($0) }
+        localAddress = http.localAddress
         runner.start()
         let index = (try? store.read { $0.index }) ?? 0
         logger.info(
@@ -91,15 +73,12 @@ public final class ConsulServer: Sendable {
     /// Stops listening and stops the timers. Acknowledged writes are already on disk.
     public func shutdown() async {
         checkRunner.stop()
-        try? await channel.close()
-        try? await group.shutdownGracefully()
+        await http.shutdown()
         store.close()
     }
 
     /// Waits until the listening socket closes.
-    public func waitUntilClosed() async {
-        try? await channel.closeFuture.get()
-    }
+    public func waitUntilClosed() async { await http.waitUntilClosed() }
 
     /// A node ID that stays the same across restarts with the same data directory.
     private static func nodeID(dataDirectory: String?) -> String {
@@ -117,103 +96,4 @@ public final class ConsulServer: Sendable {
 extension State {
     /// The index of the node's own registration; user writes come after it.
     static let bootIndex: UInt64 = 5
-}
-
-/// Collects one HTTP request, hands it to the API on a task, and writes the answer back in order.
-private final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let api: HTTPAPI
-    private let maxBody: Int
-    private var head: HTTPRequestHead?
-    private var body: [UInt8] = []
-    private var tooLarge = false
-    private var inFlight: Task<Void, Never>?
-
-    init(api: HTTPAPI, maxBody: Int) {
-        self.api = api
-        self.maxBody = maxBody
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let h):
-            head = h
-            body = []
-            tooLarge = false
-        case .body(var buffer):
-            if body.count + buffer.readableBytes > maxBody {
-                tooLarge = true
-            } else if let bytes = buffer.readBytes(length: buffer.readableBytes) {
-                body += bytes
-            }
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            let keepAlive = head.isKeepAlive
-            if tooLarge {
-                let response = APIResponse.text(
-                    413, "Request body(\(head.headers.first(name: "content-length") ?? "?") bytes) too large, max size: \(api.settings.maxValueSize) bytes.")
-                write(response, keepAlive: false, version: head.version, context: context)
-                return
-            }
-            let request = APIRequest(
-                method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name.lowercased(), $0.value) }, body: body)
-            body = []
-            let promise = context.eventLoop.makePromise(of: APIResponse.self)
-            let api = self.api
-            inFlight = Task { promise.succeed(await api.handle(request)) }
-            let version = head.version
-            promise.futureResult.assumeIsolated().whenSuccess { [self] response in
-                self.inFlight = nil
-                self.write(response, keepAlive: keepAlive, version: version, context: context)
-            }
-        }
-    }
-
-    private func write(_ response: APIResponse, keepAlive: Bool, version: HTTPVersion, context: ChannelHandlerContext) {
-        var headers = HTTPHeaders()
-        for (name, value) in response.headers { headers.add(name: name, value: value) }
-        headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
-        headers.replaceOrAdd(name: "Vary", value: "Accept-Encoding")
-        headers.replaceOrAdd(name: "Date", value: HTTPHandler.httpDate())
-        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        let status = HTTPResponseStatus(statusCode: response.status)
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
-        if !response.body.isEmpty {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
-        }
-        let done = context.writeAndFlushPromise()
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
-        if !keepAlive {
-            done.futureResult.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        // The client went away: stop the blocked query it was waiting on.
-        inFlight?.cancel()
-        inFlight = nil
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-
-    private static func httpDate() -> String {
-        var t = time(nil)
-        var tmValue = tm()
-        gmtime_r(&t, &tmValue)
-        var buffer = [UInt8](repeating: 0, count: 64)
-        let length = buffer.withUnsafeMutableBufferPointer { b in
-            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: b.count) { strftime($0, b.count, "%a, %d %b %Y %H:%M:%S GMT", &tmValue) }
-        }
-        return String(decoding: buffer[..<length], as: UTF8.self)
-    }
-}
-
-extension ChannelHandlerContext {
-    fileprivate func writeAndFlushPromise() -> EventLoopPromise<Void> { eventLoop.makePromise() }
 }

@@ -1,3 +1,4 @@
+import BatonHTTP
 import ConsulAPI
 
 extension HTTPAPI {

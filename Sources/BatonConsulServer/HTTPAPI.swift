@@ -1,33 +1,11 @@
+import BatonHTTP
 import ConsulAPI
 import Foundation
 
-/// One HTTP request as the API sees it.
-struct APIRequest: Sendable {
-    var method: String
-    /// The request target as sent: path and query, still percent-encoded.
-    var uri: String
-    /// Header names lower-cased.
-    var headers: [(String, String)]
-    var body: [UInt8]
-
-    func header(_ name: String) -> String? { headers.first { $0.0 == name }?.1 }
-}
-
-/// One HTTP answer.
-struct APIResponse: Sendable {
-    var status: Int
-    var headers: [(String, String)]
-    var body: [UInt8]
-
-    static func text(_ status: Int, _ message: String, headers: [(String, String)] = []) -> APIResponse {
-        APIResponse(status: status, headers: headers + [("Content-Type", "text/plain; charset=utf-8")], body: Array(message.utf8))
-    }
-
+extension APIResponse {
     static func json(_ value: JSONValue, headers: [(String, String)] = []) -> APIResponse {
         APIResponse(status: 200, headers: headers + [("Content-Type", "application/json")], body: value.serializedBytes())
     }
-
-    static let empty = APIResponse(status: 200, headers: [], body: [])
 }
 
 /// A request's query string, decoded the way Go's `url.ParseQuery` does.

@@ -42,6 +42,12 @@ public struct ClusterConfig: Sendable, Equatable {
     /// paused (and, after the promotion, resumed); an agent that does not answer in time does not hold
     /// the switchover up, and the event says which.
     public var pgbouncerTimeout: GoDuration = .seconds(5)
+    /// A leader that cannot reach Consul keeps PostgreSQL writable as long as every other member
+    /// confirms over its node API, each fence period, that it cannot reach Consul either or sees no
+    /// other leader — and so will not take over. Off by default: it trades the independence of the
+    /// fencing rule (a leader cut off from Consul stops after `fence_timeout`, whatever else happens)
+    /// for riding out Consul outages.
+    public var failsafeMode = false
 
     /// Time allowed for the watchdog's stop to take effect before a replica relies on it.
     public static let fenceMargin: GoDuration = .milliseconds(500)
@@ -62,6 +68,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("synchronous_mode", synchronousMode.rawValue), ("maximum_lag_on_failover", String(maximumLagOnFailover)),
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
             ("fence_timeout", fenceTimeout.description), ("pgbouncer_timeout", pgbouncerTimeout.description),
+            ("failsafe_mode", failsafeMode ? "on" : "off"),
         ]
     }
 
@@ -113,6 +120,11 @@ public struct ClusterConfig: Sendable, Equatable {
                 throw ValidationProblem("\(source): synchronous_mode must be off, on or strict, not \(Quote.show(value))")
             }
             synchronousMode = mode
+        case "failsafe_mode":
+            guard value == "on" || value == "off" else {
+                throw ValidationProblem("\(source): failsafe_mode must be on or off, not \(Quote.show(value))")
+            }
+            failsafeMode = value == "on"
         case "maximum_lag_on_failover":
             guard let bytes = UInt64(value) else {
                 throw ValidationProblem("\(source): maximum_lag_on_failover must be a number of bytes, not \(Quote.show(value))")

@@ -72,8 +72,13 @@ public struct NodeRegistration: Sendable, Equatable {
     /// Failover preference; 0 means never promoted automatically.
     public var priority: Int
     public var location: String
+    /// The node's HTTP API (`http://host:port` or `https://…`), when it serves one.
+    public var api: NodeAPIAddress?
 
-    public init(name: NodeName, address: HostAddress, port: TCPPort, role: NodeRole, upstream: NodeName?, priority: Int, location: String) {
+    public init(
+        name: NodeName, address: HostAddress, port: TCPPort, role: NodeRole, upstream: NodeName?, priority: Int, location: String,
+        api: NodeAPIAddress? = nil
+    ) {
         self.name = name
         self.address = address
         self.port = port
@@ -81,6 +86,7 @@ public struct NodeRegistration: Sendable, Equatable {
         self.upstream = upstream
         self.priority = priority
         self.location = location
+        self.api = api
     }
 
     /// How other nodes connect to this one (no password: that comes from a passfile).
@@ -93,7 +99,7 @@ public struct NodeRegistration: Sendable, Equatable {
             ("name", .string(name.value)), ("address", .string(address.value)), ("port", .int(port.value)),
             ("conninfo", .string(conninfo(user: "replicator"))), ("role", .string(role.rawValue)),
             ("upstream", upstream.map { .string($0.value) } ?? .null), ("priority", .int(priority)),
-            ("location", .string(location)),
+            ("location", .string(location)), ("api", api.map { .string($0.url) } ?? .null),
         ])
     }
 
@@ -123,5 +129,49 @@ public struct NodeRegistration: Sendable, Equatable {
         guard location.count <= 63, location.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
             throw ValidationProblem("Consul key \(key): location \(Quote.show(location)) may use only letters, digits, '-' and '_'")
         }
+        if let text = json.member("api"), !text.isNull {
+            api = try NodeAPIAddress(url: text.stringValue ?? "", field: "\(key) api")
+        } else {
+            api = nil
+        }
+    }
+}
+
+/// Where a node's HTTP API answers: a scheme, a host and a port, validated (it is used to build URLs).
+public struct NodeAPIAddress: Sendable, Equatable {
+    public var tls: Bool
+    public var host: HostAddress
+    public var port: TCPPort
+
+    public init(tls: Bool, host: HostAddress, port: TCPPort) {
+        self.tls = tls
+        self.host = host
+        self.port = port
+    }
+
+    public var url: String {
+        let host = self.host.value.contains(":") ? "[\(self.host.value)]" : self.host.value
+        return "\(tls ? "https" : "http")://\(host):\(port.value)"
+    }
+
+    /// Parses `http://host:port` or `https://host:port` (an IPv6 host in brackets).
+    public init(url: String, field: String) throws(ValidationProblem) {
+        let tls: Bool
+        var rest: Substring
+        if url.hasPrefix("https://") {
+            tls = true
+            rest = url.dropFirst(8)
+        } else if url.hasPrefix("http://") {
+            tls = false
+            rest = url.dropFirst(7)
+        } else {
+            throw ValidationProblem("\(field) \(Quote.show(url)) must be http://HOST:PORT or https://HOST:PORT")
+        }
+        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) else {
+            throw ValidationProblem("\(field) \(Quote.show(url)) has no port")
+        }
+        rest = rest[..<colon]
+        if rest.hasPrefix("[") && rest.hasSuffix("]") { rest = rest.dropFirst().dropLast() }
+        self.init(tls: tls, host: try HostAddress(String(rest), field: field), port: try TCPPort(port, field: field))
     }
 }

@@ -77,13 +77,18 @@ public struct MonitorObservation: Sendable, Equatable {
     public var request: TakeoverRequest?
     /// A live watchdog guards this node: it may lead.
     public var guarded: Bool
+    /// Failsafe mode: this node promised that leader, cut off from Consul, not to take over (until the
+    /// promise runs out).
+    public var failsafeGrantedTo: NodeName?
 
     public init(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, localUnresponsiveFor: GoDuration = .zero, leader: LeaderState,
         sinceLastHeartbeat: GoDuration = .zero, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState],
         lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
-        failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true
+        failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
+        failsafeGrantedTo: NodeName? = nil
     ) {
+        self.failsafeGrantedTo = failsafeGrantedTo
         self.node = node
         self.config = config
         self.local = local
@@ -186,6 +191,18 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
 /// eligible replica takes a free lock, and it promotes only while holding it.
 public enum MonitorDecision {
     public static func next(_ o: MonitorObservation) -> MonitorAction {
+        let action = decide(o)
+        // A promise made in failsafe mode holds: no lock is taken until it runs out.
+        if let promised = o.failsafeGrantedTo, promised != o.node {
+            switch action {
+            case .acquireLeader, .takeOver: return .wait(reason: "promised \(promised), cut off from Consul, not to take over (failsafe)")
+            default: break
+            }
+        }
+        return action
+    }
+
+    static func decide(_ o: MonitorObservation) -> MonitorAction {
         switch o.local {
         case .primary:
             return primaryDecision(o)
@@ -219,7 +236,11 @@ public enum MonitorDecision {
             if o.sinceLastHeartbeat >= o.fenceAfter {
                 return .fence(reason: "Consul unreachable and no heartbeat for \(o.sinceLastHeartbeat)")
             }
-            return .wait(reason: "Consul unreachable; fencing in \(GoDuration(nanoseconds: o.fenceAfter.nanoseconds - o.sinceLastHeartbeat.nanoseconds)) unless it answers")
+            // No countdown in the reason: the decision is logged when its reason changes.
+            if o.config.failsafeMode {
+                return .wait(reason: "Consul unreachable; leading on while every member confirms it will not take over (failsafe), else fencing \(o.fenceAfter) after the last renewal")
+            }
+            return .wait(reason: "Consul unreachable; fencing \(o.fenceAfter) after the last heartbeat unless it answers")
         }
     }
 

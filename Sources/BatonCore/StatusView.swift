@@ -62,6 +62,21 @@ public struct StatusView: Sendable {
         self.events = events
     }
 
+    /// The cluster as one snapshot shows it, with the last `events` events.
+    public init(snapshot s: ClusterSnapshot, cluster: ClusterName, events: Int) {
+        let nodes = s.registrations.values.map { registration in
+            Node(
+                registration: registration, keepalived: s.keepalived.node(registration.name), holdsLeaderLock: s.leader?.holder == registration.name,
+                pgbouncer: s.bouncers[registration.name], report: s.reports[registration.name]?.status)
+        }
+        var decisions: [NodeName: String] = [:]
+        for (name, report) in s.reports { if let decision = report.status.decision { decisions[name] = Quote.show(decision) } }
+        self.init(
+            cluster: cluster, claim: s.claim, leader: s.leader?.holder, config: s.config, nodes: nodes, problems: s.problems,
+            events: Array(s.events.suffix(events)), paused: s.pause.map { Quote.show($0) }, decisions: decisions)
+        synchronousStandby = s.sync?.standby
+    }
+
     /// A table in the manner of `patronictl list`.
     public func table() -> String {
         var out = "Cluster: \(cluster)"

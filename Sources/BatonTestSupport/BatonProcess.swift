@@ -67,7 +67,10 @@ public final class BatonProcess: @unchecked Sendable {
 
     deinit {
         kill()
-        try? FileManager.default.removeItem(atPath: logPath)
+        // BATON_TEST_KEEP=1 keeps the logs for a post-mortem.
+        if ProcessInfo.processInfo.environment["BATON_TEST_KEEP"] == nil {
+            try? FileManager.default.removeItem(atPath: logPath)  // ignored: a leftover log in the temporary directory harms nothing
+        }
     }
 }
 

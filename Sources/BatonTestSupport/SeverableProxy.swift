@@ -135,7 +135,8 @@ public final class SeverableProxy: @unchecked Sendable {
             }
             var sent = 0
             while sent < n {
-                let w = buffer.withUnsafeBytes { write(destination, $0.baseAddress! + sent, n - sent) }
+                // MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE that ends the process.
+                let w = buffer.withUnsafeBytes { send(destination, $0.baseAddress! + sent, n - sent, Int32(MSG_NOSIGNAL)) }
                 if w <= 0 { break loop }
                 sent += w
             }

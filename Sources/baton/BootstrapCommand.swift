@@ -46,17 +46,25 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "The node's location, repmgr-style (default default).") var location: String?
     @Option(help: "A program the monitor runs with each event: KIND NODE TIME DETAIL (no shell).") var eventCommand: String?
     @Option(help: "Directory holding keepalived/ and pgbouncer/ templates.") var templatesDir: String?
+    @Flag(help: "keepalived reaches its peers by unicast (the other nodes' addresses, kept up to date by the monitor), not multicast.")
+    var vrrpUnicast = false
+    @Option(help: "keepalived's PID file: the monitor reloads keepalived (SIGHUP) when the unicast peers change (default /run/keepalived.pid).")
+    var keepalivedPidFile: String?
     @Flag(help: "Move a data directory that cannot be reused aside (never deleted) and clone afresh.") var forceClone = false
     @Flag(help: "Configure and start a Consul server agent on this (first) node.") var consulCreate = false
     @Option(help: "Configure and start a Consul agent joining these addresses (comma-separated).") var consulJoin: String?
     @Option(help: "Seconds to wait for a new standby to stream (default 120).") var streamingTimeout: Int?
     @Option(help: "Where to write this node's Baton config for monitor and hooks (default: --config's path, else /etc/baton/baton.yaml).")
     var batonConfig: String?
-    @Option(help: "The baton binary keepalived's check and notify hooks run (default /usr/local/bin/baton).")
+    @Option(help: "The baton binary keepalived's check and notify hooks run (default /usr/bin/baton).")
     var batonExecutable: String?
     @Option(help: "Also use the kernel's watchdog device, which resets a frozen machine: off, automatic or required (default off).")
     var kernelWatchdog: String?
     @Option(help: "The kernel watchdog device (default /dev/watchdog; `modprobe softdog` provides one).") var kernelWatchdogDevice: String?
+    @Option(help: "Where the monitor's HTTP API listens, HOST:PORT (default this node's address, port 8008).") var apiListen: String?
+    @Option(help: "The HTTP API's TLS certificate (PEM); with --api-tls-key it serves HTTPS.") var apiTlsCertificate: String?
+    @Option(help: "The HTTP API's TLS private key (PEM).") var apiTlsKey: String?
+    @Option(help: "Verify client certificates against this CA (PEM): only clients it signed may connect.") var apiTlsClientCa: String?
 
     func validate() throws {
         guard master != (join != nil) else { throw ValidationError("give exactly one of --master or --join ADDR[,ADDR…]") }
@@ -76,6 +84,9 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("priority", priority); set("location", location); set("event-command", eventCommand); set("templates-dir", templatesDir); list("consul-join", consulJoin)
         set("streaming-timeout", streamingTimeout); set("baton-config", batonConfig); set("baton-executable", batonExecutable)
         set("kernel-watchdog", kernelWatchdog); set("kernel-watchdog-device", kernelWatchdogDevice)
+        set("api-listen", apiListen); set("api-tls-certificate", apiTlsCertificate); set("api-tls-key", apiTlsKey)
+        set("api-tls-client-ca", apiTlsClientCa); set("keepalived-pid-file", keepalivedPidFile)
+        if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }
         return values

@@ -5,6 +5,8 @@ import BatonConsul
 import BatonCore
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 
 struct MonitorCommand: AsyncParsableCommand {
@@ -38,8 +40,11 @@ struct MonitorCommand: AsyncParsableCommand {
                 kernelWatchdog: settings.kernelWatchdog.rawValue, kernelDevice: settings.kernelWatchdogDevice.value),
             logger: logger)
         let path = config
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let monitor = Monitor(
-            settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) })
+            settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) },
+            metrics: { registry.emitToString() })
         logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
         try await ServiceGroup(services: [monitor], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger).run()
         logger.info("Monitor stopped")

@@ -47,7 +47,7 @@ struct MonitorShellTests {
         logger.logLevel = .critical
         let monitor = Monitor(
             settings: try settings(f, Self.pg2), client: f.client, logger: logger, observeOnly: false, guardian: guardian,
-            makeDatabase: { _ in database })
+            makeDatabase: { _ in database }, serveAPI: false)
         let running = Task { try await monitor.run() }
         do { try await body() } catch {
             running.cancel()

@@ -81,9 +81,14 @@ struct WatchdogTests {
             try await link.arm(deadline: MonotonicClock.nanoseconds() + 300_000_000)
             #expect(await eventually(timeout: .seconds(5)) { !postgres.isRunning }, "killed at the deadline")
             #expect(bystander.isRunning, "another program working in the directory is not PostgreSQL and lives")
-            #expect((try? String(contentsOfFile: b.state + "/track", encoding: .utf8)) == "1\n")
-            let log = (try? String(contentsOfFile: WatchdogFiles.log(stateDirectory: b.state), encoding: .utf8)) ?? ""
-            #expect(log.contains("deadline passed") && log.contains("none left"), "\(log)")
+            // The watchdog checks that none is left, then writes the tracked file and its log.
+            #expect(await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: b.state + "/track", encoding: .utf8)) == "1\n" })
+            var log = ""
+            let logged = await eventually(timeout: .seconds(5)) {
+                log = (try? String(contentsOfFile: WatchdogFiles.log(stateDirectory: b.state), encoding: .utf8)) ?? ""
+                return log.contains("deadline passed") && log.contains("none left")
+            }
+            #expect(logged, "\(log)")
         }
     }
 

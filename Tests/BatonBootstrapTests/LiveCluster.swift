@@ -24,6 +24,7 @@ final class LiveCluster: @unchecked Sendable {
     private let lock = NSLock()
     private var dataDirectories: [String] = []
     private var extraProcesses: [BatonProcess] = []
+    private var apiPorts: [String: Int] = [:]
 
     init() async throws {
         root = "/tmp/baton-live-" + UUID().uuidString.prefix(8).lowercased()
@@ -38,6 +39,16 @@ final class LiveCluster: @unchecked Sendable {
     }
 
     var passwordFile: String { root + "/replication-password" }
+
+    /// Each node's API port, picked once.
+    func apiPort(_ node: String) -> Int {
+        lock.withLock {
+            if let port = apiPorts[node] { return port }
+            let port = (try? FreePort.pick()) ?? 0
+            apiPorts[node] = port
+            return port
+        }
+    }
     var socketDirectory: String { root + "/sockets" }
     func directory(_ node: String) -> String { root + "/" + node }
 
@@ -51,6 +62,7 @@ final class LiveCluster: @unchecked Sendable {
             "pgbouncer-ini": .string(directory(node) + "/pgbouncer/pgbouncer.ini"), "pgbouncer-auth-file": .string(root + "/userlist.txt"),
             "templates-dir": .string(Self.repository), "baton-executable": .string(BatonProcess.executable),
             "baton-config": .string(directory(node) + "/baton.yaml"), "streaming-timeout": .int(60),
+            "api-listen": .string("127.0.0.1:\(apiPort(node))"),
         ]
         for (k, v) in extra { o[k] = v }
         return o
@@ -80,13 +92,20 @@ final class LiveCluster: @unchecked Sendable {
 
     /// Stops the Consul server, waits, and starts it again on the same address and data directory.
     func restartConsul(after downtime: Duration) async throws {
-        let port = server.localAddress.port
-        await server.shutdown()
+        await stopConsul()
         try await Task.sleep(for: downtime)
+        try await startConsul()
+    }
+
+    func stopConsul() async { await server.shutdown() }
+
+    /// Starts the Consul server again on the same address and data directory.
+    func startConsul() async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         server = try await ConsulServer(
-            host: "127.0.0.1", port: port, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
+            host: "127.0.0.1", port: Int(consulAddress.split(separator: ":").last!)!, dataDirectory: root + "/consul",
+            settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
     }
 
     func cleanup() async {
@@ -101,7 +120,10 @@ final class LiveCluster: @unchecked Sendable {
             try? await control.stop(mode: "immediate")
         }
         await server.shutdown()
-        try? FileManager.default.removeItem(atPath: root)
+        // BATON_TEST_KEEP=1 keeps the logs and data of every live cluster for a post-mortem.
+        if ProcessInfo.processInfo.environment["BATON_TEST_KEEP"] == nil {
+            try? FileManager.default.removeItem(atPath: root)  // ignored: a leftover temporary directory harms nothing
+        }
     }
 
     /// Runs `body` with a fresh live cluster, cleaned up afterwards whatever happens.

@@ -12,11 +12,15 @@ import Testing
 final class WriteProbe: @unchecked Sendable {
     // @unchecked: the records are guarded by `lock`; the probe task is the only writer.
     private let lock = NSLock()
-    private var stored: [[String]] = []
+    private var stored: [(started: ContinuousClock.Instant, accepted: [String])] = []
     private var acknowledgedIDs: [String: [String]] = [:]
     private var task: Task<Void, Never>?
 
-    var rounds: [[String]] { lock.withLock { stored } }
+    var rounds: [[String]] { lock.withLock { stored.map(\.accepted) } }
+    /// The rounds that started at or after `instant` (a round may take seconds while a target hangs).
+    func rounds(since instant: ContinuousClock.Instant) -> [[String]] {
+        lock.withLock { stored.filter { $0.started >= instant }.map(\.accepted) }
+    }
     /// Ids acknowledged by every target, in order.
     var acknowledged: [String] { lock.withLock { acknowledgedIDs.values.flatMap { $0 } } }
     func acknowledged(by target: String) -> [String] { lock.withLock { acknowledgedIDs[target] ?? [] } }
@@ -34,6 +38,7 @@ final class WriteProbe: @unchecked Sendable {
         task = Task {
             var connections: [String: PostgresConnection] = [:]
             while !Task.isCancelled {
+                let started = ContinuousClock.now
                 var accepted: [String] = []
                 for (name, conninfo) in targets {
                     do {
@@ -46,7 +51,7 @@ final class WriteProbe: @unchecked Sendable {
                         connections[name] = nil
                     }
                 }
-                lock.withLock { stored.append(accepted) }
+                lock.withLock { stored.append((started, accepted)) }
                 try? await Task.sleep(for: .milliseconds(100))
             }
             for c in connections.values { c.close() }

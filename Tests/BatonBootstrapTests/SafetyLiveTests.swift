@@ -14,18 +14,45 @@ final class AcknowledgedWriter: @unchecked Sendable {
     // @unchecked: `ids` is guarded by `lock`; one task appends.
     private let lock = NSLock()
     private var ids: [String] = []
+    private var times: [ContinuousClock.Instant] = []
     private var task: Task<Void, Never>?
     private let prefix = UUID().uuidString.prefix(8).lowercased()
 
     /// Every id a COMMIT was acknowledged for, in order.
     var acknowledged: [String] { lock.withLock { ids } }
 
+    /// Waits until `count` writes were acknowledged (at most `within`).
+    func waitFor(count: Int, within: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + within
+        while ContinuousClock.now < deadline {
+            if acknowledged.count >= count { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return acknowledged.count >= count
+    }
+
+    /// The longest time between two acknowledgements within `from...to`.
+    func longestGap(from: ContinuousClock.Instant, to: ContinuousClock.Instant) -> Duration {
+        let inside = lock.withLock { times }.filter { $0 >= from && $0 <= to }
+        var longest = Duration.zero
+        var previous = from
+        for t in inside + [to] {
+            longest = max(longest, t - previous)
+            previous = t
+        }
+        return longest
+    }
+
     /// The live cluster's nodes over their Unix sockets, the first writable one.
     func start(nodes: [(String, Int)], cluster: LiveCluster) {
-        let conninfo = ConnInfo.make([
-            ("host", nodes.map { _ in cluster.socketDirectory }.joined(separator: ",")), ("port", nodes.map { String($0.1) }.joined(separator: ",")),
-            ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "2"), ("target_session_attrs", "read-write"),
-        ])
+        start(
+            conninfo: ConnInfo.make([
+                ("host", nodes.map { _ in cluster.socketDirectory }.joined(separator: ",")), ("port", nodes.map { String($0.1) }.joined(separator: ",")),
+                ("user", "postgres"), ("dbname", "postgres"), ("connect_timeout", "2"), ("target_session_attrs", "read-write"),
+            ]))
+    }
+
+    func start(conninfo: String) {
         task = Task {
             var connection: PostgresConnection? = nil
             var next = 0
@@ -33,8 +60,11 @@ final class AcknowledgedWriter: @unchecked Sendable {
                 let id = "\(prefix)-\(next)"
                 do {
                     if connection == nil { connection = try await PostgresConnection.connect(conninfo) }
-                    try await connection!.query("INSERT INTO baton_acked (id) VALUES ($1)", [id])
-                    lock.withLock { ids.append(id) }
+                    try await connection!.query("INSERT INTO baton_acked (id) VALUES ($1)", [id], timeout: .seconds(5))
+                    lock.withLock {
+                        ids.append(id)
+                        times.append(.now)
+                    }
                     next += 1
                     try? await Task.sleep(for: .milliseconds(2))
                 } catch {

@@ -406,6 +406,27 @@ struct MonitorDecisionTests {
         }
     }
 
+    @Test func aFailsafePromiseHoldsBackEveryTakeover() {
+        var promised = observe(standby(), leader: .held(by: Self.other, mine: false), silentFor: .seconds(60))
+        promised.failsafeGrantedTo = Self.other
+        guard case .wait(let reason) = MonitorDecision.next(promised) else {
+            Issue.record("a node that promised the silent leader (cut off from Consul) not to take over keeps its word")
+            return
+        }
+        #expect(reason.contains("failsafe"))
+        var free = observe(standby(), leader: .free(since: .seconds(60)))
+        free.failsafeGrantedTo = Self.other
+        guard case .wait = MonitorDecision.next(free) else {
+            Issue.record("not even a free lock")
+            return
+        }
+        free.failsafeGrantedTo = nil
+        guard case .acquireLeader = MonitorDecision.next(free) else {
+            Issue.record("once the promise ran out, failover as usual")
+            return
+        }
+    }
+
     @Test func everyActionDescribesItself() {
         let actions: [MonitorAction] = [
             .keepLeading, .stepDown(to: Self.other), .acquireLeader(reason: "r"), .takeOver(from: Self.other, reason: "r"), .promote, .releaseLeader(reason: "r"), .fence(reason: "r"),

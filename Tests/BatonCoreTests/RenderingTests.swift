@@ -28,6 +28,31 @@ struct RenderingTests {
         #expect(!text.contains("{{"))
     }
 
+    @Test("unicast VRRP: the block goes into the vrrp_instance, names the other nodes sorted, and is replaced or removed in place")
+    func keepalivedUnicast() throws {
+        let rendered = try keepalived().render(try template("keepalived/keepalived.conf.template"))
+        let me = try HostAddress("198.18.0.2")
+        let peers = [try HostAddress("198.18.0.3"), try HostAddress("198.18.0.1"), me, try HostAddress("198.18.0.3")]
+        let unicast = try KeepalivedUnicast.apply(to: rendered, source: me, peers: peers)
+        #expect(KeepalivedUnicast.peers(in: unicast) == ["198.18.0.1", "198.18.0.3"], "sorted, deduplicated, without this node")
+        #expect(KeepalivedUnicast.peers(in: rendered) == nil)
+        let lines = unicast.components(separatedBy: "\n")
+        let instance = try #require(lines.firstIndex { $0.hasPrefix("vrrp_instance ") })
+        #expect(lines[instance + 2] == "    unicast_src_ip 198.18.0.2")
+        #expect(lines[instance + 3 ... instance + 6] == ["    unicast_peer {", "        198.18.0.1", "        198.18.0.3", "    }"])
+        #expect(try KeepalivedUnicast.apply(to: unicast, source: me, peers: peers) == unicast, "idempotent")
+        let fewer = try KeepalivedUnicast.apply(to: unicast, source: me, peers: [try HostAddress("198.18.0.1")])
+        #expect(KeepalivedUnicast.peers(in: fewer) == ["198.18.0.1"])
+        #expect(fewer.components(separatedBy: "unicast_peer").count == 2, "replaced, not added twice")
+        #expect(try KeepalivedUnicast.apply(to: unicast, source: nil, peers: []) == rendered, "multicast again: the file as rendered")
+        #expect(throws: ValidationProblem.self, "keepalived needs IP addresses") {
+            try KeepalivedUnicast.apply(to: rendered, source: me, peers: [try HostAddress("db3.example")])
+        }
+        #expect(throws: ValidationProblem.self, "no instance to put it in") { try KeepalivedUnicast.apply(to: "global_defs {\n}\n", source: me, peers: []) }
+        let broken = unicast.replacingOccurrences(of: "    # baton: end of unicast VRRP\n", with: "")
+        #expect(throws: ValidationProblem.self, "a block without its end is not guessed at") { try KeepalivedUnicast.apply(to: broken, source: me, peers: []) }
+    }
+
     @Test func keepalivedRefusesBadValues() throws {
         let t = try template("keepalived/keepalived.conf.template")
         #expect(throws: ValidationProblem.self) { try keepalived(interface: "eth0\n}").render(t) }

@@ -1,0 +1,63 @@
+import BatonCore
+import ConsulAPI
+import CoreMetrics
+
+/// The monitor's metrics, through swift-metrics (`baton monitor` bootstraps the Prometheus backend and
+/// serves it at `/metrics`). Names follow Prometheus' conventions: the `baton_` prefix, units in names,
+/// `_total` for counters.
+struct MonitorMetrics {
+    static let roles = ["primary", "standby", "unresponsive", "down"]
+
+    let lockHeld = Gauge(label: "baton_leader_lock_held")
+    let timeline = Gauge(label: "baton_timeline")
+    let walPosition = Gauge(label: "baton_wal_position_bytes")
+    let heartbeatAge = Gauge(label: "baton_heartbeat_age_seconds")
+    let loopDuration = Gauge(label: "baton_loop_duration_seconds")
+    let consulReachable = Gauge(label: "baton_consul_reachable")
+    let failsafe = Gauge(label: "baton_failsafe_active")
+    let watchdog = Gauge(label: "baton_watchdog_answers")
+
+    /// 1 for the local PostgreSQL's role, 0 for the others.
+    func role(_ local: LocalPostgres) {
+        let current = MemberStatus(local: local, decision: "", time: 0).role
+        for role in Self.roles { Gauge(label: "baton_postgres_role", dimensions: [("role", role)]).record(role == current ? 1 : 0) }
+    }
+
+    func decided(_ action: MonitorAction) {
+        Counter(label: "baton_decisions_total", dimensions: [("kind", action.kind)]).increment()
+    }
+
+    /// An action that changed who leads or whether PostgreSQL runs: promotions, takeovers, switchovers
+    /// (the stepping-down side), releases, fences.
+    func acted(_ action: MonitorAction) {
+        let name: String
+        switch action {
+        case .promote, .acquireLeader: name = "baton_lock_acquisitions_total"
+        case .takeOver: name = "baton_takeovers_total"
+        case .stepDown: name = "baton_switchovers_total"
+        case .releaseLeader: name = "baton_releases_total"
+        case .fence: name = "baton_fences_total"
+        default: return
+        }
+        Counter(label: name).increment()
+    }
+
+    func promoted() { Counter(label: "baton_promotions_total").increment() }
+
+    /// On the primary: each standby's lag as `pg_stat_replication` shows it.
+    func replication(_ lags: [(standby: String, bytes: UInt64, seconds: Double?)]) {
+        for lag in lags {
+            Gauge(label: "baton_replication_lag_bytes", dimensions: [("standby", lag.standby)]).record(Double(lag.bytes))
+            Gauge(label: "baton_replication_lag_seconds", dimensions: [("standby", lag.standby)]).record(lag.seconds ?? 0)
+        }
+    }
+
+    /// Each node's pgbouncer as its agent last reported it.
+    func bouncers(_ reports: [NodeName: BouncerStatus]) {
+        for (node, report) in reports {
+            Gauge(label: "baton_pgbouncer_paused", dimensions: [("node", node.value)]).record(report.paused ? 1 : 0)
+            Gauge(label: "baton_pgbouncer_target_info", dimensions: [("node", node.value), ("target", report.target ?? "")]).record(1)
+            Gauge(label: "baton_pgbouncer_problem", dimensions: [("node", node.value)]).record(report.problem == nil ? 0 : 1)
+        }
+    }
+}

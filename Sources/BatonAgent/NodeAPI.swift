@@ -1,0 +1,113 @@
+import BatonBootstrap
+import BatonConsul
+import BatonCore
+import BatonFence
+import BatonHTTP
+import ConsulAPI
+import Foundation
+import Logging
+import Synchronization
+
+/// What the monitor publishes for its HTTP API each loop, and the failsafe promises the API makes for
+/// the loop to keep. Shared by the loop (writer) and the API's handlers (readers).
+public final class NodeState: Sendable {
+    private let view: Mutex<NodeView>
+    private let lastSnapshot = Mutex<ClusterSnapshot?>(nil)
+    let cluster: ClusterName
+
+    public init(node: NodeName, cluster: ClusterName) {
+        view = Mutex(NodeView(node: node))
+        self.cluster = cluster
+    }
+
+    public var current: NodeView { view.withLock { $0 } }
+
+    func update(_ body: (inout NodeView) -> Void) { view.withLock { body(&$0) } }
+
+    func publish(_ snapshot: ClusterSnapshot) { lastSnapshot.withLock { $0 = snapshot } }
+
+    var snapshot: ClusterSnapshot? { lastSnapshot.withLock { $0 } }
+
+    /// A leader cut off from Consul asks this node not to take over (failsafe mode); the answer, and the
+    /// promise recorded when granted.
+    func failsafe(from leader: NodeName) -> (granted: Bool, reason: String) {
+        view.withLock { v in
+            let now = MonotonicClock.nanoseconds()
+            let answer = NodeHealth.failsafe(request: leader, view: v, now: now)
+            if answer.granted { v.failsafeGrant = (leader, max(answer.until, v.failsafeGrant?.until ?? 0)) }
+            return (answer.granted, answer.reason)
+        }
+    }
+}
+
+/// The monitor's HTTP API: health endpoints for load balancers (200 or 503), the cluster as `baton
+/// status --json` shows it, Prometheus metrics, and the failsafe endpoint other members call. Served on
+/// ``HTTPServer`` (SwiftNIO's codec, bounded connections and request size, optional TLS).
+public enum NodeAPI {
+    public static let maxBody = 64 << 10
+    public static let maxConnections = 64
+
+    /// Starts serving on the node's `api-listen`.
+    public static func serve(settings: BootstrapSettings, state: NodeState, metrics: @escaping @Sendable () -> String, logger: Logger) async throws
+        -> HTTPServer
+    {
+        let tls = settings.apiTLS.map { HTTPServer.TLSFiles(certificate: $0.certificate.value, key: $0.key.value, clientCA: $0.clientCA?.value) }
+        let server = try await HTTPServer(
+            host: settings.apiListen.host, port: settings.apiListen.port.value, limits: HTTPServer.Limits(maxBody: maxBody, maxConnections: maxConnections),
+            tls: tls, logger: logger
+        ) { request in
+            handle(request, state: state, metrics: metrics)
+        }
+        logger.info("Node API listening", metadata: ["api.address": "\(settings.apiListen.text)", "api.tls": "\(tls != nil)"])
+        return server
+    }
+
+    static func json(_ status: Int, _ value: JSONValue) -> APIResponse {
+        APIResponse(status: status, headers: [("Content-Type", "application/json")], body: value.serializedBytes() + [10])
+    }
+
+    /// One request; pure but for reading the state.
+    static func handle(_ request: APIRequest, state: NodeState, metrics: () -> String) -> APIResponse {
+        let path = request.path
+        let view = state.current
+        let method = request.method
+        if NodeHealth.paths.contains(path) {
+            guard method == "GET" || method == "HEAD" else { return .text(405, "use GET or HEAD\n", headers: [("Allow", "GET, HEAD")]) }
+            let query = request.query.split(separator: "&").map { part -> (String, String) in
+                let pieces = part.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                return (String(pieces[0]), pieces.count > 1 ? String(pieces[1]) : "")
+            }
+            do {
+                guard let answer = try NodeHealth.answer(path, query: query, view: view, now: MonotonicClock.nanoseconds()) else { return .text(404, "no such endpoint\n") }
+                var response = json(
+                    answer.status,
+                    .object([("node", .string(view.node.value)), ("role", .string(MemberStatus(local: view.local, decision: "", time: 0).role)),
+                        ("reason", .string(answer.reason))]))
+                if method == "HEAD" { response.body = [] }
+                return response
+            } catch {
+                return .text(400, "\(error.message)\n")
+            }
+        }
+        switch (method, path) {
+        case ("GET", "/cluster"):
+            guard let snapshot = state.snapshot else { return .text(503, "Consul has not been read yet\n") }
+            return json(200, StatusView(snapshot: snapshot, cluster: state.cluster, events: 10).json)
+        case ("GET", "/metrics"):
+            return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))
+        case ("POST", "/failsafe"):
+            // ignored: any malformed body or name gets the same 400, which says what is expected
+            guard let body = try? JSONValue.parse(request.body), let text = body.member("leader")?.stringValue, let leader = try? NodeName(text) else {
+                return .text(400, "expected {\"leader\": \"<node name>\"}\n")
+            }
+            let (granted, reason) = state.failsafe(from: leader)
+            return json(granted ? 200 : 409, .object([("granted", .bool(granted)), ("node", .string(view.node.value)), ("reason", .string(reason))]))
+        case (_, "/cluster"), (_, "/metrics"):
+            return .text(405, "use GET\n", headers: [("Allow", "GET")])
+        case (_, "/failsafe"):
+            return .text(405, "use POST\n", headers: [("Allow", "POST")])
+        default:
+            return .text(404, "no such endpoint; try /primary, /replica, /health, /cluster or /metrics\n")
+        }
+    }
+}

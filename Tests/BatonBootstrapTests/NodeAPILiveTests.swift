@@ -1,0 +1,138 @@
+import BatonConsul
+import BatonCore
+import BatonPostgres
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Testing
+
+extension MonitorLiveTests {
+    /// One request to a node's API.
+    func api(_ c: LiveCluster, _ node: String, _ path: String, method: String = "GET", body: [UInt8]? = nil) async -> HTTPResponse? {
+        let request = HTTPRequest(method: method, url: "http://127.0.0.1:\(c.apiPort(node))\(path)", body: body, timeout: .seconds(3))
+        return try? await CurlTransport().send(request)
+    }
+
+    func apiStatus(_ c: LiveCluster, _ node: String, _ path: String) async -> Int? { await api(c, node, path)?.status }
+
+    /// Parses Prometheus text with the Prometheus project's own Python parser; returns the family names.
+    func prometheusFamilies(_ text: String) async throws -> [String] {
+        let script = """
+            import sys
+            from prometheus_client.parser import text_string_to_metric_families
+            for family in text_string_to_metric_families(sys.stdin.read()):
+                print(family.name)
+            """
+        let result = try await runCommand("/usr/bin/python3", ["-c", script], input: text)
+        guard result.status == 0 else { throw TestSupportError("prometheus_client could not parse /metrics: \(result.output.suffix(2000))") }
+        return result.output.split(separator: "\n").map(String.init)
+    }
+
+    @Test("the node API: health endpoints answer 200 or 503 by role, /cluster and /metrics (parsed by Prometheus' own parser), Consul lists only the leader as primary; oversized requests and too many connections are refused and it keeps serving")
+    func nodeAPI() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            #expect(await reportsStreaming(c, "pg2", within: .seconds(15)))
+            #expect(await eventually(timeout: .seconds(10)) { await apiStatus(c, "pg1", "/primary") == 200 })
+            for (path, status) in [("/primary", 200), ("/replica", 503), ("/read-only", 200), ("/health", 200), ("/liveness", 200), ("/readiness", 200)] {
+                #expect(await apiStatus(c, "pg1", path) == status, "pg1 \(path)")
+            }
+            for (path, status) in [
+                ("/primary", 503), ("/replica", 200), ("/read-only", 200), ("/health", 200), ("/async", 200),
+                ("/sync", 503), ("/replica?lag=lots", 400), ("/nothing", 404),
+            ] {
+                #expect(await apiStatus(c, "pg2", path) == status, "pg2 \(path)")
+            }
+            // Within 1 MB once the leader's reported position and the standby's replay meet (right
+            // after the clone the leader may report a position the standby has yet to replay).
+            #expect(await eventually(timeout: .seconds(10)) { await apiStatus(c, "pg2", "/replica?lag=1MB") == 200 }, "pg2 /replica?lag=1MB")
+            let head = await api(c, "pg1", "/primary", method: "HEAD")
+            #expect(head?.status == 200 && head?.body.isEmpty == true)
+            #expect(await apiStatus(c, "pg1", "/primary?x=1") == 200, "parameters a health check does not know are ignored where none are expected")
+            #expect(await api(c, "pg1", "/primary", method: "POST")?.status == 405)
+            let cluster = try JSONValue.parse(await api(c, "pg2", "/cluster")?.body ?? [])
+            #expect(cluster.member("leader")?.stringValue == "pg1")
+            #expect(cluster.member("nodes")?.arrayValue?.count == 3)
+
+            // Metrics: Prometheus' text format, as Prometheus parses it.
+            let metrics = await api(c, "pg1", "/metrics")
+            #expect(metrics?.header("content-type")?.hasPrefix("text/plain") == true)
+            let families = try await prometheusFamilies(metrics?.text ?? "")
+            for name in [
+                "baton_leader_lock_held", "baton_postgres_role", "baton_timeline", "baton_wal_position_bytes", "baton_heartbeat_age_seconds",
+                "baton_loop_duration_seconds", "baton_decisions", "baton_consul_request_duration_seconds", "baton_replication_lag_bytes",
+            ] {
+                #expect(families.contains(name), "\(name) in \(families)")
+            }
+            #expect(metrics?.text.contains("baton_leader_lock_held 1") == true)
+
+            // Consul names only the leader as primary (its check is the node's own /primary).
+            let primaries = await eventually(timeout: .seconds(15)) {
+                let passing = (try? await c.client.healthService("live", passing: true, tag: "primary").value) ?? []
+                return passing.map(\.serviceID) == ["baton-live-pg1"]
+            }
+            let registered = primaries ? [] : ((try? await c.client.healthService("live", tag: "primary").value) ?? [])
+            #expect(primaries, "\(registered)")
+            let replicas = await eventually(timeout: .seconds(15)) {
+                ((try? await c.client.healthService("live", passing: true, tag: "replica").value) ?? []).count == 2
+            }
+            #expect(replicas)
+
+            // Bounds: an oversized body gets 413, a connection beyond the limit 503; it keeps serving.
+            let big = await api(c, "pg1", "/failsafe", method: "POST", body: [UInt8](repeating: 32, count: 100_000))
+            #expect(big?.status == 413, "\(big?.text ?? "no answer")")
+            var held: [Int32] = []
+            for _ in 0..<70 { if let fd = openConnection(port: c.apiPort("pg1")) { held.append(fd) } }
+            // On a new connection of its own (an HTTP client would reuse one it has, admitted long ago).
+            let crowded = rawRequest(port: c.apiPort("pg1"), "GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            #expect(crowded.hasPrefix("HTTP/1.1 503") && crowded.contains("too many connections"), "\(crowded)")
+            for fd in held { close(fd) }
+            #expect(await eventually(timeout: .seconds(5)) { await apiStatus(c, "pg1", "/health") == 200 }, "serving again")
+
+            // A failover moves the primary tag.
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = try #require(await newWritableLeader(c, nodes, replacing: "pg1"))
+            #expect(await eventually(timeout: .seconds(10)) { await apiStatus(c, newLeader, "/primary") == 200 })
+            #expect(await apiStatus(c, "pg1", "/primary") != 200)
+            let moved = await eventually(timeout: .seconds(20)) {
+                let passing = (try? await c.client.healthService("live", passing: true, tag: "primary").value) ?? []
+                return passing.map(\.serviceID) == ["baton-live-\(newLeader)"]
+            }
+            #expect(moved)
+        }
+    }
+
+    /// A TCP connection to 127.0.0.1:port, left open.
+    /// Sends `request` on a connection of its own and returns what came back (within 5 s).
+    func rawRequest(port: Int, _ request: String) -> String {
+        guard let fd = openConnection(port: port) else { return "(cannot connect)" }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let bytes = Array(request.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else { return "(cannot send)" }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            answer += buffer[0..<n]
+        }
+        return String(decoding: answer, as: UTF8.self)
+    }
+
+    func openConnection(port: Int) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+}
