@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
-swift build -c release --product baton >/dev/null
+# Built as the Debian package builds it (scripts/package-deb.sh): release, the Swift runtime linked in.
+swift build -c release --static-swift-stdlib --product baton >/dev/null
+swift build -c release --static-swift-stdlib --product baton-watchdog >/dev/null   # the monitor starts it from beside itself
 baton=$PWD/.build/release/baton
 bin=/usr/lib/postgresql/15/bin
 root=$(mktemp -d /tmp/baton-bench-failover.XXXXXX); chmod 755 "$root"

@@ -18,8 +18,9 @@ only=" ${BENCH_ONLY:-postgres node partition switchover loss rest} "
 part() { [[ "$only" == *" $1 "* ]]; }
 json=${2:-bench-lab.json}
 [ "$(id -u)" = 0 ] || { echo "bench-lab: needs root (network namespaces)" >&2; exit 1; }
-swift build -c release --product baton >/dev/null
-swift build -c release --product baton-watchdog >/dev/null   # the monitor starts it from beside itself
+# Built as the Debian package builds it (scripts/package-deb.sh): release, the Swift runtime linked in.
+swift build -c release --static-swift-stdlib --product baton >/dev/null
+swift build -c release --static-swift-stdlib --product baton-watchdog >/dev/null   # the monitor starts it from beside itself
 export BATON=$PWD/.build/release/baton BATON_LAB_DIR=/tmp/baton-bench-lab
 lab=scripts/lab.sh
 bin=/usr/lib/postgresql/15/bin

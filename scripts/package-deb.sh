@@ -32,7 +32,7 @@ fi
 bin=$(swift build "${flags[@]}" --show-bin-path)
 for exe in baton baton-watchdog; do
   [ -x "$bin/$exe" ] || { echo "package-deb: $bin/$exe is missing; run without --skip-build" >&2; exit 2; }
-  # The whole point: nothing may come from the toolchain at run time.
+  # The whole point: nothing may come from the toolchain at run time (only Debian's libraries).
   if ldd "$bin/$exe" | grep -q -e 'libswift' -e 'libFoundation' -e 'lib_Foundation' -e 'libdispatch' -e 'libBlocksRuntime'; then
     echo "package-deb: $exe still links Swift's shared libraries:" >&2
     ldd "$bin/$exe" | grep -e swift -e Foundation -e dispatch -e Blocks >&2
@@ -65,6 +65,12 @@ CHANGES
 /usr/bin/python3 scripts/manpages.py "$work/help.json" "$version" "$root/usr/share/man/man1"
 gzip -9n "$root"/usr/share/man/man1/*.1
 
+# Depends: the Debian package of every shared library the binaries load (what dpkg-shlibdeps would say).
+depends=$(for lib in $(objdump -p "$bin/baton" "$bin/baton-watchdog" | awk '/NEEDED/ {print $2}' | sort -u); do
+  path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+  [ -n "$path" ] || { echo "package-deb: $lib is not installed here" >&2; exit 1; }
+  (dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")") | head -1 | cut -d: -f1
+done | sort -u | paste -sd, | sed 's/,/, /g')
 size=$(du -sk "$root" | cut -f1)
 cat >"$root/DEBIAN/control" <<CONTROL
 Package: baton
@@ -72,7 +78,7 @@ Version: $version
 Architecture: $arch
 Maintainer: Baton maintainers <baton@localhost>
 Installed-Size: $size
-Depends: libc6, libpq5, libcurl4, libssl3
+Depends: $depends
 Recommends: postgresql-15 | postgresql, keepalived, pgbouncer
 Suggests: haproxy
 Section: database

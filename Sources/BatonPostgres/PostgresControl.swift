@@ -58,6 +58,7 @@ public struct PostgresControl: Sendable {
 
     /// Starts PostgreSQL and waits until it accepts connections.
     public func start(logFile: String) async throws {
+        removeStaleLockFile()
         try await runner.check(tool("pg_ctl"), ["start", "-D", dataDirectory, "-l", logFile, "-w", "-t", "120"], what: "pg_ctl start")
     }
 
@@ -68,7 +69,18 @@ public struct PostgresControl: Sendable {
     /// Starts the postmaster without waiting for it to accept connections (crash recovery may take a
     /// while; the caller watches for it instead of blocking).
     public func launch(logFile: String) async throws {
+        removeStaleLockFile()
         try await runner.check(tool("pg_ctl"), ["start", "-D", dataDirectory, "-l", logFile, "-W"], what: "pg_ctl start")
+    }
+
+    /// Removes postmaster.pid when no process of this data directory runs. A postmaster killed with
+    /// SIGKILL leaves it behind, and until its parent (init, or a container's PID 1) reaps it, its PID
+    /// still exists as a zombie: PostgreSQL takes that for a live postmaster and refuses to start —
+    /// pg_rewind's crash recovery included, which then costs a full clone.
+    func removeStaleLockFile() {
+        let path = dataDirectory + "/postmaster.pid"
+        guard FileManager.default.fileExists(atPath: path), processes.running().isEmpty else { return }
+        try? FileManager.default.removeItem(atPath: path)  // ignored: PostgreSQL reports a lock file it still finds
     }
 
     /// The processes of this data directory.
@@ -131,6 +143,7 @@ public struct PostgresControl: Sendable {
     /// Rewinds a diverged data directory to `source` (a libpq conninfo of the new primary). PostgreSQL 13+
     /// finishes crash recovery first when the directory was not shut down cleanly.
     public func rewind(source: String) async throws {
+        removeStaleLockFile()
         try await runner.check(tool("pg_rewind"), ["-D", dataDirectory, "--source-server=" + source, "--progress"], what: "pg_rewind")
     }
 

@@ -148,6 +148,10 @@ struct MonitorLiveTests {
             #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
             #expect(probe.rounds.contains { $0 == [newLeader ?? ""] }, "writes resumed on the new primary")
             #expect(!(await writable(c, port: nodes[0].1)), "the old primary must not take writes")
+            // Rewound, not cloned afresh: the killed postmaster's lock file (its PID possibly a zombie not
+            // yet reaped by init) does not stop pg_rewind's crash recovery.
+            let rejoins = try await c.client.list("baton/live/events/").value.map(\.stringValue).filter { $0.contains("\"rejoin\"") }
+            #expect(rejoins.count == 1 && rejoins.allSatisfy { $0.contains("rewound with pg_rewind") }, "\(rejoins)")
             // keepalived's track script passes on the new leader only.
             for (name, _) in nodes {
                 let check = try await runCommand(BatonProcess.executable, ["check", "--verbose", "--config", c.directory(name) + "/baton.yaml"])
