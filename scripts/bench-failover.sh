@@ -5,7 +5,7 @@
 # accepted by the new primary, and until the other replica streams from it. The old primary rejoins
 # (pg_rewind; a killed node's monitor is started again) before the next run. Then planned switchovers.
 # Needs root (PostgreSQL runs as postgres).
-#   scripts/bench-failover.sh [RUNS]      (default 10)
+#   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -22,7 +22,7 @@ cleanup() {
   sleep 1
   for d in "$root"/pg*/data*; do [ -f "$d/postmaster.pid" ] && runuser -u postgres -- "$bin/pg_ctl" stop -D "$d" -m immediate >/dev/null 2>&1 || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$root"
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "kept: $root"; else rm -rf "$root"; fi
 }
 trap cleanup EXIT INT TERM
 "$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" 2>"$root/consul.log" & pids+=($!)

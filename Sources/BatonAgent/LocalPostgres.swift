@@ -50,6 +50,8 @@ public final class PostgresNode: LocalDatabase {
     let settings: BootstrapSettings
     let control: PostgresControl
     private var connection: PostgresConnection?
+    /// The newest timeline this standby's walreceiver reported, for the postmaster that started then.
+    private var receivedTimeline: (postmasterStarted: String, timeline: Int) = ("", 0)
     public let conninfo: String?
 
     public init(settings: BootstrapSettings) {
@@ -91,12 +93,20 @@ public final class PostgresNode: LocalDatabase {
                        (SELECT timeline_id FROM pg_control_checkpoint())::text,
                        (SELECT status FROM pg_stat_wal_receiver),
                        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
-                       (SELECT received_tli::text FROM pg_stat_wal_receiver)
+                       (SELECT received_tli::text FROM pg_stat_wal_receiver),
+                       pg_postmaster_start_time()::text
                 """)
             guard let row = rows.first, let position = row[1].flatMap({ try? LSN(parsing: $0) }) else { return processState() }
             var timeline = Int(row[2] ?? "") ?? 1
             if row[0] == "t" {
-                if let received = row[5].flatMap({ Int($0) }) { timeline = max(timeline, received) }
+                // The timeline a standby received is not forgotten when its walreceiver stops (its upstream
+                // died): the checkpoint's timeline may lag behind it until the next restartpoint, and a
+                // replica that reported the newer timeline while streaming must not rank itself lower now
+                // than the others rank it from that report — each would wait for the other.
+                let started = row[6] ?? ""
+                if receivedTimeline.postmasterStarted != started { receivedTimeline = (started, 0) }
+                if let received = row[5].flatMap({ Int($0) }) { receivedTimeline.timeline = max(receivedTimeline.timeline, received) }
+                timeline = max(timeline, receivedTimeline.timeline)
                 return .standby(position: position, timeline: timeline, upstream: currentUpstream() ?? row[4], streaming: row[3] == "streaming")
             }
             return .primary(position: position, timeline: timeline)

@@ -16,6 +16,7 @@ extension MonitorLoop {
                 break
             case .acquireLeader(let reason):
                 guard await lease.acquire() else { return }
+                releasedAt = nil
                 logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
                 switch local {
                 case .standby:
@@ -37,6 +38,7 @@ extension MonitorLoop {
                     return
                 }
                 logger.notice("Took the leader lock over", metadata: ["monitor.from": "\(from)", "monitor.reason": "\(reason)"])
+                releasedAt = nil
                 await event("takeover", "took the leader lock from \(from): \(reason)")
                 if case .standby = local { try await promote(snapshot) }
             case .promote:
@@ -48,6 +50,7 @@ extension MonitorLoop {
                 // Say "down" first, so the replicas that wake on the release fail over at once.
                 await publishStatus(local: local, action: action)
                 await lease.release()
+                releasedAt = .now
                 await event("release", "released the leader lock: \(reason)")
             case .fence(let reason):
                 await lease.setWritablePrimary(false)

@@ -52,6 +52,8 @@ struct MonitorLoop {
     var loggedProblems: Set<String> = []
     /// Warnings that repeat every loop while Consul is out of reach, logged once per 30 s.
     var consulWarnings = RepeatedWarnings()
+    /// When this monitor released the lock because its PostgreSQL died (until it leads again).
+    var releasedAt: ContinuousClock.Instant?
     /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
     var keepalivedPeers: KeepalivedPeers
     /// The primary's WAL position when `synchronous_standby_names` last changed (see ``SynchronousReplication``).
@@ -376,7 +378,8 @@ struct MonitorLoop {
             lastPrimaryPosition: snapshot?.lastPrimaryPosition, synchronous: snapshot?.sync, paused: snapshot?.pause != nil,
             primaryReport: primaryReport, notStreamingFor: GoDuration(notStreamingSince.map { now - $0 } ?? .zero), failedStarts: failedStarts,
             registeredPrimary: snapshot?.registrations[me]?.role == .primary, request: request, guarded: await guardianAnswers(),
-            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil })
+            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil },
+            releasedFor: releasedAt.map { GoDuration(now - $0) })
     }
 
     /// The pending request when it stands (``TakeoverRequest/standing(age:leader:targetHealthy:targetEligible:)``),

@@ -52,6 +52,21 @@ public struct CheckState: Sendable, Equatable {
         return .primary
     }
 
+    /// keepalived's track script beside its tracked file (`baton check --beside-track-file`): nil — pass —
+    /// on every node whose monitor is alive, unless the tracked file says this node leads (0), in which
+    /// case only with the full verdict: the monitor's state saying it leads with a lease that has not run
+    /// out. The tracked file (watched with inotify) then moves the VIP the moment a node starts or stops
+    /// leading; the script, run once a second, only catches a monitor that died or hangs while the file
+    /// still says it leads. Both gates together are as strict as ``verdict(_:now:)`` alone.
+    public static func besideTrackFile(_ text: String?, trackFile: String?, now: UInt64) -> String? {
+        guard let text else { return "the monitor has written no state (is `baton monitor` running?)" }
+        guard let state = CheckState(text: text) else { return "the monitor's state file is malformed" }
+        if let stale = state.staleness(now: now) { return stale }
+        guard trackFile?.filter({ !$0.isWhitespace }) == "0" else { return nil }
+        if case .notPrimary(let why) = verdict(text, now: now) { return "the tracked file says this node leads, but \(why)" }
+        return nil
+    }
+
     /// Why the monitor counts as dead or hung (its file is older than three loops), or nil.
     public func staleness(now: UInt64) -> String? {
         let age = now >= written ? now - written : 0

@@ -80,15 +80,20 @@ public struct MonitorObservation: Sendable, Equatable {
     /// Failsafe mode: this node promised that leader, cut off from Consul, not to take over (until the
     /// promise runs out).
     public var failsafeGrantedTo: NodeName?
+    /// How long ago this monitor released the lock because its PostgreSQL was gone (nil: it has not,
+    /// since it started or last led): the replicas get `failover_grace` to take over before this node
+    /// may restart its primary in place.
+    public var releasedFor: GoDuration?
 
     public init(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, localUnresponsiveFor: GoDuration = .zero, leader: LeaderState,
         sinceLastHeartbeat: GoDuration = .zero, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState],
         lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
         failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
-        failsafeGrantedTo: NodeName? = nil
+        failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil
     ) {
         self.failsafeGrantedTo = failsafeGrantedTo
+        self.releasedFor = releasedFor
         self.node = node
         self.config = config
         self.local = local
@@ -288,8 +293,13 @@ public enum MonitorDecision {
             return .rejoin(leader: holder)
         }
         // The registered primary restarting (a node or cluster restart): it may start writable again, but
-        // only after it has taken the free lock, so that no replica can promote meanwhile.
+        // only after it has taken the free lock, so that no replica can promote meanwhile. When this
+        // monitor itself just let the lock go because its PostgreSQL died, a replica takes over first;
+        // only if none has within failover_grace does the old primary restart in place.
         if case .free = o.leader, o.primaryReport == .none, o.registeredPrimary, requestAllows(o) {
+            if let released = o.releasedFor, released < o.config.failoverGrace {
+                return .wait(reason: "PostgreSQL died and the lock was released: a replica takes over, or this node restarts it after failover_grace \(o.config.failoverGrace)")
+            }
             guard o.guarded else { return .wait(reason: "no watchdog guards this node; it cannot lead") }
             return .acquireLeader(reason: "this node is the registered primary; it restarts PostgreSQL once it holds the lock")
         }

@@ -112,6 +112,11 @@ struct CheckCommand: ParsableCommand {
     @Option(help: "The node's Baton config.") var config = "/etc/baton/baton.yaml"
     @Option(help: "Baton's state directory (overrides the config).") var stateDir: String?
     @Flag(help: "Say why, on stdout.") var verbose = false
+    @Flag(help: """
+        keepalived's track script beside its tracked file: pass on every node whose monitor is alive, unless the \
+        tracked file says this node leads — then only with a live lease. The file decides the VIP at once.
+        """)
+    var besideTrackFile = false
 
     func run() throws {
         var directory = stateDir
@@ -120,8 +125,19 @@ struct CheckCommand: ParsableCommand {
                 directory = line.dropFirst("state-dir:".count).trimmingCharacters(in: CharacterSet(charactersIn: " '\""))
             }
         }
-        let path = CheckState.path(stateDirectory: directory ?? "/var/lib/baton")
-        let verdict = CheckState.verdict(try? String(contentsOfFile: path, encoding: .utf8), now: MonotonicClock.nanoseconds())
+        let stateDirectory = directory ?? "/var/lib/baton"
+        // ignored: a missing or unreadable file is judged as such below
+        let state = try? String(contentsOfFile: CheckState.path(stateDirectory: stateDirectory), encoding: .utf8)
+        if besideTrackFile {
+            let track = try? String(contentsOfFile: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), encoding: .utf8)  // ignored: as above
+            if let why = CheckState.besideTrackFile(state, trackFile: track, now: MonotonicClock.nanoseconds()) {
+                if verbose { print("fail: \(why)") }
+                throw ExitCode(1)
+            }
+            if verbose { print("pass: the monitor is alive") }
+            return
+        }
+        let verdict = CheckState.verdict(state, now: MonotonicClock.nanoseconds())
         switch verdict {
         case .primary:
             if verbose { print("primary") }

@@ -18,6 +18,20 @@ struct CheckStateTests {
         }
     }
 
+    @Test("beside the tracked file: every live monitor passes; one whose file says it leads only with a live lease")
+    func besideTheTrackFile() {
+        let replica = CheckState(leading: false, deadline: 0, written: 0, loopWait: second).text
+        let leading = CheckState(leading: true, deadline: 3 * second, written: 0, loopWait: second).text
+        #expect(CheckState.besideTrackFile(replica, trackFile: "1\n", now: second) == nil, "a replica's monitor is alive: the file keeps it FAULT")
+        #expect(CheckState.besideTrackFile(replica, trackFile: nil, now: second) == nil)
+        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 2 * second) == nil)
+        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 3 * second) != nil, "the file still says leading, the lease ran out")
+        #expect(CheckState.besideTrackFile(replica, trackFile: "0", now: second) != nil, "the file says leading, the state does not")
+        #expect(CheckState.besideTrackFile(replica, trackFile: "1", now: 4 * second) != nil, "a dead monitor fails either way")
+        #expect(CheckState.besideTrackFile(nil, trackFile: "1", now: 1) != nil)
+        #expect(CheckState.besideTrackFile("primary 1 2", trackFile: "1", now: 1) != nil)
+    }
+
     @Test func theTextRoundTrips() {
         let state = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000)
         #expect(CheckState(text: state.text) == state)

@@ -211,6 +211,27 @@ struct MonitorDecisionTests {
         }
     }
 
+    @Test("a primary whose PostgreSQL died and who released the lock leaves it to the replicas for failover_grace, then restarts in place")
+    func aReleasedPrimaryGivesTheReplicasFailoverGrace() {
+        var released = observe(.down(standbySignal: false), leader: .free(since: .zero), primaryReport: .none)
+        released.registeredPrimary = true
+        released.releasedFor = .milliseconds(40)
+        guard case .wait = MonitorDecision.next(released) else {
+            Issue.record("just released: a replica takes over first (the old primary took the lock back within 40 ms: 5 s failovers)")
+            return
+        }
+        released.releasedFor = released.config.failoverGrace
+        guard case .acquireLeader = MonitorDecision.next(released) else {
+            Issue.record("no replica took over within failover_grace: the old primary restarts in place")
+            return
+        }
+        released.releasedFor = nil
+        guard case .acquireLeader = MonitorDecision.next(released) else {
+            Issue.record("a monitor that did not release it (a node or cluster restart) takes it at once")
+            return
+        }
+    }
+
     @Test func theRegisteredPrimaryRestartsOnlyAfterTakingTheLock() {
         var restart = observe(.down(standbySignal: false), leader: .free(since: .zero), primaryReport: .none)
         restart.registeredPrimary = true

@@ -23,7 +23,7 @@ struct RenderingTests {
         #expect(text.contains("    state BACKUP\n"))
         #expect(text.contains("    priority 190\n"))
         #expect(text.contains("        198.18.0.100/24 dev eth0\n"))
-        #expect(text.contains(#"script "/usr/local/bin/baton check --config /etc/baton/baton.yaml""#))
+        #expect(text.contains(#"script "/usr/local/bin/baton check --beside-track-file --config /etc/baton/baton.yaml""#))
         #expect(text.contains(#"notify "/usr/local/bin/baton notify --config /etc/baton/baton.yaml""#))
         #expect(!text.contains("{{"))
     }
