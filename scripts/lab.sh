@@ -202,7 +202,9 @@ start_haproxy() {
   for n in $(seq "$(nodes)"); do servers+="    server n$n $(address "$n"):$(pgport "$n") check port $(apiport "$n")"$'\n'; done
   {
     printf 'global\n    maxconn 1000\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30m\n    timeout server 30m\n    timeout check 1s\n'
-    printf 'listen primary\n    bind %s:%s\n    option httpchk GET /primary\n    http-check expect status 200\n' "$(haproxy_addr)" "$(haproxy_port 0)"
+    # retries 0: a connection to a primary that just died fails at once (the client reconnects and lands
+    # on the new one) instead of being retried for a second per attempt against the dead server.
+    printf 'listen primary\n    bind %s:%s\n    retries 0\n    option httpchk GET /primary\n    http-check expect status 200\n' "$(haproxy_addr)" "$(haproxy_port 0)"
     printf '    default-server inter 300ms fall 1 rise 1 on-marked-down shutdown-sessions\n%s' "$servers"
     printf 'listen replicas\n    bind %s:%s\n    balance roundrobin\n    option httpchk GET /replica?lag=1MB\n    http-check expect status 200\n' "$(haproxy_addr)" "$(haproxy_port 1)"
     printf '    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions\n%s' "$servers"
