@@ -125,7 +125,9 @@ struct BatonChaos {
             say(error is CancellationError ? "stopped" : "chaos run failed: \(error)")
             status = error is CancellationError ? 130 : 2
         }
-        do { try await lab.lab("down") } catch { say("tearing the lab down failed: \(error)") }
+        // A run that found something keeps every daemon's log for the post-mortem.
+        do { try await lab.down(keepingLogs: status != 0) } catch { say("tearing the lab down failed: \(error)") }
+        if status != 0 { say("the daemons' logs are kept in \(options.labDirectory).kept") }
         return status
     }
 

@@ -40,6 +40,14 @@ struct ChaosLab: Sendable {
         return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// `lab.sh down`; with `keepingLogs`, every daemon's log is copied to `<lab dir>.kept` first.
+    func down(keepingLogs: Bool) async throws {
+        var environment = self.environment
+        if keepingLogs { environment["BATON_LAB_KEEP"] = "1" }
+        let result = try await runner.run("/bin/bash", [script, "down"], environment: environment, timeout: .seconds(300))
+        guard result.succeeded else { throw ChaosError("lab.sh down failed (\(result.status)): \(result.output.suffix(2000))") }
+    }
+
     func number(_ node: String) -> Int { Int(node.dropFirst()) ?? 0 }
     func address(_ node: String) -> String { "\(Self.network).\(number(node))" }
     func namespace(_ node: String) -> String { "baton-lab-\(number(node))" }
