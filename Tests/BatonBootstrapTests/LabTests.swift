@@ -220,18 +220,23 @@ struct LabTests {
                 BatonProcess.executable, ["config", "set", "--config", lab.directory + "/n1/baton.yaml", "synchronous_mode=on"])
             #expect(setting.status == 0, "\(setting.output)")
             #expect(await settled(lab, on: "n1") == "n1")
-            // The primary records a synchronous standby before it relies on it.
+            // The primary records a synchronous standby before it relies on it; until the `sync` key names
+            // one, nobody may be promoted (n1 would recover in place), so the fault waits for the key.
             #expect(
                 await eventually(timeout: .seconds(30)) {
                     let names = (try? await lab.run("psql", "1", "-c", "SHOW synchronous_standby_names")) ?? ""
-                    return !names.isEmpty && names != "*"
+                    guard !names.isEmpty, names != "*" else { return false }
+                    let key = try? await runCommand(BatonProcess.executable, ["consul", "kv", "get", "--consul", "198.18.0.254:8500", "baton/lab/sync"])
+                    let standby = names.trimmingCharacters(in: CharacterSet(charactersIn: "\""))  // SHOW quotes the name
+                    return key?.status == 0 && key?.output.contains(#""standby":"\#(standby)""#) == true
                 })
             let probe = WriteProbe()
             probe.startInLab()
             try await Task.sleep(for: .seconds(2))
             try await lab.run("kill-postgres", "1")
             let next = await settled(lab, not: "n1")
-            #expect(next != nil, "the synchronous standby took over")
+            let digest = next == nil ? await lab.digest() : ""
+            #expect(next != nil, "the synchronous standby took over: \(digest)")
             try await Task.sleep(for: .seconds(1))
             await probe.stop()
             let acknowledged = probe.acknowledged(by: "vip")
