@@ -39,7 +39,7 @@ if [ -z "${BATON_DEMO_BUILT:-}" ]; then
   swift build --product baton-watchdog >/dev/null
 fi
 if [ ${#as_root[@]} -gt 0 ]; then
-  exec sudo BATON_DEMO_BUILT=1 ${BATON_LAB_DIR:+BATON_LAB_DIR="$BATON_LAB_DIR"} "$0" "$@"
+  exec sudo env BATON_DEMO_BUILT=1 ${BATON_LAB_DIR:+BATON_LAB_DIR="$BATON_LAB_DIR"} "$(pwd)/scripts/demo.sh" "$@"
 fi
 export BATON_LAB_DIR=${BATON_LAB_DIR:-/tmp/baton-demo-lab}
 lab=scripts/lab.sh
