@@ -265,6 +265,32 @@ struct BootstrapInputTests {
         }
     }
 
+    @Test("--vrrp-unicast needs the VIP and an IP --address; the node's file keeps it and keepalived's PID file")
+    func unicastVRRPIsValidated() throws {
+        let env = [BootstrapSettings.passwordVariable: "x"]
+        for (options, fragment) in [
+            (["address": RawValue.string("10.0.0.1"), "vrrp-unicast": .bool(true)], "--vrrp-unicast needs --virtual-ip"),
+            (["address": .string("db1.example"), "allowed-network": .list(["10.0.0.0/24"]), "virtual-ip": .string("10.0.0.100/24"),
+              "interface": .string("eth0"), "vrrp-unicast": .bool(true)], "IP address"),
+        ] {
+            #expect { try BootstrapSettings.validate(mode: .master, options: options, environment: env, hostname: "h") } throws: {
+                "\($0)".contains(fragment)
+            }
+        }
+        let s = try BootstrapSettings.validate(
+            mode: .master,
+            options: [
+                "address": .string("10.0.0.1"), "virtual-ip": .string("10.0.0.100/24"), "interface": .string("eth0"), "vrrp-unicast": .bool(true),
+                "keepalived-pid-file": .string("/run/keepalived/k.pid"),
+            ], environment: env, hostname: "h")
+        #expect(s.vrrpUnicast && s.keepalivedPidFile.value == "/run/keepalived/k.pid")
+        let yaml = s.nodeConfigYAML()
+        #expect(yaml.contains("vrrp-unicast: true") && yaml.contains("keepalived-pid-file: '/run/keepalived/k.pid'"))
+        let reread = try BootstrapSettings.validate(
+            mode: .master, options: try BootstrapOption.load(yaml: yaml, source: "node file"), environment: env, hostname: "h")
+        #expect(reread.vrrpUnicast && reread.keepalivedPidFile == s.keepalivedPidFile, "the node's file reads back the same")
+    }
+
     @Test func thePasswordComesFromAFileOrTheEnvironmentOnly() throws {
         #expect(throws: ValidationProblems.self) {
             try BootstrapSettings.validate(mode: .master, options: ["address": .string("127.0.0.1")], environment: [:], hostname: "h")
