@@ -12,6 +12,9 @@ struct KeepalivedPeers {
     /// Asks the running keepalived to re-read its file; returns its PID. Replaced in tests.
     let reload: @Sendable (_ pidFile: String) throws -> Int32
     private var warnings = RepeatedWarnings()
+    /// What the file was last brought in step with (its path, this node's address, the peers'): the
+    /// file is read only when that changes, not every loop.
+    private var inStep: [String]?
 
     init(logger: Logger, reload: @escaping @Sendable (_ pidFile: String) throws -> Int32 = KeepalivedPeers.signalKeepalived) {
         self.logger = logger
@@ -22,6 +25,8 @@ struct KeepalivedPeers {
         guard settings.vrrpUnicast, settings.virtualIP != nil else { return }
         let path = settings.keepalivedConf.value
         let peers = registrations.values.filter { $0.name != settings.node }.map(\.address)
+        let addresses = [path, settings.address.value] + peers.map(\.value).sorted()
+        guard addresses != inStep else { return }
         do {
             let text: String
             do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
@@ -33,6 +38,7 @@ struct KeepalivedPeers {
             }
             guard wanted != text else {
                 warnings.clear()
+                inStep = addresses
                 return
             }
             let mode = ((try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? NSNumber)?.uint16Value ?? 0o644
@@ -47,6 +53,7 @@ struct KeepalivedPeers {
                     metadata: ["keepalived.peers": "\(listed)", "error": "\(error)"])
             }
             warnings.clear()
+            inStep = addresses
         } catch {
             warnings.warning(logger, "Cannot update keepalived's unicast peers", metadata: ["error": "\(error)"])
         }

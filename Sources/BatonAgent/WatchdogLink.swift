@@ -35,7 +35,8 @@ public struct WatchdogUnavailable: Error, CustomStringConvertible {
 /// and replaced (a frozen one is killed first): a monitor never leads unguarded. The watchdog outlives
 /// the monitor, so a restarted monitor finds it and carries on where the old one stopped.
 public final class WatchdogLink: FenceGuard, @unchecked Sendable {
-    // @unchecked: `socket` and `sequence` are only touched on `queue`; the rest is immutable.
+    // @unchecked: `socket`, `sequence` and `started` are only touched on `queue` (every public method goes
+    // through `onQueue`); the rest is immutable.
     public struct Configuration: Sendable {
         public var executable: String
         public var stateDirectory: String

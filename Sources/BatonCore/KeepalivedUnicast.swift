@@ -9,7 +9,7 @@ public enum KeepalivedUnicast {
     static let end = "    # baton: end of unicast VRRP"
 
     /// The addresses keepalived may use: IP addresses only (keepalived resolves no names here).
-    public static func addresses(source: HostAddress, peers: [HostAddress]) throws(ValidationProblem) -> (source: String, peers: [String]) {
+    static func addresses(source: HostAddress, peers: [HostAddress]) throws(ValidationProblem) -> (source: String, peers: [String]) {
         func ip(_ host: HostAddress, _ whose: String) throws(ValidationProblem) -> String {
             guard IPAddress.parse(host.value) != nil else {
                 throw ValidationProblem("unicast VRRP needs IP addresses, and \(whose) address is \(Quote.show(host.value)); bootstrap that node with an IP --address")

@@ -11,7 +11,8 @@ import Testing
 /// `target_session_attrs=read-write`, as an application fails over) and records every id the server
 /// acknowledged — the writer of ../shared/research/failover-anchors.md.
 final class AcknowledgedWriter: @unchecked Sendable {
-    // @unchecked: `ids` is guarded by `lock`; one task appends.
+    // @unchecked: `ids` and `times` are guarded by `lock` (one task appends); `task` is set by start() and
+    // read by stop(), both called by the one test that owns the writer, which awaits the task in stop().
     private let lock = NSLock()
     private var ids: [String] = []
     private var times: [ContinuousClock.Instant] = []
