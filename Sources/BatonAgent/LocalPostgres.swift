@@ -35,6 +35,8 @@ public protocol LocalDatabase: AnyObject {
     func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws
     /// Makes the data directory a standby's (standby.signal) and includes baton.conf.
     func markStandby() throws
+    /// Writes the cluster-wide parameters file (and its include in postgresql.conf); whether it changed.
+    func writeParameters(_ text: String) throws -> Bool
     /// The timelines of the history files in pg_wal.
     func historyTimelines() -> [Int]
     func readHistory(_ timeline: Int) -> String
@@ -194,6 +196,15 @@ public final class PostgresNode: LocalDatabase {
         let conf = (try? String(contentsOfFile: dataDirectory + "/postgresql.conf", encoding: .utf8)) ?? ""
         try AtomicFile.write(PostgresFiles.withInclude(conf), to: dataDirectory + "/postgresql.conf", mode: 0o600, owner: settings.pgOSUser)
         try AtomicFile.write("", to: dataDirectory + "/standby.signal", mode: 0o600, owner: settings.pgOSUser)
+    }
+
+    public func writeParameters(_ text: String) throws -> Bool {
+        let conf = (try? String(contentsOfFile: dataDirectory + "/postgresql.conf", encoding: .utf8)) ?? ""
+        let included = PostgresFiles.withInclude(conf)
+        var changed = false
+        if included != conf { changed = try AtomicFile.write(included, to: dataDirectory + "/postgresql.conf", mode: 0o600, owner: settings.pgOSUser) }
+        if try AtomicFile.write(text, to: dataDirectory + "/" + PostgresParameters.file, mode: 0o600, owner: settings.pgOSUser) { changed = true }
+        return changed
     }
 
     var walDirectory: String { dataDirectory + "/pg_wal/" }

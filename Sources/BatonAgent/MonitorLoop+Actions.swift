@@ -108,7 +108,7 @@ extension MonitorLoop {
 
     /// What a leading primary owes, checked every loop so that nothing a slow or failed step skipped is
     /// skipped for good: its registration as primary, the other registrations (a former primary
-    /// registered as standby), the replication slots the other nodes stream from, the timeline in the
+    /// registered as standby), the replication slots the other nodes stream from (and none for a removed node), the timeline in the
     /// control file (a rejoining node's pg_rewind reads it there), the synchronous standby, the end of a
     /// switchover's pause, and requests that can never be acted on.
     mutating func leaderDuties(_ snapshot: ClusterSnapshot) async throws {
@@ -119,10 +119,7 @@ extension MonitorLoop {
             demoted.upstream = me
             try await client.put(keys.node(name), demoted.json.serializedBytes())
         }
-        let slots = Set(try await database.query("SELECT slot_name FROM pg_replication_slots", [], timeout: .seconds(2)).compactMap { $0.first ?? nil })
-        for name in snapshot.registrations.keys where name != me && !slots.contains(name.slotName) {
-            _ = try await database.query("SELECT pg_create_physical_replication_slot($1, true)", [name.slotName], timeout: .seconds(5))
-        }
+        try await reconcileSlots(snapshot)
         try await checkpointAfterPromotion()
         try await manageSynchronousReplication(snapshot)
         if let pending = snapshot.request, let seen = requestSeen {
@@ -200,16 +197,9 @@ extension MonitorLoop {
     /// when that cannot work, a fresh clone with the old directory moved aside (never deleted).
     mutating func rejoin(_ leader: NodeName, snapshot: ClusterSnapshot) async throws {
         guard let target = snapshot.registrations[leader] else { return }
-        let source = ConnInfo.make([
-            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
-            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "5"),
-        ])
-        // Never touch the data directory unless the leader answers: a rewind or clone needs it.
-        let reachable: PostgresConnection
-        do { reachable = try await PostgresConnection.connect(source) } catch {
-            throw AgentError("the leader \(leader) does not answer at \(target.address):\(target.port); not rewinding (\(error))")
-        }
+        let source = sourceConninfo(target)
         // The new timeline must be in its control file before pg_rewind reads it.
+        let reachable = try await reachableLeader(leader, target)
         _ = try? await reachable.query("CHECKPOINT", timeout: .seconds(60))  // ignored: pg_rewind reports a leader that cannot be rewound from
         reachable.close()
         let stopped = try await database.stop()
@@ -221,11 +211,8 @@ extension MonitorLoop {
             try await database.rewind(source: source)
         } catch {
             logger.warning("pg_rewind cannot do it; cloning afresh", metadata: ["error": "\(error)"])
-            let clone = ConnInfo.make([
-                ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
-                ("passfile", settings.passfile.value), ("application_name", me.value), ("connect_timeout", "5"),
-            ])
-            let moved = try await database.clone(conninfo: clone, slot: me.slotName)
+            let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName)
+            parametersWritten = false
             how = "cloned afresh (pg_rewind failed; the old directory is \(moved ?? "nothing (it was empty)"))"
         }
         try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
@@ -234,6 +221,30 @@ extension MonitorLoop {
         launchedAt = .now
         try await register(role: .standby, upstream: leader)
         await event("rejoin", "\(how) (PostgreSQL was stopped: \(stopped.rawValue)); following \(leader)")
+    }
+
+    /// The leader's PostgreSQL as pg_rewind reads it (the replication role, database postgres).
+    func sourceConninfo(_ target: NodeRegistration) -> String {
+        ConnInfo.make([
+            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+            ("dbname", "postgres"), ("passfile", settings.passfile.value), ("connect_timeout", "5"),
+        ])
+    }
+
+    /// The leader's PostgreSQL as pg_basebackup clones it.
+    func cloneConninfo(_ target: NodeRegistration) -> String {
+        ConnInfo.make([
+            ("host", target.address.value), ("port", String(target.port.value)), ("user", PostgresFiles.replicationUser),
+            ("passfile", settings.passfile.value), ("application_name", me.value), ("connect_timeout", "5"),
+        ])
+    }
+
+    /// A connection to the leader, or why there is none: the data directory is never touched for a
+    /// rewind or a clone unless the leader answers.
+    func reachableLeader(_ leader: NodeName, _ target: NodeRegistration) async throws -> PostgresConnection {
+        do { return try await PostgresConnection.connect(sourceConninfo(target)) } catch {
+            throw AgentError("the leader \(leader) does not answer at \(target.address):\(target.port); not touching the data directory (\(error))")
+        }
     }
 
     func register(role: NodeRole, upstream: NodeName?) async throws {

@@ -60,6 +60,17 @@ struct MonitorLoop {
     var waitingSince: LSN?
     /// The switchover pause whose end is being awaited in the background.
     var finishingPause: String?
+    /// The cluster-wide parameters last written to this node's parameters file, and whether the file
+    /// is known to hold them (a clone brings the primary's).
+    var appliedParameters: PostgresParameters?
+    var parametersWritten = false
+    /// Settings PostgreSQL applies only at a restart, and when that was last asked.
+    var pendingRestart: [String] = []
+    var pendingRestartCheckedAt: ContinuousClock.Instant?
+    /// The leader's replication slots as last seen, and what it knows of their nodes.
+    var slots: [SlotReport] = []
+    var slotsRegisteredBefore: Set<String> = []
+    var orphanSlotsSince: [String: ContinuousClock.Instant] = [:]
     /// A background checkpoint after promotion is running.
     let checkpointing = CancellationFlag()
 
@@ -155,17 +166,24 @@ struct MonitorLoop {
             logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
             lastAction = action.description
         }
+        var commanded = false
         if !observeOnly {
             await carryOut(action, snapshot: snapshot, local: local, request: observation.request)
             metrics.acted(action)
+            if let snapshot {
+                await applyParameters(snapshot, local: local)
+                commanded = await runCommand(snapshot, local: local, action: action)
+            }
         }
         // Look again only if the action may have changed the local PostgreSQL.
         var after = local
         switch action {
-        case .keepLeading, .wait: break
+        case .keepLeading, .wait: if commanded { after = judged(await database.observe(), at: .now) }
         default: after = judged(await database.observe(), at: .now)
         }
         let leading = await lease.isLeading
+        if !leading { slots = [] }
+        await refreshPendingRestart(local: after)
         if case .primary = after, leading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
         await publishStatus(local: after, action: action)
         await publishView(local: after, snapshot: snapshot, leading: leading)
@@ -402,7 +420,9 @@ struct MonitorLoop {
     }
 
     mutating func publishStatus(local: LocalPostgres, action: MonitorAction) async {
-        let status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
+        var status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
+        status.pendingRestart = local.isUp ? pendingRestart : []
+        if case .primary = local { status.slots = slots }
         do { try await client.put(keys.status(me), status.json.serializedBytes()) } catch {
             consulWarnings.warning(logger, "Cannot publish this node's status", metadata: ["error": "\(error)"])
         }

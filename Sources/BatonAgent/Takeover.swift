@@ -32,11 +32,7 @@ public struct Takeover {
     func view() async throws -> View {
         let keys = config.keys
         let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
-        let prefix = "baton-\(config.cluster)-"
-        let live = Set(try await client.listSessions().value.compactMap { session -> NodeName? in
-            session.name.hasPrefix(prefix) ? try? NodeName(String(session.name.dropFirst(prefix.count))) : nil
-        })
-        return View(snapshot: snapshot, live: live)
+        return View(snapshot: snapshot, live: try await liveMonitors(client, cluster: config.cluster))
     }
 
     /// - Returns: how long the handover took, from the request to the new leader being writable.

@@ -164,6 +164,9 @@ public final class Bootstrap {
         case .claimCluster:
             let claim = ClusterClaim(node: settings.node, systemIdentifier: nil)
             if try await client.put(keys.initialize, claim.json.serializedBytes(), mode: .cas(0)) {
+                // The cluster's first PostgreSQL parameter: a node gone for good cannot fill the primary's disk.
+                let parameters = PostgresParameters(["max_slot_wal_keep_size": settings.maxSlotWalKeepSize])
+                _ = try await client.put(keys.postgresql, parameters.json.serializedBytes(), mode: .cas(0))
                 did(step, changed: true)
             } else if let existing = try await readClaim(), existing.claim.node == settings.node {
                 did(step, changed: false)

@@ -26,6 +26,7 @@ public enum BootstrapOption {
         "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int, "kernel-watchdog": .string,
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
+        "max-slot-wal-keep-size": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -120,6 +121,9 @@ public struct BootstrapSettings: Sendable {
     public var vrrpUnicast = false
     /// Where keepalived keeps its PID: the monitor sends it SIGHUP after changing the unicast peers.
     public var keepalivedPidFile: SafePath = try! SafePath("/run/keepalived.pid")
+    /// The cluster's `max_slot_wal_keep_size`, stored by the node that creates the cluster (a bound on
+    /// the WAL a replication slot of a node gone for good can hold back).
+    public var maxSlotWalKeepSize = PostgresParameters.defaultMaxSlotWalKeepSize
 
     /// How the other nodes reach this node's API.
     public var apiAddress: NodeAPIAddress {
@@ -265,6 +269,12 @@ extension BootstrapSettings {
             p.add("--vrrp-unicast needs --address to be an IP address (keepalived's unicast_src_ip), not \(Quote.show(address.value))")
         }
         let keepalivedPidFile = path("keepalived-pid-file", "/run/keepalived.pid")
+        let maxSlotWalKeepSize = string("max-slot-wal-keep-size") ?? PostgresParameters.defaultMaxSlotWalKeepSize
+        _ = p.check { () throws(ValidationProblem) in
+            do throws(ValidationProblem) { try PostgresSettingDefinition.maxSlotWalKeepSize.check(maxSlotWalKeepSize) } catch {
+                throw ValidationProblem("--max-slot-wal-keep-size: \(error.message) (a size such as 8GB, or -1 for no limit)")
+            }
+        }
 
         let priority = int("priority") ?? 100
         if !(0...1000).contains(priority) { p.add("--priority \(priority) must be from 0 (never promoted) to 1000") }
@@ -352,7 +362,7 @@ extension BootstrapSettings {
             let pgbouncerIni = settings.9, let pgbouncerPort = settings.10, let authFile = settings.11, let stateDir = settings.12,
             let executable = settings.13, let batonConfig = settings.14
         else { throw ValidationProblems([ValidationProblem("invalid options")]) }
-        return BootstrapSettings(
+        var validated = BootstrapSettings(
             mode: mode, cluster: cluster, node: node, address: address, consulAddresses: consul, pgdata: pgdata, pgPort: pgPort,
             pgBindir: pgBindir, pgOSUser: pgOSUser, pgSocketDirectory: socketDir, pgListen: pgListen,
             replicationPasswordSource: passwordSource, allowedNetworks: networks, virtualIP: vip, interface: interface,
@@ -363,6 +373,8 @@ extension BootstrapSettings {
             kernelWatchdog: kernelWatchdog ?? .off, kernelWatchdogDevice: kernelDevice ?? (try! SafePath("/dev/watchdog")),
             apiListen: apiListen ?? APIListen(host: "0.0.0.0", port: try! TCPPort(8008)), apiTLS: apiTLS, vrrpUnicast: vrrpUnicast,
             keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
+        validated.maxSlotWalKeepSize = maxSlotWalKeepSize
+        return validated
     }
 }
 

@@ -30,6 +30,14 @@ public struct ClusterKeys: Sendable, Equatable {
     /// Each pgbouncer agent's report (``BouncerStatus``).
     public var pgbouncerAgentsPrefix: String { prefix + "pgbouncer/agents/" }
     public func pgbouncerAgent(_ name: NodeName) -> String { pgbouncerAgentsPrefix + name.value }
+    /// Cluster-wide PostgreSQL parameters (``PostgresParameters``).
+    public var postgresql: String { prefix + "postgresql" }
+    /// Operators' requests to one node's monitor (``NodeCommand``).
+    public var commandsPrefix: String { prefix + "commands/" }
+    public func command(_ name: NodeName) -> String { commandsPrefix + name.value }
+    /// Runtime tags of a node (``NodeTags``).
+    public var tagsPrefix: String { prefix + "tags/" }
+    public func tags(_ name: NodeName) -> String { tagsPrefix + name.value }
     /// Present while automatic failover is paused (maintenance).
     public var pause: String { prefix + "pause" }
 }

@@ -52,6 +52,12 @@ public struct ClusterSnapshot: Sendable {
     public var bouncerIndexes: [NodeName: UInt64] = [:]
     public var bouncerPause: PauseRequest?
     public var bouncerPauseIndex: UInt64 = 0
+    /// Cluster-wide PostgreSQL parameters.
+    public var parameters = PostgresParameters()
+    /// Operators' pending or finished requests to each node's monitor, with their modify index.
+    public var commands: [NodeName: (command: NodeCommand, modifyIndex: UInt64)] = [:]
+    /// Runtime tags by node.
+    public var tags: [NodeName: NodeTags] = [:]
     /// The event history, oldest first.
     public var events: [ClusterEvent] = []
     public var problems: [String] = []
@@ -90,6 +96,14 @@ public struct ClusterSnapshot: Sendable {
         case keys.pause:
             let json = try? JSONValue.parse(pair.value ?? [])
             pause = "since \(json?.member("time")?.stringValue ?? "?"): \(json?.member("reason")?.stringValue ?? "no reason given")"
+        case keys.postgresql:
+            parameters = try PostgresParameters(bytes: pair.value, key: key)
+        case _ where key.hasPrefix(keys.commandsPrefix):
+            let name = try NodeName(String(key.dropFirst(keys.commandsPrefix.count)), field: key)
+            commands[name] = (try NodeCommand(bytes: pair.value, key: key), pair.modifyIndex)
+        case _ where key.hasPrefix(keys.tagsPrefix):
+            let name = try NodeName(String(key.dropFirst(keys.tagsPrefix.count)), field: key)
+            tags[name] = try NodeTags(bytes: pair.value, key: key)
         case keys.keepalivedNodes:
             keepalived = try KeepalivedNodes(bytes: pair.value, key: key)
         case keys.pgbouncerPause:
@@ -128,6 +142,11 @@ public struct ClusterSnapshot: Sendable {
     /// The furthest WAL position a primary reported: how far a replica may lag behind.
     public var lastPrimaryPosition: LSN? {
         reports.values.filter { $0.status.role == "primary" }.compactMap(\.status.position).max()
+    }
+
+    /// The priority failover ranks `node` with: its registration's, unless its tags say otherwise.
+    public func failoverPriority(of node: NodeName) -> Int {
+        (tags[node] ?? NodeTags()).failoverPriority(registered: registrations[node]?.priority ?? 0)
     }
 
     /// `host:port` of a node's PostgreSQL, from its registration.

@@ -111,7 +111,7 @@ public enum FailoverCandidates {
                 }
             }
             return CandidateState(
-                name: registration.name, failoverPriority: registration.priority,
+                name: registration.name, failoverPriority: snapshot.failoverPriority(of: registration.name),
                 healthy: healthy && registration.name != snapshot.leader?.holder, walPosition: position, timeline: timeline)
         }
     }

@@ -11,6 +11,10 @@ public struct MemberStatus: Sendable, Equatable {
     public var upstream: String?
     public var streaming: Bool?
     public var decision: String?
+    /// Parameters whose new value waits for a restart (pg_settings.pending_restart).
+    public var pendingRestart: [String] = []
+    /// The primary's replication slots: how much WAL each holds back.
+    public var slots: [SlotReport] = []
     /// Seconds since the Unix epoch, by the reporting node's clock: shown, never compared with another
     /// machine's clock (freshness is judged by the key's modify index moving, see ``ChangeTracker``).
     public var time: Double
@@ -50,6 +54,8 @@ public struct MemberStatus: Sendable, Equatable {
         upstream = json.member("upstream")?.stringValue
         streaming = json.member("streaming")?.boolValue
         decision = json.member("decision")?.stringValue
+        pendingRestart = (json.member("pending_restart")?.arrayValue ?? []).compactMap(\.stringValue)
+        slots = (json.member("slots")?.arrayValue ?? []).compactMap(SlotReport.init(json:))
     }
 
     public var json: JSONValue {
@@ -63,6 +69,8 @@ public struct MemberStatus: Sendable, Equatable {
             members.append(("streaming", .bool(streaming ?? false)))
         }
         if let decision { members.append(("decision", .string(decision))) }
+        if !pendingRestart.isEmpty { members.append(("pending_restart", .array(pendingRestart.map { .string($0) }))) }
+        if !slots.isEmpty { members.append(("slots", .array(slots.map(\.json)))) }
         return .object(members)
     }
 
@@ -70,5 +78,30 @@ public struct MemberStatus: Sendable, Equatable {
     /// a second (monitors rewrite their report every loop).
     public static func freshness(loopWait: GoDuration) -> Duration {
         loopWait.swiftDuration * 3 + .seconds(1)
+    }
+}
+
+/// One replication slot on the primary, as its monitor reports it.
+public struct SlotReport: Sendable, Equatable {
+    public var name: String
+    public var active: Bool
+    /// Bytes of WAL the slot keeps from removal (pg_current_wal_lsn() - restart_lsn).
+    public var retainedBytes: UInt64
+
+    public init(name: String, active: Bool, retainedBytes: UInt64) {
+        self.name = name
+        self.active = active
+        self.retainedBytes = retainedBytes
+    }
+
+    public init?(json: JSONValue) {
+        guard let name = json.member("name")?.stringValue, let active = json.member("active")?.boolValue,
+            let retained = json.member("retained_bytes")?.uint64Value
+        else { return nil }
+        self.init(name: name, active: active, retainedBytes: retained)
+    }
+
+    public var json: JSONValue {
+        .object([("name", .string(name)), ("active", .bool(active)), ("retained_bytes", .number(String(retainedBytes)))])
     }
 }

@@ -57,10 +57,16 @@ public enum PostgresFiles {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Adds the include of `baton.conf` to postgresql.conf unless it is there.
+    /// postgresql.conf with the includes of the cluster-wide parameters (``PostgresParameters/file``)
+    /// and then of `baton.conf`, last, so that Baton's own settings win; added when missing, moved to
+    /// the end when elsewhere, everything else kept as the operator wrote it.
     public static func withInclude(_ postgresqlConf: String) -> String {
-        if postgresqlConf.split(separator: "\n").contains(where: { $0.hasPrefix("include_if_exists = 'baton.conf'") }) { return postgresqlConf }
-        return postgresqlConf + (postgresqlConf.hasSuffix("\n") || postgresqlConf.isEmpty ? "" : "\n") + includeLine + "\n"
+        var lines = postgresqlConf.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        if lines.last == "" { lines.removeLast() }
+        let wanted = [PostgresParameters.includeLine, includeLine]
+        if lines.suffix(2).elementsEqual(wanted) { return postgresqlConf }
+        lines.removeAll { $0.hasPrefix("include_if_exists = '\(PostgresParameters.file)'") || $0.hasPrefix("include_if_exists = 'baton.conf'") }
+        return (lines + wanted).joined(separator: "\n") + "\n"
     }
 
     /// pg_hba.conf lines: local superuser access for Baton (peer, mapped), and the replication role from

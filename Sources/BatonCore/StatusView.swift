@@ -38,6 +38,50 @@ public struct StatusView: Sendable {
     public var decisions: [NodeName: String]
     /// The synchronous standby recorded in `sync`, if any.
     public var synchronousStandby: NodeName?
+    /// Runtime tags by node (`baton node set`).
+    public var tags: [NodeName: NodeTags] = [:]
+    /// The leader's replication slots.
+    public var slots: [SlotReport] = []
+    /// Whose monitor runs (its Consul session exists), when known.
+    public var liveMonitors: Set<NodeName>?
+    /// The last promotion: when and which node.
+    public var lastFailover: ClusterEvent?
+    /// A slot holding more WAL than this is warned about.
+    public static let slotWarningBytes: UInt64 = 1 << 30
+
+    /// WAL held back for `node` by its slot on the leader.
+    public func slot(of node: NodeName) -> SlotReport? { slots.first { $0.name == node.slotName } }
+
+    /// What an operator should look at: slots that hold much WAL or belong to nodes gone silent.
+    public var warnings: [String] {
+        var out: [String] = []
+        let registered = Set(nodes.map(\.registration.name.slotName))
+        for slot in slots {
+            let owner = nodes.first { $0.registration.name.slotName == slot.name }?.registration.name
+            if !registered.contains(slot.name) {
+                out.append("replication slot \(slot.name) belongs to no registered node and holds \(Self.bytes(slot.retainedBytes)) of WAL")
+            } else if let owner, !slot.active, let live = liveMonitors, !live.contains(owner) {
+                out.append(
+                    "replication slot \(slot.name) is inactive and \(owner)'s monitor is not running; it holds \(Self.bytes(slot.retainedBytes)) of WAL (up to max_slot_wal_keep_size): if \(owner) is gone for good, `baton remove \(owner)`")
+            } else if slot.retainedBytes > Self.slotWarningBytes {
+                out.append("replication slot \(slot.name) holds \(Self.bytes(slot.retainedBytes)) of WAL on the primary")
+            }
+        }
+        return out
+    }
+
+    /// Bytes for people: 512 B, 16 kB, 3.5 MB, 2.0 GB.
+    public static func bytes(_ n: UInt64) -> String {
+        let units = ["B", "kB", "MB", "GB", "TB"]
+        var value = Double(n)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(n) B" }
+        return (value >= 10 ? String(Int(value.rounded())) : String(format: "%.1f", value)) + " " + units[unit]
+    }
 
     /// How far a node's WAL is behind the leader's, in bytes, from their last reports.
     public func lag(of node: Node) -> UInt64? {
@@ -75,6 +119,9 @@ public struct StatusView: Sendable {
             cluster: cluster, claim: s.claim, leader: s.leader?.holder, config: s.config, nodes: nodes, problems: s.problems,
             events: Array(s.events.suffix(events)), paused: s.pause.map { Quote.show($0) }, decisions: decisions)
         synchronousStandby = s.sync?.standby
+        tags = s.tags
+        slots = s.leader.flatMap { s.reports[$0.holder]?.status.slots } ?? []
+        lastFailover = s.events.last { $0.kind == "promote" }
     }
 
     /// A table in the manner of `patronictl list`.
@@ -85,19 +132,16 @@ public struct StatusView: Sendable {
         out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)"
         out += (synchronousStandby.map { "   synchronous standby: \($0)" } ?? "") + "\n"
         if let paused { out += "Automatic failover: PAUSED (\(paused))\n" }
-        let header = ["Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "VRRP", "VRRP prio", "Location", "pgbouncer"]
+        if let lastFailover { out += "Last failover: \(lastFailover.time) (\(lastFailover.node) \(lastFailover.detail))\n" }
+        let header = [
+            "Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "Tags", "Pending restart", "Slot WAL", "VRRP", "VRRP prio",
+            "Location", "pgbouncer",
+        ]
         var rows: [[String]] = []
         var problems = self.problems
         for n in nodes {
             let r = n.registration
-            rows.append([
-                r.name.value, "\(r.address):\(r.port)", r.role.rawValue,
-                n.report.map { $0.role == "standby" ? ($0.streaming == true ? "streaming" : "not streaming") : $0.role } ?? "-",
-                n.report.map { $0.role == "down" ? "-" : String($0.timeline) } ?? "-", lag(of: n).map { "\($0) B" } ?? "-",
-                r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "",
-                String(r.priority), n.keepalived?.state ?? "-", n.keepalived.map { String($0.priority) } ?? "-", r.location,
-                n.pgbouncer.map { b in (b.target ?? "?") + (b.paused ? " (paused)" : "") + (b.problem != nil ? " (problem)" : "") } ?? "-",
-            ])
+            rows.append(row(n))
             if let problem = n.pgbouncer?.problem { problems.append("\(r.name)'s pgbouncer agent: \(problem)") }
         }
         let widths = header.indices.map { i in ([header[i]] + rows.map { $0[i] }).map(\.count).max() ?? 0 }
@@ -110,6 +154,7 @@ public struct StatusView: Sendable {
         out += rule + "\n"
         for name in decisions.keys.sorted() { out += "\(name): \(decisions[name]!)\n" }
         for p in problems { out += "problem: \(p)\n" }
+        for w in warnings { out += "warning: \(w)\n" }
         if !events.isEmpty {
             out += "Last events:\n"
             for e in events { out += "  \(e.time)  \(e.node)  \(e.kind)  \(e.detail)\n" }
@@ -118,31 +163,53 @@ public struct StatusView: Sendable {
     }
 
     public var json: JSONValue {
-        .object([
-            ("cluster", .string(cluster.value)),
-            ("system_identifier", claim?.systemIdentifier.map { .string($0) } ?? .null),
-            ("leader", leader.map { .string($0.value) } ?? .null),
-            ("config", config.json),
-            ("paused", paused.map { .string($0) } ?? .null),
-            ("synchronous_standby", synchronousStandby.map { .string($0.value) } ?? .null),
-            ("decisions", .object(decisions.keys.sorted().map { ($0.value, .string(decisions[$0]!)) })),
-            (
-                "nodes",
-                .array(
-                    nodes.map { n in
-                        var members = n.registration.json.objectValue ?? []
-                        members.append(("holds_leader_lock", .bool(n.holdsLeaderLock)))
-                        members.append(("keepalived_priority", n.keepalived.map { .int($0.priority) } ?? .null))
-                        members.append(("vrrp_state", n.keepalived?.state.map { .string($0) } ?? .null))
-                        members.append(("vrrp_state_time", n.keepalived?.stateTime.map { .string($0) } ?? .null))
-                        members.append(("pgbouncer", n.pgbouncer?.json ?? .null))
-                        members.append(("report", n.report?.json ?? .null))
-                        members.append(("lag_bytes", lag(of: n).map { .number(String($0)) } ?? .null))
-                        return .object(members)
-                    })
-            ),
-            ("problems", .array(problems.map { .string($0) })),
-            ("events", .array(events.map(\.json))),
-        ])
+        let nodeObjects: [JSONValue] = nodes.map(nodeJSON)
+        var members: [(String, JSONValue)] = [("cluster", .string(cluster.value))]
+        members.append(("system_identifier", claim?.systemIdentifier.map { .string($0) } ?? .null))
+        members.append(("leader", leader.map { .string($0.value) } ?? .null))
+        members.append(("config", config.json))
+        members.append(("paused", paused.map { .string($0) } ?? .null))
+        members.append(("synchronous_standby", synchronousStandby.map { .string($0.value) } ?? .null))
+        members.append(("decisions", .object(decisions.keys.sorted().map { ($0.value, .string(decisions[$0]!)) })))
+        members.append(("nodes", .array(nodeObjects)))
+        members.append(("problems", .array(problems.map { .string($0) })))
+        members.append(("warnings", .array(warnings.map { .string($0) })))
+        members.append(("last_failover", lastFailover?.json ?? .null))
+        members.append(("events", .array(events.map(\.json))))
+        return .object(members)
+    }
+
+    func row(_ n: Node) -> [String] {
+        let r = n.registration
+        let state = n.report.map { $0.role == "standby" ? ($0.streaming == true ? "streaming" : "not streaming") : $0.role } ?? "-"
+        let timeline = n.report.map { $0.role == "down" ? "-" : String($0.timeline) } ?? "-"
+        let priority = String((tags[r.name] ?? NodeTags()).failoverPriority(registered: r.priority))
+        let pending = n.report.map { $0.pendingRestart.isEmpty ? "" : "* " + $0.pendingRestart.joined(separator: ",") } ?? ""
+        let slotText = slot(of: r.name).map { Self.bytes($0.retainedBytes) + ($0.active ? "" : " (inactive)") } ?? "-"
+        let bouncer = n.pgbouncer.map { b in (b.target ?? "?") + (b.paused ? " (paused)" : "") + (b.problem != nil ? " (problem)" : "") } ?? "-"
+        var cells = [r.name.value, "\(r.address):\(r.port)", r.role.rawValue, state, timeline, lag(of: n).map { "\($0) B" } ?? "-"]
+        cells += [r.upstream?.value ?? "-", n.holdsLeaderLock ? "*" : "", priority, tags[r.name]?.summary ?? "", pending, slotText]
+        cells += [n.keepalived?.state ?? "-", n.keepalived.map { String($0.priority) } ?? "-", r.location, bouncer]
+        return cells
+    }
+
+    func nodeJSON(_ n: Node) -> JSONValue {
+        let name = n.registration.name
+        var members = n.registration.json.objectValue ?? []
+        members.append(("holds_leader_lock", .bool(n.holdsLeaderLock)))
+        members.append(("keepalived_priority", n.keepalived.map { .int($0.priority) } ?? .null))
+        members.append(("vrrp_state", n.keepalived?.state.map { .string($0) } ?? .null))
+        members.append(("vrrp_state_time", n.keepalived?.stateTime.map { .string($0) } ?? .null))
+        members.append(("pgbouncer", n.pgbouncer?.json ?? .null))
+        members.append(("report", n.report?.json ?? .null))
+        members.append(("lag_bytes", lag(of: n).map { .number(String($0)) } ?? .null))
+        members.append(("tags", tags[name]?.json ?? .null))
+        members.append(("failover_priority", .int((tags[name] ?? NodeTags()).failoverPriority(registered: n.registration.priority))))
+        let pending: [JSONValue] = (n.report?.pendingRestart ?? []).map { .string($0) }
+        members.append(("pending_restart", .array(pending)))
+        members.append(("slot", slot(of: name)?.json ?? .null))
+        let running: JSONValue = liveMonitors.map { .bool($0.contains(name)) } ?? .null
+        members.append(("monitor_running", running))
+        return .object(members)
     }
 }

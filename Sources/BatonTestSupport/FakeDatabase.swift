@@ -121,6 +121,11 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
         }
     }
 
+    public func writeParameters(_ text: String) throws -> Bool {
+        note("parameters \(text.split(separator: "\n").dropFirst().joined(separator: ";"))")
+        return true
+    }
+
     public func historyTimelines() -> [Int] { [] }
     public func readHistory(_ timeline: Int) -> String { "" }
     public func writeHistory(_ timeline: Int, _ text: String) throws {}

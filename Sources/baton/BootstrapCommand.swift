@@ -50,6 +50,8 @@ struct BootstrapCommand: AsyncParsableCommand {
     var vrrpUnicast = false
     @Option(help: "keepalived's PID file: the monitor reloads keepalived (SIGHUP) when the unicast peers change (default /run/keepalived.pid).")
     var keepalivedPidFile: String?
+    @Option(help: "max_slot_wal_keep_size for the whole cluster, set by the node that creates it (default 8GB; -1: no limit). Later: `baton config set postgresql.max_slot_wal_keep_size=…`.")
+    var maxSlotWalKeepSize: String?
     @Flag(help: "Move a data directory that cannot be reused aside (never deleted) and clone afresh.") var forceClone = false
     @Flag(help: "Configure and start a Consul server agent on this (first) node.") var consulCreate = false
     @Option(help: "Configure and start a Consul agent joining these addresses (comma-separated).") var consulJoin: String?
@@ -86,6 +88,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("kernel-watchdog", kernelWatchdog); set("kernel-watchdog-device", kernelWatchdogDevice)
         set("api-listen", apiListen); set("api-tls-certificate", apiTlsCertificate); set("api-tls-key", apiTlsKey)
         set("api-tls-client-ca", apiTlsClientCa); set("keepalived-pid-file", keepalivedPidFile)
+        set("max-slot-wal-keep-size", maxSlotWalKeepSize)
         if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

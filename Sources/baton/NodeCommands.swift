@@ -1,7 +1,9 @@
 import ArgumentParser
 import BatonAgent
+import BatonBootstrap
 import BatonCore
 import BatonFence
+import BatonPostgres
 import Foundation
 
 /// Where a runtime command finds its cluster: the node's Baton config, or explicit flags.
@@ -11,9 +13,21 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Cluster name (overrides the config).") var cluster: String?
     @Option(help: "Consul HTTP address(es) (overrides the config).") var consul: String?
 
+    var path: String? { config ?? (FileManager.default.fileExists(atPath: "/etc/baton/baton.yaml") ? "/etc/baton/baton.yaml" : nil) }
+
     func load() throws -> NodeConfig {
-        let path = config ?? (FileManager.default.fileExists(atPath: "/etc/baton/baton.yaml") ? "/etc/baton/baton.yaml" : nil)
-        return try NodeConfig.load(path: path, cluster: cluster, consul: consul)
+        try NodeConfig.load(path: path, cluster: cluster, consul: consul)
+    }
+
+    /// How to reach this node's PostgreSQL over its socket (from the node's Baton config), if there is one.
+    func localPostgres() throws -> String? {
+        guard let path else { return nil }
+        let settings: BootstrapSettings
+        do { settings = try MonitorCommand.load(path) } catch { throw AgentError("\(path): \(error)") }
+        return ConnInfo.make([
+            ("host", settings.pgSocketDirectory.value), ("port", String(settings.pgPort.value)), ("user", "postgres"), ("dbname", "postgres"),
+            ("connect_timeout", "3"), ("application_name", "baton-config"),
+        ])
     }
 }
 
@@ -78,27 +92,49 @@ struct ConfigCommand: AsyncParsableCommand {
         commandName: "config", abstract: "Show or change the cluster-wide settings in Consul.", subcommands: [Show.self, Set.self])
 
     struct Show: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the effective settings (defaults included).")
+        static let configuration = CommandConfiguration(abstract: "Print the effective settings (defaults included) and the cluster's PostgreSQL parameters.")
         @OptionGroup var node: NodeOptions
         func run() async throws {
             try await reportingErrors("config show") {
                 let config = try node.load()
-                for (key, value) in try await ClusterSettings(config: config, client: try config.client()).show().entries { print("\(key) = \(value)") }
+                let settings = ClusterSettings(config: config, client: try config.client())
+                for (key, value) in try await settings.show().entries { print("\(key) = \(value)") }
+                let parameters = try await settings.parameters()
+                for name in parameters.values.keys.sorted() { print("postgresql.\(name) = \(parameters.values[name]!)") }
             }
         }
     }
 
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Change settings: NAME=VALUE… (all or nothing, check-and-set).",
-            discussion: "Settings: \(ClusterConfig.keys.joined(separator: ", ")).")
+            abstract: "Change settings: NAME=VALUE… and postgresql.NAME=VALUE… (all or nothing, check-and-set).",
+            discussion: """
+                Settings: \(ClusterConfig.keys.joined(separator: ", ")). postgresql.NAME=VALUE sets a PostgreSQL parameter \
+                on every node (in baton-parameters.conf, included before baton.conf): the value is checked against this \
+                node's running PostgreSQL (pg_settings: type, range, units, allowed values) before anything is stored; \
+                every monitor applies it and reloads. A parameter that needs a restart shows as pending in `baton status` \
+                until `baton restart --all --pending`. Parameters Baton sets itself are refused, with the reason.
+                """)
         @OptionGroup var node: NodeOptions
-        @Argument(help: "NAME=VALUE pairs.") var assignments: [String]
+        @Option(name: .customLong("unset"), help: "Remove postgresql.NAME (PostgreSQL's own default or postgresql.conf applies again). Repeatable.")
+        var unset: [String] = []
+        @Argument(help: "NAME=VALUE pairs.") var assignments: [String] = []
         func run() async throws {
             try await reportingErrors("config set") {
                 let config = try node.load()
-                let updated = try await ClusterSettings(config: config, client: try config.client()).set(assignments)
-                for (key, value) in updated.entries { print("\(key) = \(value)") }
+                guard !assignments.isEmpty || !unset.isEmpty else { throw AgentError("nothing to set: give NAME=VALUE pairs or --unset postgresql.NAME") }
+                let catalog = try node.localPostgres().map(PostgresSettingsCatalog.init(conninfo:))
+                let stored = try await ClusterSettings(config: config, client: try config.client()).set(assignments, unset: unset) { name in
+                    guard let catalog else {
+                        throw AgentError("postgresql.* values are checked against the node's running PostgreSQL: give the node's --config")
+                    }
+                    return try await catalog.definition(name)
+                }
+                for (key, value) in stored.config.entries { print("\(key) = \(value)") }
+                for name in stored.parameters.values.keys.sorted() { print("postgresql.\(name) = \(stored.parameters.values[name]!)") }
+                if !stored.needRestart.isEmpty {
+                    print("\(stored.needRestart.joined(separator: ", ")) take(s) effect after a restart: `baton restart --all --pending`")
+                }
             }
         }
     }

@@ -201,4 +201,61 @@ struct MonitorShellTests {
             }
         }
     }
+
+    @Test("baton restart of the leader whose stop takes 6 s: the lease beats through it, the lock is kept, clients are paused and resumed")
+    func restartKeepsTheLock() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg2)
+            let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
+            database.delays.stop = .seconds(6)
+            let guardian = FakeGuard()
+            try await withMonitor(f, database: database, guardian: guardian) {
+                #expect(await eventually(timeout: .seconds(10)) { (try? await leader(f)) == "pg2" })
+                let command = NodeCommand(id: "c1", kind: .restart, by: "test", time: "t")
+                try await f.client.put(f.keys.command(Self.pg2), command.json.serializedBytes())
+                #expect(await eventually(timeout: .seconds(5)) { (try? await f.client.get(f.keys.pgbouncerPause).value) != nil }, "clients paused")
+                var outcome: NodeCommand? = nil
+                let finished = await eventually(timeout: .seconds(20)) {
+                    outcome = (try? await f.client.get(f.keys.command(Self.pg2)).value).flatMap { $0.flatMap { try? NodeCommand(bytes: $0.value, key: $0.key) } }
+                    return outcome?.state.isFinished ?? false
+                }
+                #expect(finished && outcome?.state == .done && outcome?.detail.contains("leader lock was kept") == true, "\(String(describing: outcome))")
+                #expect(try await leader(f) == "pg2")
+                let actions = database.actions
+                #expect(actions.firstIndex(of: "stop").map { stop in actions[stop...].contains("launch") } == true, "\(actions)")
+                #expect(await eventually(timeout: .seconds(5)) { (try? await f.client.get(f.keys.pgbouncerPause).value) == nil }, "clients resumed")
+            }
+            #expect(guardian.lapses().isEmpty, "the deadline ran out before the next beat: \(guardian.lapses())")
+            #expect(guardian.fences == 0 && !database.actions.contains("fence"))
+        }
+    }
+
+    @Test("the cluster's PostgreSQL parameters are written and reloaded when they change, not every loop; a re-clone with no leader to copy is refused, nothing touched")
+    func parametersAndWaitingCommands() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg1)
+            let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: "198.18.0.1:5432", streaming: true))
+            let guardian = FakeGuard()
+            try await withMonitor(f, database: database, guardian: guardian) {
+                let parameters = try PostgresParameters().setting("work_mem", to: "64MB")
+                try await f.client.put(f.keys.postgresql, parameters.json.serializedBytes())
+                #expect(await eventually(timeout: .seconds(5)) { database.actions.contains("parameters work_mem = '64MB'") }, "\(database.actions)")
+                let written = database.actions.filter { $0.hasPrefix("parameters") }.count
+                try await Task.sleep(for: .seconds(2))
+                #expect(database.actions.filter { $0.hasPrefix("parameters") }.count == written, "written on change only: \(database.actions)")
+                #expect(database.actions.last { $0.hasPrefix("parameters") || $0 == "reload" } == "reload", "then reloaded: \(database.actions)")
+                // Nobody leads (pg1, the registered primary, has no monitor): a re-clone has no source.
+                let command = NodeCommand(id: "c2", kind: .reinit, by: "test", time: "t")
+                try await f.client.put(f.keys.command(Self.pg2), command.json.serializedBytes())
+                let outcome = await eventually(timeout: .seconds(10)) {
+                    let stored = (try? await f.client.get(f.keys.command(Self.pg2)).value).flatMap { $0.flatMap { try? NodeCommand(bytes: $0.value, key: $0.key) } }
+                    return stored?.state.isFinished ?? false
+                }
+                #expect(outcome, "the command was answered")
+                let stored = try NodeCommand(bytes: try await f.client.get(f.keys.command(Self.pg2)).value?.value, key: "k")
+                #expect(stored.state == .failed && stored.detail.contains("no other node leads"), "\(stored)")
+                #expect(!database.actions.contains("clone"))
+            }
+        }
+    }
 }

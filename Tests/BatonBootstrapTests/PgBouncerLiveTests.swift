@@ -169,6 +169,31 @@ extension MonitorLiveTests {
         }
     }
 
+    @Test("baton restart of the primary under load through pgbouncer: clients wait instead of failing, the same primary takes every write")
+    func pgbouncerPrimaryRestartWithoutErrors() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            for (_, _, bouncer) in nodes {
+                #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: bouncer) == "\(nodes[0].1):false" })
+            }
+            let clients = nodes.map { _ in BouncerClient() }
+            for (client, node) in zip(clients, nodes) { client.start(bouncerPort: node.2) }
+            try await Task.sleep(for: .seconds(2))
+            let restart = try await runCommand(BatonProcess.executable, ["restart", "pg1", "--config", c.directory("pg3") + "/baton.yaml"])
+            #expect(restart.status == 0 && restart.output.contains("pgbouncer(s) paused"), "\(restart.output)")
+            try await Task.sleep(for: .seconds(2))
+            for client in clients { await client.stop() }
+            let failures = clients.map(\.failures).reduce(0, +)
+            #expect(failures == 0, "failed queries during the restart: \(failures)")
+            #expect(Set(clients.flatMap(\.ports)) == [String(nodes[0].1)], "every write on pg1")
+            #expect(try await c.leader() == "pg1")
+            let pause = clients.map(\.longestGap).max() ?? .zero
+            let acknowledged = clients.flatMap(\.committed)
+            print("pgbouncer primary restart: \(acknowledged.count) writes by \(clients.count) clients, longest pause \(pause.millisecondCount) ms, failures \(failures)")
+        }
+    }
+
     @Test("pgbouncer killed during a leader change and started again: it ends routing to the new leader")
     func pgbouncerRestartedDuringFailover() async throws {
         guard getuid() == 0 else { return }
