@@ -3,9 +3,11 @@
 # server), a write probe on every node every 100 ms; kill -9 of the primary's postmaster, and kill -9 of
 # every process of the primary "node" (monitor, watchdog, PostgreSQL), then the time until a write is
 # accepted by the new primary, and until the other replica streams from it. The old primary rejoins
-# (pg_rewind; a killed node's monitor is started again) before the next run. Then planned switchovers.
+# (pg_rewind; a killed node's monitor is started again) before the next run. Then planned switchovers,
+# then `baton restart` of the primary (no failover: the longest write gap, the leader unchanged).
 # Needs root (PostgreSQL runs as postgres).
-#   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs)
+#   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs;
+#                                          BENCH_ONLY=restarts measures only the restarts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -55,6 +57,17 @@ start_probe() {
     done; sleep "$1"; done ) & probe=$!
 }
 
+# settle INTERVAL LOG: once every replica follows the leader (l), a probe every INTERVAL s logs to LOG;
+# t0 is when the fault or command starts, a second later.
+settle() {
+  l=$(leader); l=${l#pg}
+  wait_for 90 all_follow "$l"
+  sleep 1
+  probe_log=$2; : >"$probe_log"
+  start_probe "$1" "$probe_log"
+  sleep 1
+  t0=$(now)
+}
 children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 # kill_node N: every process of node N at once (its monitor, the monitor's watchdog, PostgreSQL).
 kill_node() {
@@ -67,13 +80,7 @@ failovers() {
 failover=(); follow=()
 printf '\n%-4s %-8s %-8s %-26s %-22s\n' run killed promoted "first write on new [s]" "replica streams [s]"
 for run in $(seq "$runs"); do
-  l=$(leader); l=${l#pg}
-  wait_for 90 all_follow "$l"
-  sleep 1
-  probe_log="$root/probe$1$run.log"; : >"$probe_log"
-  start_probe 0.1 "$probe_log"
-  sleep 1
-  t0=$(now)
+  settle 0.1 "$root/probe$1$run.log"
   if [ "$1" = node ]; then kill_node "$l"; else kill -9 "$(head -1 "$root/pg$l/data/postmaster.pid")"; fi
   new=""
   for _ in $(seq 600); do
@@ -94,22 +101,17 @@ echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover
 echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
 }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
-if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ]; then
+if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-}" != restarts ]; then
   failovers postmaster
   failovers node
 fi
+if [ "${BENCH_ONLY:-}" != restarts ]; then
 # Planned switchovers under the same probe: the longest gap between writes acknowledged by any node.
 gaps=(); durations=()
 printf '\n%-4s %-8s %-8s %-30s %-22s\n' run from to "longest write gap [s]" "command [s]"
 for run in $(seq "$runs"); do
-  l=$(leader); l=${l#pg}
-  wait_for 60 all_follow "$l"
-  sleep 1
+  settle 0.02 "$root/switch$run.log"
   to=$(( l % 3 + 1 ))
-  probe_log="$root/switch$run.log"; : >"$probe_log"
-  start_probe 0.02 "$probe_log"
-  sleep 1
-  t0=$(now)
   if ! "$baton" switchover --config "$root/pg$to/baton.yaml" --to "pg$to" >"$root/switchover.out" 2>&1; then
     kept=/tmp/bench-failover-logs.$$; mkdir -p "$kept"; cp "$root"/monitor*.log "$root/switchover.out" "$kept"/ 2>/dev/null || true
     echo "switchover $run failed: $(cat "$root/switchover.out"); monitor logs kept in $kept"
@@ -125,4 +127,24 @@ done
 echo
 echo "switchover -> longest gap between acknowledged writes (probe every ~20 ms per node, no pgbouncer): $(stats "${gaps[@]}")"
 echo "switchover -> command duration: $(stats "${durations[@]}")"
-echo "settings: ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 0, asynchronous replication, write probe every 100 ms on every node"
+fi
+
+# `baton restart` of the primary under the same probe: the lock stays, nobody else takes a write.
+gaps=(); durations=()
+printf '\n%-4s %-8s %-30s %-14s %-10s\n' run restarted "longest write gap [s]" "command [s]" "leader after"
+for run in $(seq "$runs"); do
+  settle 0.02 "$root/restart$run.log"
+  "$baton" restart --config "$root/pg$l/baton.yaml" "pg$l" >"$root/restart.out" 2>&1 || echo "restart $run failed: $(cat "$root/restart.out")"
+  t1=$(now)
+  sleep 1
+  kill "$probe"; wait "$probe" 2>/dev/null || true
+  others=$(awk -v t0="$t0" -v l="pg$l" '$1 >= t0 && $2 != l' "$probe_log" | wc -l)
+  [ "$others" = 0 ] || echo "restart $run: $others writes accepted by another node (must be none)"
+  gap=$(awk -v l="pg$l" '$2 == l' "$probe_log" | sort -n | awk -v t0="$t0" '$1 >= t0 - 0.5 { if (prev) { d = $1 - prev; if (d > m) m = d }; prev = $1 } END { printf "%.3f", m }')
+  gaps+=("$gap"); durations+=("$(echo "$t1 - $t0" | bc)")
+  printf '%-4s %-8s %-30s %-14.2f %-10s\n' "$run" "pg$l" "$gap" "$(echo "$t1 - $t0" | bc)" "$(leader)"
+done
+echo
+echo "baton restart of the primary -> longest gap between writes it acknowledged (probe every ~20 ms, no pgbouncer): $(stats "${gaps[@]}")"
+echo "baton restart of the primary -> command duration: $(stats "${durations[@]}")"
+echo "settings: ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 60s (default), asynchronous replication, write probe every 100 ms on every node"

@@ -167,7 +167,7 @@ echo "summary: median min max n"
 {
   echo "{"
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"runs\": $runs,"
-  echo "  \"settings\": \"ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 0, VRRP v3 advert 0.2s, check every 1s\","
+  echo "  \"settings\": \"ttl 10s, loop_wait 1s, fence_timeout 3s, primary_start_timeout 60s (default), VRRP v3 adverts every 0.1s, the VIP moved by the tracked file\","
   first=1
   for key in $(printf '%s\n' "${!results[@]}" | sort); do
     # shellcheck disable=SC2086

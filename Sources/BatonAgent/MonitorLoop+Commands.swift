@@ -95,14 +95,20 @@ extension MonitorLoop {
     /// lock as a leader, or following one as a standby — else it waits for a later loop.
     /// - Returns: whether a command was carried out (the local PostgreSQL may have changed).
     mutating func runCommand(_ snapshot: ClusterSnapshot, local: LocalPostgres, action: MonitorAction) async -> Bool {
-        guard let (command, index) = snapshot.commands[me], command.state == .requested else { return false }
-        let leading = await lease.isLeading
-        switch action {
-        case .keepLeading: break
-        case .wait where !leading: break
-        default: return false
+        guard let (command, index) = snapshot.commands[me], command.state == .requested else {
+            commandSeen = nil
+            return false
         }
-        if let refusal = NodeCommand.refusal(command.kind, holdsLock: leading, localUp: local.isUp) {
+        // A command waits at most pickupTimeout for a steady node, on this monitor's clock; one already
+        // there when the monitor started was asked of a monitor that was not running, and is not run.
+        if commandSeen?.id != command.id { commandSeen = (command.id, .now, startedUp) }
+        if let seen = commandSeen, !seen.whileRunning || ContinuousClock.now - seen.since > NodeCommand.pickupTimeout {
+            await report(command.with(.failed, seen.whileRunning ? "expired: the node was not steady for \(NodeCommand.pickupTimeout)" : "expired: it was asked while this node's monitor was not running"))
+            return false
+        }
+        let leading = await lease.isLeading
+        guard NodeCommand.mayRun(command.kind, during: action, leading: leading) else { return false }
+        if let refusal = NodeCommand.refusal(command.kind, holdsLock: leading, local: local) {
             await report(command.with(.failed, refusal))
             return false
         }

@@ -71,6 +71,11 @@ struct MonitorLoop {
     var slots: [SlotReport] = []
     var slotsRegisteredBefore: Set<String> = []
     var orphanSlotsSince: [String: ContinuousClock.Instant] = [:]
+    /// The pending command's id, when this monitor first saw it, and whether it was asked while this
+    /// monitor ran (not already there at its first look).
+    var commandSeen: (id: String, since: ContinuousClock.Instant, whileRunning: Bool)?
+    /// This monitor has read the cluster once.
+    var startedUp = false
     /// A background checkpoint after promotion is running.
     let checkpointing = CancellationFlag()
 
@@ -173,6 +178,7 @@ struct MonitorLoop {
             if let snapshot {
                 await applyParameters(snapshot, local: local)
                 commanded = await runCommand(snapshot, local: local, action: action)
+                startedUp = true
             }
         }
         // Look again only if the action may have changed the local PostgreSQL.

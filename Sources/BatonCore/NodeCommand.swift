@@ -76,17 +76,40 @@ public struct NodeCommand: Sendable, Equatable {
         return next
     }
 
-    /// Whether the monitor of `node` may carry the command out now, and why not. A restart, a reload
-    /// and a re-clone wait for a steady node (no failover, promotion, rejoin under way); a re-clone is
-    /// refused on the lock holder (it would throw the primary's data away).
-    public static func refusal(_ kind: Kind, holdsLock: Bool, localUp: Bool) -> String? {
+    /// How long a command may wait for its node to be steady before it expires, counted by the node's
+    /// monitor from when it first saw it (its own clock).
+    public static let pickupTimeout: Duration = .seconds(300)
+
+    /// Why the node's monitor must not carry `kind` out, or `nil` when it may. A restart is for a
+    /// running server — a leader's primary, another node's standby: a stopped one is started by the
+    /// monitor itself when it should be, and a primary's data directory never starts without the lock.
+    /// A reload needs a running server; a re-clone is never done on the lock holder (it would throw
+    /// the primary's data away).
+    public static func refusal(_ kind: Kind, holdsLock: Bool, local: LocalPostgres) -> String? {
         switch kind {
-        case .reinit where holdsLock:
-            return "this node holds the leader lock: a primary is never re-cloned (switch over first)"
-        case .reload where !localUp:
-            return "PostgreSQL does not run here; nothing to reload"
-        default:
-            return nil
+        case .reinit:
+            return holdsLock ? "this node holds the leader lock: a primary is never re-cloned (switch over first)" : nil
+        case .reload:
+            return local.isUp ? nil : "PostgreSQL does not run here; nothing to reload"
+        case .restart:
+            switch (holdsLock, local) {
+            case (true, .primary), (false, .standby): return nil
+            case (false, .primary): return "PostgreSQL runs as a primary here without the leader lock; the monitor deals with it, not a restart"
+            case (true, _): return "PostgreSQL is not running here as the leader's primary; the monitor restarts or fences it by itself"
+            case (false, _): return "PostgreSQL is not running here as a standby; the monitor starts or repairs it by itself"
+            }
+        }
+    }
+
+    /// Whether a command may be taken up while the monitor decided `action` (this loop): a restart or a
+    /// reload only in a steady state (leading, or following); a re-clone also while the node is being
+    /// repaired (started, rewound), but never while it is about to lead.
+    public static func mayRun(_ kind: Kind, during action: MonitorAction, leading: Bool) -> Bool {
+        switch action {
+        case .keepLeading: return true
+        case .wait: return !leading
+        case .startStandby, .rejoin, .follow, .fence: return kind == .reinit && !leading
+        case .acquireLeader, .takeOver, .promote, .stepDown, .releaseLeader: return false
         }
     }
 }

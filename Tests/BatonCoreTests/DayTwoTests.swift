@@ -89,10 +89,40 @@ struct DayTwoTests {
         #expect(throws: ValidationProblem.self) { try NodeCommand(bytes: Array(#"{"id":"a b","kind":"restart","state":"requested"}"#.utf8), key: "k") }
         #expect(throws: ValidationProblem.self) { try NodeCommand(bytes: Array(#"{"id":"a","kind":"rm -rf","state":"requested"}"#.utf8), key: "k") }
         #expect(throws: ValidationProblem.self) { try NodeCommand(bytes: Array(#"{"id":"a","kind":"reload","state":"later"}"#.utf8), key: "k") }
-        #expect(NodeCommand.refusal(.reinit, holdsLock: true, localUp: true)?.contains("never re-cloned") == true)
-        #expect(NodeCommand.refusal(.reinit, holdsLock: false, localUp: false) == nil)
-        #expect(NodeCommand.refusal(.reload, holdsLock: false, localUp: false) != nil)
-        #expect(NodeCommand.refusal(.restart, holdsLock: true, localUp: true) == nil)
+        let primary = LocalPostgres.primary(position: LSN(1), timeline: 1)
+        let standby = LocalPostgres.standby(position: LSN(1), timeline: 1, upstream: nil, streaming: true)
+        let states: [LocalPostgres] = [
+            primary, standby, .down(standbySignal: true), .down(standbySignal: false), .unresponsive(standbySignal: true, postmaster: true),
+            .unresponsive(standbySignal: false, postmaster: false),
+        ]
+        for local in states {
+            for lock in [true, false] {
+                // A restart only of a running server in its place: the leader's primary, another node's standby.
+                let restartable = (lock && local == primary) || (!lock && local == standby)
+                #expect((NodeCommand.refusal(.restart, holdsLock: lock, local: local) == nil) == restartable, "\(local) \(lock)")
+                #expect((NodeCommand.refusal(.reload, holdsLock: lock, local: local) == nil) == local.isUp)
+                #expect((NodeCommand.refusal(.reinit, holdsLock: lock, local: local) == nil) == !lock)
+            }
+        }
+        #expect(NodeCommand.refusal(.reinit, holdsLock: true, local: primary)?.contains("never re-cloned") == true)
+        let name = try NodeName("a")
+        let actions: [MonitorAction] = [
+            .keepLeading, .stepDown(to: name), .acquireLeader(reason: ""), .takeOver(from: name, reason: ""), .promote, .releaseLeader(reason: ""),
+            .fence(reason: ""), .follow(leader: name, endpoint: ""), .startStandby, .rejoin(leader: name), .wait(reason: ""),
+        ]
+        for action in actions {
+            for kind in NodeCommand.Kind.allCases {
+                for leading in [true, false] {
+                    let may = NodeCommand.mayRun(kind, during: action, leading: leading)
+                    switch action {
+                    case .keepLeading: #expect(may)
+                    case .wait: #expect(may == !leading)
+                    case .startStandby, .rejoin, .follow, .fence: #expect(may == (kind == .reinit && !leading), "\(action) \(kind)")
+                    default: #expect(!may, "never while taking or giving up the lead: \(action)")
+                    }
+                }
+            }
+        }
     }
 
     @Test("tags: set with validation, honoured by the failover ranking")
