@@ -7,7 +7,9 @@
 # then `baton restart` of the primary (no failover: the longest write gap, the leader unchanged).
 # Needs root (PostgreSQL runs as postgres).
 #   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs;
-#                                          BENCH_ONLY=restarts measures only the restarts)
+#                                          BENCH_ONLY=restarts|footprint measures only that)
+# First, the footprint at rest: RSS and PSS (/proc/PID/smaps_rollup) and CPU of every Baton process over
+# BENCH_REST seconds (default 30), and where the monitor's resident memory lies, by mapping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -27,7 +29,7 @@ cleanup() {
   if [ -n "${BENCH_KEEP:-}" ]; then echo "kept: $root"; else rm -rf "$root"; fi
 }
 trap cleanup EXIT INT TERM
-"$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" 2>"$root/consul.log" & pids+=($!)
+"$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" 2>"$root/consul.log" & pids+=($!); consul_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v1/status/leader" >/dev/null && break; sleep 0.05; done
 echo "bench-pw" > "$root/pw"
 pgport() { echo $((port + $1)); }
@@ -100,7 +102,35 @@ done
 echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover[@]}")"
 echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
 }
+# footprint SECONDS: each Baton process's RSS, PSS and share of one core while the cluster rests.
+footprint() {
+  local hz procs=() name pid before after rss pss
+  hz=$(getconf CLK_TCK)
+  for n in 1 2 3; do
+    procs+=("monitor-pg$n:${monitor[$n]}")
+    pid=$(pgrep -f "baton-watchdog --state-dir $root/pg$n/state" | head -1); [ -n "$pid" ] && procs+=("watchdog-pg$n:$pid")
+  done
+  procs+=("consul-serve:$consul_pid")
+  cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  declare -A start
+  for p in "${procs[@]}"; do start[$p]=$(cpu "${p#*:}"); done
+  sleep "$1"
+  printf '\n%-14s %-10s %-10s %-10s\n' process "RSS [MB]" "PSS [MB]" "CPU [%]"
+  for p in "${procs[@]}"; do
+    name=${p%%:*}; pid=${p#*:}
+    after=$(cpu "$pid"); before=${start[$p]}
+    rss=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup"); pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+    printf '%-14s %-10.1f %-10.1f %-10.2f\n' "$name" "$(echo "$rss / 1024" | bc -l)" "$(echo "$pss / 1024" | bc -l)" \
+      "$(echo "($after - $before) * 100 / $hz / $1" | bc -l)"
+  done
+  echo "monitor-pg1's resident memory by mapping (kB, largest first):"
+  awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anonymous]")} /^Rss:/ {rss[name] += $2} END {for (n in rss) if (rss[n] >= 256) printf "  %8d  %s\n", rss[n], n}' \
+    "/proc/${monitor[1]}/smaps" | sort -rn | head -12
+}
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
+sleep 5
+footprint "${BENCH_REST:-30}"
+[ "${BENCH_ONLY:-}" = footprint ] && exit 0
 if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-}" != restarts ]; then
   failovers postmaster
   failovers node

@@ -91,7 +91,10 @@ guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
 }
 // Nothing may stop it but SIGKILL, and the kernel should not choose it under memory pressure.
 for number in [SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2] { signal(number, SIG_IGN) }
-if mlockall(MCL_CURRENT | MCL_FUTURE) != 0 { log("cannot lock its memory (\(String(cString: strerror(errno)))); continuing") }
+// Locked as it is touched (MCL_ONFAULT), not all at once: locking every page of every library mapped
+// (libstdc++, libm, the whole binary) tripled its resident size. What fencing needs is touched below
+// before the first deadline can be armed, so it is resident and locked from then on.
+if mlockall(MCL_CURRENT | MCL_FUTURE | Int32(MCL_ONFAULT)) != 0 { log("cannot lock its memory (\(String(cString: strerror(errno)))); continuing") }
 let adjustment = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC)
 if adjustment < 0 || write(adjustment, "-1000", 5) != 5 { log("cannot opt out of the OOM killer (not root?); continuing") }
 if adjustment >= 0 { close(adjustment) }
@@ -107,6 +110,9 @@ do {
 writeAtomically("\(getpid())\n", to: WatchdogFiles.pid(stateDirectory: options.stateDirectory))
 
 let processes = PostgresProcesses(dataDirectory: options.dataDirectory, binDirectory: options.binDirectory)
+// Warm the fence path (finding the data directory's processes, the tracked file's write, the log) so
+// its pages are locked before it is needed; nothing is killed here.
+_ = processes.running()
 var kernel = KernelWatchdog(mode: options.kernelMode, device: options.kernelDevice, log: log)
 var deadline: UInt64? = nil
 log("guarding \(options.dataDirectory) (pid \(getpid()), socket \(socketPath), kernel watchdog \(options.kernelMode.rawValue))")

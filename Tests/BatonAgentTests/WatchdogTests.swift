@@ -41,9 +41,24 @@ struct WatchdogTests {
             process.executableURL = URL(fileURLWithPath: bin + "/postgres")
             process.arguments = ["600"]
             process.currentDirectoryURL = URL(fileURLWithPath: data)
+            Self.detach(process)
             try process.run()
             started.append(process)
             return process
+        }
+
+        /// A stand-in must not hold the test runner's output open (swift test waits for it to close),
+        /// and is stopped with SIGKILL: it inherits the spawning thread's blocked signals, SIGTERM among them.
+        static func detach(_ process: Process) {
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+        }
+
+        static func stop(_ process: Process) {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
         }
 
         var watchdogPID: Int32? {
@@ -53,7 +68,7 @@ struct WatchdogTests {
         }
 
         func close() {
-            for p in started where p.isRunning { p.terminate() }
+            for p in started { Self.stop(p) }
             if let pid = watchdogPID { kill(pid, SIGKILL) }
             try? FileManager.default.removeItem(atPath: directory)
         }
@@ -73,8 +88,9 @@ struct WatchdogTests {
             bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
             bystander.arguments = ["600"]
             bystander.currentDirectoryURL = URL(fileURLWithPath: b.data)
+            Bench.detach(bystander)
             try bystander.run()
-            defer { bystander.terminate() }
+            defer { Bench.stop(bystander) }
             let link = b.link()
             #expect(await link.ensure())
             #expect(PostgresProcesses(dataDirectory: b.data, binDirectory: b.bin).running() == [postgres.processIdentifier])
