@@ -9,7 +9,8 @@
 #   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs;
 #                                          BENCH_ONLY=restarts|footprint measures only that)
 # First, the footprint at rest: RSS and PSS (/proc/PID/smaps_rollup) and CPU of every Baton process over
-# BENCH_REST seconds (default 30), and where the monitor's resident memory lies, by mapping.
+# BENCH_REST seconds (default 30), and where the monitor's resident memory lies, by mapping; beside
+# them the same for Patroni (scripts/footprint-patroni.sh) when Debian's patroni is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10}
@@ -123,6 +124,8 @@ footprint() {
     printf '%-14s %-10.1f %-10.1f %-10.2f\n' "$name" "$(echo "$rss / 1024" | bc -l)" "$(echo "$pss / 1024" | bc -l)" \
       "$(echo "($after - $before) * 100 / $hz / $1" | bc -l)"
   done
+  # The same measurement of Patroni, where it is installed: one table, same machine, same run.
+  command -v patroni >/dev/null && scripts/footprint-patroni.sh "$1"
   echo "monitor-pg1's resident memory by mapping (kB, largest first):"
   awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anonymous]")} /^Rss:/ {rss[name] += $2} END {for (n in rss) if (rss[n] >= 256) printf "  %8d  %s\n", rss[n], n}' \
     "/proc/${monitor[1]}/smaps" | sort -rn | head -12

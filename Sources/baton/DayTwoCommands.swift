@@ -155,6 +155,8 @@ struct EventsCommand: AsyncParsableCommand {
                     printed.insert(key)
                     print(json ? event.json.serialized() : "\(event.time)  \(event.node)  \(event.kind)  \(event.detail)")
                 }
+                // Followed, each event shows as it comes, also through a pipe.
+                fflush(nil)
                 first = false
             } while follow
         }
