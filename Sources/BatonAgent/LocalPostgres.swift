@@ -199,6 +199,7 @@ public final class PostgresNode: LocalDatabase {
     }
 
     public func writeParameters(_ text: String) throws -> Bool {
+        // ignored: a missing postgresql.conf gets the two includes alone
         let conf = (try? String(contentsOfFile: dataDirectory + "/postgresql.conf", encoding: .utf8)) ?? ""
         let included = PostgresFiles.withInclude(conf)
         var changed = false

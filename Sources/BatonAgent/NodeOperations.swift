@@ -7,6 +7,7 @@ import Foundation
 /// machine's clock).
 func liveMonitors(_ client: ConsulClient, cluster: ClusterName) async throws -> Set<NodeName> {
     let prefix = "baton-\(cluster)-"
+    // ignored: a session named otherwise is not a monitor's
     return Set(try await client.listSessions().value.compactMap { session -> NodeName? in
         session.name.hasPrefix(prefix) ? try? NodeName(String(session.name.dropFirst(prefix.count))) : nil
     })
@@ -63,6 +64,7 @@ public struct NodeCommander {
         let command = NodeCommand(
             id: UUID().uuidString.lowercased(), kind: kind, onlyPending: onlyPending, by: config.node?.value ?? "operator", time: rfc3339Now())
         let existing = try await client.get(key, .consistent).value
+        // ignored: a malformed value is no pending command; it is overwritten (check-and-set)
         if let existing, let pending = try? NodeCommand(bytes: existing.value, key: key), !pending.state.isFinished {
             throw AgentError(
                 "a \(pending.kind.rawValue) asked by \(pending.by) at \(pending.time) is \(pending.state.rawValue) on \(node); wait for it, or delete \(key) if its asker is gone")
@@ -77,6 +79,7 @@ public struct NodeCommander {
         while ContinuousClock.now - start < timeout {
             let result = try await client.get(key, QueryOptions(index: index, wait: .milliseconds(500)))
             index = result.index
+            // ignored: a value that is not our command means ours was withdrawn or replaced
             guard let pair = result.value, let seen = try? NodeCommand(bytes: pair.value, key: key), seen.id == command.id else {
                 throw AgentError("the \(kind.rawValue) on \(node) was withdrawn or replaced by someone else")
             }
@@ -89,6 +92,7 @@ public struct NodeCommander {
                 return seen
             }
         }
+        // ignored: a failed withdrawal is reported as a command still running
         if said == .requested, let pair = try await client.get(key, .consistent).value, (try? await client.delete(key, cas: pair.modifyIndex)) == true {
             throw AgentError("\(node)'s monitor did not take the \(kind.rawValue) up within \(timeout) (is a failover under way?); it was withdrawn")
         }
@@ -228,6 +232,7 @@ public struct EventHistory {
         let result = try await client.list(prefix, wait.map { QueryOptions(index: index, wait: $0) } ?? .consistent)
         var events: [(key: String, event: ClusterEvent)] = []
         for pair in result.value {
+            // ignored: a malformed event is skipped (baton status lists it as a problem)
             guard let stamp = UInt64(pair.key.dropFirst(prefix.count).prefix(20)), stamp >= sinceNanoseconds,
                 let json = try? JSONValue.parse(pair.value ?? []), let origin = try? NodeName(json.member("node")?.stringValue ?? "")
             else { continue }

@@ -123,12 +123,12 @@ struct ConfigCommand: AsyncParsableCommand {
             try await reportingErrors("config set") {
                 let config = try node.load()
                 guard !assignments.isEmpty || !unset.isEmpty else { throw AgentError("nothing to set: give NAME=VALUE pairs or --unset postgresql.NAME") }
-                let catalog = try node.localPostgres().map(PostgresSettingsCatalog.init(conninfo:))
+                // The node's PostgreSQL is looked up only when a postgresql.* value is to be checked.
                 let stored = try await ClusterSettings(config: config, client: try config.client()).set(assignments, unset: unset) { name in
-                    guard let catalog else {
+                    guard let conninfo = try node.localPostgres() else {
                         throw AgentError("postgresql.* values are checked against the node's running PostgreSQL: give the node's --config")
                     }
-                    return try await catalog.definition(name)
+                    return try await PostgresSettingsCatalog(conninfo: conninfo).definition(name)
                 }
                 for (key, value) in stored.config.entries { print("\(key) = \(value)") }
                 for name in stored.parameters.values.keys.sorted() { print("postgresql.\(name) = \(stored.parameters.values[name]!)") }
