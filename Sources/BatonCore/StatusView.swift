@@ -46,6 +46,8 @@ public struct StatusView: Sendable {
     public var liveMonitors: Set<NodeName>?
     /// The last promotion: when and which node.
     public var lastFailover: ClusterEvent?
+    /// Operators' commands to nodes that are not finished (`baton restart`, `reload`, `reinit`).
+    public var commands: [NodeName: NodeCommand] = [:]
     /// A slot holding more WAL than this is warned about.
     public static let slotWarningBytes: UInt64 = 1 << 30
 
@@ -122,6 +124,7 @@ public struct StatusView: Sendable {
         tags = s.tags
         slots = s.leader.flatMap { s.reports[$0.holder]?.status.slots } ?? []
         lastFailover = s.events.last { $0.kind == "promote" }
+        commands = s.commands.compactMapValues { $0.command.state.isFinished ? nil : $0.command }
     }
 
     /// A table in the manner of `patronictl list`.
@@ -153,6 +156,10 @@ public struct StatusView: Sendable {
         for row in rows { out += line(row) + "\n" }
         out += rule + "\n"
         for name in decisions.keys.sorted() { out += "\(name): \(decisions[name]!)\n" }
+        for name in commands.keys.sorted() {
+            let c = commands[name]!
+            out += "\(name): baton \(c.kind.rawValue)\(c.onlyPending ? " --pending" : "") \(c.state.rawValue), asked by \(c.by) at \(c.time)\n"
+        }
         for p in problems { out += "problem: \(p)\n" }
         for w in warnings { out += "warning: \(w)\n" }
         if !events.isEmpty {
@@ -175,6 +182,7 @@ public struct StatusView: Sendable {
         members.append(("problems", .array(problems.map { .string($0) })))
         members.append(("warnings", .array(warnings.map { .string($0) })))
         members.append(("last_failover", lastFailover?.json ?? .null))
+        members.append(("commands", .object(commands.keys.sorted().map { ($0.value, commands[$0]!.json) })))
         members.append(("events", .array(events.map(\.json))))
         return .object(members)
     }

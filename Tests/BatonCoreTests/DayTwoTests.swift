@@ -179,6 +179,9 @@ struct DayTwoTests {
         pairs.append(KVPair(key: keys.tags(try NodeName("b")), value: NodeTags(noSync: true).json.serializedBytes()))
         let event = ClusterEvent(time: "2026-11-28T03:00:00Z", node: try NodeName("a"), kind: "promote", detail: "promoted to primary on timeline 2")
         pairs.append(KVPair(key: keys.eventsPrefix + "1-a", value: event.json.serializedBytes()))
+        let running = NodeCommand(id: "r1", kind: .restart, onlyPending: true, by: "a", time: "10:00", state: .running)
+        pairs.append(KVPair(key: keys.command(try NodeName("b")), value: running.json.serializedBytes()))
+        pairs.append(KVPair(key: keys.command(try NodeName("c")), value: running.with(.done, "ok").json.serializedBytes()))
         var view = StatusView(snapshot: ClusterSnapshot(pairs: pairs, keys: keys), cluster: try ClusterName("c"), events: 5)
         view.liveMonitors = [try NodeName("a"), try NodeName("c")]
         let warnings = view.warnings
@@ -189,6 +192,7 @@ struct DayTwoTests {
         let table = view.table()
         #expect(table.contains("Last failover: 2026-11-28T03:00:00Z (a promoted to primary on timeline 2)"))
         #expect(table.contains("* max_connections") && table.contains("nosync") && table.contains("3.0 GB (inactive)"), "\(table)")
+        #expect(table.contains("b: baton restart --pending running, asked by a at 10:00") && !table.contains("c: baton restart"), "a finished command is not shown")
         #expect(StatusView.bytes(512) == "512 B" && StatusView.bytes(16 << 10) == "16 kB" && StatusView.bytes(3 << 19) == "1.5 MB")
     }
 }
