@@ -63,9 +63,14 @@ let package = Package(
         ),
         // Finding and killing a data directory's PostgreSQL processes, and the watchdog's wire format:
         // C library only, shared by the monitor and the watchdog.
-        .target(name: "BatonFence", swiftSettings: swiftSettings),
+        .target(name: "BatonFence", dependencies: ["CBatonFence"], swiftSettings: swiftSettings),
         // `baton-watchdog`: the node's fencing watchdog, a small process of its own.
-        .executableTarget(name: "BatonWatchdog", dependencies: ["BatonFence"], path: "Sources/BatonWatchdog", swiftSettings: swiftSettings),
+        // C only (no Swift runtime): its memory is locked whole and stays small.
+        .executableTarget(
+            name: "BatonWatchdog", dependencies: ["CBatonFence"], path: "Sources/BatonWatchdog",
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--as-needed"])]),
+        // Finding and killing a data directory's PostgreSQL processes: the watchdog's and the monitor's rules.
+        .target(name: "CBatonFence"),
         // libpq behind one module.
         // Process spawning that leaks no descriptor to daemons (posix_spawn with closefrom).
         .target(name: "CBatonSpawn"),

@@ -1,3 +1,5 @@
+import CBatonFence
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -8,7 +10,8 @@
 /// can outlive a killed postmaster for a moment, still able to commit. A zombie is not counted: it can
 /// no longer do anything.
 ///
-/// Uses nothing but the C library, so that the watchdog (a small process of its own) shares it.
+/// The rules live in C (`CBatonFence`), shared with the watchdog, a small process without the Swift
+/// runtime; this is the monitor's view of them.
 public struct PostgresProcesses: Sendable {
     /// The data directory, resolved (symbolic links followed).
     public let dataDirectory: String
@@ -21,79 +24,44 @@ public struct PostgresProcesses: Sendable {
     }
 
     /// Every live process of this data directory, the postmaster first when it runs.
-    public func running() -> [Int32] { running(orderingPostmasterFirst: true) }
-
-    private func running(orderingPostmasterFirst: Bool) -> [Int32] {
-        var found: [Int32] = []
-        guard let directory = opendir("/proc") else { return found }
-        defer { closedir(directory) }
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = Int32(name), pid != getpid(), belongs(pid) else { continue }
-            found.append(pid)
+    public func running() -> [Int32] {
+        var capacity = 1024
+        while true {
+            var pids = [pid_t](repeating: 0, count: capacity)
+            let count = baton_fence_running(dataDirectory, executable, &pids, capacity)
+            if count <= capacity { return Array(pids.prefix(count)) }
+            capacity = count + 64
         }
-        if orderingPostmasterFirst, let postmaster = postmaster(), let index = found.firstIndex(of: postmaster) {
-            found.remove(at: index)
-            found.insert(postmaster, at: 0)
-        }
-        return found
     }
 
     /// The postmaster's PID when it runs: the first line of `postmaster.pid`, checked to be this data
     /// directory's postgres process (a stale file or a recycled PID is not) — or, while it starts and has
-    /// not written that file yet, the process of the data directory that has not renamed itself
-    /// (PostgreSQL's children all show as `postgres: …`; the postmaster keeps its command line).
+    /// not written that file yet, the process of the data directory that has not renamed itself.
     public func postmaster() -> Int32? {
-        if let text = Self.read(dataDirectory + "/postmaster.pid"),
-            let pid = Int32(text.split(separator: "\n", maxSplits: 1).first ?? ""), pid > 0, belongs(pid)
-        {
-            return pid
-        }
-        return running(orderingPostmasterFirst: false).first { !(Self.read("/proc/\($0)/cmdline") ?? "").hasPrefix("postgres: ") }
+        let pid = baton_fence_postmaster(dataDirectory, executable)
+        return pid > 0 ? pid : nil
     }
 
     /// Whether `pid` is a live process of this data directory.
-    public func belongs(_ pid: Int32) -> Bool {
-        guard Self.state(pid).map({ $0 != "Z" && $0 != "X" }) ?? false else { return false }
-        return Self.link("/proc/\(pid)/cwd") == dataDirectory && Self.executablePath(pid) == executable
-    }
+    public func belongs(_ pid: Int32) -> Bool { baton_fence_belongs(dataDirectory, executable, pid) != 0 }
 
     /// Kills every process of the data directory with SIGKILL — the postmaster first, so that it cannot
     /// start more — and looks again until none is left or `timeout` passes.
     /// - Returns: the processes still alive at the end (empty when fencing is verified).
     @discardableResult
     public func killAll(timeout: Duration = .seconds(5)) -> [Int32] {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let alive = running()
-            if alive.isEmpty || ContinuousClock.now >= deadline { return alive }
-            for pid in alive { kill(pid, SIGKILL) }
-            usleep(10_000)
-        }
+        var left = [pid_t](repeating: 0, count: 1024)
+        let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let count = baton_fence_kill_all(dataDirectory, executable, milliseconds, &left, left.count)
+        return Array(left.prefix(min(count, left.count)))
     }
 
     // MARK: /proc
 
     /// A process's state letter (R, S, D, T, Z…), or nil when it does not exist.
     public static func state(_ pid: Int32) -> Character? {
-        guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }
-        let rest = stat[stat.index(after: close)...].drop { $0 == " " }
-        return rest.first
-    }
-
-    /// The resolved path of a process's executable, without the " (deleted)" the kernel adds once the
-    /// file was replaced (a package upgrade under a running server).
-    static func executablePath(_ pid: Int32) -> String? {
-        guard var path = link("/proc/\(pid)/exe") else { return nil }
-        if path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) }
-        return path
-    }
-
-    static func link(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink(path, &buffer, buffer.count - 1)
-        guard count > 0 else { return nil }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let letter = baton_fence_state(pid)
+        return letter == 0 ? nil : Character(UnicodeScalar(UInt8(bitPattern: letter)))
     }
 
     /// The whole of a small file (procfs, a PID file), or nil.
@@ -112,8 +80,8 @@ public struct PostgresProcesses: Sendable {
     }
 
     static func resolved(_ path: String) -> String {
-        guard let real = realpath(path, nil) else { return path }
-        defer { free(real) }
-        return String(cString: real)
+        var buffer = [CChar](repeating: 0, count: 4096)
+        baton_fence_resolve(path, &buffer, buffer.count)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -1,4 +1,5 @@
-/// What the monitor tells its watchdog, one datagram each: `<sequence> <verb> [argument]`.
+/// What the monitor tells its watchdog, one datagram each: `<sequence> <verb> [argument]`. The watchdog
+/// (`Sources/BatonWatchdog/main.c`, C) parses these and formats the replies; this is the monitor's side.
 public enum WatchdogCommand: Sendable, Equatable {
     /// This node leads: stop PostgreSQL unless another renewal comes before `deadline`
     /// (CLOCK_MONOTONIC nanoseconds, which every process on the machine shares).
@@ -32,23 +33,6 @@ public struct WatchdogRequest: Sendable, Equatable {
         case .quit: return "\(sequence) Q"
         }
     }
-
-    /// Parses a datagram; nil for anything else (it is ignored and logged).
-    public init?(text: String) {
-        let words = text.split(separator: " ")
-        guard words.count >= 2, let sequence = UInt64(words[0]) else { return nil }
-        self.sequence = sequence
-        switch (words[1], words.count) {
-        case ("L", 3):
-            guard let deadline = UInt64(words[2]) else { return nil }
-            command = .lead(deadline: deadline)
-        case ("N", 2): command = .standDown
-        case ("F", 2): command = .fenceNow
-        case ("P", 2): command = .ping
-        case ("Q", 2): command = .quit
-        default: return nil
-        }
-    }
 }
 
 /// The watchdog's answer to one request.
@@ -68,8 +52,6 @@ public struct WatchdogReply: Sendable, Equatable {
         self.sequence = sequence
         self.state = state
     }
-
-    public var text: String { "\(sequence) \(state.rawValue)" }
 
     public init?(text: String) {
         let words = text.split(separator: " ")
