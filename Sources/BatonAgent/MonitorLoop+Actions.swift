@@ -108,9 +108,9 @@ extension MonitorLoop {
 
     /// What a leading primary owes, checked every loop so that nothing a slow or failed step skipped is
     /// skipped for good: its registration as primary, the other registrations (a former primary
-    /// registered as standby), the replication slots the other nodes stream from (and none for a removed node), the timeline in the
-    /// control file (a rejoining node's pg_rewind reads it there), the synchronous standby, the end of a
-    /// switchover's pause, and requests that can never be acted on.
+    /// registered as standby), the replication slots the other nodes stream from (and none for a
+    /// removed node), the timeline in the control file (a rejoining node's pg_rewind reads it there),
+    /// the synchronous standby, the end of a switchover's pause, and requests that can never be acted on.
     mutating func leaderDuties(_ snapshot: ClusterSnapshot) async throws {
         if snapshot.registrations[me]?.role != .primary { try await register(role: .primary, upstream: nil) }
         for (name, registration) in snapshot.registrations where name != me && registration.role == .primary {

@@ -188,9 +188,9 @@ struct MonitorLoop {
         default: after = judged(await database.observe(), at: .now)
         }
         let leading = await lease.isLeading
+        if case .primary = after, leading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
         if !leading { slots = [] }
         await refreshPendingRestart(local: after)
-        if case .primary = after, leading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
         await publishStatus(local: after, action: action)
         await publishView(local: after, snapshot: snapshot, leading: leading)
         await observeMetrics(local: after, snapshot: snapshot, leading: leading, took: .now - now)
