@@ -118,11 +118,13 @@ public final class PostgresNode: LocalDatabase {
     }
 
     /// The probe failed: is anything of the server still running?
+    /// The processes are looked for before the postmaster among them: a postmaster that is starting
+    /// belongs to the data directory only once it has changed into it, and asked the other way round a
+    /// start could be seen as "no postmaster" and then "processes left" — a dead postmaster, fenced.
     func processState() -> LocalPostgres {
         let processes = control.processes
-        if processes.postmaster() != nil { return .unresponsive(standbySignal: hasStandbySignal, postmaster: true) }
-        if !processes.running().isEmpty { return .unresponsive(standbySignal: hasStandbySignal, postmaster: false) }
-        return .down(standbySignal: hasStandbySignal)
+        if processes.running().isEmpty { return .down(standbySignal: hasStandbySignal) }
+        return .unresponsive(standbySignal: hasStandbySignal, postmaster: processes.postmaster() != nil)
     }
 
     /// The host:port baton.conf's primary_conninfo names (what the standby is told to follow).
