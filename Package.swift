@@ -28,6 +28,8 @@ let package = Package(
         // C libraries from Debian's -dev packages.
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        // glibc's malloc.h (malloc_trim).
+        .systemLibrary(name: "CMalloc"),
 
         // Consul's wire format: durations, keys, JSON shapes. Pure, shared by client and server.
         .target(name: "ConsulAPI", swiftSettings: swiftSettings),
@@ -91,7 +93,7 @@ let package = Package(
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "ConsulAPI",
+                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "CMalloc", "ConsulAPI",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

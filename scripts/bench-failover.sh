@@ -103,36 +103,30 @@ done
 echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover[@]}")"
 echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
 }
-# footprint SECONDS: each Baton process's RSS, PSS and share of one core while the cluster rests.
+# footprint SECONDS: each Baton process's RSS, PSS and share of one core while the cluster rests, the
+# Consul server holding BENCH_KEYS (default 10,000) keys of 100 B besides the cluster's, written a minute
+# (BENCH_SETTLE) before: at rest, the daemons keep resident only the code they run (ResidentCodeTrimmer).
 footprint() {
-  local hz procs=() name pid before after rss pss
-  hz=$(getconf CLK_TCK)
+  local procs=() pid
   for n in 1 2 3; do
     procs+=("monitor-pg$n:${monitor[$n]}")
     pid=$(pgrep -f "baton-watchdog --state-dir $root/pg$n/state" | head -1); [ -n "$pid" ] && procs+=("watchdog-pg$n:$pid")
   done
+  python3 scripts/consul-fill.py "127.0.0.1:$port" "${BENCH_KEYS:-10000}"
+  sleep "${BENCH_SETTLE:-60}"
   procs+=("consul-serve:$consul_pid")
-  cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-  declare -A start
-  for p in "${procs[@]}"; do start[$p]=$(cpu "${p#*:}"); done
-  sleep "$1"
-  printf '\n%-14s %-10s %-10s %-10s\n' process "RSS [MB]" "PSS [MB]" "CPU [%]"
-  for p in "${procs[@]}"; do
-    name=${p%%:*}; pid=${p#*:}
-    after=$(cpu "$pid"); before=${start[$p]}
-    rss=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup"); pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
-    printf '%-14s %-10.1f %-10.1f %-10.2f\n' "$name" "$(echo "$rss / 1024" | bc -l)" "$(echo "$pss / 1024" | bc -l)" \
-      "$(echo "($after - $before) * 100 / $hz / $1" | bc -l)"
-  done
+  scripts/footprint-table.sh "$1" "${procs[@]}"
+  echo "(the Consul server holds ${BENCH_KEYS:-10000} extra keys of 100 B)"
   # The same measurement of Patroni, where it is installed: one table, same machine, same run.
-  command -v patroni >/dev/null && scripts/footprint-patroni.sh "$1"
-  echo "monitor-pg1's resident memory by mapping (kB, largest first):"
-  awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anonymous]")} /^Rss:/ {rss[name] += $2} END {for (n in rss) if (rss[n] >= 256) printf "  %8d  %s\n", rss[n], n}' \
+  if command -v patroni >/dev/null; then scripts/footprint-patroni.sh "$1" || echo "(Patroni's side could not be measured in this run)"; fi
+  echo "monitor-pg1's resident memory by mapping and permissions (kB, largest first):"
+  awk '/^[0-9a-f]+-[0-9a-f]+ / {name = (NF >= 6 ? $6 : "[anonymous]") " " $2} /^Rss:/ {rss[name] += $2} END {for (n in rss) if (rss[n] >= 256) printf "  %8d  %s\n", rss[n], n}' \
     "/proc/${monitor[1]}/smaps" | sort -rn | head -12
 }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
 sleep 5
-footprint "${BENCH_REST:-30}"
+# The footprint opens a full run, or is the whole of BENCH_ONLY=footprint.
+if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-footprint}" = footprint ]; then footprint "${BENCH_REST:-30}"; fi
 [ "${BENCH_ONLY:-}" = footprint ] && exit 0
 if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-}" != restarts ]; then
   failovers postmaster

@@ -7,7 +7,7 @@
 #       when the old primary stopped taking writes
 #   (d) planned switchover under pgbench through a replica node's pgbouncer: failed transactions and
 #       the longest pause          (e) acknowledged commits lost, asynchronous and synchronous mode
-#   (f) memory and CPU of baton monitor and baton pgbouncer-agent at rest
+#   (f) memory (RSS, PSS) and CPU at rest of every Baton process, beside Patroni's where installed
 # A write probe every 100 ms on every target, as ../shared/research/failover-anchors.md measured.
 #   scripts/bench-lab.sh [RUNS] [JSON-FILE]       (default 10 runs, bench-lab.json)
 # BENCH_ONLY="postgres node partition switchover loss rest" picks parts (default: all).
@@ -143,23 +143,28 @@ for mode in off on; do
 done
 "$BATON" config set --config "$BATON_LAB_DIR/n1/baton.yaml" synchronous_mode=off >/dev/null
 
-# (f) at rest: RSS and CPU of every monitor and agent over 30 s.
+# (f) at rest: RSS, PSS and CPU of every Baton process over 30 s — each node's monitor, watchdog and
+# pgbouncer agent, and the Consul server — and beside them Patroni's, where it is installed.
 if part rest; then
 wait_for 120 settled
 sleep 5
-declare -A cpu0
-for p in $(awk '$2 == "monitor" || $2 == "pgbouncer-agent" {print $1}' "$BATON_LAB_DIR/pids"); do
-  [ -d /proc/$p ] && cpu0[$p]=$(awk '{print $14 + $15}' /proc/$p/stat)
-done
-sleep 30
-hz=$(getconf CLK_TCK)
+procs=()
 while read -r p name; do
-  [ "$name" = monitor ] || [ "$name" = pgbouncer-agent ] || continue
-  [ -d /proc/$p ] && [ -n "${cpu0[$p]:-}" ] || continue
-  rss=$(awk '/VmRSS/ {printf "%.1f", $2 / 1024}' /proc/$p/status)
-  cpu=$(awk -v c0="${cpu0[$p]}" -v hz="$hz" '{printf "%.2f", ($14 + $15 - c0) / hz / 30 * 100}' /proc/$p/stat)
-  record "rest.$name.rss_mb" "$rss"; record "rest.$name.cpu_pct" "$cpu"
+  case $name in monitor | pgbouncer-agent | consul) ;; *) continue ;; esac
+  [ -d /proc/$p ] || continue
+  node=$(tr '\0' ' ' </proc/$p/cmdline | grep -o "$BATON_LAB_DIR/n[0-9]*/" | head -1 | grep -o 'n[0-9]*/' | tr -d /) || true
+  procs+=("$name${node:+-$node}:$p")
+  if [ "$name" = monitor ]; then
+    w=$(pgrep -f "baton-watchdog --state-dir $BATON_LAB_DIR/$node/" | head -1) || true
+    if [ -n "$w" ]; then procs+=("watchdog-$node:$w"); fi
+  fi
 done <"$BATON_LAB_DIR/pids"
+table=$(scripts/footprint-table.sh 30 "${procs[@]}")
+echo "$table"
+while read -r name rss pss cpu; do
+  record "rest.$name.rss_mb" "$rss"; record "rest.$name.pss_mb" "$pss"; record "rest.$name.cpu_pct" "$cpu"
+done < <(echo "$table" | awk 'NR > 2 && NF == 4')
+if command -v patroni >/dev/null; then scripts/footprint-patroni.sh 30 || echo "(Patroni's side could not be measured in this run)"; fi
 fi
 
 echo

@@ -52,19 +52,11 @@ EOF
   [ "$n" = 1 ] && for _ in $(seq 300); do curl -sf "http://127.0.0.1:$((base + 11))/primary" >/dev/null && break; sleep 0.1; done
 done
 streaming() { [ "$(runuser -u postgres -- "$bin/psql" -X -At -h "$root/sock" -p $((base + 21)) -c "select count(*) from pg_stat_replication where state = 'streaming'" postgres 2>/dev/null)" = 2 ]; }
-for _ in $(seq 600); do streaming && break; sleep 0.1; done
-streaming || { echo "Patroni's replicas do not stream; see $root/p*/patroni.log"; tail -5 "$root"/p*/patroni.log; exit 1; }
+# Both replicas take a base backup first (each waits for a checkpoint): up to 3 minutes on a busy machine.
+deadline=$(( $(date +%s) + 180 ))
+until streaming || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.5; done
+streaming || { echo "Patroni's replicas do not stream; see $root/p*/patroni.log"; tail -n 5 "$root"/p*/patroni.log; exit 1; }
 sleep 5
-hz=$(getconf CLK_TCK)
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-procs=("patroni-p1:${patroni[1]}" "patroni-p2:${patroni[2]}" "patroni-p3:${patroni[3]}" "etcd:$etcd_pid")
-declare -A start
-for p in "${procs[@]}"; do start[$p]=$(cpu "${p#*:}"); done
-sleep "$seconds"
-for p in "${procs[@]}"; do
-  name=${p%%:*}; pid=${p#*:}
-  rss=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup"); pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
-  printf '%-14s %-10.1f %-10.1f %-10.2f\n' "$name" "$(echo "$rss / 1024" | bc -l)" "$(echo "$pss / 1024" | bc -l)" \
-    "$(echo "($(cpu "$pid") - ${start[$p]}) * 100 / $hz / $seconds" | bc -l)"
-done
+FOOTPRINT_HEADER=0 "$(dirname "$0")/footprint-table.sh" "$seconds" \
+  "patroni-p1:${patroni[1]}" "patroni-p2:${patroni[2]}" "patroni-p3:${patroni[3]}" "etcd:$etcd_pid"
 echo "(Patroni $(patroni --version 2>&1 | awk '{print $2}'), ttl 20, loop_wait 1, retry_timeout 3; etcd $(etcd --version | awk 'NR==1 {print $3}'), one member)"

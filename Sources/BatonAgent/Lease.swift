@@ -50,6 +50,9 @@ public actor Lease {
     private var deadline: UInt64 = 0
     private var writablePrimary = false
     private var trackWritten: String?
+    /// The state file as last written: rewritten when what `baton check` judges changes, else once
+    /// per half loop (it proves the monitor alive; `baton check` counts it stale after three loops).
+    private var stateWritten: (leading: Bool, deadline: UInt64, at: UInt64)?
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
@@ -94,6 +97,7 @@ public actor Lease {
 
     /// The loop saw (or stopped seeing) a writable primary here: what `baton check` and keepalived learn.
     public func setWritablePrimary(_ writable: Bool) {
+        guard writable != writablePrimary else { return }
         writablePrimary = writable
         publishState()
     }
@@ -367,8 +371,16 @@ public actor Lease {
         let now = MonotonicClock.nanoseconds()
         let leadingWritable = leading && writablePrimary && now < deadline
         let state = CheckState(leading: leadingWritable, deadline: deadline, written: now, loopWait: UInt64(config.loopWait.nanoseconds))
-        do { try AtomicFile.write(state.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644) } catch {
-            logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
+        let unchanged = stateWritten.map { $0.leading == state.leading && $0.deadline == state.deadline && now - $0.at < state.loopWait / 2 } ?? false
+        if !unchanged {
+            // Not fsync'd: a heartbeat for the local `baton check`; after a crash of the machine its
+            // content is stale (or empty) whatever was last synced.
+            do {
+                try AtomicFile.write(state.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644, durable: false)
+                stateWritten = (state.leading, state.deadline, now)
+            } catch {
+                logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
+            }
         }
         let track = leadingWritable ? "0\n" : "1\n"
         guard track != trackWritten else { return }

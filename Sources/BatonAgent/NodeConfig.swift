@@ -49,10 +49,10 @@ public struct NodeConfig: Sendable {
 }
 
 /// The current time in RFC 3339 with milliseconds, UTC.
-func rfc3339Now() -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: Date())
+public func rfc3339Now() -> String {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return TimeText.rfc3339(seconds: Int64(now.tv_sec), nanoseconds: Int64(now.tv_nsec))
 }
 
 /// Appends an event to the cluster's bounded history and prunes the oldest beyond `keep`.

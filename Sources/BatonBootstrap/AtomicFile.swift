@@ -16,9 +16,12 @@ public enum AtomicFile {
     /// - Parameters:
     ///   - mode: the file's permission bits (e.g. 0o600 for secrets, 0o644 for configs).
     ///   - owner: an OS user to own the file when running as root (PostgreSQL's files belong to it).
+    ///   - durable: whether to fsync the file and its directory. Only for files that mean nothing after
+    ///     a crash of the machine (the monitor's heartbeat file): readers still see the old or the new
+    ///     content, never a mix, but a power loss may leave either — or an empty file.
     /// - Returns: whether the file changed.
     @discardableResult
-    public static func write(_ contents: String, to path: String, mode: mode_t, owner: String? = nil) throws -> Bool {
+    public static func write(_ contents: String, to path: String, mode: mode_t, owner: String? = nil, durable: Bool = true) throws -> Bool {
         let data = Data(contents.utf8)
         if let existing = FileManager.default.contents(atPath: path), existing == data {
             try applyOwnership(path, mode: mode, owner: owner)
@@ -38,7 +41,7 @@ public enum AtomicFile {
             }
             return true
         }
-        ok = ok && fchmod(fd, mode) == 0 && fsync(fd) == 0
+        ok = ok && fchmod(fd, mode) == 0 && (!durable || fsync(fd) == 0)
         close(fd)
         guard ok else {
             unlink(temporary)
@@ -49,6 +52,7 @@ public enum AtomicFile {
             unlink(temporary)
             throw WriteError(description: "cannot replace \(path): \(String(cString: strerror(errno)))")
         }
+        guard durable else { return true }
         let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { fsync(dir); close(dir) }
         return true

@@ -23,7 +23,7 @@ extension HTTPAPI {
             return try await blockingRead(call) { s in
                 var keys: [String] = []
                 var seen = Set<String>()
-                for k in s.kv.keys.filter({ $0.hasPrefix(key) }).sorted() {
+                for k in s.kvPairs(prefix: key).map(\.key) {
                     var shown = k
                     if !separator.isEmpty, let range = k.dropFirst(key.count).range(of: separator) {
                         shown = String(k[..<range.upperBound])
@@ -38,7 +38,7 @@ extension HTTPAPI {
         if query.has("recurse") {
             try validateKey(key, allowEmpty: true)
             return try await blockingRead(call) { s in
-                let entries = s.kv.values.filter { $0.key.hasPrefix(key) }.sorted { $0.key < $1.key }
+                let entries = s.kvPairs(prefix: key)
                 let index = s.kvListIndex(prefix: key)
                 if entries.isEmpty { return (index, true, APIResponse(status: 404, headers: [], body: [])) }
                 return (index, false, .json(.array(entries.map(\.json))))

@@ -59,7 +59,7 @@ enum Operations {
     }
 
     static func deleteTree(_ s: borrowing State, prefix: String) -> Plan<Bool> {
-        Plan(s.kv.keys.filter { $0.hasPrefix(prefix) }.sorted().map { .kvDelete(key: $0) }, true)
+        Plan(s.kvPairs(prefix: prefix).map { .kvDelete(key: $0.key) }, true)
     }
 
     // MARK: Sessions

@@ -73,6 +73,8 @@ struct State: Sendable {
     var kv: [String: KVPair] = [:]
     /// Deleted keys and the index of their deletion, so that a listing's index never slides back.
     var tombstones: [String: UInt64] = [:]
+    /// Every key of `kv` and `tombstones`, in order: what a listing under a prefix reads.
+    private(set) var kvKeys = SortedKeys()
     /// The last KV write or delete anywhere (Consul's KV table index).
     var kvIndex: UInt64 = 0
     var sessions: [String: SessionEntry] = [:]
@@ -97,10 +99,14 @@ struct State: Sendable {
         for change in changes {
             switch change {
             case .kvPut(let pair):
+                // Swift's dictionaries take canonically equivalent keys as one: the listing index holds
+                // the form they first saw, once.
+                if kv[pair.key] == nil && tombstones[pair.key] == nil { kvKeys.insert(pair.key) }
                 kv[pair.key] = pair
                 tombstones[pair.key] = nil
                 kvIndex = max(kvIndex, newIndex)
             case .kvDelete(let key):
+                if kv[key] == nil && tombstones[key] == nil { kvKeys.insert(key) }
                 kv[key] = nil
                 tombstones[key] = newIndex
                 kvIndex = max(kvIndex, newIndex)
@@ -157,10 +163,12 @@ struct State: Sendable {
     func kvListIndex(prefix: String) -> UInt64 {
         if prefix.isEmpty { return kvIndex }
         var newest: UInt64 = 0
-        for (key, pair) in kv where key.hasPrefix(prefix) { newest = max(newest, pair.modifyIndex) }
-        for (key, deleted) in tombstones where key.hasPrefix(prefix) { newest = max(newest, deleted) }
+        for key in kvKeys.withPrefix(prefix) { newest = max(newest, kv[key]?.modifyIndex ?? tombstones[key] ?? 0) }
         return newest == 0 ? kvIndex : newest
     }
+
+    /// The pairs whose keys start with `prefix` (bytewise), in key order.
+    func kvPairs(prefix: String) -> [KVPair] { kvKeys.withPrefix(prefix).compactMap { kv[$0] } }
 
     static func ttl(of session: SessionEntry) -> GoDuration? {
         session.ttl.isEmpty ? nil : try? GoDuration(parsing: session.ttl)

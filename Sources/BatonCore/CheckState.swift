@@ -67,9 +67,13 @@ public struct CheckState: Sendable, Equatable {
         return nil
     }
 
-    /// Why the monitor counts as dead or hung (its file is older than three loops), or nil.
+    /// Why the monitor counts as dead or hung (its file is older than three loops), or nil. A file
+    /// written later than now by this machine's monotonic clock was written before the machine last
+    /// started (the clock never runs back within one boot): a leader that crashed must not pass the
+    /// check again when keepalived starts before its monitor.
     public func staleness(now: UInt64) -> String? {
-        let age = now >= written ? now - written : 0
+        guard now >= written else { return "the monitor's state is from the machine's previous boot" }
+        let age = now - written
         return age > max(loopWait, 100_000_000) * 3 ? "the monitor's state is \(age / 1_000_000) ms old" : nil
     }
 }

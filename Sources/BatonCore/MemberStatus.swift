@@ -59,7 +59,7 @@ public struct MemberStatus: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("role", .string(role))]
+        var members: [(String, JSONValue)] = [("time", .number(TimeText.fixed(time, places: 3))), ("role", .string(role))]
         if role == "primary" || role == "standby" {
             members.append(("position", .string(position?.description ?? "0/0")))
             members.append(("timeline", .int(timeline)))

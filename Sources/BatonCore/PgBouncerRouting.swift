@@ -222,7 +222,7 @@ public struct BouncerStatus: Sendable, Equatable {
     }
 
     public var json: JSONValue {
-        var members: [(String, JSONValue)] = [("time", .number(String(format: "%.3f", time))), ("paused", .bool(paused))]
+        var members: [(String, JSONValue)] = [("time", .number(TimeText.fixed(time, places: 3))), ("paused", .bool(paused))]
         members.append(("target", target.map { .string($0) } ?? .null))
         if let acknowledged { members.append(("acknowledged", .string(acknowledged.description))) }
         if let problem { members.append(("problem", .string(problem))) }

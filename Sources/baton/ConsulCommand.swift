@@ -1,4 +1,5 @@
 import ArgumentParser
+import BatonAgent
 import BatonConsul
 import BatonConsulServer
 import ConsulAPI
@@ -127,7 +128,11 @@ extension ConsulCommand {
                 logger.error("Cannot listen", metadata: ["error": "\(error)", "consul.address": "\(listen)"])
                 throw ExitCode(1)
             }
-            await Signals.waitForTermination()
+            await withDiscardingTaskGroup { group in
+                group.addTask { await ResidentCodeTrimmer(logger: logger).run() }
+                await Signals.waitForTermination()
+                group.cancelAll()
+            }
             logger.info("Shutting down")
             await server.shutdown()
         }

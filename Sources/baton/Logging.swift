@@ -1,3 +1,4 @@
+import BatonAgent
 import Foundation
 import Logging
 
@@ -13,7 +14,7 @@ struct LogfmtHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = "ts=\(Self.timestamp()) level=\(event.level) msg=\(Self.quote(event.message.description))"
+        var line = "ts=\(rfc3339Now()) level=\(event.level) msg=\(Self.quote(event.message.description))"
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         for key in merged.keys.sorted() { line += " \(key)=\(Self.quote("\(merged[key]!)"))" }
         FileHandle.standardError.write(Data((line + "\n").utf8))
@@ -23,12 +24,6 @@ struct LogfmtHandler: LogHandler {
         if !s.isEmpty, s.allSatisfy({ $0.isLetter || $0.isNumber || "-_.:/@".contains($0) }) { return s }
         return "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
             .replacingOccurrences(of: "\n", with: "\\n") + "\""
-    }
-
-    static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
     }
 }
 

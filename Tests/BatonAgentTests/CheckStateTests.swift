@@ -32,6 +32,17 @@ struct CheckStateTests {
         #expect(CheckState.besideTrackFile("primary 1 2", trackFile: "1", now: 1) != nil)
     }
 
+    @Test("a state file left by the machine's previous boot never passes: its clock readings are ahead of this boot's")
+    func aPreviousBootsStateIsStale() {
+        // The leader's machine crashed at 5 days of uptime and started again: keepalived runs `baton check`
+        // 10 s into the new boot, before the monitor wrote anything.
+        let day = 86_400 * second
+        let leftOver = CheckState(leading: true, deadline: 5 * day + 3 * second, written: 5 * day, loopWait: second).text
+        #expect(CheckState.verdict(leftOver, now: 10 * second) != .primary)
+        #expect(CheckState.besideTrackFile(leftOver, trackFile: "0\n", now: 10 * second) != nil)
+        #expect(CheckState(text: leftOver)?.staleness(now: 10 * second)?.contains("previous boot") == true)
+    }
+
     @Test func theTextRoundTrips() {
         let state = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000)
         #expect(CheckState(text: state.text) == state)
