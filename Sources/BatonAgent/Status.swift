@@ -102,31 +102,35 @@ public struct ClusterSettings {
 
     func update(_ assignments: [(String, String)]) async throws -> ClusterConfig {
         let key = config.keys.config
-        for _ in 0..<20 {
-            let pair = try await client.get(key, .consistent).value
-            var updated: ClusterConfig
-            do throws(ValidationProblem) {
-                updated = try ClusterConfig(bytes: pair?.value, key: key)
-                for (name, value) in assignments { try updated.set(name, value) }
-                try updated.validate()
-            } catch { throw AgentError(error.message) }
-            if try await client.put(key, updated.json.serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) { return updated }
+        return try await modify(key, what: "the cluster config") { bytes throws(ValidationProblem) in
+            var updated = try ClusterConfig(bytes: bytes, key: key)
+            for (name, value) in assignments { try updated.set(name, value) }
+            try updated.validate()
+            return (updated, updated.json)
         }
-        throw AgentError("the cluster config kept changing; retry")
     }
 
     func update(_ changes: [(String, String?)]) async throws -> PostgresParameters {
         let key = config.keys.postgresql
+        return try await modify(key, what: "the cluster's PostgreSQL parameters") { bytes throws(ValidationProblem) in
+            var updated = try PostgresParameters(bytes: bytes, key: key)
+            for (name, value) in changes { updated = try updated.setting(name, to: value) }
+            return (updated, updated.json)
+        }
+    }
+
+    /// Reads `key`, applies `change` to what it holds and writes the result back with check-and-set,
+    /// again while others write the key meanwhile; a value `change` refuses changes nothing.
+    private func modify<Value>(
+        _ key: String, what: String, _ change: ([UInt8]?) throws(ValidationProblem) -> (Value, JSONValue)
+    ) async throws -> Value {
         for _ in 0..<20 {
             let pair = try await client.get(key, .consistent).value
-            var updated: PostgresParameters
-            do throws(ValidationProblem) {
-                updated = try PostgresParameters(bytes: pair?.value, key: key)
-                for (name, value) in changes { updated = try updated.setting(name, to: value) }
-            } catch { throw AgentError(error.message) }
-            if try await client.put(key, updated.json.serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) { return updated }
+            let (value, json): (Value, JSONValue)
+            do throws(ValidationProblem) { (value, json) = try change(pair?.value) } catch { throw AgentError(error.message) }
+            if try await client.put(key, json.serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) { return value }
         }
-        throw AgentError("the cluster's PostgreSQL parameters kept changing; retry")
+        throw AgentError("\(what) kept changing; retry")
     }
 }
 
