@@ -53,6 +53,8 @@ public actor Lease {
     /// The state file as last written: rewritten when what `baton check` judges changes, else once
     /// per half loop (it proves the monitor alive; `baton check` counts it stale after three loops).
     private var stateWritten: (leading: Bool, deadline: UInt64, at: UInt64)?
+    /// This boot of the machine, written into the state file.
+    private static let boot = MonotonicClock.bootID()
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
@@ -370,7 +372,8 @@ public actor Lease {
     private func publishState() {
         let now = MonotonicClock.nanoseconds()
         let leadingWritable = leading && writablePrimary && now < deadline
-        let state = CheckState(leading: leadingWritable, deadline: deadline, written: now, loopWait: UInt64(config.loopWait.nanoseconds))
+        let state = CheckState(
+            leading: leadingWritable, deadline: deadline, written: now, loopWait: UInt64(config.loopWait.nanoseconds), boot: Self.boot)
         let unchanged = stateWritten.map { $0.leading == state.leading && $0.deadline == state.deadline && now - $0.at < state.loopWait / 2 } ?? false
         if !unchanged {
             // Not fsync'd: a heartbeat for the local `baton check`; after a crash of the machine its

@@ -9,6 +9,14 @@ public enum MonotonicClock {
         clock_gettime(CLOCK_MONOTONIC, &t)
         return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
     }
+
+    /// The kernel's ID of this boot of the machine, which tells this clock's readings from those of a
+    /// previous boot; nil where it cannot be read.
+    public static func bootID() -> String? {
+        guard let text = PostgresProcesses.read("/proc/sys/kernel/random/boot_id") else { return nil }
+        let id = text.filter { !$0.isWhitespace }
+        return id.isEmpty ? nil : id
+    }
 }
 
 /// A Unix datagram socket: each message arrives whole or not at all, and the receiver learns who sent

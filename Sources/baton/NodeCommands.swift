@@ -166,14 +166,14 @@ struct CheckCommand: ParsableCommand {
         let state = try? String(contentsOfFile: CheckState.path(stateDirectory: stateDirectory), encoding: .utf8)
         if besideTrackFile {
             let track = try? String(contentsOfFile: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), encoding: .utf8)  // ignored: as above
-            if let why = CheckState.besideTrackFile(state, trackFile: track, now: MonotonicClock.nanoseconds()) {
+            if let why = CheckState.besideTrackFile(state, trackFile: track, now: MonotonicClock.nanoseconds(), boot: MonotonicClock.bootID()) {
                 if verbose { print("fail: \(why)") }
                 throw ExitCode(1)
             }
             if verbose { print("pass: the monitor is alive") }
             return
         }
-        let verdict = CheckState.verdict(state, now: MonotonicClock.nanoseconds())
+        let verdict = CheckState.verdict(state, now: MonotonicClock.nanoseconds(), boot: MonotonicClock.bootID())
         switch verdict {
         case .primary:
             if verbose { print("primary") }

@@ -7,14 +7,14 @@ struct CheckStateTests {
 
     @Test func passesOnlyWhileTheLeaseHoldsAndTheMonitorWrites() {
         let leading = CheckState(leading: true, deadline: 3 * second, written: 0, loopWait: second).text
-        #expect(CheckState.verdict(leading, now: 2 * second) == .primary)
-        #expect(CheckState.verdict(leading, now: 3 * second) != .primary, "the lease ran out: the watchdog fences now")
+        #expect(CheckState.verdict(leading, now: 2 * second, boot: nil) == .primary)
+        #expect(CheckState.verdict(leading, now: 3 * second, boot: nil) != .primary, "the lease ran out: the watchdog fences now")
         let longLease = CheckState(leading: true, deadline: 60 * second, written: 0, loopWait: second).text
-        #expect(CheckState.verdict(longLease, now: 4 * second) != .primary, "a dead monitor's state is stale")
-        #expect(CheckState.verdict(CheckState(leading: false, deadline: 9 * second, written: 0, loopWait: second).text, now: 1) != .primary)
-        #expect(CheckState.verdict(nil, now: 1) != .primary)
+        #expect(CheckState.verdict(longLease, now: 4 * second, boot: nil) != .primary, "a dead monitor's state is stale")
+        #expect(CheckState.verdict(CheckState(leading: false, deadline: 9 * second, written: 0, loopWait: second).text, now: 1, boot: nil) != .primary)
+        #expect(CheckState.verdict(nil, now: 1, boot: nil) != .primary)
         for bad in ["", "primary", "primary x y z", "primary 1 2", "leader 1 2 3", "primary 1 2 3 4"] {
-            #expect(CheckState.verdict(bad, now: 1) != .primary, "\(bad)")
+            #expect(CheckState.verdict(bad, now: 1, boot: nil) != .primary, "\(bad)")
         }
     }
 
@@ -22,14 +22,14 @@ struct CheckStateTests {
     func besideTheTrackFile() {
         let replica = CheckState(leading: false, deadline: 0, written: 0, loopWait: second).text
         let leading = CheckState(leading: true, deadline: 3 * second, written: 0, loopWait: second).text
-        #expect(CheckState.besideTrackFile(replica, trackFile: "1\n", now: second) == nil, "a replica's monitor is alive: the file keeps it FAULT")
-        #expect(CheckState.besideTrackFile(replica, trackFile: nil, now: second) == nil)
-        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 2 * second) == nil)
-        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 3 * second) != nil, "the file still says leading, the lease ran out")
-        #expect(CheckState.besideTrackFile(replica, trackFile: "0", now: second) != nil, "the file says leading, the state does not")
-        #expect(CheckState.besideTrackFile(replica, trackFile: "1", now: 4 * second) != nil, "a dead monitor fails either way")
-        #expect(CheckState.besideTrackFile(nil, trackFile: "1", now: 1) != nil)
-        #expect(CheckState.besideTrackFile("primary 1 2", trackFile: "1", now: 1) != nil)
+        #expect(CheckState.besideTrackFile(replica, trackFile: "1\n", now: second, boot: nil) == nil, "a replica's monitor is alive: the file keeps it FAULT")
+        #expect(CheckState.besideTrackFile(replica, trackFile: nil, now: second, boot: nil) == nil)
+        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 2 * second, boot: nil) == nil)
+        #expect(CheckState.besideTrackFile(leading, trackFile: "0\n", now: 3 * second, boot: nil) != nil, "the file still says leading, the lease ran out")
+        #expect(CheckState.besideTrackFile(replica, trackFile: "0", now: second, boot: nil) != nil, "the file says leading, the state does not")
+        #expect(CheckState.besideTrackFile(replica, trackFile: "1", now: 4 * second, boot: nil) != nil, "a dead monitor fails either way")
+        #expect(CheckState.besideTrackFile(nil, trackFile: "1", now: 1, boot: nil) != nil)
+        #expect(CheckState.besideTrackFile("primary 1 2", trackFile: "1", now: 1, boot: nil) != nil)
     }
 
     @Test("a state file left by the machine's previous boot never passes: its clock readings are ahead of this boot's")
@@ -38,14 +38,26 @@ struct CheckStateTests {
         // 10 s into the new boot, before the monitor wrote anything.
         let day = 86_400 * second
         let leftOver = CheckState(leading: true, deadline: 5 * day + 3 * second, written: 5 * day, loopWait: second).text
-        #expect(CheckState.verdict(leftOver, now: 10 * second) != .primary)
-        #expect(CheckState.besideTrackFile(leftOver, trackFile: "0\n", now: 10 * second) != nil)
-        #expect(CheckState(text: leftOver)?.staleness(now: 10 * second)?.contains("previous boot") == true)
+        #expect(CheckState.verdict(leftOver, now: 10 * second, boot: nil) != .primary)
+        #expect(CheckState.besideTrackFile(leftOver, trackFile: "0\n", now: 10 * second, boot: nil) != nil)
+        #expect(CheckState(text: leftOver)?.staleness(now: 10 * second, boot: nil)?.contains("previous boot") == true)
+        // The previous boot's last write at about this boot's uptime: only its boot ID tells.
+        let sameUptime = CheckState(leading: true, deadline: 13 * second, written: 10 * second, loopWait: second, boot: "boot-a").text
+        #expect(CheckState.verdict(sameUptime, now: 11 * second, boot: "boot-a") == .primary)
+        #expect(CheckState.verdict(sameUptime, now: 11 * second, boot: "boot-b") != .primary)
+        #expect(CheckState.besideTrackFile(sameUptime, trackFile: "0\n", now: 11 * second, boot: "boot-b") != nil)
+        #expect(CheckState.besideTrackFile(sameUptime, trackFile: "1\n", now: 11 * second, boot: "boot-b") != nil, "a monitor of another boot is not alive")
+        // A file written without one (before boot IDs) is judged by the clock alone.
+        let withoutBoot = CheckState(leading: true, deadline: 13 * second, written: 10 * second, loopWait: second).text
+        #expect(withoutBoot.split(separator: " ").count == 4)
+        #expect(CheckState.verdict(withoutBoot, now: 11 * second, boot: "boot-b") == .primary)
     }
 
     @Test func theTextRoundTrips() {
         let state = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000)
         #expect(CheckState(text: state.text) == state)
+        let booted = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000, boot: "6e1c0d3a-3b55-4f5e-9d0c-6a3a3d2f1b7e")
+        #expect(CheckState(text: booted.text) == booted)
         #expect(CheckState(leading: false, deadline: 42, written: 7, loopWait: 1000).deadline == 0)
     }
 }

@@ -204,7 +204,7 @@ extension MonitorLiveTests {
     func passing(_ c: LiveCluster, _ nodes: [(String, Int)]) -> [String] {
         nodes.map(\.0).filter { name in
             let text = try? String(contentsOfFile: CheckState.path(stateDirectory: c.directory(name) + "/state"), encoding: .utf8)
-            return CheckState.verdict(text, now: MonotonicClock.nanoseconds()) == .primary
+            return CheckState.verdict(text, now: MonotonicClock.nanoseconds(), boot: MonotonicClock.bootID()) == .primary
         }
     }
 
