@@ -1,4 +1,7 @@
 import BatonCore
+import BatonFence
+import BatonTestSupport
+import Foundation
 import Testing
 
 @Suite("baton check")
@@ -59,5 +62,32 @@ struct CheckStateTests {
         let booted = CheckState(leading: true, deadline: 42, written: 7, loopWait: 1000, boot: "6e1c0d3a-3b55-4f5e-9d0c-6a3a3d2f1b7e")
         #expect(CheckState(text: booted.text) == booted)
         #expect(CheckState(leading: false, deadline: 42, written: 7, loopWait: 1000).deadline == 0)
+    }
+
+    @Test("the command: a leader's file of this boot passes; one left by another boot, or stamped later than now, fails")
+    func theCommandJudgesLeftOverFiles() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("baton-check-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }  // ignored: a leftover temporary directory harms nothing
+        try "0\n".write(toFile: KeepalivedSettings.trackFilePath(stateDirectory: directory), atomically: true, encoding: .utf8)
+        let boot = try #require(MonotonicClock.bootID())
+        func check(_ state: CheckState, beside: Bool) async throws -> (status: Int32, output: String) {
+            try state.text.write(toFile: CheckState.path(stateDirectory: directory), atomically: true, encoding: .utf8)
+            let flags = (beside ? ["--beside-track-file"] : []) + ["--verbose", "--state-dir", directory]
+            return try await runCommand(BatonProcess.executable, ["check"] + flags)
+        }
+        let now = MonotonicClock.nanoseconds()
+        let leading = CheckState(leading: true, deadline: now + 60 * second, written: now, loopWait: second, boot: boot)
+        for beside in [false, true] {
+            #expect(try await check(leading, beside: beside).status == 0)
+            var otherBoot = leading
+            otherBoot.boot = "00000000-0000-4000-8000-000000000000"
+            let refused = try await check(otherBoot, beside: beside)
+            #expect(refused.status == 1 && refused.output.contains("previous boot"), "\(refused)")
+            // Written at 5 days of uptime by the previous boot (a file without a boot ID).
+            let stampedLater = CheckState(leading: true, deadline: now + 5 * 86_400 * second, written: now + 5 * 86_000 * second, loopWait: second)
+            let late = try await check(stampedLater, beside: beside)
+            #expect(late.status == 1 && late.output.contains("previous boot"), "\(late)")
+        }
     }
 }
