@@ -45,7 +45,7 @@ public struct ResidentCodeTrimmer: Service {
         // Heap memory freed since (a burst of requests, a failover) goes back to the system too; malloc
         // keeps it otherwise, in every thread's arena.
         malloc_trim(0)
-        guard let smaps = PostgresProcesses.read("/proc/self/smaps") else { return (0, 0) }
+        guard let smaps = SmallFile.read("/proc/self/smaps") else { return (0, 0) }
         var count = 0, dropped = 0
         for mapping in FileMapping.parse(smaps: smaps) where mapping.mayBeDropped {
             guard let address = UnsafeMutableRawPointer(bitPattern: mapping.start) else { continue }

@@ -164,9 +164,9 @@ public final class WatchdogLink: FenceGuard, @unchecked Sendable {
     /// can take its place. Only a process that is this node's watchdog is killed.
     private func removeUnansweringWatchdog() {
         reapChildren()
-        guard let text = PostgresProcesses.read(WatchdogFiles.pid(stateDirectory: configuration.stateDirectory)),
+        guard let text = SmallFile.read(WatchdogFiles.pid(stateDirectory: configuration.stateDirectory)),
             let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0,
-            let commandLine = PostgresProcesses.read("/proc/\(pid)/cmdline"),
+            let commandLine = SmallFile.read("/proc/\(pid)/cmdline"),
             commandLine.contains("baton-watchdog"), commandLine.contains(configuration.dataDirectory)
         else { return }
         logger.warning("The watchdog does not answer; replacing it", metadata: ["watchdog.pid": "\(pid)"])

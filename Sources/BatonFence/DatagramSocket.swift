@@ -13,7 +13,7 @@ public enum MonotonicClock {
     /// The kernel's ID of this boot of the machine, which tells this clock's readings from those of a
     /// previous boot; nil where it cannot be read.
     public static func bootID() -> String? {
-        guard let text = PostgresProcesses.read("/proc/sys/kernel/random/boot_id") else { return nil }
+        guard let text = SmallFile.read("/proc/sys/kernel/random/boot_id") else { return nil }
         let id = text.filter { !$0.isWhitespace }
         return id.isEmpty ? nil : id
     }

@@ -64,20 +64,6 @@ public struct PostgresProcesses: Sendable {
         return letter == 0 ? nil : Character(UnicodeScalar(UInt8(bitPattern: letter)))
     }
 
-    /// The whole of a small file (procfs, a PID file), or nil.
-    public static func read(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = Glibc.read(fd, &chunk, chunk.count)
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 
     static func resolved(_ path: String) -> String {
         var buffer = [CChar](repeating: 0, count: 4096)

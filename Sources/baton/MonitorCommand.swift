@@ -46,11 +46,7 @@ struct MonitorCommand: AsyncParsableCommand {
             settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) },
             metrics: { registry.emitToString() })
         logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
-        try await ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: monitor), .init(service: ResidentCodeTrimmer(logger: logger), successTerminationBehavior: .ignore)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        ).run()
+        try await Daemon.run(monitor, logger: logger)
         logger.info("Monitor stopped")
     }
 

@@ -35,10 +35,6 @@ struct PgBouncerAgentCommand: AsyncParsableCommand {
         let agent = PgBouncerAgent(
             settings: settings, client: try MonitorCommand.daemonClient(settings), logger: logger, pauseBound: .milliseconds(Int64(pauseTimeout * 1000)))
         logger.info("pgbouncer agent starting", metadata: ["agent.node": "\(settings.node)", "agent.ini": "\(settings.pgbouncerIni)"])
-        try await ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: [.init(service: agent), .init(service: ResidentCodeTrimmer(logger: logger), successTerminationBehavior: .ignore)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        ).run()
+        try await Daemon.run(agent, logger: logger)
     }
 }
