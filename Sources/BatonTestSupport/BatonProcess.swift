@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -115,25 +116,41 @@ public struct TestSupportError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server a test starts later.
+///
+/// Picked at random below the kernel's ephemeral range (32768–60999 by default), never twice in one
+/// process: a port the kernel handed out for `bind(0)` may be taken again by any outgoing connection
+/// (a curl request, a replication connection) before the server binds it, which made a monitor fail to
+/// start its API once in a CI run.
 public enum FreePort {
+    private static let handedOut = Mutex<Set<Int>>([])
+    static let range = 20_000..<32_000
+
     public static func pick() throws -> Int {
+        for _ in 0..<1_000 {
+            let port = Int.random(in: range)
+            let fresh = handedOut.withLock { $0.insert(port).inserted }
+            if fresh, canBind(port) { return port }
+        }
+        throw TestSupportError("no free TCP port on 127.0.0.1 in \(range)")
+    }
+
+    /// Whether a listening socket could bind `port` on 127.0.0.1 now.
+    static func canBind(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSupportError("socket() failed") }
+        guard fd >= 0 else { return false }
         defer { close(fd) }
+        var yes: Int32 = 1
+        // Servers set SO_REUSEADDR too: a port in TIME_WAIT is free for them.
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        address.sin_port = UInt16(port).bigEndian
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard bound == 0 else { throw TestSupportError("bind() failed") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return bound == 0
     }
 }
 

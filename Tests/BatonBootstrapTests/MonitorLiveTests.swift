@@ -84,11 +84,14 @@ struct MonitorLiveTests {
             let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg1") + "/baton.yaml"] + settings)
             #expect(set.status == 0, "\(set.output)")
         }
+        var monitors: [(String, BatonProcess)] = []
         for (name, _) in nodes {
-            c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"]))
+            let monitor = try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"])
+            c.track(monitor)
+            monitors.append((name, monitor))
         }
         let leading = await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" }
-        #expect(leading, "pg1 never took the leader lock")
+        #expect(leading, "pg1 never took the leader lock; the monitors' logs:\n\(monitors.map { "--- \($0.0)\($0.1.isRunning ? "" : " (exited)")\n\($0.1.output.suffix(3000))" }.joined(separator: "\n"))")
         return nodes
     }
 
