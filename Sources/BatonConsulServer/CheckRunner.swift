@@ -14,16 +14,28 @@ final class CheckRunner: Sendable {
     private let probes = Mutex<[String: Task<Void, Never>]>([:])
     private let sweeper = Mutex<Task<Void, Never>?>(nil)
     private let http = CurlTransport()
-    /// How often deadlines are checked: the resolution of TTL expiry.
-    let resolution: Duration = .milliseconds(50)
+    /// The longest the timer task sleeps with nothing due.
+    static let idleWake: Duration = .seconds(60)
+    /// The shortest pause between two looks unless woken: a deadline that cannot be cleared (a write
+    /// refused by a failed disk) is retried 20 times a second, not in a busy loop.
+    static let minimumPause: Duration = .milliseconds(50)
+
+    /// How often the timer task has looked at the deadlines (it should at rest only when one is due).
+    let looks = Atomic<Int>(0)
 
     init(store: Store) { self.store = store }
 
+    /// Starts the timer task: it sleeps until the earliest deadline (``Store/nextDeadline()``), woken
+    /// early by the store's ``Alarm`` when an earlier one is set, and then expires what is due.
     func start() {
         let task = Task { [self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: resolution)
+                store.alarm.awake()
+                looks.add(1, ordering: .relaxed)
                 await sweep()
+                let now = ContinuousClock.now
+                let next = store.nextDeadline() ?? now + Self.idleWake
+                await store.alarm.sleep(until: min(max(next, now + Self.minimumPause), now + Self.idleWake))
             }
         }
         sweeper.withLock { $0 = task }
@@ -41,6 +53,7 @@ final class CheckRunner: Sendable {
 
     private func sweep() async {
         let now = ContinuousClock.now
+        store.expireWaiters(now: now)
         let (sessions, checks, reap) = store.mutateRuntime { s -> ([String], [(String, String)], [String]) in
             let sessions = s.sessionDeadlines.filter { $0.value <= now }.map(\.key).sorted()
             var checks: [(String, String)] = []
@@ -53,7 +66,7 @@ final class CheckRunner: Sendable {
             var reap: [String] = []
             for (id, since) in s.criticalSince {
                 guard let check = s.checks[id], let after = check.deregisterCriticalServiceAfter, !check.serviceID.isEmpty else { continue }
-                if since.advanced(by: max(after, .seconds(60)).swiftDuration) <= now { reap.append(check.serviceID) }
+                if since.advanced(by: State.reapAfter(after).swiftDuration) <= now { reap.append(check.serviceID) }
             }
             return (sessions, checks, Array(Set(reap)).sorted())
         }

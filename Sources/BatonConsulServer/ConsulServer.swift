@@ -10,7 +10,7 @@ public final class ConsulServer: Sendable {
     /// The address the server listens on (the actual port when 0 was asked for).
     public let localAddress: (host: String, port: Int)
     private let http: HTTPServer
-    private let checkRunner: CheckRunner
+    let checkRunner: CheckRunner
     private let store: Store
     private let logger: Logger
 

@@ -170,6 +170,22 @@ struct State: Sendable {
     /// The pairs whose keys start with `prefix` (bytewise), in key order.
     func kvPairs(prefix: String) -> [KVPair] { kvKeys.withPrefix(prefix).compactMap { kv[$0] } }
 
+    /// The earliest instant a session or TTL check expires or a critical service is reaped (see
+    /// ``CheckRunner``), or nil when nothing is due.
+    func nextDeadline() -> ContinuousClock.Instant? {
+        var earliest = sessionDeadlines.values.min()
+        func consider(_ instant: ContinuousClock.Instant) { if earliest.map({ instant < $0 }) ?? true { earliest = instant } }
+        checkDeadlines.values.min().map(consider)
+        for (id, since) in criticalSince {
+            guard let check = checks[id], let after = check.deregisterCriticalServiceAfter, !check.serviceID.isEmpty else { continue }
+            consider(since.advanced(by: Self.reapAfter(after).swiftDuration))
+        }
+        return earliest
+    }
+
+    /// Consul reaps a service critical for DeregisterCriticalServiceAfter, but never sooner than a minute.
+    static func reapAfter(_ after: GoDuration) -> GoDuration { max(after, .seconds(60)) }
+
     static func ttl(of session: SessionEntry) -> GoDuration? {
         session.ttl.isEmpty ? nil : try? GoDuration(parsing: session.ttl)
     }

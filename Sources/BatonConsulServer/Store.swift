@@ -42,9 +42,16 @@ final class Store: Sendable {
     /// Writes fail with this once the disk failed: better to stop acknowledging than to lie.
     private let broken = Mutex<String?>(nil)
 
+    /// Wakes the timer task (``CheckRunner``) when a deadline comes before the one it sleeps until.
+    let alarm = Alarm()
+
     struct Waiters {
+        struct Waiter {
+            var continuation: CheckedContinuation<Void, Never>
+            var deadline: ContinuousClock.Instant
+        }
         var version: UInt64 = 0
-        var pending: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var pending: [UInt64: Waiter] = [:]
         var nextID: UInt64 = 0
     }
 
@@ -67,7 +74,37 @@ final class Store: Sendable {
 
     /// Changes runtime-only state (session and check deadlines are not in `State`; lock-delay is).
     func mutateRuntime<T>(_ body: (inout State) -> T) -> T {
-        state.withLock { body(&$0) }
+        let (result, deadline) = state.withLock { s in
+            let before = s.nextDeadline()
+            return (body(&s), Self.earlier(s.nextDeadline(), than: before))
+        }
+        if let deadline { alarm.request(deadline) }
+        return result
+    }
+
+    /// `after` when it comes before `before` (or there was none): a deadline the timer task must be
+    /// told of. Renewals, which only push deadlines later, and the timer's own sweeps tell it nothing.
+    private static func earlier(_ after: ContinuousClock.Instant?, than before: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        guard let after else { return nil }
+        if let before, before <= after { return nil }
+        return after
+    }
+
+    /// The earliest instant something falls due: a session's or TTL check's expiry, a critical
+    /// service's reaping, a blocked query's deadline.
+    func nextDeadline() -> ContinuousClock.Instant? {
+        let stateDeadline = state.withLock { $0.nextDeadline() }
+        let waiterDeadline = waiters.withLock { $0.pending.values.map(\.deadline).min() }
+        return [stateDeadline, waiterDeadline].compactMap { $0 }.min()
+    }
+
+    /// Ends the waits of blocked queries whose deadline has come.
+    func expireWaiters(now: ContinuousClock.Instant) {
+        let due = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
+            let ids = w.pending.filter { $0.value.deadline <= now }.map(\.key)
+            return ids.compactMap { w.pending.removeValue(forKey: $0)?.continuation }
+        }
+        for continuation in due { continuation.resume() }
     }
 
     /// Plans, persists and applies one write.
@@ -106,10 +143,12 @@ final class Store: Sendable {
                 return .failure(APIError(500, "cannot persist the write: \(error)"))
             }
         }
-        let snapshot: State? = state.withLock { s in
+        let (snapshot, deadline): (State?, ContinuousClock.Instant?) = state.withLock { s in
+            let before = s.nextDeadline()
             s.apply(plan.changes, index: index, now: now)
-            return (log?.logSize ?? 0) > (log?.compactionThreshold ?? Int.max) ? s : nil
+            return ((log?.logSize ?? 0) > (log?.compactionThreshold ?? Int.max) ? s : nil, Self.earlier(s.nextDeadline(), than: before))
         }
+        if let deadline { alarm.request(deadline) }
         if let snapshot, let log {
             do { try log.compact(snapshot) } catch { broken.withLock { $0 = "\(error)" } }
         }
@@ -126,7 +165,7 @@ final class Store: Sendable {
         let woken = waiters.withLock { w -> [CheckedContinuation<Void, Never>] in
             w.version += 1
             defer { w.pending.removeAll() }
-            return Array(w.pending.values)
+            return w.pending.values.map(\.continuation)
         }
         for continuation in woken { continuation.resume() }
     }
@@ -134,17 +173,9 @@ final class Store: Sendable {
     /// Wakes blocked readers without a write (a renewal changes nothing, but a test may want a poke).
     func notifyRuntimeChange() { wakeAll() }
 
-    /// Returns when anything was written after `version`, or at `deadline`, or on cancellation.
+    /// Returns when anything was written after `version`, at `deadline` (the timer task ends the
+    /// wait: no timer per blocked query), or on cancellation.
     func waitForChange(after version: UInt64, until deadline: ContinuousClock.Instant) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.waitForVersion(after: version) }
-            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
-            await group.next()
-            group.cancelAll()
-        }
-    }
-
-    private func waitForVersion(after version: UInt64) async {
         let id = waiters.withLock { w -> UInt64 in
             w.nextID += 1
             return w.nextID
@@ -152,15 +183,15 @@ final class Store: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = waiters.withLock { w -> Bool in
-                    if w.version > version || Task.isCancelled { return true }
-                    w.pending[id] = continuation
+                    if w.version > version || Task.isCancelled || ContinuousClock.now >= deadline { return true }
+                    w.pending[id] = Waiters.Waiter(continuation: continuation, deadline: deadline)
                     return false
                 }
-                if resumeNow { continuation.resume() }
+                if resumeNow { continuation.resume() } else { alarm.request(deadline) }
             }
         } onCancel: {
-            let continuation = waiters.withLock { $0.pending.removeValue(forKey: id) }
-            continuation?.resume()
+            let waiter = waiters.withLock { $0.pending.removeValue(forKey: id) }
+            waiter?.continuation.resume()
         }
     }
 
