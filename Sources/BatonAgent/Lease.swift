@@ -41,6 +41,8 @@ public actor Lease {
     private(set) var inFailsafe = false
     private var session: String?
     private var sessionTTL: GoDuration?
+    /// When the session was last renewed, created or adopted (this process's clock).
+    private var sessionConfirmed: ContinuousClock.Instant?
     private var leading = false
     /// Bumped whenever leading starts or stops: a beat that began under another term changes nothing.
     private var term: UInt64 = 0
@@ -117,6 +119,7 @@ public actor Lease {
             do {
                 _ = try await client.renewSession(session)
                 consulWarnings.clear()
+                sessionConfirmed = .now
                 return session
             } catch let error as ConsulError where error.code == .sessionNotFound {
                 logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
@@ -132,6 +135,7 @@ public actor Lease {
         {
             session = saved
             sessionTTL = try? GoDuration(parsing: entry.ttl)
+            sessionConfirmed = .now
             logger.notice("Adopted this node's saved session", metadata: ["monitor.session": "\(saved)"])
             return saved
         }
@@ -140,6 +144,7 @@ public actor Lease {
                 SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
             session = created
             sessionTTL = config.ttl
+            sessionConfirmed = .now
             do { try AtomicFile.write(created + "\n", to: sessionFile, mode: 0o600) } catch {
                 logger.warning("Cannot save the session ID (a restarted monitor will not find it)", metadata: ["error": "\(error)"])
             }
@@ -232,7 +237,10 @@ public actor Lease {
             // Beats start every loop_wait, however long the last one took (a slow Consul must not
             // stretch the time between beats past the fencing deadline).
             let started = ContinuousClock.now
-            await ensureSession()
+            let sinceConfirmed = session == nil ? nil : sessionConfirmed.map { started - $0 }
+            if Self.renewalDue(leading: leading, sinceConfirmed: sinceConfirmed, config: config) {
+                await ensureSession()
+            }
             if leading {
                 if await beat() == .failed, leading {
                     if config.failsafeMode { await failsafe() }
@@ -251,6 +259,16 @@ public actor Lease {
             }
             do { try await Task.sleep(for: pause) } catch { return }
         }
+    }
+
+    /// Whether the heartbeat task renews the session this loop. The leader renews every loop (its
+    /// session must outlive its lease by far: invariant 1). Another node's session holds no lock, so it
+    /// is renewed every third of the TTL — Consul keeps it at least a TTL — which spares Consul two
+    /// requests of three; taking the lock renews it first (``acquire()``). `sinceConfirmed` is nil
+    /// when there is no session (one is made at once).
+    static func renewalDue(leading: Bool, sinceConfirmed: Duration?, config: ClusterConfig) -> Bool {
+        guard !leading, let sinceConfirmed else { return true }
+        return sinceConfirmed >= max(config.ttl.swiftDuration / 3, config.loopWait.swiftDuration)
     }
 
     enum Beat: Equatable { case beat, lost, failed }
