@@ -162,6 +162,8 @@ final class Connections: Sendable {
     struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
         var tasks: [UInt64: Task<Void, Never>] = [:]
+        /// Requests that finished before their task was recorded (answered without suspending).
+        var finishedEarly: Set<UInt64> = []
         var nextTask: UInt64 = 0
     }
     let limit: Int
@@ -178,18 +180,25 @@ final class Connections: Sendable {
 
     func leave(_ channel: any Channel) { state.withLock { _ = $0.channels.removeValue(forKey: ObjectIdentifier(channel)) } }
 
-    /// Runs a request's work on a task that shutdown waits for.
+    /// Runs a request's work on a task that shutdown waits for. The task starts at once on the calling
+    /// thread (the event loop): a request answered without waiting (a read, a renewal) costs no hop to
+    /// another thread and back; one that waits (a write's sync, a blocking query) continues on the
+    /// global executor from its first suspension.
     func spawn(_ work: @escaping @Sendable () async -> Void) -> Task<Void, Never> {
-        state.withLock { s in
-            let id = s.nextTask
-            s.nextTask += 1
-            let task = Task {
-                await work()
-                self.state.withLock { _ = $0.tasks.removeValue(forKey: id) }
-            }
-            s.tasks[id] = task
-            return task
+        let id = state.withLock { s in
+            defer { s.nextTask += 1 }
+            return s.nextTask
         }
+        let task = Task.immediate {
+            await work()
+            self.state.withLock { s in
+                if s.tasks.removeValue(forKey: id) == nil { s.finishedEarly.insert(id) }
+            }
+        }
+        state.withLock { s in
+            if s.finishedEarly.remove(id) == nil { s.tasks[id] = task }
+        }
+        return task
     }
 
     /// Closes every connection and waits until no request runs.
