@@ -95,7 +95,9 @@ final class HTTPAPI: Sendable {
             return .text(400, "Invalid URL path: contains non-printable characters")
         }
         guard path.hasPrefix("/v1/") else { return .text(404, "404 page not found\n") }
-        if path.contains("//") || path.contains("/./") || path.contains("/../") || path.hasSuffix("/..") || path.hasSuffix("/.") {
+        // Compared as bytes: Foundation's `contains` goes through NSString on every request.
+        let bytes = path.utf8
+        if bytes.contains("//".utf8) || bytes.contains("/./".utf8) || bytes.contains("/../".utf8) || path.hasSuffix("/..") || path.hasSuffix("/.") {
             return .text(400, "Invalid URL path: the path is not clean (contains '//', '.' or '..' segments)")
         }
         let query = QueryParameters(String(queryPart))

@@ -11,7 +11,7 @@ public enum KeyPath {
         if key.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
             return "key must not contain a '..' path segment"
         }
-        if key.contains("//") { return "key must not contain an empty path segment ('//')" }
+        if key.utf8.contains("//".utf8) { return "key must not contain an empty path segment ('//')" }
         if key.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
             return "key must not contain control characters"
         }

@@ -337,4 +337,20 @@ struct KVConformanceTests {
             }
         }
     }
+
+    @Test("a path with an empty, '.' or '..' segment is refused with 400 and writes nothing; a trailing slash is a key")
+    func uncleanPaths() async throws {
+        try await Harness.withTarget { (t: Target) async throws in
+            // Consul's mux redirects such paths instead; the embedded server refuses them. The dots are
+            // percent-encoded, or the HTTP client would resolve them before sending.
+            guard !Target.isRealConsul else { return }
+            for path in ["/v1/kv/a//b", "/v1/kv/a/%2E/b", "/v1/kv/a/%2E%2E/b", "/v1/kv/a/%2E%2E", "/v1/kv/a/%2E"] {
+                let response = try await t.http("PUT", path, body: "x")
+                #expect(response.status == 400, "\(path): \(response.status)")
+                #expect(response.text.contains("not clean"), "\(path): \(response.text)")
+            }
+            #expect(try await t.client.list("a").value.isEmpty)
+            #expect(try await t.http("PUT", "/v1/kv/a/b/", body: "x").status == 200)
+        }
+    }
 }
