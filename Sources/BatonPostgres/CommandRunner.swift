@@ -88,29 +88,21 @@ public struct CommandRunner: Sendable {
         env["LC_ALL"] = "C"
         for (k, v) in environment { env[k] = v }
         // Output goes to a file, not a pipe, and the child inherits no other descriptor: a daemon the
-        // command starts (pg_ctl start) must not hold anything of ours open.
-        let outputPath = NSTemporaryDirectory() + "baton-cmd-\(UUID().uuidString).out"
-        let outputFD = open(outputPath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard outputFD >= 0 else { throw PostgresError("cannot create \(outputPath): \(String(cString: strerror(errno)))") }
-        defer {
-            close(outputFD)
-            unlink(outputPath)
-        }
-        var inputPath: String? = nil
+        // command starts (pg_ctl start) must not hold anything of ours open. The files are unlinked as
+        // soon as they are open, so a monitor killed while it waits leaves none behind.
+        let outputFD = try anonymousFile()
+        defer { close(outputFD) }
         var inputFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
         if let input {
-            let path = NSTemporaryDirectory() + "baton-cmd-\(UUID().uuidString).in"
-            guard FileManager.default.createFile(atPath: path, contents: Data(input.utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw PostgresError("cannot create \(path)")
+            close(inputFD)
+            inputFD = try anonymousFile()
+            let bytes = Array(input.utf8)
+            guard bytes.withUnsafeBytes({ pwrite(inputFD, $0.baseAddress, $0.count, 0) }) == bytes.count else {
+                close(inputFD)
+                throw PostgresError("cannot write a command's input to a temporary file: \(String(cString: strerror(errno)))")
             }
-            close(inputFD)
-            inputFD = open(path, O_RDONLY | O_CLOEXEC)
-            inputPath = path
         }
-        defer {
-            close(inputFD)
-            if let inputPath { unlink(inputPath) }
-        }
+        defer { close(inputFD) }
         let argv = ([program] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -134,8 +126,25 @@ public struct CommandRunner: Sendable {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
         let exitCode: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
-        var collected = (try? Data(contentsOf: URL(fileURLWithPath: outputPath))) ?? Data()
-        if collected.count > 64 << 10 { collected = collected.suffix(64 << 10) }
-        return CommandResult(status: exitCode, output: String(decoding: collected, as: UTF8.self))
+        return CommandResult(status: exitCode, output: String(decoding: tail(of: outputFD, limit: 64 << 10), as: UTF8.self))
+    }
+
+    /// A temporary file open for reading and writing, already unlinked.
+    private static func anonymousFile() throws -> Int32 {
+        let path = NSTemporaryDirectory() + "baton-cmd-\(UUID().uuidString)"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PostgresError("cannot create \(path): \(String(cString: strerror(errno)))") }
+        unlink(path)
+        return fd
+    }
+
+    /// The last `limit` bytes written to `fd`.
+    private static func tail(of fd: Int32, limit: Int) -> [UInt8] {
+        let size = Int(lseek(fd, 0, SEEK_END))
+        guard size > 0 else { return [] }
+        let start = max(0, size - limit)
+        var bytes = [UInt8](repeating: 0, count: size - start)
+        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(start)) }
+        return Array(bytes.prefix(max(0, count)))
     }
 }
