@@ -44,11 +44,9 @@ struct TimerTests {
 
     @Test("while the timer sleeps towards a long session's expiry, a short blocked query returns at its wait and a short session expires at 2×TTL")
     func earlierDeadlinesWakeTheTimer() async throws {
-        let directory = Harness.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let server = try await Harness.startServer(directory: directory)
-        let t = Harness.target(for: server, directory: directory)
-        do {
+        try await Harness.withTarget { (t: Target) async throws in
+            // The embedded server's timer task; a real Consul has its own.
+            guard !Target.isRealConsul else { return }
             // The timer now sleeps until this session's deadline, a minute away.
             _ = try await t.session(#"{"TTL":"30s"}"#)
             try await Task.sleep(for: .milliseconds(200))
@@ -64,20 +62,13 @@ struct TimerTests {
             #expect(expired)
             let lived = ContinuousClock.now - start
             #expect(lived >= .seconds(1) && lived < .seconds(4), "a 1 s TTL session lived \(lived)")
-        } catch {
-            await server.shutdown()
-            throw error
         }
-        await server.shutdown()
     }
 
     @Test("at rest — sessions renewed, a blocked query waiting, writes — the timer task looks at its deadlines only when one is due")
     func restingTimerSleeps() async throws {
-        let directory = Harness.temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let server = try await Harness.startServer(directory: directory)
-        let t = Harness.target(for: server, directory: directory)
-        do {
+        try await Harness.withTarget { (t: Target) async throws in
+            guard let server = t.server else { return }
             let sessions = [try await t.session(#"{"TTL":"10s"}"#), try await t.session(#"{"TTL":"20s"}"#)]
             let key = t.key("watched")
             try await t.client.put(key, "v")
@@ -94,10 +85,6 @@ struct TimerTests {
             #expect(looks <= 5, "the timer task looked \(looks) times in 2 s at rest")
             try await t.client.put(key, "changed")
             #expect(try await blocked.value?.stringValue == "changed")
-        } catch {
-            await server.shutdown()
-            throw error
         }
-        await server.shutdown()
     }
 }
