@@ -51,7 +51,9 @@ public actor Lease {
     /// The watchdog's deadline (CLOCK_MONOTONIC nanoseconds).
     private var deadline: UInt64 = 0
     private var writablePrimary = false
-    private var trackWritten: String?
+    /// No process of this node's PostgreSQL runs (see ``setLocal(writablePrimary:vacant:)``).
+    private var vacant = false
+    private var trackWritten: VRRPStanding?
     /// The state file as last written: rewritten when what `baton check` judges changes, else once
     /// per half loop (it proves the monitor alive; `baton check` counts it stale after three loops).
     private var stateWritten: (leading: Bool, deadline: UInt64, at: UInt64)?
@@ -103,6 +105,26 @@ public actor Lease {
     public func setWritablePrimary(_ writable: Bool) {
         guard writable != writablePrimary else { return }
         writablePrimary = writable
+        publishState()
+    }
+
+    /// What the loop saw of this node's PostgreSQL, both at once: whether it is a writable primary, and
+    /// whether no process of it runs (``VRRPStanding/vacant``: keepalived may keep the VIP here at the
+    /// lowest priority). Set together, so that a leader whose PostgreSQL is gone goes from leading to
+    /// vacant without a moment barred — keepalived keeps the address instead of dropping and taking it
+    /// back.
+    public func setLocal(writablePrimary writable: Bool, vacant: Bool) {
+        guard writable != writablePrimary || vacant != self.vacant else { return }
+        writablePrimary = writable
+        self.vacant = vacant
+        publishState()
+    }
+
+    /// Before anything starts PostgreSQL here: the node is not vacant any more, and keepalived has been
+    /// told so (the file written) when this returns.
+    public func leaveVacancy() {
+        guard vacant else { return }
+        vacant = false
         publishState()
     }
 
@@ -224,6 +246,7 @@ public actor Lease {
             self.session = nil
         }
         writablePrimary = false
+        vacant = false  // nobody watches this node's PostgreSQL any more
         publishState()
         if !leading { await guardian.quit() }
     }
@@ -403,11 +426,13 @@ public actor Lease {
                 logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
             }
         }
-        let track = leadingWritable ? "0\n" : "1\n"
-        guard track != trackWritten else { return }
+        let standing = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant)
+        guard standing != trackWritten else { return }
         do {
-            try AtomicFile.write(track, to: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), mode: 0o644)
-            trackWritten = track
+            // The file a keepalived.conf from an earlier Baton tracks, then the one it tracks now.
+            try AtomicFile.write(standing.legacyTrackFileText, to: KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory), mode: 0o644)
+            try AtomicFile.write(standing.trackFileText, to: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), mode: 0o644)
+            trackWritten = standing
         } catch {
             logger.warning("Cannot write keepalived's tracked file", metadata: ["error": "\(error)"])
         }

@@ -80,7 +80,9 @@ public struct Monitor: Service {
                 // The lease beats from the start (in observe-only mode too: it never acquires there), and
                 // on through the graceful stop, until the lock is released.
                 group.addTask { await lease.run() }
-                group.addTask { [client, keys = settings.keys] in await watchLeaderHolder(client: client, key: keys.leader, wake: { wake.yield(.look) }) }
+                group.addTask { [client, keys = settings.keys, sightings = loop.leaderSightings] in
+                    await watchLeaderHolder(client: client, key: keys.leader, sightings: sightings, wake: { wake.yield(.look) })
+                }
                 if let conninfo { group.addTask { await watchForDeath(conninfo: conninfo, wake: { wake.yield(.look) }) } }
                 group.addTask {
                     await withDiscardingTaskGroup { work in

@@ -25,8 +25,7 @@ extension MonitorLoop {
                     // The registered primary restarting, now that it holds the lock: proven once more
                     // right before it can become writable.
                     guard await lease.prove() else { throw AgentError("the lock could not be proven before starting the primary; not starting") }
-                    try await database.launch()
-                    launchedAt = .now
+                    try await launchPostgres()
                     await event("start", "started the primary while holding the leader lock")
                 default:
                     break
@@ -53,8 +52,10 @@ extension MonitorLoop {
                 releasedAt = .now
                 await event("release", "released the leader lock: \(reason)")
             case .fence(let reason):
-                await lease.setWritablePrimary(false)
+                // Killed first, then keepalived told at once whether anything is left: a leader whose
+                // PostgreSQL is gone keeps the VIP (vacant) instead of dropping it and taking it back.
                 let left = await database.fence()
+                await lease.setLocal(writablePrimary: false, vacant: left.isEmpty)
                 if left.isEmpty {
                     logger.critical("Fenced PostgreSQL", metadata: ["monitor.reason": "\(reason)"])
                 } else {
@@ -68,13 +69,20 @@ extension MonitorLoop {
             case .rejoin(let leader):
                 if let snapshot { try await rejoin(leader, snapshot: snapshot) }
             case .startStandby:
-                try await database.launch()
-                launchedAt = .now
+                try await launchPostgres()
                 await event("start", "started PostgreSQL as a standby")
             }
         } catch {
             logger.error("Action failed", metadata: ["monitor.action": "\(action)", "error": "\(error)"])
         }
+    }
+
+    /// Starts PostgreSQL — keepalived told first that this node is not vacant any more, so the VIP never
+    /// stays on a node whose PostgreSQL runs without the lock.
+    mutating func launchPostgres() async throws {
+        await lease.leaveVacancy()
+        try await database.launch()
+        launchedAt = .now
     }
 
     // MARK: Becoming the primary
@@ -217,8 +225,7 @@ extension MonitorLoop {
         }
         try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
         try database.markStandby()
-        try await database.launch()
-        launchedAt = .now
+        try await launchPostgres()
         try await register(role: .standby, upstream: leader)
         await event("rejoin", "\(how) (PostgreSQL was stopped: \(stopped.rawValue)); following \(leader)")
     }

@@ -184,8 +184,7 @@ extension MonitorLoop {
         if leading, !(await lease.prove()) {
             throw AgentError("the leader lock could not be proven after the stop: PostgreSQL stays stopped and the monitor decides what follows")
         }
-        try await database.launch()
-        launchedAt = .now
+        try await launchPostgres()
         let deadline = ContinuousClock.now + max(config.primaryStartTimeout.swiftDuration, .seconds(10))
         var local = await database.observe()
         while !local.isUp, ContinuousClock.now < deadline {
@@ -215,8 +214,7 @@ extension MonitorLoop {
         try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
         try database.markStandby()
         parametersWritten = false
-        try await database.launch()
-        launchedAt = .now
+        try await launchPostgres()
         notStreamingSince = nil
         failedStarts = 0
         try await register(role: .standby, upstream: leader)

@@ -50,8 +50,7 @@ extension MonitorLoop {
         guard await lease.prove() else {
             throw AgentError("switchover called off (\(reason)), and the leader lock could not be proven again: PostgreSQL stays stopped")
         }
-        try await database.launch()
-        launchedAt = .now
+        try await launchPostgres()
         if let pending = snapshot.request { _ = try? await client.delete(keys.switchover, cas: pending.modifyIndex) }  // ignored: it expires anyway
         _ = try? await client.delete(keys.pgbouncerPause)  // ignored: agents void it after its timeout
         await event("switchover", "called off: \(reason); this node stays primary")

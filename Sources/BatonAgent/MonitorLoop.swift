@@ -38,6 +38,8 @@ struct MonitorLoop {
     var bouncerReports = ChangeTracker<NodeName>()
     /// The leader key's index: a silent leader's heartbeat stops changing it.
     var leaderKey = ChangeTracker<String>()
+    /// When the leader watch first saw each heartbeat (sooner than the loop's read).
+    let leaderSightings = LeaderSightings()
     var leaderFreeSince: ContinuousClock.Instant?
     /// The pending request's modify index and when this monitor first saw it.
     var requestSeen: (index: UInt64, since: ContinuousClock.Instant)?
@@ -154,6 +156,9 @@ struct MonitorLoop {
         let observed = await database.observe()
         noteLocal(observed, at: now)
         let local = judged(observed, at: now)
+        // Nothing of PostgreSQL runs here: keepalived may keep the VIP here (lowest priority) while no
+        // node leads — told before the decision, so a leader releasing the lock goes straight to vacant.
+        if !observeOnly, case .down = local { await lease.setLocal(writablePrimary: false, vacant: true) }
         let snapshot = await readSnapshot(at: now)
         if let snapshot {
             config = snapshot.config
@@ -188,7 +193,11 @@ struct MonitorLoop {
         default: after = judged(await database.observe(), at: .now)
         }
         let leading = await lease.isLeading
-        if case .primary = after, leading { await lease.setWritablePrimary(true) } else { await lease.setWritablePrimary(false) }
+        switch after {
+        case .primary where leading: await lease.setLocal(writablePrimary: true, vacant: false)
+        case .down: await lease.setLocal(writablePrimary: false, vacant: !observeOnly)
+        default: await lease.setLocal(writablePrimary: false, vacant: false)
+        }
         if !leading { slots = [] }
         await refreshPendingRestart(local: after)
         await publishStatus(local: after, action: action)
@@ -346,7 +355,7 @@ struct MonitorLoop {
         for (name, index) in snapshot.bouncerIndexes { bouncerReports.observe(name, index: index, at: now) }
         bouncerReports.keep(only: Set(snapshot.bouncerIndexes.keys))
         if let leader = snapshot.leader, leader.session != (await lease.currentSession) {
-            leaderKey.observe("leader", index: leader.modifyIndex, at: now)
+            leaderKey.observe("leader", index: leader.modifyIndex, at: min(now, leaderSightings.firstSeen(leader.modifyIndex) ?? now))
         } else {
             leaderKey.keep(only: [])
         }

@@ -42,20 +42,24 @@ public final class WatchdogLink: FenceGuard, @unchecked Sendable {
         public var stateDirectory: String
         public var dataDirectory: String
         public var binDirectory: String
+        /// The file keepalived tracks, set to FAULT (-254) when the watchdog fences…
         public var trackFile: String?
+        /// …and the one a keepalived.conf from an earlier Baton tracks, set to 1.
+        public var legacyTrackFile: String?
         /// `off`, `automatic` or `required` (``KernelWatchdogMode``).
         public var kernelWatchdog: String
         public var kernelDevice: String
 
         public init(
             executable: String, stateDirectory: String, dataDirectory: String, binDirectory: String, trackFile: String?,
-            kernelWatchdog: String = "off", kernelDevice: String = "/dev/watchdog"
+            legacyTrackFile: String? = nil, kernelWatchdog: String = "off", kernelDevice: String = "/dev/watchdog"
         ) {
             self.executable = executable
             self.stateDirectory = stateDirectory
             self.dataDirectory = dataDirectory
             self.binDirectory = binDirectory
             self.trackFile = trackFile
+            self.legacyTrackFile = legacyTrackFile
             self.kernelWatchdog = kernelWatchdog
             self.kernelDevice = kernelDevice
         }
@@ -142,6 +146,7 @@ public final class WatchdogLink: FenceGuard, @unchecked Sendable {
                 "--state-dir", configuration.stateDirectory, "--pgdata", configuration.dataDirectory, "--pg-bindir", configuration.binDirectory,
                 "--kernel-watchdog", configuration.kernelWatchdog, "--kernel-watchdog-device", configuration.kernelDevice,
             ] + (configuration.trackFile.map { ["--track-file", $0] } ?? [])
+            + (configuration.legacyTrackFile.map { ["--legacy-track-file", $0] } ?? [])
         do {
             let pid = try CommandRunner.launch(
                 configuration.executable, arguments, logPath: WatchdogFiles.log(stateDirectory: configuration.stateDirectory))

@@ -61,16 +61,18 @@ public struct CheckState: Sendable, Equatable {
     }
 
     /// keepalived's track script beside its tracked file (`baton check --beside-track-file`): nil — pass —
-    /// on every node whose monitor is alive, unless the tracked file says this node leads (0), in which
+    /// on every node whose monitor is alive, unless a tracked file says this node leads (0), in which
     /// case only with the full verdict: the monitor's state saying it leads with a lease that has not run
     /// out. The tracked file (watched with inotify) then moves the VIP the moment a node starts or stops
-    /// leading; the script, run once a second, only catches a monitor that died or hangs while the file
-    /// still says it leads. Both gates together are as strict as ``verdict(_:now:)`` alone.
-    public static func besideTrackFile(_ text: String?, trackFile: String?, now: UInt64, boot: String?) -> String? {
+    /// leading (or becomes vacant, ``VRRPStanding``); the script, run once a second, only catches a
+    /// monitor that died or hangs while the file still says what it last knew. Both gates together are
+    /// as strict as ``verdict(_:now:boot:)`` alone for a node that leads. `trackFiles`: the tracked
+    /// file's content and that of the one an earlier keepalived.conf tracks (nil when missing).
+    public static func besideTrackFile(_ text: String?, trackFiles: [String?], now: UInt64, boot: String?) -> String? {
         guard let text else { return "the monitor has written no state (is `baton monitor` running?)" }
         guard let state = CheckState(text: text) else { return "the monitor's state file is malformed" }
         if let stale = state.staleness(now: now, boot: boot) { return stale }
-        guard trackFile?.filter({ !$0.isWhitespace }) == "0" else { return nil }
+        guard trackFiles.contains(where: VRRPStanding.saysLeading) else { return nil }
         if case .notPrimary(let why) = verdict(text, now: now, boot: boot) { return "the tracked file says this node leads, but \(why)" }
         return nil
     }

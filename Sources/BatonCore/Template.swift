@@ -51,8 +51,8 @@ public struct KeepalivedSettings: Sendable, Equatable {
     public var virtualIP: CIDR
     public var batonExecutable: SafePath
     public var batonConfig: SafePath
-    /// The file the monitor keeps at 0 while this node leads a writable primary and at 1 otherwise;
-    /// keepalived watches it (inotify) and reacts at once, between two runs of the check script.
+    /// The file the monitor keeps saying this node's ``VRRPStanding``; keepalived watches it (inotify)
+    /// and reacts at once, between two runs of the check script.
     public var trackFile: SafePath
 
     public init(
@@ -71,8 +71,11 @@ public struct KeepalivedSettings: Sendable, Equatable {
         self.batonConfig = batonConfig
     }
 
-    /// Where a node's monitor keeps the file keepalived tracks.
-    public static func trackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-leading" }
+    /// Where a node's monitor keeps the file keepalived tracks (``VRRPStanding/trackFileText``).
+    public static func trackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-priority" }
+
+    /// The file a keepalived.conf written by an earlier Baton tracks (``VRRPStanding/legacyTrackFileText``).
+    public static func legacyTrackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-leading" }
 
     /// A network interface name as Linux accepts it (at most 15 characters, no '/' or spaces).
     public static func validateInterface(_ name: String) throws(ValidationProblem) {

@@ -29,6 +29,12 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
         set { lock.withLock { storedDelays = newValue } }
     }
     private var storedDelays = Delays()
+    /// Runs at each launch, before the server "starts": what a test checks at that moment.
+    public var onLaunch: (@Sendable () -> Void)? {
+        get { lock.withLock { storedOnLaunch } }
+        set { lock.withLock { storedOnLaunch = newValue } }
+    }
+    private var storedOnLaunch: (@Sendable () -> Void)?
 
     public init(_ state: LocalPostgres) { self.state = state }
 
@@ -76,6 +82,7 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
     }
 
     public func launch() async throws {
+        onLaunch?()
         note("launch")
         lock.withLock {
             var standby = false

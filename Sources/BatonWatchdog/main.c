@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "usage: baton-watchdog --state-dir DIR --pgdata DIR --pg-bindir DIR [--track-file FILE]\n"
+    "usage: baton-watchdog --state-dir DIR --pgdata DIR --pg-bindir DIR [--track-file FILE] [--legacy-track-file FILE]\n"
     "                      [--kernel-watchdog off|automatic|required] [--kernel-watchdog-device PATH]\n"
     "Started by `baton monitor`; not meant to be run by hand.\n";
 
@@ -41,7 +41,8 @@ enum kernel_mode { KERNEL_OFF, KERNEL_AUTOMATIC, KERNEL_REQUIRED };
 static const char *const kernel_mode_names[] = {"off", "automatic", "required"};
 
 static struct {
-    const char *state_directory, *bin_directory, *track_file, *device;
+    /* track_file: keepalived's FAULT is -254 (weight 1); legacy_track_file: 1 (an earlier keepalived.conf, weight 0). */
+    const char *state_directory, *bin_directory, *track_file, *legacy_track_file, *device;
     char data_directory[BATON_FENCE_PATH_MAX], executable[BATON_FENCE_PATH_MAX];
     const char *data_directory_given;
     enum kernel_mode kernel;
@@ -146,7 +147,8 @@ static void kernel_stand_down(void) {
 
 static void fence(const char *why) {
     say("%s: stopping PostgreSQL (SIGKILL of every process of %s)", why, options.data_directory_given);
-    if (options.track_file) write_atomically("1\n", options.track_file);
+    if (options.track_file) write_atomically("-254\n", options.track_file);
+    if (options.legacy_track_file) write_atomically("1\n", options.legacy_track_file);
     pid_t none[1];
     size_t before = baton_fence_running(options.data_directory, options.executable, none, 0);
     pid_t left[64];
@@ -220,6 +222,7 @@ static void parse_options(int argc, char **argv) {
         else if (strcmp(flag, "--pgdata") == 0) options.data_directory_given = value;
         else if (strcmp(flag, "--pg-bindir") == 0) options.bin_directory = value;
         else if (strcmp(flag, "--track-file") == 0) options.track_file = value;
+        else if (strcmp(flag, "--legacy-track-file") == 0) options.legacy_track_file = value;
         else if (strcmp(flag, "--kernel-watchdog-device") == 0) options.device = value;
         else if (strcmp(flag, "--kernel-watchdog") == 0) {
             if (strcmp(value, "off") == 0) options.kernel = KERNEL_OFF;

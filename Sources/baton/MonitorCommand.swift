@@ -37,6 +37,7 @@ struct MonitorCommand: AsyncParsableCommand {
             WatchdogLink.Configuration(
                 executable: Self.watchdogExecutable, stateDirectory: state, dataDirectory: settings.pgdata.value,
                 binDirectory: settings.pgBindir.value, trackFile: KeepalivedSettings.trackFilePath(stateDirectory: state),
+                legacyTrackFile: KeepalivedSettings.legacyTrackFilePath(stateDirectory: state),
                 kernelWatchdog: settings.kernelWatchdog.rawValue, kernelDevice: settings.kernelWatchdogDevice.value),
             logger: logger)
         let path = config

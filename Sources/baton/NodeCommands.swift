@@ -165,8 +165,9 @@ struct CheckCommand: ParsableCommand {
         // ignored: a missing or unreadable file is judged as such below
         let state = try? String(contentsOfFile: CheckState.path(stateDirectory: stateDirectory), encoding: .utf8)
         if besideTrackFile {
-            let track = try? String(contentsOfFile: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), encoding: .utf8)  // ignored: as above
-            if let why = CheckState.besideTrackFile(state, trackFile: track, now: MonotonicClock.nanoseconds(), boot: MonotonicClock.bootID()) {
+            let tracked = [KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory)]
+                .map { try? String(contentsOfFile: $0, encoding: .utf8) }  // ignored: as above
+            if let why = CheckState.besideTrackFile(state, trackFiles: tracked, now: MonotonicClock.nanoseconds(), boot: MonotonicClock.bootID()) {
                 if verbose { print("fail: \(why)") }
                 throw ExitCode(1)
             }

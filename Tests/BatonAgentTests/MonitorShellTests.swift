@@ -6,6 +6,7 @@ import BatonTestSupport
 import ConsulAPI
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 /// The monitor's shell — its loop, the lease, the actions — driven against the embedded Consul server
@@ -147,6 +148,87 @@ struct MonitorShellTests {
                 #expect(try await f.client.put(f.keys.leader, "pg1", flags: pair.flags, mode: .cas(pair.modifyIndex)))
                 #expect(await eventually(timeout: .seconds(3)) { guardian.fences > 0 || database.actions.contains("fence") })
             }
+        }
+    }
+
+    @Test("""
+        keepalived's tracked file: a leader whose PostgreSQL is gone goes from leading straight to vacant (it keeps \
+        the VIP), says barred before it starts PostgreSQL again, and leads again once it is the writable primary
+        """)
+    func trackedFileAroundACrash() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg2)
+            let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
+            let tracked = f.directory + "/pg2/state/" + "vrrp-priority"
+            #expect(tracked == KeepalivedSettings.trackFilePath(stateDirectory: f.directory + "/pg2/state"))
+            @Sendable func read() -> String { (try? String(contentsOfFile: tracked, encoding: .utf8)) ?? "" }
+            let atLaunch = Mutex<[String]>([])
+            database.onLaunch = { atLaunch.withLock { $0.append(read()) } }
+            try await withMonitor(f, database: database, guardian: FakeGuard()) {
+                #expect(await eventually(timeout: .seconds(10)) { read() == "0\n" }, "pg2 leads: full priority")
+                // Every value the file takes from the crash on (looked at every millisecond, bounded).
+                async let seen: [String] = {
+                    var values: [String] = []
+                    let end = ContinuousClock.now + .seconds(20)
+                    while ContinuousClock.now < end {
+                        let value = read()
+                        if !value.isEmpty, value != values.last { values.append(value) }
+                        if values.count >= 2, value == "0\n" { break }
+                        try? await Task.sleep(for: .milliseconds(1))  // ignored: bounded by `end`
+                    }
+                    return values
+                }()
+                database.set(.down(standbySignal: false))
+                let values = await seen
+                // Nobody could take over (pg1 has no monitor): after failover_grace pg2 takes the lock back
+                // and starts PostgreSQL in place.
+                #expect(values.first == "0\n" && values.dropFirst().first == "-253\n", "from leading straight to vacant: \(values)")
+                #expect(values.last == "0\n" && values.contains("-254\n"), "barred before the start, leading after: \(values)")
+                let legacy = (try? String(contentsOfFile: f.directory + "/pg2/state/vrrp-leading", encoding: .utf8)) ?? ""
+                #expect(legacy == "0\n", "an earlier keepalived.conf's file says leading too")
+            }
+            #expect(database.actions.contains("launch"))
+            #expect(atLaunch.withLock { $0 }.allSatisfy { $0 == "-254\n" } && !atLaunch.withLock { $0 }.isEmpty, "at each launch the file said barred: \(atLaunch.withLock { $0 })")
+        }
+    }
+
+    /// The watch on the leader key sees each heartbeat the moment Consul applies it; the loop reads the
+    /// cluster only every so often. A silent leader's takeover counts from the watch's sighting: never
+    /// sooner than fence_timeout plus the margin after the leader *sent* its last heartbeat (the lease
+    /// counts from there), and not a loop later either.
+    @Test("a silent leader is taken over fence_timeout + margin after its last heartbeat — never sooner, and counted from when the watch saw it, not from the loop's next read")
+    func takeoverCountsFromTheWatch() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg1)
+            // A long loop: the loop reads the cluster as it starts and then every 5 s, so a heartbeat the
+            // loop alone sees (the last one, ~2.2 s in) is seen ~2.8 s late.
+            let settings = #"{"ttl":"60s","loop_wait":"5s","fence_timeout":"10s"}"#
+            try await f.client.put(f.keys.config, Array(settings.utf8))
+            let config = try ClusterConfig(bytes: Array(settings.utf8), key: "test")
+            // pg1 leads: the test holds the lock for it and beats every 200 ms for 2.2 s, then stops.
+            let session = try await f.client.createSession(SessionRequest(name: "pg1", ttl: .seconds(60), lockDelay: .zero, behavior: .release, nodeChecks: []))
+            #expect(try await f.client.put(f.keys.leader, "pg1", mode: .acquire(session: session)))
+            let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: nil, streaming: true))
+            var lastSent = ContinuousClock.now
+            var took: ContinuousClock.Instant?
+            try await withMonitor(f, database: database, guardian: FakeGuard()) {
+                let beatsEnd = ContinuousClock.now + .milliseconds(2200)
+                while ContinuousClock.now < beatsEnd {
+                    try await Task.sleep(for: .milliseconds(200))
+                    // A heartbeat as the lease writes it: the flags bumped, check-and-set.
+                    let pair = try #require(try await f.client.get(f.keys.leader).value)
+                    lastSent = .now
+                    #expect(try await f.client.put(f.keys.leader, "pg1", flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)))
+                }
+                let end = ContinuousClock.now + .seconds(25)
+                while took == nil, ContinuousClock.now < end {
+                    if (try? await leader(f)) == "pg2" { took = .now }
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let after = try #require(took.map { $0 - lastSent }, "pg2 took the lock over")
+            #expect(after >= config.takeoverAfter.swiftDuration, "taken \(after) after the last heartbeat was sent: before the leader's lease ran out")
+            #expect(after < config.takeoverAfter.swiftDuration + .milliseconds(1500), "taken \(after) after the last heartbeat: counted from a late sighting")
         }
     }
 

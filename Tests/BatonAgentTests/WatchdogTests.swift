@@ -31,7 +31,7 @@ struct WatchdogTests {
             return WatchdogLink(
                 WatchdogLink.Configuration(
                     executable: executable, stateDirectory: state, dataDirectory: data, binDirectory: bin, trackFile: state + "/track",
-                    kernelWatchdog: kernel, kernelDevice: device),
+                    legacyTrackFile: state + "/legacy-track", kernelWatchdog: kernel, kernelDevice: device),
                 logger: logger)
         }
 
@@ -98,7 +98,10 @@ struct WatchdogTests {
             #expect(await eventually(timeout: .seconds(5)) { !postgres.isRunning }, "killed at the deadline")
             #expect(bystander.isRunning, "another program working in the directory is not PostgreSQL and lives")
             // The watchdog checks that none is left, then writes the tracked file and its log.
-            #expect(await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: b.state + "/track", encoding: .utf8)) == "1\n" })
+            #expect(await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: b.state + "/track", encoding: .utf8)) == "-254\n" })
+            #expect(
+                await eventually(timeout: .seconds(5)) { (try? String(contentsOfFile: b.state + "/legacy-track", encoding: .utf8)) == "1\n" },
+                "an earlier keepalived.conf's file says FAULT too")
             var log = ""
             let logged = await eventually(timeout: .seconds(5)) {
                 log = (try? String(contentsOfFile: WatchdogFiles.log(stateDirectory: b.state), encoding: .utf8)) ?? ""

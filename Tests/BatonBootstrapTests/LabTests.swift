@@ -3,6 +3,7 @@ import BatonPostgres
 import ConsulAPI
 import BatonTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The network-namespace lab (`scripts/lab.sh`): three nodes with the whole stack, driven from here.
@@ -44,6 +45,49 @@ final class Lab: @unchecked Sendable {
         return out
     }
     func vip() async -> String { (try? await run("vip")) ?? "" }
+
+    /// Which nodes carry the VIP on their interface, looked at one after another.
+    func vipHolders() async -> [String] {
+        var holders: [String] = []
+        for n in 1...3 {
+            let result = try? await runCommand("/usr/sbin/ip", ["-n", "baton-lab-\(n)", "-4", "-o", "addr", "show", "dev", "eth0"])
+            if result?.output.contains(" 198.18.0.100/") == true { holders.append("n\(n)") }
+        }
+        return holders
+    }
+
+    /// Samples ``vipHolders()`` every ~20 ms until `margin` after `event` returns (at once when it
+    /// returns nil), or `limit`; returns the samples and what `event` returned.
+    func vipSamples(
+        until event: @escaping @Sendable () async -> ContinuousClock.Instant?, andFor margin: Duration, limit: Duration
+    ) async -> (samples: [(at: ContinuousClock.Instant, holders: [String])], event: ContinuousClock.Instant?) {
+        let stopAt = Mutex<ContinuousClock.Instant>(.now + limit)
+        async let sampled: [(at: ContinuousClock.Instant, holders: [String])] = {
+            var samples: [(at: ContinuousClock.Instant, holders: [String])] = []
+            while ContinuousClock.now < stopAt.withLock({ $0 }) {
+                let at = ContinuousClock.now
+                samples.append((at, await vipHolders()))
+                try? await Task.sleep(for: .milliseconds(20))  // ignored: the loop ends at stopAt anyway
+            }
+            return samples
+        }()
+        let happened = await event()
+        stopAt.withLock { $0 = min($0, happened.map { $0 + margin } ?? .now) }
+        return (await sampled, happened)
+    }
+
+    /// When node `n`'s PostgreSQL, once it stopped answering, answers again (within a minute; nil if not).
+    func answersAgain(_ n: Int) async -> ContinuousClock.Instant? {
+        let start = ContinuousClock.now
+        var wentDown = false
+        while ContinuousClock.now - start < .seconds(60) {
+            let answered = ((try? await run("psql", String(n), "-c", "SELECT 1")) ?? "") == "1"
+            if !answered { wentDown = true }
+            if answered && wentDown { return ContinuousClock.now }
+            try? await Task.sleep(for: .milliseconds(100))  // ignored: the loop is bounded by its own clock
+        }
+        return nil
+    }
 
     static func with(vrrp: String = "multicast", _ body: (Lab) async throws -> Void) async throws {
         let lab = Lab(vrrp: vrrp)
@@ -213,7 +257,11 @@ struct LabTests {
         }
     }
 
-    @Test("synchronous mode in the lab: kill -9 of the primary's PostgreSQL loses no write acknowledged through the VIP")
+    @Test("""
+        synchronous mode in the lab: kill -9 of the primary's PostgreSQL loses no write acknowledged through the VIP; \
+        the VIP stays held throughout — by the old primary while no PostgreSQL runs there, then by the new one — \
+        and is never on the old primary once its PostgreSQL runs again
+        """)
     func synchronousFailoverThroughTheVIP() async throws {
         try await Lab.with { lab in
             let setting = try await runCommand(
@@ -233,10 +281,27 @@ struct LabTests {
             let probe = WriteProbe()
             probe.startInLab()
             try await Task.sleep(for: .seconds(2))
+            // Who holds the VIP, sampled from just before the kill until n1 answers again (as a standby)
+            // and 2 s beyond; and when n1 first answered.
+            async let holders = lab.vipSamples(until: { await lab.answersAgain(1) }, andFor: .seconds(2), limit: .seconds(90))
+            try await Task.sleep(for: .milliseconds(200))
             try await lab.run("kill-postgres", "1")
             let next = await settled(lab, not: "n1")
             let digest = next == nil ? await lab.digest() : ""
             #expect(next != nil, "the synchronous standby took over: \(digest)")
+            let (samples, n1Answered) = await holders
+            let newLeader = next ?? "?"
+            // No moment without a holder between the kill and the new leader holding it: the old primary
+            // keeps the address (lowest priority) while nothing runs there, the new one preempts it. One
+            // empty sample is the hand-over itself (the samples look at the nodes one after another).
+            let handedOver = samples.firstIndex { $0.holders == [newLeader] } ?? samples.count
+            let unheld = samples[..<handedOver].filter { $0.holders.isEmpty }
+            #expect(unheld.count <= 1, "the VIP was held by nobody in \(unheld.count) of \(handedOver) samples before \(newLeader) took it")
+            // Never on n1 once its PostgreSQL runs again: its monitor bars it before starting PostgreSQL.
+            let late = samples.filter { sample in n1Answered.map { sample.at > $0 } ?? false && sample.holders.contains("n1") }
+            #expect(n1Answered != nil, "n1 came back as a standby")
+            #expect(late.isEmpty, "the VIP was on n1 after its PostgreSQL answered again: \(late.count) samples")
+            #expect(samples.allSatisfy { $0.holders.allSatisfy { $0 == "n1" || $0 == newLeader } }, "the VIP was only ever on n1 and \(newLeader)")
             try await Task.sleep(for: .seconds(1))
             await probe.stop()
             let acknowledged = probe.acknowledged(by: "vip")

@@ -15,7 +15,7 @@ struct RenderingTests {
         KeepalivedSettings(
             cluster: try ClusterName("main"), node: try NodeName("pg2"), initialState: state, interface: interface, virtualRouterID: 51,
             priority: 190, virtualIP: try CIDR("198.18.0.100/24"), batonExecutable: try SafePath("/usr/local/bin/baton"),
-            batonConfig: try SafePath("/etc/baton/baton.yaml"), trackFile: try SafePath("/var/lib/baton/vrrp-leading"))
+            batonConfig: try SafePath("/etc/baton/baton.yaml"), trackFile: try SafePath(KeepalivedSettings.trackFilePath(stateDirectory: "/var/lib/baton")))
     }
 
     @Test func keepalivedConfiguration() throws {
@@ -25,6 +25,9 @@ struct RenderingTests {
         #expect(text.contains("        198.18.0.100/24 dev eth0\n"))
         #expect(text.contains(#"script "/usr/local/bin/baton check --beside-track-file --config /etc/baton/baton.yaml""#))
         #expect(text.contains(#"notify "/usr/local/bin/baton notify --config /etc/baton/baton.yaml""#))
+        // The tracked file adds its value to the priority (weight 1: a vacant node's -253 takes it to 1),
+        // and says FAULT until the monitor writes it.
+        #expect(text.contains("    file \"/var/lib/baton/vrrp-priority\"\n    weight 1\n    init_file \(VRRPStanding.faultValue)\n"))
         #expect(!text.contains("{{"))
     }
 
