@@ -104,19 +104,20 @@ echo "kill -9 $1 -> first write accepted by the new primary: $(stats "${failover
 echo "kill -9 $1 -> remaining replica streaming from it (probed every 50 ms, an upper bound): $(stats "${follow[@]}")"
 }
 # footprint SECONDS: each Baton process's RSS, PSS and share of one core while the cluster rests, the
-# Consul server holding BENCH_KEYS (default 10,000) keys of 100 B besides the cluster's, written a minute
-# (BENCH_SETTLE) before: at rest, the daemons keep resident only the code they run (ResidentCodeTrimmer).
+# Consul server holding BENCH_KEYS (default 10,000) keys of 100 B besides the cluster's and a full event
+# history (BENCH_EVENTS, default 200: a cluster that has run for a while), written a minute (BENCH_SETTLE)
+# before: at rest, the daemons keep resident only the code they run (ResidentCodeTrimmer).
 footprint() {
   local procs=() pid
   for n in 1 2 3; do
     procs+=("monitor-pg$n:${monitor[$n]}")
     pid=$(pgrep -f "baton-watchdog --state-dir $root/pg$n/state" | head -1); [ -n "$pid" ] && procs+=("watchdog-pg$n:$pid")
   done
-  python3 scripts/consul-fill.py "127.0.0.1:$port" "${BENCH_KEYS:-10000}"
+  python3 scripts/consul-fill.py "127.0.0.1:$port" "${BENCH_KEYS:-10000}" bench "${BENCH_EVENTS:-200}"
   sleep "${BENCH_SETTLE:-60}"
   procs+=("consul-serve:$consul_pid")
   scripts/footprint-table.sh "$1" "${procs[@]}"
-  echo "(the Consul server holds ${BENCH_KEYS:-10000} extra keys of 100 B)"
+  echo "(the Consul server holds ${BENCH_KEYS:-10000} extra keys of 100 B, and ${BENCH_EVENTS:-200} events in the history)"
   # The same measurement of Patroni, where it is installed: one table, same machine, same run.
   if command -v patroni >/dev/null; then scripts/footprint-patroni.sh "$1" || echo "(Patroni's side could not be measured in this run)"; fi
   echo "monitor-pg1's resident memory by mapping and permissions (kB, largest first):"

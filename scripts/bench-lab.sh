@@ -147,6 +147,8 @@ done
 # pgbouncer agent, and the Consul server — and beside them Patroni's, where it is installed.
 if part rest; then
 wait_for 120 settled
+# A full event history, as in a cluster that has run for a while (the failovers above wrote some).
+python3 scripts/consul-fill.py 198.18.0.254:8500 0 lab 200
 sleep 5
 procs=()
 while read -r p name; do

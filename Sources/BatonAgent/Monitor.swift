@@ -67,7 +67,13 @@ public struct Monitor: Service {
             client: client, guardian: guardian, node: settings.node, cluster: settings.cluster, stateDirectory: settings.stateDirectory.value,
             logger: logger, apiTLS: apiTLS, wake: { wake.yield(.look) })
         let state = NodeState(node: settings.node, cluster: settings.cluster)
-        let api = serveAPI ? try await NodeAPI.serve(settings: settings, state: state, metrics: metrics, logger: logger) : nil
+        let api =
+            serveAPI
+            ? try await NodeAPI.serve(
+                settings: settings, state: state, metrics: metrics,
+                // ignored: without Consul, /cluster shows the last snapshot without events
+                events: { [client, keys = settings.keys] in (try? await client.list(keys.eventsPrefix).value) ?? [] }, logger: logger)
+            : nil
         let events = settings.eventCommand.map { EventCommand(program: $0.value, cluster: settings.cluster, logger: logger) }
         var loop = MonitorLoop(
             settings: settings, client: client, logger: logger, observeOnly: observeOnly, lease: lease, database: makeDatabase(settings),

@@ -137,6 +137,21 @@ extension MonitorLoop {
             }
         }
         if let pause = snapshot.bouncerPause, pause.to == me { finishBouncerPause(pause, index: snapshot.bouncerPauseIndex) }
+        try await moveLegacyEvents(snapshot)
+    }
+
+    /// Events an earlier Baton kept under the cluster's prefix move beside it (``ClusterKeys/eventsPrefix``),
+    /// 50 a loop, so that the monitors' read of the prefix no longer carries them; each is deleted only
+    /// if unchanged since it was copied.
+    func moveLegacyEvents(_ snapshot: ClusterSnapshot) async throws {
+        guard !snapshot.legacyEvents.isEmpty else { return }
+        for pair in snapshot.legacyEvents.prefix(50) {
+            try await client.put(keys.eventsPrefix + pair.key.dropFirst(keys.legacyEventsPrefix.count), pair.value ?? [])
+            _ = try await client.delete(pair.key, cas: pair.modifyIndex)
+        }
+        if snapshot.legacyEvents.count <= 50 {
+            logger.notice("Moved the event history out of the cluster's prefix", metadata: ["monitor.events_prefix": "\(keys.eventsPrefix)"])
+        }
     }
 
     /// The checkpoint that writes the new timeline into the control file, in the background: the loop

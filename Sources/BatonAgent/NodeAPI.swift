@@ -48,15 +48,18 @@ public enum NodeAPI {
     public static let maxConnections = 64
 
     /// Starts serving on the node's `api-listen`.
-    public static func serve(settings: BootstrapSettings, state: NodeState, metrics: @escaping @Sendable () -> String, logger: Logger) async throws
-        -> HTTPServer
-    {
+    /// - Parameter events: reads the cluster's event history for `/cluster` (the monitor's snapshot
+    ///   does not hold it; read only when asked).
+    public static func serve(
+        settings: BootstrapSettings, state: NodeState, metrics: @escaping @Sendable () -> String,
+        events: @escaping @Sendable () async -> [KVPair], logger: Logger
+    ) async throws -> HTTPServer {
         let tls = settings.apiTLS.map { HTTPServer.TLSFiles(certificate: $0.certificate.value, key: $0.key.value, clientCA: $0.clientCA?.value) }
         let server = try await HTTPServer(
             host: settings.apiListen.host, port: settings.apiListen.port.value, limits: HTTPServer.Limits(maxBody: maxBody, maxConnections: maxConnections),
             tls: tls, logger: logger
         ) { request in
-            handle(request, state: state, metrics: metrics)
+            handle(request, state: state, metrics: metrics, events: request.path == "/cluster" ? await events() : [])
         }
         logger.info("Node API listening", metadata: ["api.address": "\(settings.apiListen.text)", "api.tls": "\(tls != nil)"])
         return server
@@ -66,8 +69,8 @@ public enum NodeAPI {
         APIResponse(status: status, headers: [("Content-Type", "application/json")], body: value.serializedBytes() + [10])
     }
 
-    /// One request; pure but for reading the state.
-    static func handle(_ request: APIRequest, state: NodeState, metrics: () -> String) -> APIResponse {
+    /// One request; pure but for reading the state. `events`: the event history, read for `/cluster`.
+    static func handle(_ request: APIRequest, state: NodeState, metrics: () -> String, events: [KVPair] = []) -> APIResponse {
         let path = request.path
         let view = state.current
         let method = request.method
@@ -91,7 +94,8 @@ public enum NodeAPI {
         }
         switch (method, path) {
         case ("GET", "/cluster"):
-            guard let snapshot = state.snapshot else { return .text(503, "Consul has not been read yet\n") }
+            guard var snapshot = state.snapshot else { return .text(503, "Consul has not been read yet\n") }
+            snapshot.addEvents(events)
             return json(200, StatusView(snapshot: snapshot, cluster: state.cluster, events: 10).json)
         case ("GET", "/metrics"):
             return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))

@@ -228,21 +228,24 @@ public struct EventHistory {
     public func read(sinceNanoseconds: UInt64, node: NodeName?, kind: String?, index: UInt64 = 0, wait: Duration? = nil) async throws
         -> (events: [(key: String, event: ClusterEvent)], index: UInt64)
     {
-        let prefix = config.keys.eventsPrefix
-        let result = try await client.list(prefix, wait.map { QueryOptions(index: index, wait: $0) } ?? .consistent)
+        let keys = config.keys
+        let result = try await client.list(keys.eventsPrefix, wait.map { QueryOptions(index: index, wait: $0) } ?? .consistent)
+        // Events an earlier Baton wrote under the cluster's prefix, until the leader moved them.
+        let legacy = try await client.list(keys.legacyEventsPrefix, .consistent).value
         var events: [(key: String, event: ClusterEvent)] = []
-        for pair in result.value {
-            // ignored: a malformed event is skipped (baton status lists it as a problem)
-            guard let stamp = UInt64(pair.key.dropFirst(prefix.count).prefix(20)), stamp >= sinceNanoseconds,
-                let json = try? JSONValue.parse(pair.value ?? []), let origin = try? NodeName(json.member("node")?.stringValue ?? "")
-            else { continue }
-            let event = ClusterEvent(
-                time: json.member("time")?.stringValue ?? "", node: origin, kind: json.member("kind")?.stringValue ?? "",
-                detail: json.member("detail")?.stringValue ?? "")
-            if let node, event.node != node { continue }
-            if let kind, event.kind != kind { continue }
-            events.append((pair.key, event))
+        for (prefix, pairs) in [(keys.eventsPrefix, result.value), (keys.legacyEventsPrefix, legacy)] {
+            for pair in pairs {
+                // ignored: a malformed event is skipped (baton status lists it as a problem)
+                guard let stamp = UInt64(pair.key.dropFirst(prefix.count).prefix(20)), stamp >= sinceNanoseconds,
+                    let event = try? ClusterEvent(pair: pair)
+                else { continue }
+                if let node, event.node != node { continue }
+                if let kind, event.kind != kind { continue }
+                // Keyed by what follows the prefix: an event being moved is listed once.
+                events.append((String(pair.key.dropFirst(prefix.count)), event))
+            }
         }
-        return (events.sorted { $0.key < $1.key }, result.index)
+        var seen: Set<String> = []
+        return (events.sorted { $0.key < $1.key }.filter { seen.insert($0.key).inserted }, result.index)
     }
 }

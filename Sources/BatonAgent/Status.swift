@@ -16,7 +16,8 @@ public struct StatusReader {
 
     public func read(events: Int = 10) async throws -> StatusView {
         let keys = config.keys
-        let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+        var snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
+        snapshot.addEvents(try await client.list(keys.eventsPrefix, .consistent).value)
         var view = StatusView(snapshot: snapshot, cluster: config.cluster, events: events)
         // ignored: without the session list the status is still shown, only without who runs a monitor
         view.liveMonitors = try? await liveMonitors(client, cluster: config.cluster)

@@ -17,7 +17,13 @@ public struct ClusterKeys: Sendable, Equatable {
     /// Each monitor's report (``MemberStatus``).
     public var statusPrefix: String { prefix + "status/" }
     public func status(_ name: NodeName) -> String { statusPrefix + name.value }
-    public var eventsPrefix: String { prefix + "events/" }
+    /// The event history, beside the cluster's prefix rather than under it: the monitors read the whole
+    /// prefix every loop and need none of the (up to 200) events, which only `baton status`, `baton
+    /// events` and the node API's `/cluster` show. A cluster name has no '.', so no cluster's prefix is this.
+    public var eventsPrefix: String { "baton/\(cluster.value).events/" }
+    /// Where an earlier Baton kept the event history; the leader moves what it finds there to
+    /// ``eventsPrefix``.
+    public var legacyEventsPrefix: String { prefix + "events/" }
     /// The synchronous standby, recorded by the primary before it relies on it: the only node automatic
     /// failover may promote in synchronous mode.
     public var sync: String { prefix + "sync" }

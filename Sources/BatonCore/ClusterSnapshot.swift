@@ -58,8 +58,11 @@ public struct ClusterSnapshot: Sendable {
     public var commands: [NodeName: (command: NodeCommand, modifyIndex: UInt64)] = [:]
     /// Runtime tags by node.
     public var tags: [NodeName: NodeTags] = [:]
-    /// The event history, oldest first.
+    /// The event history, oldest first: what ``addEvents(_:)`` added from the events prefix (which the
+    /// cluster's prefix does not hold), and any events an earlier Baton left under the prefix.
     public var events: [ClusterEvent] = []
+    /// The events an earlier Baton wrote under the cluster's prefix, which the leader moves out.
+    public var legacyEvents: [KVPair] = []
     public var problems: [String] = []
 
     public init() {}
@@ -72,6 +75,14 @@ public struct ClusterSnapshot: Sendable {
             } catch {
                 problems.append(error.message)
             }
+        }
+        events.sort { $0.time < $1.time }
+    }
+
+    /// Adds the events read from ``ClusterKeys/eventsPrefix`` (a malformed one is a problem, skipped).
+    public mutating func addEvents(_ pairs: [KVPair]) {
+        for pair in pairs {
+            do throws(ValidationProblem) { events.append(try ClusterEvent(pair: pair)) } catch { problems.append(error.message) }
         }
         events.sort { $0.time < $1.time }
     }
@@ -121,14 +132,9 @@ public struct ClusterSnapshot: Sendable {
             guard let status = BouncerStatus(bytes: pair.value) else { throw ValidationProblem("Consul key \(key) is not a pgbouncer agent's report") }
             bouncers[name] = status
             bouncerIndexes[name] = pair.modifyIndex
-        case _ where key.hasPrefix(keys.eventsPrefix):
-            guard let json = try? JSONValue.parse(pair.value ?? []), let node = try? NodeName(json.member("node")?.stringValue ?? "") else {
-                throw ValidationProblem("Consul key \(key) is not an event")
-            }
-            events.append(
-                ClusterEvent(
-                    time: json.member("time")?.stringValue ?? "", node: node, kind: json.member("kind")?.stringValue ?? "",
-                    detail: json.member("detail")?.stringValue ?? ""))
+        case _ where key.hasPrefix(keys.legacyEventsPrefix):
+            legacyEvents.append(pair)
+            events.append(try ClusterEvent(pair: pair))
         default:
             return
         }

@@ -57,7 +57,7 @@ public struct VRRPNotification: Sendable, Equatable {
     }
 }
 
-/// One entry of the cluster's bounded event history under `events/`.
+/// One entry of the cluster's bounded event history (``ClusterKeys/eventsPrefix``).
 public struct ClusterEvent: Sendable, Equatable {
     public var time: String
     public var node: NodeName
@@ -73,6 +73,16 @@ public struct ClusterEvent: Sendable, Equatable {
 
     public var json: JSONValue {
         .object([("time", .string(time)), ("node", .string(node.value)), ("kind", .string(kind)), ("detail", .string(detail))])
+    }
+
+    /// Parses an event's key (its value; the key names its time).
+    public init(pair: KVPair) throws(ValidationProblem) {
+        guard let json = try? JSONValue.parse(pair.value ?? []), let node = try? NodeName(json.member("node")?.stringValue ?? "") else {
+            throw ValidationProblem("Consul key \(pair.key) is not an event")
+        }
+        self.init(
+            time: json.member("time")?.stringValue ?? "", node: node, kind: json.member("kind")?.stringValue ?? "",
+            detail: json.member("detail")?.stringValue ?? "")
     }
 
     /// Keys sort by time: nanoseconds since the epoch, zero-padded, then the node.

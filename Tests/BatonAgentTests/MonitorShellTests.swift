@@ -232,6 +232,34 @@ struct MonitorShellTests {
         }
     }
 
+    @Test("the event history lives beside the cluster's prefix: the leader moves an earlier Baton's events out of it, and status and events still show them")
+    func eventsMoveOutOfThePrefix() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg2)
+            #expect(!f.keys.eventsPrefix.hasPrefix(f.keys.prefix), "the monitors' read of the prefix carries no events")
+            // 120 events as an earlier Baton wrote them (under the prefix), oldest first.
+            for i in 0..<120 {
+                let event = ClusterEvent(time: "2026-11-01T00:00:\(String(format: "%02d", i % 60)).\(i)Z", node: Self.pg1, kind: "old", detail: "event \(i)")
+                let key = ClusterEvent.key(prefix: f.keys.legacyEventsPrefix, nanoseconds: 1_000_000_000 + UInt64(i), node: Self.pg1)
+                try await f.client.put(key, event.json.serializedBytes())
+            }
+            let reader = StatusReader(config: f.config, client: f.client)
+            #expect(try await reader.read(events: 200).events.count == 120, "before the move, status shows the events under the prefix")
+            let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
+            try await withMonitor(f, database: database, guardian: FakeGuard()) {
+                let moved = await eventually(timeout: .seconds(20)) { (try? await f.client.list(f.keys.legacyEventsPrefix).value)?.isEmpty == true }
+                #expect(moved, "the leader moved every event out of the prefix")
+            }
+            let history = try await f.client.list(f.keys.eventsPrefix).value.map(\.key)
+            let old = history.filter { $0.hasPrefix(f.keys.eventsPrefix + "0000000000100000") }
+            #expect(old.count == 120, "each moved under its own time: \(old.count)")
+            let read = try await EventHistory(config: f.config, client: f.client).read(sinceNanoseconds: 0, node: Self.pg1, kind: "old")
+            #expect(read.events.map(\.event.detail) == (0..<120).map { "event \($0)" }, "baton events lists them in order")
+            let status = try await reader.read(events: 500)
+            #expect(status.events.filter { $0.kind == "old" }.count == 120, "status shows them from beside the prefix")
+        }
+    }
+
     @Test("without a watchdog, a node never takes the lock")
     func noWatchdogNoLock() async throws {
         try await withFixture { f in

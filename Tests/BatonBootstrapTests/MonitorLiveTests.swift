@@ -153,7 +153,7 @@ struct MonitorLiveTests {
             #expect(!(await writable(c, port: nodes[0].1)), "the old primary must not take writes")
             // Rewound, not cloned afresh: the killed postmaster's lock file (its PID possibly a zombie not
             // yet reaped by init) does not stop pg_rewind's crash recovery.
-            let rejoins = try await c.client.list("baton/live/events/").value.map(\.stringValue).filter { $0.contains("\"rejoin\"") }
+            let rejoins = try await c.client.list("baton/live.events/").value.map(\.stringValue).filter { $0.contains("\"rejoin\"") }
             #expect(rejoins.count == 1 && rejoins.allSatisfy { $0.contains("rewound with pg_rewind") }, "\(rejoins)")
             // keepalived's track script passes on the new leader only.
             for (name, _) in nodes {
@@ -338,7 +338,7 @@ struct MonitorLiveTests {
             #expect(fenced, "pg1 kept taking writes after its monitor died")
             #expect(fencedAfter < .seconds(3), "fenced \(fencedAfter) after the kill; the bound is the 3 s TTL")
             let failedOver = await newWritableLeader(c, nodes, replacing: "pg1") != nil
-            let decisions = try await c.client.list("baton/live/").value.filter { $0.key.contains("/status/") || $0.key.contains("/events/") }
+            let decisions = try await c.client.list("baton/live").value.filter { $0.key.contains("/status/") || $0.key.contains(".events/") }
                 .map { "\($0.key): \($0.stringValue)" }
             #expect(failedOver, "no replica took over after the session lapsed: \(decisions)")
             try await Task.sleep(for: .seconds(1))
@@ -373,7 +373,7 @@ extension MonitorLiveTests {
             let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
             #expect(newLeader != nil, "no replica took over from the cut-off primary")
             #expect(!(await writable(c, port: nodes[0].1)), "the cut-off primary must not take writes")
-            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue)
+            let events = try await c.client.list("baton/live.events/").value.map(\.stringValue)
             #expect(events.contains { $0.contains("takeover") }, "the lock was taken over (not left to lapse): \(events)")
             proxy.heal()
             let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
@@ -400,7 +400,7 @@ extension MonitorLiveTests {
             for pid in victims { kill(pid, SIGKILL) }
             let second = await newWritableLeader(c, nodes, replacing: "pg1")
             #expect(second != nil, "no replica took over from the dead node")
-            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue)
+            let events = try await c.client.list("baton/live.events/").value.map(\.stringValue)
             #expect(events.contains { $0.contains("takeover") }, "the dead node's lock was taken over before its session lapsed: \(events)")
             // The second failure, on the new primary.
             let secondName = try #require(second)
@@ -433,8 +433,8 @@ extension MonitorLiveTests {
 extension LiveCluster {
     /// Every monitor's last status and the events, for failure messages.
     func digest() async -> String {
-        let pairs = (try? await client.list("baton/live/").value) ?? []
-        let keys = pairs.filter { $0.key.contains("/status/") || $0.key.contains("/events/") || $0.key.hasSuffix("/leader") }
+        let pairs = (try? await client.list("baton/live").value) ?? []  // the cluster prefix and the events beside it
+        let keys = pairs.filter { $0.key.contains("/status/") || $0.key.contains(".events/") || $0.key.hasSuffix("/leader") }
             .map { "\($0.key): \($0.stringValue)" }
         let logs = trackedProcesses.map { p in
             "--- \(p.process.arguments?.joined(separator: " ") ?? "")\n" + p.output.split(separator: "\n").suffix(25).joined(separator: "\n")

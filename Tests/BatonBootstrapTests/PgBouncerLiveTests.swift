@@ -164,7 +164,7 @@ extension MonitorLiveTests {
             #expect(acknowledged.allSatisfy { present.contains($0) }, "acknowledged writes missing on the new primary: \(acknowledged.filter { !present.contains($0) }.prefix(5))")
             let pause = clients.map(\.longestGap).max() ?? .zero
             print("pgbouncer switchover: \(acknowledged.count) writes by \(clients.count) clients, longest pause \(pause.millisecondCount) ms, failures \(failures)")
-            let events = try await c.client.list("baton/live/events/").value.map(\.stringValue).filter { $0.contains("switchover") }
+            let events = try await c.client.list("baton/live.events/").value.map(\.stringValue).filter { $0.contains("switchover") }
             #expect(events.contains { $0.contains("paused in") }, "the switchover waited for every pgbouncer's pause: \(events)")
         }
     }

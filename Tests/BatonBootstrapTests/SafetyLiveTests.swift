@@ -166,7 +166,7 @@ extension MonitorLiveTests {
     }
 
     func events(_ c: LiveCluster) async throws -> [String] {
-        try await c.client.list("baton/live/events/").value.map(\.stringValue)
+        try await c.client.list("baton/live.events/").value.map(\.stringValue)
     }
 
     @Test("kill -9 of one backend on the primary (the OOM killer's act): PostgreSQL recovers in place under the lock; never two writable")

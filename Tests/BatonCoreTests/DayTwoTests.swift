@@ -178,11 +178,13 @@ struct DayTwoTests {
         pairs.append(KVPair(key: keys.leader, value: Array("a".utf8), session: "s"))
         pairs.append(KVPair(key: keys.tags(try NodeName("b")), value: NodeTags(noSync: true).json.serializedBytes()))
         let event = ClusterEvent(time: "2026-11-28T03:00:00Z", node: try NodeName("a"), kind: "promote", detail: "promoted to primary on timeline 2")
-        pairs.append(KVPair(key: keys.eventsPrefix + "1-a", value: event.json.serializedBytes()))
+        let history = [KVPair(key: keys.eventsPrefix + "1-a", value: event.json.serializedBytes())]
         let running = NodeCommand(id: "r1", kind: .restart, onlyPending: true, by: "a", time: "10:00", state: .running)
         pairs.append(KVPair(key: keys.command(try NodeName("b")), value: running.json.serializedBytes()))
         pairs.append(KVPair(key: keys.command(try NodeName("c")), value: running.with(.done, "ok").json.serializedBytes()))
-        var view = StatusView(snapshot: ClusterSnapshot(pairs: pairs, keys: keys), cluster: try ClusterName("c"), events: 5)
+        var snapshot = ClusterSnapshot(pairs: pairs, keys: keys)
+        snapshot.addEvents(history)
+        var view = StatusView(snapshot: snapshot, cluster: try ClusterName("c"), events: 5)
         view.liveMonitors = [try NodeName("a"), try NodeName("c")]
         let warnings = view.warnings
         #expect(warnings.count == 3, "\(warnings)")
