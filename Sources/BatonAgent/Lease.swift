@@ -22,6 +22,8 @@ import Logging
 public actor Lease {
     let client: ConsulClient
     let guardian: any FenceGuard
+    /// The leader key as the monitor's watch sees it.
+    let sightings: LeaderSightings
     let logger: Logger
     let node: NodeName
     let cluster: ClusterName
@@ -62,9 +64,10 @@ public actor Lease {
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
-        apiTLS: TLSFiles = TLSFiles(), wake: @escaping @Sendable () -> Void
+        apiTLS: TLSFiles = TLSFiles(), sightings: LeaderSightings = LeaderSightings(), wake: @escaping @Sendable () -> Void
     ) {
         self.client = client
+        self.sightings = sightings
         self.transport = CurlTransport(tls: apiTLS)
         self.guardian = guardian
         self.node = node
@@ -297,14 +300,21 @@ public actor Lease {
     enum Beat: Equatable { case beat, lost, failed }
 
     /// One heartbeat: read the key, and write it back with check-and-set if it is still this node's.
+    /// The key as the leader watch last saw it — this node's previous beat, mostly — stands in for the
+    /// read when it says the key is this node's: a check-and-set at an index that moved on just fails,
+    /// and the beat reads the key then. Only a read decides that the lock is lost.
     func beat() async -> Beat {
         guard let session else { return .failed }
         let started = term
-        for _ in 0..<2 {
+        for attempt in 0..<3 {
             let pair: KVPair?
-            do { pair = try await client.get(keys.leader, .consistent).value } catch {
-                consulWarnings.warning(logger, "Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
-                return .failed
+            if attempt == 0, let seen = sightings.latest, seen.session == session, seen.stringValue == node.value {
+                pair = seen
+            } else {
+                do { pair = try await client.get(keys.leader, .consistent).value } catch {
+                    consulWarnings.warning(logger, "Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
+                    return .failed
+                }
             }
             guard term == started else { return .failed }
             guard let pair, pair.session == session, pair.stringValue == node.value else {

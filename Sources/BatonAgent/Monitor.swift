@@ -65,7 +65,7 @@ public struct Monitor: Service {
         let apiTLS = settings.apiTLS.map { TLSFiles(caFile: $0.clientCA?.value, certFile: $0.certificate.value, keyFile: $0.key.value) } ?? TLSFiles()
         let lease = Lease(
             client: client, guardian: guardian, node: settings.node, cluster: settings.cluster, stateDirectory: settings.stateDirectory.value,
-            logger: logger, apiTLS: apiTLS, wake: { wake.yield(.look) })
+            logger: logger, apiTLS: apiTLS, sightings: LeaderSightings(), wake: { wake.yield(.look) })
         let state = NodeState(node: settings.node, cluster: settings.cluster)
         let api =
             serveAPI

@@ -38,8 +38,8 @@ struct MonitorLoop {
     var bouncerReports = ChangeTracker<NodeName>()
     /// The leader key's index: a silent leader's heartbeat stops changing it.
     var leaderKey = ChangeTracker<String>()
-    /// When the leader watch first saw each heartbeat (sooner than the loop's read).
-    let leaderSightings = LeaderSightings()
+    /// When the leader watch first saw each heartbeat (sooner than the loop's read): the lease's.
+    var leaderSightings: LeaderSightings { lease.sightings }
     var leaderFreeSince: ContinuousClock.Instant?
     /// The pending request's modify index and when this monitor first saw it.
     var requestSeen: (index: UInt64, since: ContinuousClock.Instant)?
