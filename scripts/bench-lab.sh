@@ -147,9 +147,11 @@ done
 # pgbouncer agent, and the Consul server — and beside them Patroni's, where it is installed.
 if part rest; then
 wait_for 120 settled
-# A full event history, as in a cluster that has run for a while (the failovers above wrote some).
+# A full event history, as in a cluster that has run for a while (the failovers above wrote some), and
+# a minute (BENCH_SETTLE) to settle, as the loopback footprint waits: "at rest" is not the first seconds
+# after the cluster formed or a failover ended.
 python3 scripts/consul-fill.py 198.18.0.254:8500 0 lab 200
-sleep 5
+sleep "${BENCH_SETTLE:-60}"
 procs=()
 while read -r p name; do
   case $name in monitor | pgbouncer-agent | consul) ;; *) continue ;; esac
