@@ -124,7 +124,8 @@ public actor Lease {
     }
 
     /// Before anything starts PostgreSQL here: the node is not vacant any more, and keepalived has been
-    /// told so (the file written) when this returns.
+    /// told so when this returns (unless the file cannot be written — logged; the state file then cannot
+    /// be either, and `baton check` takes the node to FAULT within three loops).
     public func leaveVacancy() {
         guard vacant else { return }
         vacant = false
