@@ -55,6 +55,12 @@ public actor Lease {
     private var writablePrimary = false
     /// No process of this node's PostgreSQL runs (see ``setLocal(writablePrimary:vacant:)``).
     private var vacant = false
+    /// Whether keepalived may be told ``VRRPStanding/vacant``: only straight from leading with a live
+    /// lease — the old primary whose PostgreSQL died keeps the address it holds. Once its lease ran out
+    /// (the watchdog fences and says FAULT then) or it was barred (a standby, a start), the node stays
+    /// off until it leads again: an address that came back to a node fenced a moment ago would deliver
+    /// that node's last answers, sent before the fence, late — after the new primary's first.
+    private var mayBeVacant = false
     private var trackWritten: VRRPStanding?
     /// The state file as last written: rewritten when what `baton check` judges changes, else once
     /// per half loop (it proves the monitor alive; `baton check` counts it stale after three loops).
@@ -437,7 +443,13 @@ public actor Lease {
                 logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
             }
         }
-        let standing = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant)
+        if leading && now >= deadline { mayBeVacant = false }
+        let standing = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
+        switch standing {
+        case .leading: mayBeVacant = true
+        case .barred: mayBeVacant = false
+        case .vacant: break
+        }
         guard standing != trackWritten else { return }
         do {
             // The file a keepalived.conf from an earlier Baton tracks, then the one it tracks now.

@@ -209,6 +209,7 @@ struct BatonChaos {
         try report.markdown.write(toFile: markdownPath, atomically: true, encoding: .utf8)
         FileHandle.standardOutput.write(Data(("\n" + report.markdown + "\n").utf8))
         say("\(acknowledgements.count) acknowledged writes (\(history.attempted) attempted), \(lost.count) lost, \(windows.count) split-brain window(s)")
+        say("clients resumed at most \(String(format: "%.2f", history.longestLag)) s after an acknowledgement arrived (times are taken on arrival)")
         say("report: \(options.report) and \(markdownPath)")
         let violations = report.violations
         if violations.isEmpty {

@@ -8,12 +8,20 @@ final class History: Sendable {
     let epoch = ContinuousClock.now
     private let records = Mutex<[Acknowledgement]>([])
     private let attempts = Mutex(0)
+    private let lag = Mutex(Duration.zero)
 
     var now: Double { seconds(ContinuousClock.now - epoch) }
     var acknowledgements: [Acknowledgement] { records.withLock { $0 } }
     var attempted: Int { attempts.withLock { $0 } }
 
     func record(_ a: Acknowledgement) { records.withLock { $0.append(a) } }
+    /// The longest time between an acknowledgement's arrival and its client's task resuming.
+    var longestLag: Double { seconds(lag.withLock { $0 }) }
+    func resumed(after arrival: ContinuousClock.Instant) {
+        let late = ContinuousClock.now - arrival
+        lag.withLock { $0 = max($0, late) }
+    }
+    func at(_ instant: ContinuousClock.Instant) -> Double { seconds(instant - epoch) }
     func tried() { attempts.withLock { $0 += 1 } }
 
     func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -68,9 +76,13 @@ struct Workload {
             do {
                 if connection == nil { connection = try await PostgresConnection.connect(conninfo) }
                 history.tried()
-                let rows = try await connection!.query("INSERT INTO \(table) (id, client) VALUES ($1, $2) \(Self.returning)", [id, client], timeout: .seconds(5))
+                let (rows, arrived) = try await connection!.timedQuery(
+                    "INSERT INTO \(table) (id, client) VALUES ($1, $2) \(Self.returning)", [id, client], timeout: .seconds(5))
+                history.resumed(after: arrived)
                 if let row = rows.first, let server = row[0], let timeline = row[1].flatMap({ Int($0) }) {
-                    history.record(Acknowledgement(id: id, client: client, at: history.now, server: lab.node(ofAddress: server), timeline: timeline))
+                    // When it arrived, not when this task got to run again: on a loaded machine the two can be
+                    // a second apart, and a late note of an old primary's last answer looks like split brain.
+                    history.record(Acknowledgement(id: id, client: client, at: history.at(arrived), server: lab.node(ofAddress: server), timeline: timeline))
                 }
                 try? await Task.sleep(for: pause)
             } catch {

@@ -134,6 +134,22 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// ``query(_:_:timeout:)``, and when its answer arrived: the instant taken on the thread that received
+    /// it, not when the awaiting task resumed (which, on a busy machine, can be much later).
+    public func timedQuery(_ sql: String, _ parameters: [String?] = [], timeout: Duration) async throws
+        -> (rows: [[String?]], arrived: ContinuousClock.Instant)
+    {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(
+                    with: Result {
+                        let rows = try self.boundedQuery(sql, parameters, deadline: ContinuousClock.now + timeout, timeout: timeout)
+                        return (rows, ContinuousClock.now)
+                    })
+            }
+        }
+    }
+
     /// The first column of the first row, or `nil`.
     public func scalar(_ sql: String, _ parameters: [String?] = []) async throws -> String? {
         try await query(sql, parameters).first?.first ?? nil

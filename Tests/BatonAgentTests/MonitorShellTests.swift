@@ -17,14 +17,14 @@ struct MonitorShellTests {
     static let pg1 = try! NodeName("pg1")
     static let pg2 = try! NodeName("pg2")
 
-    func settings(_ f: Fixture, _ node: NodeName) throws -> BootstrapSettings {
+    func settings(_ f: Fixture, _ node: NodeName, consul: String? = nil) throws -> BootstrapSettings {
         let directory = f.directory + "/" + node.value
         try FileManager.default.createDirectory(atPath: directory + "/state", withIntermediateDirectories: true)
         try "secret\n".write(toFile: directory + "/password", atomically: true, encoding: .utf8)
         return try BootstrapSettings.validate(
             mode: .master,
             options: [
-                "cluster": .string("main"), "node-name": .string(node.value), "address": .string("198.18.0.2"), "consul": .string(f.address),
+                "cluster": .string("main"), "node-name": .string(node.value), "address": .string("198.18.0.2"), "consul": .string(consul ?? f.address),
                 "pgdata": .string(directory + "/data"), "replication-password-file": .string(directory + "/password"),
                 "state-dir": .string(directory + "/state"), "pg-socket-dir": .string(directory),
             ], environment: [:], hostname: "test")
@@ -42,12 +42,13 @@ struct MonitorShellTests {
 
     /// Runs pg2's monitor with `database` and `guardian` while `body` runs, then stops it (SIGTERM's path).
     func withMonitor(
-        _ f: Fixture, database: FakeDatabase, guardian: FakeGuard, _ body: () async throws -> Void
+        _ f: Fixture, database: FakeDatabase, guardian: FakeGuard, consul: String? = nil, _ body: () async throws -> Void
     ) async throws {
         var logger = Logger(label: "test.monitor")
         logger.logLevel = .critical
         let monitor = Monitor(
-            settings: try settings(f, Self.pg2), client: f.client, logger: logger, observeOnly: false, guardian: guardian,
+            settings: try settings(f, Self.pg2, consul: consul), client: consul.map { Self.client($0) } ?? f.client, logger: logger,
+            observeOnly: false, guardian: guardian,
             makeDatabase: { _ in database }, serveAPI: false)
         let running = Task { try await monitor.run() }
         do { try await body() } catch {
@@ -57,6 +58,13 @@ struct MonitorShellTests {
         }
         running.cancel()
         _ = await running.result
+    }
+
+    /// A client as the monitor daemon makes one: requests give up after 2 s.
+    static func client(_ address: String) -> ConsulClient {
+        var configuration = ConsulConfiguration(addresses: [try! ConsulAddress(parsing: address)])
+        configuration.requestTimeout = .seconds(2)
+        return ConsulClient(configuration)
     }
 
     func leader(_ f: Fixture) async throws -> String? {
@@ -189,6 +197,32 @@ struct MonitorShellTests {
             }
             #expect(database.actions.contains("launch"))
             #expect(atLaunch.withLock { $0 }.allSatisfy { $0 == "-254\n" } && !atLaunch.withLock { $0 }.isEmpty, "at each launch the file said barred: \(atLaunch.withLock { $0 })")
+        }
+    }
+
+    @Test("keepalived's tracked file: a leader fenced because its lease ran out (Consul out of reach) is barred, and stays barred once its PostgreSQL is gone — never vacant")
+    func fencedByTheLeaseNeverVacant() async throws {
+        try await withFixture { f in
+            try await register(f, primary: Self.pg2)
+            let proxy = try SeverableProxy(upstreamPort: f.server.localAddress.port)
+            defer { proxy.stop() }
+            let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
+            let tracked = KeepalivedSettings.trackFilePath(stateDirectory: f.directory + "/pg2/state")
+            @Sendable func read() -> String { (try? String(contentsOfFile: tracked, encoding: .utf8)) ?? "" }
+            try await withMonitor(f, database: database, guardian: FakeGuard(), consul: proxy.address) {
+                #expect(await eventually(timeout: .seconds(10)) { read() == "0\n" }, "pg2 leads: full priority")
+                proxy.sever()
+                // Every value the file takes from the cut on, until well after the fence (bounded).
+                var values: [String] = []
+                let end = ContinuousClock.now + .seconds(8)
+                while ContinuousClock.now < end {
+                    let value = read()
+                    if !value.isEmpty, value != values.last { values.append(value) }
+                    try await Task.sleep(for: .milliseconds(2))
+                }
+                #expect(database.actions.contains("fence"), "the monitor fenced its PostgreSQL when the lease ran out: \(database.actions)")
+                #expect(values == ["0\n", "-254\n"], "leading, then barred for good: \(values)")
+            }
         }
     }
 
