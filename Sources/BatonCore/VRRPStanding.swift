@@ -8,8 +8,9 @@
 public enum VRRPStanding: Sendable, Equatable {
     /// This node holds the leader lock with a writable primary and a live lease: its full priority.
     case leading
-    /// No process of this node's PostgreSQL runs, and its monitor (alive, acting) starts none without
-    /// first saying ``barred``: the lowest priority, below every leader's.
+    /// The old primary whose PostgreSQL died while its lease was live: no process of it runs, and its
+    /// monitor (alive, acting) starts none without first saying ``barred``. The lowest priority, below
+    /// every leader's. (Whether a node may be vacant is the lease's to say: see `Lease`.)
     case vacant
     /// Anything else — a standby, a PostgreSQL starting or being fenced, a primary without the lock:
     /// keepalived's FAULT state, the address off.
