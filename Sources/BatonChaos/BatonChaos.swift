@@ -217,6 +217,14 @@ struct BatonChaos {
             return 0
         }
         for v in violations { say("VIOLATION: \(v)") }
+        // Each split brain's late acknowledgements: which client, when it arrived and when the server ran
+        // the INSERT (the lab's nodes share this machine's clock), on the run's clock.
+        for (w, _) in windows {
+            for a in acknowledgements where a.server == w.old && a.timeline == w.oldTimeline && a.at > w.start {
+                let ran = history.executed(a.id).map { String(format: "%.3f", $0) } ?? "?"
+                say(String(format: "  late: %@ (%@) arrived %.3f, ran on %@ at %@; %@ began at %.3f", a.id, a.client, a.at, a.server, ran, w.new, w.start))
+            }
+        }
         return 1
     }
 

@@ -6,6 +6,12 @@ import Synchronization
 /// Every acknowledgement the workload received, on the run's clock.
 final class History: Sendable {
     let epoch = ContinuousClock.now
+    /// The same moment on the wall clock, which the lab's servers share with this process.
+    let wallEpoch = Date().timeIntervalSince1970
+    private let ran = Mutex<[String: Double]>([:])
+    /// When the server ran the INSERT with `id`, on the run's clock (from its `clock_timestamp()`).
+    func executed(_ id: String) -> Double? { ran.withLock { $0[id] } }
+    func ran(_ id: String, atWall seconds: Double) { ran.withLock { $0[id] = seconds - wallEpoch } }
     private let records = Mutex<[Acknowledgement]>([])
     private let attempts = Mutex(0)
     private let lag = Mutex(Duration.zero)
@@ -35,7 +41,8 @@ struct Workload {
     let history: History
 
     /// `INSERT … RETURNING` the server's address and its current timeline.
-    static let returning = "RETURNING inet_server_addr()::text, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+    static let returning =
+        "RETURNING inet_server_addr()::text, ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, extract(epoch from clock_timestamp())::text"
 
     static func conninfo(hosts: [String], port: Int, readWrite: Bool) -> String {
         var pairs = [
@@ -79,6 +86,7 @@ struct Workload {
                 let (rows, arrived) = try await connection!.timedQuery(
                     "INSERT INTO \(table) (id, client) VALUES ($1, $2) \(Self.returning)", [id, client], timeout: .seconds(5))
                 history.resumed(after: arrived)
+                if let row = rows.first, row.count > 2, let wall = row[2].flatMap({ Double($0) }) { history.ran(id, atWall: wall) }
                 if let row = rows.first, let server = row[0], let timeline = row[1].flatMap({ Int($0) }) {
                     // When it arrived, not when this task got to run again: on a loaded machine the two can be
                     // a second apart, and a late note of an old primary's last answer looks like split brain.
