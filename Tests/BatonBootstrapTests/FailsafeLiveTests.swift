@@ -114,6 +114,41 @@ extension MonitorLiveTests {
         }
     }
 
+    @Test("failsafe mode: the primary fenced during a Consul outage wins the lock back when Consul returns before any replica looks: it starts again as the primary, with every commit")
+    func fencedPrimaryLeadsAgain() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c, settings: ["failsafe_mode=on"])
+            try await createAcknowledgedTable(c, port: nodes[0].1)
+            let writer = AcknowledgedWriter()
+            writer.start(nodes: nodes, cluster: c)
+            #expect(await writer.waitFor(count: 20, within: .seconds(20)), "writes flow")
+            let replicas = try ["pg2", "pg3"].map { try #require(monitorProcess(c, $0)) }
+            kill(replicas[1].pid, SIGSTOP)
+            await c.stopConsul()
+            let fenced = await eventually(timeout: .seconds(10)) { !(await writable(c, port: nodes[0].1)) }
+            #expect(fenced, "pg3 cannot confirm: pg1 fences at its deadline")
+            // Both replicas' monitors held while Consul comes back: only pg1's heartbeat reaches it.
+            kill(replicas[0].pid, SIGSTOP)
+            let before = try #require(try await leaderPair(c, after: { try await c.startConsul() }))
+            let beat = await eventually(timeout: .seconds(10)) { ((try? await c.client.get("baton/live/leader").value)??.modifyIndex ?? 0) > before }
+            for replica in replicas { kill(replica.pid, SIGCONT) }
+            #expect(beat, "pg1's heartbeat got through")
+            let primary = await newWritableLeader(c, nodes, replacing: "")
+            if primary == nil { Issue.record("no primary again: \(await c.digest())") }
+            #expect(primary == "pg1", "pg1 leads again")
+            await writer.stop()
+            let acknowledged = writer.acknowledged
+            let present = try await acknowledgedPresent(c, port: nodes[0].1, ids: acknowledged)
+            #expect(present == acknowledged.count, "every acknowledged commit on pg1 (\(acknowledged.count - present) missing)")
+        }
+    }
+
+    /// Runs `start` and returns the leader key's modify index right after.
+    private func leaderPair(_ c: LiveCluster, after start: () async throws -> Void) async throws -> UInt64? {
+        try await start()
+        return try await c.client.get("baton/live/leader").value?.modifyIndex
+    }
+
     @Test("failsafe mode: the primary node killed during a Consul outage — nobody promotes without Consul; once it is back, a replica takes over")
     func noPromotionWithoutConsul() async throws {
         try await LiveCluster.with { c in
