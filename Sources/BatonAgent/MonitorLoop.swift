@@ -50,6 +50,8 @@ struct MonitorLoop {
     var launchedAt: ContinuousClock.Instant?
     var failedStarts = 0
     var lastAction = ""
+    /// This node's report as last written to Consul, and when (see ``MemberStatus/due(after:writtenAgo:loopWait:)``).
+    var statusWritten: (status: MemberStatus, at: ContinuousClock.Instant)?
     /// Malformed values in Consul already logged (each is logged once while it stays).
     var loggedProblems: Set<String> = []
     /// Warnings that repeat every loop while Consul is out of reach, logged once per 30 s.
@@ -438,7 +440,12 @@ struct MonitorLoop {
         var status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
         status.pendingRestart = local.isUp ? pendingRestart : []
         if case .primary = local { status.slots = slots }
-        do { try await client.put(keys.status(me), status.json.serializedBytes()) } catch {
+        let now = ContinuousClock.now
+        guard status.due(after: statusWritten?.status, writtenAgo: statusWritten.map { now - $0.at }, loopWait: config.loopWait) else { return }
+        do {
+            try await client.put(keys.status(me), status.json.serializedBytes())
+            statusWritten = (status, now)
+        } catch {
             consulWarnings.warning(logger, "Cannot publish this node's status", metadata: ["error": "\(error)"])
         }
     }

@@ -1,7 +1,7 @@
 /// How long values read from Consul have gone without changing, on this process's own monotonic clock:
 /// the way to judge whether another node's monitor (or agent) is alive without comparing the wall
 /// clocks of two machines (invariant 11). Every write bumps a key's modify index, and each node rewrites
-/// its report every loop, so an index that stopped moving means a reporter that stopped.
+/// its report at least every other loop, so an index that stopped moving means a reporter that stopped.
 public struct ChangeTracker<Key: Hashable & Sendable>: Sendable {
     private struct Sighting: Sendable {
         var index: UInt64

@@ -75,9 +75,20 @@ public struct MemberStatus: Sendable, Equatable {
     }
 
     /// How long a monitor's report may stay unchanged before its monitor counts as gone: three loops and
-    /// a second (monitors rewrite their report every loop).
+    /// a second (monitors rewrite their report at least every other loop, ``due(after:writtenAgo:loopWait:)``).
     public static func freshness(loopWait: GoDuration) -> Duration {
         loopWait.swiftDuration * 3 + .seconds(1)
+    }
+
+    /// Whether this report is written now, given the last one written and how long ago: when it says
+    /// anything new (its time aside), and otherwise once a loop and a half went by — every other loop
+    /// at rest, which keeps the key's index moving well within ``freshness(loopWait:)`` (a loop and a
+    /// second to spare) and spares Consul half the writes of a resting cluster.
+    public func due(after last: MemberStatus?, writtenAgo: Duration?, loopWait: GoDuration) -> Bool {
+        guard let last, let writtenAgo else { return true }
+        var same = self
+        same.time = last.time
+        return same != last || writtenAgo >= loopWait.swiftDuration * 3 / 2
     }
 }
 

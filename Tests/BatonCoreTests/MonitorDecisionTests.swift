@@ -474,4 +474,34 @@ struct MemberStatusTests {
             #expect(MemberStatus(bytes: Array(bad.utf8)) == nil)
         }
     }
+
+    @Test("a report is written when it says something new, else every other loop — always within the freshness window")
+    func writtenWhenDue() {
+        let standby = LocalPostgres.standby(position: LSN(42), timeline: 3, upstream: "10.0.0.1:5432", streaming: true)
+        let last = MemberStatus(local: standby, decision: "follow pg1", time: 1000)
+        for loop in [GoDuration.milliseconds(100), .seconds(1), .seconds(5)] {
+            let loopWait = loop.swiftDuration
+            var resting = last
+            resting.time = 1001
+            #expect(resting.due(after: nil, writtenAgo: nil, loopWait: loop), "the first report")
+            #expect(!resting.due(after: last, writtenAgo: loopWait, loopWait: loop), "nothing new a loop later: skipped")
+            #expect(resting.due(after: last, writtenAgo: loopWait * 2, loopWait: loop), "the other loop")
+            #expect(resting.due(after: last, writtenAgo: loopWait * 3 / 2, loopWait: loop))
+            // Loops run every loop_wait; the second after a write is due even if it ran a little early,
+            // and the index then moves well within the window readers allow.
+            #expect(resting.due(after: last, writtenAgo: loopWait * 2 - loopWait / 4, loopWait: loop))
+            #expect(loopWait * 2 + loopWait < MemberStatus.freshness(loopWait: loop), "a late loop still within freshness")
+            var moved = resting
+            moved.position = LSN(43)
+            var decided = resting
+            decided.decision = "wait: the leader is silent"
+            var stopped = resting
+            stopped.role = "down"
+            var pending = resting
+            pending.pendingRestart = ["shared_buffers"]
+            for changed in [moved, decided, stopped, pending] {
+                #expect(changed.due(after: last, writtenAgo: .milliseconds(1), loopWait: loop), "\(changed.json)")
+            }
+        }
+    }
 }
