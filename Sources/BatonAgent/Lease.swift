@@ -110,11 +110,10 @@ public actor Lease {
         return GoDuration(ContinuousClock.now - lastBeat)
     }
 
-    /// The loop saw (or stopped seeing) a writable primary here: what `baton check` and keepalived learn.
+    /// The loop saw (or stopped seeing) a writable primary here, the vacancy as it was: what `baton
+    /// check` and keepalived learn.
     public func setWritablePrimary(_ writable: Bool) {
-        guard writable != writablePrimary else { return }
-        writablePrimary = writable
-        publishState()
+        setLocal(writablePrimary: writable, vacant: vacant)
     }
 
     /// What the loop saw of this node's PostgreSQL, both at once: whether it is a writable primary, and
