@@ -150,7 +150,7 @@ wait_for 120 settled
 # A full event history, as in a cluster that has run for a while (the failovers above wrote some), and
 # a minute (BENCH_SETTLE) to settle, as the loopback footprint waits: "at rest" is not the first seconds
 # after the cluster formed or a failover ended.
-python3 scripts/consul-fill.py 198.18.0.254:8500 0 lab 200
+python3 scripts/consul-fill.py 198.18.0.253:8500 0 lab 200
 sleep "${BENCH_SETTLE:-60}"
 procs=()
 while read -r p name; do

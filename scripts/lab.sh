@@ -3,7 +3,9 @@
 # (198.18.0.0/24, a benchmarking range, on a bridge this script creates; nothing else is touched).
 # Every node runs the real stack, set up by `baton bootstrap` exactly as in production: PostgreSQL 15,
 # pgbouncer, keepalived with Baton's check and notify hooks (VIP 198.18.0.100), `baton monitor` and
-# `baton pgbouncer-agent`. The embedded Consul server listens on the bridge (198.18.0.254:8500).
+# `baton pgbouncer-agent`. The bridge is the host's side (198.18.0.254: HAProxy, clients); the embedded
+# Consul server listens on an address of its own on it (198.18.0.253:8500), so that a node can be cut
+# from Consul alone.
 # Without root (no namespaces), the same cluster runs on loopback without keepalived.
 #
 #   scripts/lab.sh up [N]            build nothing; start N nodes (default 3) — run `swift build` first
@@ -21,7 +23,7 @@
 #                                    pgbouncer or through HAProxy (198.18.0.254:5000, routing by /primary)
 # BATON_LAB_DIR (default /tmp/baton-lab) holds the lab; BATON (default .build/debug/baton) is the binary.
 # BATON_LAB_CONSUL_PROXY (a program, e.g. `.build/debug/baton-chaos proxy`): Consul listens on port 8501
-# and that program, started with --listen 198.18.0.254:8500 --upstream 198.18.0.254:8501 --delay-file
+# and that program, started with --listen 198.18.0.253:8500 --upstream 198.18.0.253:8501 --delay-file
 # $BATON_LAB_DIR/consul-delay, stands in front of it (the chaos suite makes Consul slow through it).
 # BATON_LAB_VRRP=unicast: keepalived talks unicast VRRP (bootstrap --vrrp-unicast), as where multicast
 # is dropped; each monitor keeps its node's peers in keepalived.conf.
@@ -36,7 +38,8 @@ bin=/usr/lib/postgresql/15/bin
 bridge=batonlab0
 net=198.18.0
 vip=$net.100
-consul_ip=$net.254
+host_ip=$net.254
+consul_ip=$net.253
 
 mode() { cat "$lab/mode" 2>/dev/null || echo none; }
 ns() { echo "baton-lab-$1"; }
@@ -99,6 +102,9 @@ down() {
 network() {
   local count=$1
   ip link add "$bridge" type bridge
+  # The host's address first: it is the source of every connection the host opens to a node (clients,
+  # HAProxy's checks); Consul's, a secondary address, is only ever the one the nodes dial.
+  ip addr add "$host_ip/24" dev "$bridge"
   ip addr add "$consul_ip/24" dev "$bridge"
   ip link set "$bridge" up
   for n in $(seq "$count"); do
@@ -194,7 +200,7 @@ psql_node() { local n=$1; shift; in_node "$n" "$bin/psql" -X -q -At -U postgres 
 # HAProxy in front of the nodes (Debian's haproxy): writes on :5000 go to the node whose API answers
 # /primary with 200, reads on :5001 to the replicas within 1 MB of it (/replica?lag=1MB).
 apiport() { if [ "$(mode)" = netns ]; then echo 8008; else echo $((28000 + $1)); fi; }
-haproxy_addr() { if [ "$(mode)" = netns ]; then echo "$consul_ip"; else echo 127.0.0.1; fi; }
+haproxy_addr() { if [ "$(mode)" = netns ]; then echo "$host_ip"; else echo 127.0.0.1; fi; }
 haproxy_port() { if [ "$(mode)" = netns ]; then echo $((5000 + $1)); else echo $((25000 + $1)); fi; }
 start_haproxy() {
   command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { say "no haproxy installed: the lab runs without it"; return 0; }

@@ -26,6 +26,10 @@ struct ChaosLab: Sendable {
     let runner = CommandRunner()
     static let network = "198.18.0"
     static let vip = "198.18.0.100"
+    /// The embedded Consul server's own address on the lab's bridge (scripts/lab.sh), apart from the
+    /// host's (198.18.0.254, where the workload's connections come from): a node cut from Consul still
+    /// answers its clients at once.
+    static let consul = "198.18.0.253"
     var names: [String] { (1...nodes).map { "n\($0)" } }
     var environment: [String: String] {
         ["BATON_LAB_DIR": directory, "BATON": baton, "BATON_LAB_CONSUL_PROXY": chaosExecutable + " proxy"]
@@ -127,7 +131,7 @@ struct ChaosLab: Sendable {
 
     /// The lab's Consul (through the delaying proxy), as the nodes reach it.
     func consul() throws -> ConsulClient {
-        ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "\(Self.network).254:8500")], requestTimeout: .seconds(3)))
+        ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "\(Self.consul):8500")], requestTimeout: .seconds(3)))
     }
 
     let keys: ClusterKeys

@@ -103,9 +103,9 @@ struct FaultInjector {
                 try await unblackhole(target, lab.address(other))
                 try await unblackhole(other, lab.address(target))
             case .consulCut:
-                try await blackhole(target, "\(ChaosLab.network).254")
+                try await blackhole(target, ChaosLab.consul)
                 try? await Task.sleep(for: hold)
-                try await unblackhole(target, "\(ChaosLab.network).254")
+                try await unblackhole(target, ChaosLab.consul)
             case .consulStop:
                 try await lab.lab("stop-consul")
                 try? await Task.sleep(for: hold)

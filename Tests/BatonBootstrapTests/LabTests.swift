@@ -274,7 +274,7 @@ struct LabTests {
                 await eventually(timeout: .seconds(30)) {
                     let names = (try? await lab.run("psql", "1", "-c", "SHOW synchronous_standby_names")) ?? ""
                     guard !names.isEmpty, names != "*" else { return false }
-                    let key = try? await runCommand(BatonProcess.executable, ["consul", "kv", "get", "--consul", "198.18.0.254:8500", "baton/lab/sync"])
+                    let key = try? await runCommand(BatonProcess.executable, ["consul", "kv", "get", "--consul", "198.18.0.253:8500", "baton/lab/sync"])
                     let standby = names.trimmingCharacters(in: CharacterSet(charactersIn: "\""))  // SHOW quotes the name
                     return key?.status == 0 && key?.output.contains(#""standby":"\#(standby)""#) == true
                 })
@@ -332,7 +332,7 @@ extension LabTests {
             #expect(first == "n1", "\(digest)")
 
             // A node registered (as a join does) and removed again: every monitor rewrites its file and reloads keepalived.
-            let consul = ["--consul", "198.18.0.254:8500"]
+            let consul = ["--consul", "198.18.0.253:8500"]
             let registration = #"{"name":"n9","address":"198.18.0.9","port":5432,"role":"standby","priority":100,"location":"default"}"#
             let put = try await runCommand(BatonProcess.executable, ["consul", "kv", "put"] + consul + ["baton/lab/nodes/n9", registration])
             #expect(put.status == 0, "\(put.output)")
