@@ -5,6 +5,7 @@
 # seed replays. Needs root (network namespaces); re-runs itself with sudo when it is not root.
 #
 #   scripts/chaos.sh [--faults N] [--seed S] [--sync on|off] [--nodes 3] [--report FILE.json]
+#                    [--only KIND,KIND…]   (draw only these kinds, e.g. freeze-node,consul-cut; --plan lists)
 #
 # Prints one line per fault, then a table per fault kind; writes FILE.json and FILE.md (default
 # chaos-report.json / .md). Exit status 1 when an invariant was violated, 2 when the run itself failed.

@@ -8,26 +8,17 @@ final class History: Sendable {
     let epoch = ContinuousClock.now
     /// The same moment on the wall clock, which the lab's servers share with this process.
     let wallEpoch = Date().timeIntervalSince1970
-    private let ran = Mutex<[String: Double]>([:])
-    /// When the server ran the INSERT with `id`, on the run's clock (from its `clock_timestamp()`).
-    func executed(_ id: String) -> Double? { ran.withLock { $0[id] } }
-    func ran(_ id: String, atWall seconds: Double) { ran.withLock { $0[id] = seconds - wallEpoch } }
     private let records = Mutex<[Acknowledgement]>([])
     private let attempts = Mutex(0)
-    private let lag = Mutex(Duration.zero)
 
     var now: Double { seconds(ContinuousClock.now - epoch) }
     var acknowledgements: [Acknowledgement] { records.withLock { $0 } }
     var attempted: Int { attempts.withLock { $0 } }
 
     func record(_ a: Acknowledgement) { records.withLock { $0.append(a) } }
-    /// The longest time between an acknowledgement's arrival and its client's task resuming.
-    var longestLag: Double { seconds(lag.withLock { $0 }) }
-    func resumed(after arrival: ContinuousClock.Instant) {
-        let late = ContinuousClock.now - arrival
-        lag.withLock { $0 = max($0, late) }
-    }
     func at(_ instant: ContinuousClock.Instant) -> Double { seconds(instant - epoch) }
+    /// A server's wall-clock time (its `clock_timestamp()`) on the run's clock.
+    func at(wall seconds: Double) -> Double { seconds - wallEpoch }
     func tried() { attempts.withLock { $0 += 1 } }
 
     func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -85,12 +76,12 @@ struct Workload {
                 history.tried()
                 let (rows, arrived) = try await connection!.timedQuery(
                     "INSERT INTO \(table) (id, client) VALUES ($1, $2) \(Self.returning)", [id, client], timeout: .seconds(5))
-                history.resumed(after: arrived)
-                if let row = rows.first, row.count > 2, let wall = row[2].flatMap({ Double($0) }) { history.ran(id, atWall: wall) }
                 if let row = rows.first, let server = row[0], let timeline = row[1].flatMap({ Int($0) }) {
                     // When it arrived, not when this task got to run again: on a loaded machine the two can be
                     // a second apart, and a late note of an old primary's last answer looks like split brain.
-                    history.record(Acknowledgement(id: id, client: client, at: history.at(arrived), server: lab.node(ofAddress: server), timeline: timeline))
+                    let ran = row.count > 2 ? row[2].flatMap { Double($0) }.map(history.at(wall:)) : nil
+                    history.record(
+                        Acknowledgement(id: id, client: client, at: history.at(arrived), server: lab.node(ofAddress: server), timeline: timeline, ran: ran))
                 }
                 try? await Task.sleep(for: pause)
             } catch {

@@ -44,6 +44,9 @@ public struct ChaosReport: Sendable {
     public var windows: [(SplitBrainWindow, fault: Int?)]
     /// The bound on convergence, in seconds.
     public var convergenceBound: Double
+    /// An old primary's answers that arrived after a newer one began but only came late (no split
+    /// brain: see ``HistoryChecker/splitBrainWindows(_:present:)``), with the fault under way.
+    public var late: [(Acknowledgement, fault: Int?)] = []
 
     public init(
         seed: UInt64, synchronous: Bool, nodes: Int, date: String, machine: String, settings: String, outcomes: [FaultOutcome], acknowledged: Int,
@@ -111,6 +114,16 @@ public struct ChaosReport: Sendable {
                         ])
                     })
             ),
+            (
+                "late_acknowledgements",
+                .array(
+                    late.map { a, fault in
+                        .object([
+                            ("id", .string(a.id)), ("client", .string(a.client)), ("server", .string(a.server)), ("at", .number(format(a.at))),
+                            ("ran", a.ran.map { .number(format($0)) } ?? .null), ("fault", fault.map { .int($0 + 1) } ?? .null),
+                        ])
+                    })
+            ),
             ("max_convergence_s", maxConvergence.map { .number(format($0)) } ?? .null),
             ("convergence_bound_s", .number(format(convergenceBound))),
             ("violations", .array(violations.map { .string($0) })),
@@ -145,6 +158,11 @@ public struct ChaosReport: Sendable {
             out += "| \(kind.rawValue) | \(these.count) | \(times.count) | \(median) (\(max)) | \(these.map(\.lost).reduce(0, +)) | \(these.map(\.splitBrainWindows).reduce(0, +)) |\n"
         }
         out += "| **all** | \(outcomes.count) | \(outcomes.filter { $0.convergence != nil }.count) | \(maxConvergence.map { "max " + format($0) } ?? "-") | \(lost.count) of \(acknowledged) | \(windows.count) |\n"
+        if !late.isEmpty {
+            out += "\nLate answers, no split brain: \(late.count) acknowledgement(s) of an old primary arrived after a newer one began, "
+            out += "for writes it had run before the newer one's first and that the final primary holds (faults "
+            out += Set(late.compactMap(\.fault)).sorted().map { "#\($0 + 1)" }.joined(separator: ", ") + ").\n"
+        }
         return out
     }
 

@@ -109,13 +109,23 @@ public struct PlannedFault: Sendable, Equatable {
 
 /// The schedule of a chaos run: the same seed gives the same faults, targets and durations.
 public enum ChaosSchedule {
-    public static func make(seed: UInt64, count: Int, synchronous: Bool) -> [PlannedFault] {
+    /// - Parameter only: the kinds to draw from (all when nil): to replay one interplay of faults
+    ///   (`--only freeze-node,consul-cut`). An overlap draws its two parts from the same kinds.
+    public static func make(seed: UInt64, count: Int, synchronous: Bool, only: Set<FaultKind>? = nil) -> [PlannedFault] {
         var generator = SplitMix64(seed: seed)
-        return (0..<count).map { _ in draw(&generator, synchronous: synchronous, allowOverlap: true) }
+        return (0..<count).map { _ in draw(&generator, synchronous: synchronous, allowOverlap: true, only: only) }
     }
 
-    static func draw(_ g: inout SplitMix64, synchronous: Bool, allowOverlap: Bool) -> PlannedFault {
-        var kinds = FaultKind.allCases.filter { allowOverlap || $0 != .overlap }
+    /// Why a set of kinds cannot make a schedule (nil when it can).
+    public static func problem(only: Set<FaultKind>, synchronous: Bool) -> String? {
+        let usable = only.subtracting(synchronous ? [] : [.syncLinkFlap])
+        if usable.isEmpty { return "no kind left to draw from" + (synchronous ? "" : " (sync-link-flap needs --sync on)") }
+        if usable == [.overlap] { return "overlap needs at least one other kind to overlap" }
+        return nil
+    }
+
+    static func draw(_ g: inout SplitMix64, synchronous: Bool, allowOverlap: Bool, only: Set<FaultKind>? = nil) -> PlannedFault {
+        var kinds = FaultKind.allCases.filter { (allowOverlap || $0 != .overlap) && only?.contains($0) != false }
         if !synchronous { kinds.removeAll { $0 == .syncLinkFlap } }
         let kind = kinds[Int(g.next() % UInt64(kinds.count))]
         var roles = TargetRole.allCases
@@ -127,7 +137,7 @@ public enum ChaosSchedule {
         let pick = Int(g.next() % 64)
         var parts: [PlannedFault] = []
         if kind == .overlap {
-            parts = [draw(&g, synchronous: synchronous, allowOverlap: false), draw(&g, synchronous: synchronous, allowOverlap: false)]
+            parts = [draw(&g, synchronous: synchronous, allowOverlap: false, only: only), draw(&g, synchronous: synchronous, allowOverlap: false, only: only)]
         }
         return PlannedFault(kind: kind, target: target, duration: (duration * 10).rounded() / 10, delay: (delay * 10).rounded() / 10, pick: pick, parts: parts)
     }

@@ -9,13 +9,17 @@ public struct Acknowledgement: Sendable, Equatable {
     /// The server that acknowledged it (its address) and its timeline then.
     public var server: String
     public var timeline: Int
+    /// When the server ran the write (its `clock_timestamp()`, on the run's clock: the lab's servers
+    /// share the runner's machine), when it said.
+    public var ran: Double?
 
-    public init(id: String, client: String, at: Double, server: String, timeline: Int) {
+    public init(id: String, client: String, at: Double, server: String, timeline: Int, ran: Double? = nil) {
         self.id = id
         self.client = client
         self.at = at
         self.server = server
         self.timeline = timeline
+        self.ran = ran
     }
 }
 
@@ -52,27 +56,58 @@ public enum HistoryChecker {
     /// epochs, ordered by when each began, the earlier epoch's acknowledgements that came after the
     /// later one's first. A failover done right has none: the old primary's last acknowledgement comes
     /// before the new one's first.
-    public static func splitBrainWindows(_ acknowledgements: [Acknowledgement]) -> [SplitBrainWindow] {
+    ///
+    /// Except an answer that only came *late*: the old server ran the write before the new one ran its
+    /// first (server-side times), and the write is in the final primary's history (`present`), so it
+    /// committed before the two histories parted — a frozen server's reply, or one held up on a cut
+    /// link, that arrived after the failover. Those are ``late(_:present:)``, not a window. A write
+    /// without a server-side time, or missing from the final history, always counts.
+    public static func splitBrainWindows(_ acknowledgements: [Acknowledgement], present: Set<String> = []) -> [SplitBrainWindow] {
+        overlaps(acknowledgements, present: present).windows
+    }
+
+    /// The acknowledgements that arrived after a newer primary began but only came late (see
+    /// ``splitBrainWindows(_:present:)``), each with the newer epoch it came after.
+    public static func late(_ acknowledgements: [Acknowledgement], present: Set<String>) -> [(Acknowledgement, after: SplitBrainWindow)] {
+        overlaps(acknowledgements, present: present).late
+    }
+
+    private static func overlaps(_ acknowledgements: [Acknowledgement], present: Set<String>)
+        -> (windows: [SplitBrainWindow], late: [(Acknowledgement, after: SplitBrainWindow)])
+    {
         struct Epoch: Hashable {
             var server: String
             var timeline: Int
         }
-        var times: [Epoch: [Double]] = [:]
-        for a in acknowledgements { times[Epoch(server: a.server, timeline: a.timeline), default: []].append(a.at) }
-        let epochs = times.mapValues { $0.sorted() }.sorted { ($0.value.first ?? 0, $0.key.timeline) < ($1.value.first ?? 0, $1.key.timeline) }
+        var byEpoch: [Epoch: [Acknowledgement]] = [:]
+        for a in acknowledgements { byEpoch[Epoch(server: a.server, timeline: a.timeline), default: []].append(a) }
+        let epochs = byEpoch.mapValues { $0.sorted { $0.at < $1.at } }.sorted {
+            ($0.value.first?.at ?? 0, $0.key.timeline) < ($1.value.first?.at ?? 0, $1.key.timeline)
+        }
         var windows: [SplitBrainWindow] = []
+        var late: [(Acknowledgement, after: SplitBrainWindow)] = []
         for (i, earlier) in epochs.enumerated() {
             for later in epochs[(i + 1)...] where later.key.server != earlier.key.server {
-                guard let begun = later.value.first else { continue }
-                let after = earlier.value.filter { $0 > begun }
-                guard let last = after.last else { continue }
-                windows.append(
+                guard let begun = later.value.first?.at else { continue }
+                // When the newer server ran its first write; unknown when any of its writes lacks a time.
+                let ranFirst = later.value.allSatisfy { $0.ran != nil } ? later.value.compactMap(\.ran).min() : nil
+                let after = earlier.value.filter { $0.at > begun }
+                let onlyLate = after.filter { a in
+                    guard let ran = a.ran, let ranFirst else { return false }
+                    return ran < ranFirst && present.contains(a.id)
+                }
+                let lateIDs = Set(onlyLate.map(\.id))
+                let overlapping = after.filter { !lateIDs.contains($0.id) }
+                func window(_ writes: [Acknowledgement]) -> SplitBrainWindow {
                     SplitBrainWindow(
                         old: earlier.key.server, oldTimeline: earlier.key.timeline, new: later.key.server, newTimeline: later.key.timeline,
-                        start: begun, end: last, writes: after.count))
+                        start: begun, end: writes.last?.at ?? begun, writes: writes.count)
+                }
+                if !overlapping.isEmpty { windows.append(window(overlapping)) }
+                late += onlyLate.map { ($0, after: window(onlyLate)) }
             }
         }
-        return windows.sorted { $0.start < $1.start }
+        return (windows.sorted { $0.start < $1.start }, late)
     }
 
     /// The acknowledged writes the final primary does not hold.

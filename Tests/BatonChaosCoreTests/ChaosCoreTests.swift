@@ -24,12 +24,54 @@ struct ChaosScheduleTests {
         let asynchronous = ChaosSchedule.make(seed: 1, count: 2000, synchronous: false)
         #expect(!asynchronous.contains { $0.kind == .syncLinkFlap || $0.target == .synchronousStandby })
     }
+
+    @Test("--only draws from the kinds named (an overlap's parts too), both come up, and a seed without it replays as before")
+    func onlyTheKindsNamed() {
+        let only: Set<FaultKind> = [.freezeNode, .consulCut, .overlap]
+        let faults = ChaosSchedule.make(seed: 5, count: 300, synchronous: true, only: only)
+        #expect(Set(faults.map(\.kind)) == only)
+        #expect(Set(faults.flatMap(\.parts).map(\.kind)) == [.freezeNode, .consulCut])
+        #expect(faults == ChaosSchedule.make(seed: 5, count: 300, synchronous: true, only: only))
+        #expect(ChaosSchedule.make(seed: 5, count: 50, synchronous: true, only: nil) == ChaosSchedule.make(seed: 5, count: 50, synchronous: true))
+        #expect(ChaosSchedule.make(seed: 5, count: 50, synchronous: true, only: Set(FaultKind.allCases)) == ChaosSchedule.make(seed: 5, count: 50, synchronous: true))
+        #expect(ChaosSchedule.problem(only: [.overlap], synchronous: true) != nil)
+        #expect(ChaosSchedule.problem(only: [.syncLinkFlap], synchronous: false) != nil)
+        #expect(ChaosSchedule.problem(only: [.syncLinkFlap, .overlap], synchronous: false) != nil)
+        #expect(ChaosSchedule.problem(only: [.consulCut], synchronous: false) == nil)
+    }
 }
 
 @Suite("chaos history checker")
 struct HistoryCheckerTests {
     func ack(_ id: String, _ at: Double, _ server: String, _ timeline: Int) -> Acknowledgement {
         Acknowledgement(id: id, client: "c", at: at, server: server, timeline: timeline)
+    }
+
+    func ack(_ id: String, _ at: Double, _ server: String, _ timeline: Int, ran: Double?) -> Acknowledgement {
+        Acknowledgement(id: id, client: "c", at: at, server: server, timeline: timeline, ran: ran)
+    }
+
+    @Test("an old primary's answer that only came late — run before the new primary's first write, in the final history — is no window; any other is")
+    func lateAnswersAreNotSplitBrain() {
+        // n2 began at 3.0 (ran its first write at 2.9); n1's "x" arrived at 3.4 but ran at 1.2.
+        let new = [ack("a", 1, "n1", 1, ran: 0.9), ack("b", 3, "n2", 2, ran: 2.9), ack("c", 4, "n2", 2, ran: 3.95)]
+        let lateOnly = new + [ack("x", 3.4, "n1", 1, ran: 1.2)]
+        let everything: Set<String> = ["a", "b", "c", "x", "y"]
+        #expect(HistoryChecker.splitBrainWindows(lateOnly, present: everything).isEmpty)
+        #expect(HistoryChecker.late(lateOnly, present: everything).map(\.0.id) == ["x"])
+        #expect(HistoryChecker.splitBrainWindows(lateOnly).count == 1, "without the final history, nothing is excused")
+        #expect(HistoryChecker.splitBrainWindows(lateOnly, present: ["a", "b", "c"]).count == 1, "not in the final history: it committed after the histories parted")
+        let ranAfter = new + [ack("x", 3.4, "n1", 1, ran: 2.95)]
+        #expect(HistoryChecker.splitBrainWindows(ranAfter, present: everything).map(\.writes) == [1], "run after the new primary's first write")
+        let noTime = new + [ack("x", 3.4, "n1", 1, ran: nil)]
+        #expect(HistoryChecker.splitBrainWindows(noTime, present: everything).count == 1, "no server-side time: it counts")
+        var untimedNew = new
+        untimedNew[2].ran = nil
+        #expect(HistoryChecker.splitBrainWindows(untimedNew + [ack("x", 3.4, "n1", 1, ran: 1.2)], present: everything).count == 1, "the new primary's start unknown")
+        let both = lateOnly + [ack("y", 3.6, "n1", 1, ran: 3.5)]
+        let windows = HistoryChecker.splitBrainWindows(both, present: everything)
+        #expect(windows.map(\.writes) == [1] && windows.first.map { ($0.end - 3.6).magnitude < 1e-9 } == true, "\(windows)")
+        #expect(HistoryChecker.late(both, present: everything).map(\.0.id) == ["x"])
     }
 
     @Test func aCleanFailoverHasNoSplitBrain() {
@@ -72,6 +114,13 @@ struct HistoryCheckerTests {
         #expect(json.member("split_brain_windows")?.arrayValue?.count == 1)
         #expect(json.member("max_convergence_s")?.doubleValue == 3.2)
         #expect(report.markdown.contains("| freeze-node | 1 | 1 |"))
+        #expect(!report.markdown.contains("Late answers"))
+        var withLate = report
+        withLate.late = [(ack("y", 3.2, "n1", 1, ran: 2.1), fault: 0)]
+        #expect(withLate.violations == report.violations, "late answers are no violation")
+        #expect(withLate.markdown.contains("Late answers, no split brain: 1 acknowledgement(s)") && withLate.markdown.contains("(faults #1)"))
+        let late = try JSONValue.parse(Array(withLate.json.serialized().utf8)).member("late_acknowledgements")?.arrayValue
+        #expect(late?.first?.member("ran")?.doubleValue == 2.1 && late?.first?.member("fault")?.int64Value == 1)
         let asynchronous = ChaosReport(
             seed: 7, synchronous: false, nodes: 3, date: "d", machine: "m", settings: "s", outcomes: [outcome], acknowledged: 10,
             lost: [(ack("x", 2, "n1", 1), fault: 0)], windows: [], convergenceBound: 60)
