@@ -93,11 +93,10 @@ extension MonitorLiveTests {
             try await c.startConsul()
             kill(frozen.pid, SIGCONT)
             // Consul back, the lock is still pg1's session's, and what follows is a race, each outcome
-            // safe: pg1's monitor proves the lock its session holds (it leads again and restarts its
-            // PostgreSQL, losing nothing), or its release — it stood down when its PostgreSQL was fenced —
-            // reaches Consul and a replica takes the free lock, or a replica takes over a leader silent
-            // past its deadline (check-and-set at the silent index). Asynchronous: a replica may lack the
-            // last commits before the fence.
+            // safe: pg1's monitor proves the lock its session holds and restarts its PostgreSQL (losing
+            // nothing), or releases it, its PostgreSQL being down, and a replica takes the free lock, or
+            // a replica takes over a leader silent past its deadline (check-and-set at the silent index).
+            // Asynchronous: a replica may lack the last commits before the fence.
             let primary = await newWritableLeader(c, nodes, replacing: "")
             print("failsafe: Consul back, \(primary ?? "nobody") leads")
             if primary == nil { Issue.record("Consul back: no primary again: \(await c.digest())") }
