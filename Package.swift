@@ -5,6 +5,10 @@ let swiftSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6)
 ]
 
+/// The modules the simulator runs (Baton's rules, the Consul store, the wire format, the simulator itself)
+/// are optimized in debug builds too: `swift test` runs thousands of simulated clusters through them.
+let simulatedSettings: [SwiftSetting] = swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "baton",
     platforms: [.macOS(.v15)],
@@ -13,6 +17,7 @@ let package = Package(
         .executable(name: "baton-watchdog", targets: ["BatonWatchdog"]),
         .executable(name: "consul-bench", targets: ["ConsulBench"]),
         .executable(name: "baton-chaos", targets: ["BatonChaos"]),
+        .executable(name: "baton-sim", targets: ["BatonSimCommand"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -32,7 +37,7 @@ let package = Package(
         .systemLibrary(name: "CMalloc"),
 
         // Consul's wire format: durations, keys, JSON shapes. Pure, shared by client and server.
-        .target(name: "ConsulAPI", swiftSettings: swiftSettings),
+        .target(name: "ConsulAPI", swiftSettings: simulatedSettings),
         // The async Consul client every part of Baton shares (libcurl underneath).
         .target(
             name: "BatonConsul",
@@ -52,10 +57,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The embedded server's state and its write rules, pure: what the server serves over HTTP and the
+        // simulator runs in memory (InMemoryConsul).
+        .target(name: "BatonConsulStore", dependencies: ["ConsulAPI"], swiftSettings: simulatedSettings),
         // The embedded single-node Consul-compatible server.
         .target(
             name: "BatonConsulServer",
             dependencies: [
+                "BatonConsulStore",
                 "ConsulAPI",
                 "BatonConsul",
                 "BatonHTTP",
@@ -78,7 +87,7 @@ let package = Package(
         .target(name: "CBatonSpawn"),
         .target(name: "BatonPostgres", dependencies: ["CLibPQ", "CBatonSpawn", "BatonCore", "BatonFence"], swiftSettings: swiftSettings),
         // Baton's decisions: pure functions over observed state.
-        .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
+        .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: simulatedSettings),
         // `baton bootstrap`: create or join a cluster (the I/O around BatonCore's plan).
         .target(
             name: "BatonBootstrap",
@@ -130,11 +139,16 @@ let package = Package(
             path: "Sources/BatonChaos",
             swiftSettings: swiftSettings
         ),
+        // The deterministic simulator: Baton's rules from BatonCore over simulated PostgreSQL and the embedded
+        // server's own store, in virtual time, faults drawn by a seed, every invariant checked at every step.
+        .target(name: "BatonSim", dependencies: ["BatonCore", "BatonConsulStore", "ConsulAPI"], swiftSettings: simulatedSettings),
+        .executableTarget(name: "BatonSimCommand", dependencies: ["BatonSim", "BatonCore"], path: "Sources/BatonSimCommand", swiftSettings: swiftSettings),
         // Helpers the live tests share: child processes, free ports.
         .target(name: "BatonTestSupport", dependencies: ["BatonAgent", "BatonCore", "BatonFence", "BatonPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsulAPITests", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "ConsulAPI"], swiftSettings: swiftSettings),
         .testTarget(name: "BatonChaosCoreTests", dependencies: ["BatonChaosCore"], swiftSettings: swiftSettings),
+        .testTarget(name: "BatonSimTests", dependencies: ["BatonSim", "BatonCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "BatonBootstrapTests",
             dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
@@ -147,7 +161,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsulConformanceTests",
-            dependencies: ["BatonConsul", "BatonConsulServer", "ConsulAPI", "BatonTestSupport"],
+            dependencies: ["BatonConsul", "BatonConsulServer", "BatonConsulStore", "ConsulAPI", "BatonTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -155,7 +155,13 @@ public actor Lease {
             } catch let error as ConsulError where error.code == .sessionNotFound {
                 logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
                 self.session = nil
-                if leading { await lost("the session expired in Consul") }
+                if leading {
+                    if await reacquire() {
+                        logger.notice("Took the leader lock again with a new session (the old one vanished: a restarted Consul agent?)")
+                        return self.session
+                    }
+                    await lost("the session expired in Consul")
+                }
             } catch {
                 consulWarnings.warning(logger, "Cannot renew the session", metadata: ["error": "\(error)"])
                 return session
@@ -198,7 +204,9 @@ public actor Lease {
         }
         let acquired: Bool
         do {
-            acquired = try await client.put(keys.leader, node.value, mode: .acquire(session: session))
+            // The key says what this node's watchdog was armed with (``LeaderFlags``).
+            let flags = LeaderFlags(beats: 0, promise: config.fenceAfter).raw
+            acquired = try await client.put(keys.leader, node.value, flags: flags, mode: .acquire(session: session))
         } catch {
             logger.warning("Cannot take the leader lock", metadata: ["error": "\(error)"])
             acquired = false
@@ -219,6 +227,18 @@ public actor Lease {
             guard try await client.put(keys.leader, node.value, flags: silent.flags, mode: .cas(silent.modifyIndex)) else { return false }
         }
         do { try await client.destroySession(silent.session) } catch let error as ConsulError where error.code == .sessionNotFound || error.code == .notFound {}
+        return await acquire()
+    }
+
+    /// The session vanished under this leader (a restarted Consul agent drops its node's sessions, or
+    /// the session lapsed while Consul was busy): the lock went free, but no other node takes it before
+    /// this node's fencing promise ran out (``MonitorDecision``'s rule for a lock freed without a report
+    /// of the PostgreSQL gone). So while the key is still free and names this node, it takes the lock
+    /// again with a new session instead of fencing a healthy primary.
+    private func reacquire() async -> Bool {
+        let pair: KVPair?
+        do { pair = try await client.get(keys.leader, .consistent).value } catch { return false }
+        guard let pair, pair.session == nil, pair.stringValue == node.value else { return false }
         return await acquire()
     }
 
@@ -324,6 +344,9 @@ public actor Lease {
             }
             guard term == started else { return .failed }
             guard let pair, pair.session == session, pair.stringValue == node.value else {
+                // Free and still naming this node: its session vanished; the renewal takes the lock
+                // again (``reacquire()``), or the watchdog fences at the deadline.
+                if pair?.session == nil, pair?.stringValue == node.value { return .failed }
                 if leading {
                     await lost("the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
                     return .lost
@@ -332,8 +355,22 @@ public actor Lease {
             }
             let sent = ContinuousClock.now
             let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
+            // A shorter fence (fence_timeout lowered) is armed before the key promises it: until the new
+            // promise is written the replicas time a takeover by the old one, and the watchdog must
+            // never be later than what the key says. A longer one is armed only after it is written.
+            if leading, deadline < self.deadline {
+                do { try await guardian.arm(deadline: deadline) } catch {
+                    logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
+                    await guardian.fenceNow()
+                    await release()
+                    wake()
+                    return .failed
+                }
+                self.deadline = deadline
+            }
+            let flags = LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter)
             let written: Bool
-            do { written = try await client.put(keys.leader, node.value, flags: pair.flags &+ 1, mode: .cas(pair.modifyIndex)) } catch {
+            do { written = try await client.put(keys.leader, node.value, flags: flags, mode: .cas(pair.modifyIndex)) } catch {
                 consulWarnings.warning(logger, "Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
                 return .failed
             }

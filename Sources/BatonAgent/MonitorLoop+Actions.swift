@@ -16,7 +16,7 @@ extension MonitorLoop {
                 break
             case .acquireLeader(let reason):
                 guard await lease.acquire() else { return }
-                releasedAt = nil
+                memory.releasedAt = nil
                 logger.notice("Acquired the leader lock", metadata: ["monitor.reason": "\(reason)"])
                 switch local {
                 case .standby:
@@ -37,7 +37,7 @@ extension MonitorLoop {
                     return
                 }
                 logger.notice("Took the leader lock over", metadata: ["monitor.from": "\(from)", "monitor.reason": "\(reason)"])
-                releasedAt = nil
+                memory.releasedAt = nil
                 await event("takeover", "took the leader lock from \(from): \(reason)")
                 if case .standby = local { try await promote(snapshot) }
             case .promote:
@@ -49,7 +49,7 @@ extension MonitorLoop {
                 // Say "down" first, so the replicas that wake on the release fail over at once.
                 await publishStatus(local: local, action: action)
                 await lease.release()
-                releasedAt = .now
+                memory.releasedAt = .now
                 await event("release", "released the leader lock: \(reason)")
             case .fence(let reason):
                 // Killed first, then keepalived told at once whether anything is left: a leader whose
@@ -82,7 +82,7 @@ extension MonitorLoop {
     mutating func launchPostgres() async throws {
         await lease.leaveVacancy()
         try await database.launch()
-        launchedAt = .now
+        memory.launched(at: .now)
     }
 
     // MARK: Becoming the primary
@@ -130,7 +130,7 @@ extension MonitorLoop {
         try await reconcileSlots(snapshot)
         try await checkpointAfterPromotion()
         try await manageSynchronousReplication(snapshot)
-        if let pending = snapshot.request, let seen = requestSeen {
+        if let pending = snapshot.request, let seen = memory.requestSeen {
             let standing = pending.request.standing(age: .now - seen.since, leader: snapshot.leader?.holder, targetHealthy: true, targetEligible: true)
             if standing.isDone, (try? await client.delete(keys.switchover, cas: pending.modifyIndex)) == true {
                 await event("switchover", "removed the request for \(pending.request.to) (\(standing))")
@@ -226,8 +226,7 @@ extension MonitorLoop {
         _ = try? await reachable.query("CHECKPOINT", timeout: .seconds(60))  // ignored: pg_rewind reports a leader that cannot be rewound from
         reachable.close()
         let stopped = try await database.stop()
-        notStreamingSince = nil
-        failedStarts = 0
+        memory.rejoined()
         var how = "rewound with pg_rewind"
         do {
             guard !database.isEmpty else { throw AgentError("the data directory is empty") }

@@ -215,8 +215,7 @@ extension MonitorLoop {
         try database.markStandby()
         parametersWritten = false
         try await launchPostgres()
-        notStreamingSince = nil
-        failedStarts = 0
+        memory.rejoined()
         try await register(role: .standby, upstream: leader)
         return "re-cloned from \(leader) (PostgreSQL was stopped: \(stopped.rawValue)); the old data directory is \(moved ?? "nothing (it was empty)")"
     }

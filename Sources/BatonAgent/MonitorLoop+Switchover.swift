@@ -95,9 +95,9 @@ extension MonitorLoop {
                 guard let name = try? NodeName(String(pair.key.dropFirst(keys.pgbouncerAgentsPrefix.count))), let status = BouncerStatus(bytes: pair.value)
                 else { continue }
                 agents[name] = status
-                bouncerReports.observe(name, index: pair.modifyIndex, at: now)
+                memory.bouncerReports.observe(name, index: pair.modifyIndex, at: now)
             }
-            let reports = bouncerReports
+            let reports = memory.bouncerReports
             last = request.acknowledgements(agents, phase: phase, live: { reports.isFresh($0, within: BouncerStatus.liveness, at: now) })
             if last.awaited.isEmpty { break }
         }
@@ -113,7 +113,7 @@ extension MonitorLoop {
         guard finishingPause != request.id else { return }
         finishingPause = request.id
         let now = ContinuousClock.now
-        let live = Set(bouncerReports.fresh(within: BouncerStatus.liveness, at: now))
+        let live = Set(memory.bouncerReports.fresh(within: BouncerStatus.liveness, at: now))
         let client = self.client
         let keys = self.keys
         let timeout = config.pgbouncerTimeout.swiftDuration

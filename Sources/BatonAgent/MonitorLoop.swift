@@ -32,23 +32,12 @@ struct MonitorLoop {
     var me: NodeName { settings.node }
 
     var config = ClusterConfig()
-    /// Whose monitor reports keep coming (on this process's clock, never another machine's).
-    var reports = ChangeTracker<NodeName>()
-    /// Whose pgbouncer agent reports keep coming.
-    var bouncerReports = ChangeTracker<NodeName>()
-    /// The leader key's index: a silent leader's heartbeat stops changing it.
-    var leaderKey = ChangeTracker<String>()
+    /// What the monitor remembers between loops (trackers, start grace, sightings): BatonCore's.
+    var memory = MonitorState()
+    /// The values of the cluster's prefix parsed at earlier loops (unchanged ones are not parsed again).
+    var parseCache = ClusterSnapshot.ParseCache()
     /// When the leader watch first saw each heartbeat (sooner than the loop's read): the lease's.
     var leaderSightings: LeaderSightings { lease.sightings }
-    var leaderFreeSince: ContinuousClock.Instant?
-    /// The pending request's modify index and when this monitor first saw it.
-    var requestSeen: (index: UInt64, since: ContinuousClock.Instant)?
-    var unresponsiveSince: ContinuousClock.Instant?
-    var notStreamingSince: ContinuousClock.Instant?
-    /// When PostgreSQL was last launched, until it answers: a postmaster that has not yet taken its data
-    /// directory counts as starting, not down, for a while.
-    var launchedAt: ContinuousClock.Instant?
-    var failedStarts = 0
     var lastAction = ""
     /// This node's report as last written to Consul, and when (see ``MemberStatus/due(after:writtenAgo:loopWait:)``).
     var statusWritten: (status: MemberStatus, at: ContinuousClock.Instant)?
@@ -56,8 +45,6 @@ struct MonitorLoop {
     var loggedProblems: Set<String> = []
     /// Warnings that repeat every loop while Consul is out of reach, logged once per 30 s.
     var consulWarnings = RepeatedWarnings()
-    /// When this monitor released the lock because its PostgreSQL died (until it leads again).
-    var releasedAt: ContinuousClock.Instant?
     /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
     var keepalivedPeers: KeepalivedPeers
     /// The primary's WAL position when `synchronous_standby_names` last changed (see ``SynchronousReplication``).
@@ -127,12 +114,9 @@ struct MonitorLoop {
         }
     }
 
-    /// The next loop comes after `loop_wait` — or sooner, exactly when a silent leader's takeover
-    /// deadline falls, so that a dead node is replaced without waiting for the next tick.
+    /// The next loop comes after `loop_wait`, or when a silent leader's takeover deadline falls.
     func nextInterval() -> Duration {
-        let loop = config.loopWait.swiftDuration
-        guard let quiet = leaderKey.quietFor("leader", at: .now), quiet < config.takeoverAfter.swiftDuration else { return loop }
-        return min(loop, config.takeoverAfter.swiftDuration - quiet + .milliseconds(5))
+        memory.nextInterval(config: config, at: .now)
     }
 
     /// New node settings (SIGHUP), from the next iteration. The node's identity and cluster cannot
@@ -156,14 +140,13 @@ struct MonitorLoop {
         if await lease.currentSession == nil { await lease.ensureSession() }
         let now = ContinuousClock.now
         let observed = await database.observe()
-        noteLocal(observed, at: now)
-        let local = judged(observed, at: now)
+        memory.noteLocal(observed, at: now)
+        let local = memory.judged(observed, at: now)
         // Nothing of PostgreSQL runs here: keepalived may keep the VIP here (lowest priority) while no
         // node leads — told before the decision, so a leader releasing the lock goes straight to vacant.
         if !observeOnly, case .down = local { await lease.setLocal(writablePrimary: false, vacant: true) }
         let snapshot = await readSnapshot(at: now)
         if let snapshot {
-            config = snapshot.config
             await lease.update(config, members: snapshot.registrations.mapValues(\.api))
             state.publish(snapshot)
             // A lock this node's session holds from before a monitor restart: adopt it (prove it first).
@@ -191,8 +174,8 @@ struct MonitorLoop {
         // Look again only if the action may have changed the local PostgreSQL.
         var after = local
         switch action {
-        case .keepLeading, .wait: if commanded { after = judged(await database.observe(), at: .now) }
-        default: after = judged(await database.observe(), at: .now)
+        case .keepLeading, .wait: if commanded { after = memory.judged(await database.observe(), at: .now) }
+        default: after = memory.judged(await database.observe(), at: .now)
         }
         let leading = await lease.isLeading
         switch after {
@@ -306,38 +289,6 @@ struct MonitorLoop {
 
     var serviceID: String { "baton-\(settings.cluster)-\(me)" }
 
-    mutating func noteLocal(_ local: LocalPostgres, at now: ContinuousClock.Instant) {
-        if case .unresponsive = local {
-            if unresponsiveSince == nil { unresponsiveSince = now }
-        } else {
-            unresponsiveSince = nil
-        }
-        if case .standby(_, _, _, false) = local {
-            if notStreamingSince == nil { notStreamingSince = now }
-        } else {
-            notStreamingSince = nil
-        }
-        // A start that ended down without ever answering counts as failed (a diverged history).
-        if local.isUp {
-            launchedAt = nil
-            failedStarts = 0
-        } else if case .down = local, let launched = launchedAt, now - launched >= Self.startGrace {
-            launchedAt = nil
-            failedStarts += 1
-        }
-    }
-
-    /// How long a launched postmaster may take to show up in its data directory.
-    static let startGrace: Duration = .seconds(5)
-
-    /// What the monitor decides from: a postmaster launched moments ago that is not visible yet is starting.
-    func judged(_ observed: LocalPostgres, at now: ContinuousClock.Instant) -> LocalPostgres {
-        if case .down(let standbySignal) = observed, let launched = launchedAt, now - launched < Self.startGrace {
-            return .unresponsive(standbySignal: standbySignal, postmaster: true)
-        }
-        return observed
-    }
-
     /// The whole cluster prefix, read once, and what the trackers learn from it; nil when Consul does
     /// not answer.
     mutating func readSnapshot(at now: ContinuousClock.Instant) async -> ClusterSnapshot? {
@@ -347,88 +298,30 @@ struct MonitorLoop {
             return nil
         }
         consulWarnings.clear()
-        let snapshot = ClusterSnapshot(pairs: pairs, keys: keys)
+        let snapshot = ClusterSnapshot(pairs: pairs, keys: keys, cache: &parseCache)
         for problem in snapshot.problems where !loggedProblems.contains(problem) {
             logger.error("Ignoring a malformed value in Consul", metadata: ["problem": "\(problem)"])
         }
         loggedProblems = Set(snapshot.problems)
-        for (name, report) in snapshot.reports { reports.observe(name, index: report.modifyIndex, at: now) }
-        reports.keep(only: Set(snapshot.reports.keys))
-        for (name, index) in snapshot.bouncerIndexes { bouncerReports.observe(name, index: index, at: now) }
-        bouncerReports.keep(only: Set(snapshot.bouncerIndexes.keys))
-        if let leader = snapshot.leader, leader.session != (await lease.currentSession) {
-            leaderKey.observe("leader", index: leader.modifyIndex, at: min(now, leaderSightings.firstSeen(leader.modifyIndex) ?? now))
-        } else {
-            leaderKey.keep(only: [])
+        memory.recall(snapshot, node: me)
+        guard let usable = memory.configuration(from: snapshot, current: config) else {
+            consulWarnings.warning(
+                logger, "The cluster's config key cannot be read and this monitor has read none before: acting as if Consul did not answer",
+                metadata: ["problem": "\(snapshot.configProblem ?? "")"])
+            return nil
         }
-        if snapshot.leader == nil {
-            if leaderFreeSince == nil { leaderFreeSince = now }
-        } else {
-            leaderFreeSince = nil
-        }
-        if let request = snapshot.request {
-            if requestSeen?.index != request.modifyIndex { requestSeen = (request.modifyIndex, now) }
-        } else {
-            requestSeen = nil
-        }
+        config = usable
+        let session = await lease.currentSession
+        let sightings = leaderSightings
+        memory.absorb(snapshot, node: me, session: session, firstSeen: { sightings.firstSeen($0) }, at: now)
         return snapshot
     }
 
-    /// Whether a node's monitor keeps reporting (its report's index changed recently, on this clock).
-    func isFresh(_ node: NodeName, at now: ContinuousClock.Instant) -> Bool {
-        reports.isFresh(node, within: MemberStatus.freshness(loopWait: config.loopWait), at: now)
-    }
-
     func observe(local: LocalPostgres, snapshot: ClusterSnapshot?, at now: ContinuousClock.Instant) async -> MonitorObservation {
-        let session = await lease.currentSession
-        var leader = LeaderState.unknown
-        var silentFor = GoDuration.zero
-        var endpoint: String? = nil
-        var candidates: [CandidateState] = []
-        var primaryReport = PrimaryReport.none
-        var request: TakeoverRequest? = nil
-        if let snapshot {
-            if let held = snapshot.leader {
-                leader = .held(by: held.holder, mine: held.session == session && held.holder == me)
-                if held.session != session {
-                    silentFor = GoDuration(leaderKey.quietFor("leader", at: now) ?? .zero)
-                    endpoint = snapshot.endpoint(of: held.holder)
-                }
-            } else {
-                leader = .free(since: GoDuration(leaderFreeSince.map { now - $0 } ?? .zero))
-            }
-            candidates = FailoverCandidates.candidates(snapshot, fresh: { isFresh($0, at: now) }, me: me, local: local)
-            if let primary = snapshot.registeredPrimary(otherThan: me) {
-                if isFresh(primary.name, at: now), let report = snapshot.reports[primary.name] {
-                    primaryReport = report.status.role == "primary" ? .live(primary.name) : .down(primary.name)
-                } else {
-                    primaryReport = .unknown(primary.name)
-                }
-            }
-            request = standingRequest(snapshot, candidates: candidates, at: now)
-        }
-        return MonitorObservation(
-            node: me, config: config, local: local, localUnresponsiveFor: GoDuration(unresponsiveSince.map { now - $0 } ?? .zero), leader: leader,
-            sinceLastHeartbeat: await lease.sinceLastBeat, leaderSilentFor: silentFor, leaderEndpoint: endpoint, candidates: candidates,
-            lastPrimaryPosition: snapshot?.lastPrimaryPosition, synchronous: snapshot?.sync, paused: snapshot?.pause != nil,
-            primaryReport: primaryReport, notStreamingFor: GoDuration(notStreamingSince.map { now - $0 } ?? .zero), failedStarts: failedStarts,
-            registeredPrimary: snapshot?.registrations[me]?.role == .primary, request: request, guarded: await guardianAnswers(),
-            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil },
-            releasedFor: releasedAt.map { GoDuration(now - $0) })
-    }
-
-    /// The pending request when it stands (``TakeoverRequest/standing(age:leader:targetHealthy:targetEligible:)``),
-    /// judged with this monitor's view of the target's health.
-    func standingRequest(_ snapshot: ClusterSnapshot, candidates: [CandidateState], at now: ContinuousClock.Instant) -> TakeoverRequest? {
-        guard let pending = snapshot.request, let seen = requestSeen else { return nil }
-        let choice = FailoverCandidates.choose(
-            candidates, synchronousMode: config.synchronousMode, synchronous: snapshot.sync, lastPrimaryPosition: snapshot.lastPrimaryPosition,
-            maximumLag: config.maximumLagOnFailover)
-        let target = pending.request.to
-        let standing = pending.request.standing(
-            age: now - seen.since, leader: snapshot.leader?.holder, targetHealthy: candidates.contains { $0.name == target && $0.healthy },
-            targetEligible: choice.ranked.contains(target))
-        return standing == .standing ? pending.request : nil
+        memory.observation(
+            node: me, config: config, local: local, snapshot: snapshot, session: await lease.currentSession, sinceLastHeartbeat: await lease.sinceLastBeat,
+            guarded: await guardianAnswers(),
+            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil }, at: now)
     }
 
     /// Whether a watchdog answers (checked each loop; the monitor never leads without one).
@@ -437,7 +330,7 @@ struct MonitorLoop {
     }
 
     mutating func publishStatus(local: LocalPostgres, action: MonitorAction) async {
-        var status = MemberStatus(local: local, decision: action.description, time: Date().timeIntervalSince1970)
+        var status = memory.report(local, decision: action.description, time: Date().timeIntervalSince1970)
         status.pendingRestart = local.isUp ? pendingRestart : []
         if case .primary = local { status.slots = slots }
         let now = ContinuousClock.now

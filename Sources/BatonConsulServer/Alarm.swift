@@ -1,3 +1,4 @@
+import BatonConsulStore
 import Synchronization
 
 /// The one wake-up of the server's timer task (``CheckRunner``): it sleeps until the earliest deadline

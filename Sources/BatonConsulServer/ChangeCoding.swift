@@ -1,3 +1,4 @@
+import BatonConsulStore
 import ConsulAPI
 
 /// How changes are written to the log and read back.

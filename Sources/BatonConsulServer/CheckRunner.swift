@@ -1,4 +1,5 @@
 import BatonConsul
+import BatonConsulStore
 import ConsulAPI
 import Foundation
 import Synchronization
@@ -55,7 +56,7 @@ final class CheckRunner: Sendable {
         let now = ContinuousClock.now
         store.expireWaiters(now: now)
         let (sessions, checks, reap) = store.mutateRuntime { s -> ([String], [(String, String)], [String]) in
-            let sessions = s.sessionDeadlines.filter { $0.value <= now }.map(\.key).sorted()
+            let sessions = s.expiredSessions(at: now)
             var checks: [(String, String)] = []
             for (id, deadline) in s.checkDeadlines where deadline <= now {
                 s.checkDeadlines[id] = nil

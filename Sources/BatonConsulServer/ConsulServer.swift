@@ -1,4 +1,5 @@
 import BatonHTTP
+import BatonConsulStore
 import ConsulAPI
 import Foundation
 import Logging

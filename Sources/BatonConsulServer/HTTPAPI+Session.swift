@@ -1,4 +1,5 @@
 import BatonHTTP
+import BatonConsulStore
 import ConsulAPI
 
 extension HTTPAPI {
@@ -76,13 +77,7 @@ extension HTTPAPI {
     func renewSession(_ call: Call) async throws(APIError) -> APIResponse {
         let id = call.rest
         guard !id.isEmpty else { throw APIError(400, "Missing session") }
-        let renewed: SessionEntry? = store.mutateRuntime { s in
-            guard let session = s.sessions[id] else { return nil }
-            if let ttl = State.ttl(of: session), ttl > .zero {
-                s.sessionDeadlines[id] = ContinuousClock.now.advanced(by: ttl.swiftDuration * 2)
-            }
-            return session
-        }
+        let renewed: SessionEntry? = store.mutateRuntime { s in s.renewSession(id, now: .now) }
         guard let renewed else { throw APIError(404, "Session id '\(id)' not found") }
         return .json(.array([renewed.json]))
     }

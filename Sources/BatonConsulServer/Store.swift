@@ -1,32 +1,8 @@
+import BatonConsulStore
 import ConsulAPI
 import Dispatch
 import Foundation
 import Synchronization
-
-/// An answer to an API request that Consul gives as an error status with a plain-text body.
-struct APIError: Error, Sendable {
-    var status: Int
-    var message: String
-    init(_ status: Int, _ message: String) {
-        self.status = status
-        self.message = message
-    }
-}
-
-/// A write planned against the current state: the changes to make durable, then apply, and the answer.
-struct Plan<Result: Sendable>: Sendable {
-    var changes: [Change]
-    var result: Result
-    init(_ changes: [Change], _ result: Result) {
-        self.changes = changes
-        self.result = result
-    }
-
-    /// An answer that changes nothing.
-    init(_ result: Result) {
-        self.init([], result)
-    }
-}
 
 /// The server's state, its durable log and the wake-ups of blocked readers.
 ///

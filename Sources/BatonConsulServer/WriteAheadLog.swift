@@ -1,3 +1,4 @@
+import BatonConsulStore
 import ConsulAPI
 import Foundation
 

@@ -48,6 +48,15 @@ public struct ClusterConfig: Sendable, Equatable {
     /// fencing rule (a leader cut off from Consul stops after `fence_timeout`, whatever else happens)
     /// for riding out Consul outages.
     public var failsafeMode = false
+    /// Settings in the key that this Baton does not know (written by a newer one during a rolling
+    /// upgrade): never applied, kept as they are when this Baton writes the key back.
+    public var unknownSettings: [UnknownSetting] = []
+
+    /// A setting this Baton does not know, as it stands in the key.
+    public struct UnknownSetting: Sendable, Equatable {
+        public var name: String
+        public var value: JSONValue
+    }
 
     /// Time allowed for the watchdog's stop to take effect before a replica relies on it.
     public static let fenceMargin: GoDuration = .milliseconds(500)
@@ -58,6 +67,13 @@ public struct ClusterConfig: Sendable, Equatable {
 
     /// How long a leader's heartbeat must have been silent before a replica may take the lock from it.
     public var takeoverAfter: GoDuration { GoDuration(nanoseconds: fenceAfter.nanoseconds + Self.fenceMargin.nanoseconds) }
+
+    /// How long a silent leader that armed its watchdog with `promise` must have been silent before a
+    /// node running `config` may take over: the longer of the two fences, plus the margin.
+    public static func takeoverAfter(promise: GoDuration?, config: ClusterConfig) -> GoDuration {
+        guard let promise, promise > config.fenceAfter else { return config.takeoverAfter }
+        return GoDuration(nanoseconds: promise.nanoseconds + fenceMargin.nanoseconds)
+    }
 
     public init() {}
 
@@ -78,15 +94,23 @@ public struct ClusterConfig: Sendable, Equatable {
         .object(
             entries.map { key, value in
                 key == "maximum_lag_on_failover" ? (key, .number(value)) : (key, .string(value))
-            })
+            } + unknownSettings.map { ($0.name, $0.value) })
     }
 
-    /// Reads the key's value; missing settings keep their defaults, unknown ones are errors.
+    /// Reads the key's value; missing settings keep their defaults. A setting this Baton does not know
+    /// is kept aside, never applied (``unknownSettings``): a newer `baton config set` during a rolling
+    /// upgrade must not throw every older monitor back to the defaults. A known setting with a value
+    /// that does not parse, or settings that are unsafe together, make the whole value an error: the
+    /// reader keeps the configuration it had.
     public init(bytes: [UInt8]?, key: String) throws(ValidationProblem) {
         self.init()
         guard let bytes, !bytes.isEmpty else { return }
         let json = try Record.object(bytes, key: key)
         for (name, value) in json.objectValue ?? [] {
+            guard Self.keys.contains(name) else {
+                unknownSettings.append(UnknownSetting(name: name, value: value))
+                continue
+            }
             let text: String
             if let s = value.stringValue {
                 text = s

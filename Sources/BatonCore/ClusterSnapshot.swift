@@ -10,8 +10,11 @@ public struct ClusterSnapshot: Sendable {
         public var holder: NodeName
         public var session: String
         public var modifyIndex: UInt64
-        /// The heartbeat count (each beat is a check-and-set write that bumps it).
+        /// The heartbeat count and the leader's fencing promise (``LeaderFlags``).
         public var flags: UInt64
+
+        /// The `fence_after` the leader's watchdog was armed with at its last beat, when it says.
+        public var promise: GoDuration? { LeaderFlags(raw: flags).promise }
 
         public init(holder: NodeName, session: String, modifyIndex: UInt64, flags: UInt64) {
             self.holder = holder
@@ -37,7 +40,14 @@ public struct ClusterSnapshot: Sendable {
     /// The leader key's modify index (0 when there is none), held or not.
     public var leaderKeyIndex: UInt64 = 0
     public var claim: ClusterClaim?
+    /// The newest timeline a promotion claimed (``TimelineClaim``), when one did.
+    public var claimedTimeline: Int?
+    /// The highest modify index of any key read: how far Consul's history reached at this read.
+    public var newestIndex: UInt64 = 0
     public var config = ClusterConfig()
+    /// Why the `config` key could not be read, when it could not (``config`` then holds the defaults,
+    /// which a monitor never falls back to: it keeps the configuration it last read).
+    public var configProblem: String?
     public var registrations: [NodeName: NodeRegistration] = [:]
     public var reports: [NodeName: Report] = [:]
     public var sync: SyncRecord?
@@ -67,16 +77,39 @@ public struct ClusterSnapshot: Sendable {
 
     public init() {}
 
+    /// What earlier reads parsed, by key and the exact bytes: a value that did not change since is not
+    /// parsed again (a monitor reads the whole prefix every loop, and at rest almost nothing in it
+    /// changes). Bytes, not the modify index, say "unchanged": a Consul restored from a snapshot reuses
+    /// indexes. Only values that parsed are kept; a malformed one is parsed, and reported, each time.
+    public struct ParseCache: Sendable {
+        fileprivate var registrations: [String: (bytes: [UInt8]?, value: NodeRegistration)] = [:]
+        fileprivate var reports: [String: (bytes: [UInt8]?, value: MemberStatus)] = [:]
+        fileprivate var config: (bytes: [UInt8]?, value: ClusterConfig)?
+
+        public init() {}
+    }
+
     /// Parses every key of the cluster's prefix.
     public init(pairs: [KVPair], keys: ClusterKeys) {
+        var cache = ParseCache()
+        self.init(pairs: pairs, keys: keys, cache: &cache)
+    }
+
+    /// Parses every key of the cluster's prefix, reusing what `cache` holds of the same key with the same
+    /// bytes, and leaves in `cache` what this read parsed.
+    public init(pairs: [KVPair], keys: ClusterKeys, cache: inout ParseCache) {
+        var next = ParseCache()
+        let layout = KeyLayout(keys)
         for pair in pairs {
+            newestIndex = max(newestIndex, pair.modifyIndex)
             do throws(ValidationProblem) {
-                try take(pair, keys: keys)
+                try take(pair, keys: layout, cache: cache, next: &next)
             } catch {
                 problems.append(error.message)
             }
         }
         events.sort { $0.time < $1.time }
+        cache = next
     }
 
     /// Adds the events read from ``ClusterKeys/eventsPrefix`` (a malformed one is a problem, skipped).
@@ -87,7 +120,46 @@ public struct ClusterSnapshot: Sendable {
         events.sort { $0.time < $1.time }
     }
 
-    private mutating func take(_ pair: KVPair, keys: ClusterKeys) throws(ValidationProblem) {
+    /// The keys ``take(_:keys:cache:next:)`` tells apart, spelled once per read rather than once per key.
+    private struct KeyLayout {
+        let commandsPrefix: String
+        let config: String
+        let initialize: String
+        let timeline: String
+        let keepalivedNodes: String
+        let leader: String
+        let legacyEventsPrefix: String
+        let nodesPrefix: String
+        let pause: String
+        let pgbouncerAgentsPrefix: String
+        let pgbouncerPause: String
+        let postgresql: String
+        let statusPrefix: String
+        let switchover: String
+        let sync: String
+        let tagsPrefix: String
+
+        init(_ keys: ClusterKeys) {
+            commandsPrefix = keys.commandsPrefix
+            config = keys.config
+            initialize = keys.initialize
+            timeline = keys.timeline
+            keepalivedNodes = keys.keepalivedNodes
+            leader = keys.leader
+            legacyEventsPrefix = keys.legacyEventsPrefix
+            nodesPrefix = keys.nodesPrefix
+            pause = keys.pause
+            pgbouncerAgentsPrefix = keys.pgbouncerAgentsPrefix
+            pgbouncerPause = keys.pgbouncerPause
+            postgresql = keys.postgresql
+            statusPrefix = keys.statusPrefix
+            switchover = keys.switchover
+            sync = keys.sync
+            tagsPrefix = keys.tagsPrefix
+        }
+    }
+
+    private mutating func take(_ pair: KVPair, keys: KeyLayout, cache: ParseCache, next: inout ParseCache) throws(ValidationProblem) {
         let key = pair.key
         switch key {
         case keys.leader:
@@ -97,8 +169,22 @@ public struct ClusterSnapshot: Sendable {
                 holder: try NodeName(pair.stringValue, field: "the leader key"), session: session, modifyIndex: pair.modifyIndex, flags: pair.flags)
         case keys.initialize:
             claim = try ClusterClaim(bytes: pair.value, key: key)
+        case keys.timeline:
+            claimedTimeline = try TimelineClaim.claimed(pair.value, key: key)
         case keys.config:
-            config = try ClusterConfig(bytes: pair.value, key: key)
+            if let cached = cache.config, cached.bytes == pair.value {
+                config = cached.value
+            } else {
+                do throws(ValidationProblem) { config = try ClusterConfig(bytes: pair.value, key: key) } catch {
+                    configProblem = error.message
+                    throw error
+                }
+            }
+            next.config = (pair.value, config)
+            if !config.unknownSettings.isEmpty {
+                let names = config.unknownSettings.map(\.name).joined(separator: ", ")
+                problems.append("Consul key \(key): ignoring settings this Baton does not know (\(names)); a newer Baton wrote them?")
+            }
         case keys.sync:
             syncIndex = pair.modifyIndex
             sync = try SyncRecord.parse(pair.value, key: key)
@@ -121,11 +207,24 @@ public struct ClusterSnapshot: Sendable {
             bouncerPauseIndex = pair.modifyIndex
             bouncerPause = try PauseRequest(bytes: pair.value, key: key)
         case _ where key.hasPrefix(keys.nodesPrefix):
-            let registration = try NodeRegistration(bytes: pair.value, key: key)
+            let registration: NodeRegistration
+            if let cached = cache.registrations[key], cached.bytes == pair.value {
+                registration = cached.value
+            } else {
+                registration = try NodeRegistration(bytes: pair.value, key: key)
+            }
+            next.registrations[key] = (pair.value, registration)
             registrations[registration.name] = registration
         case _ where key.hasPrefix(keys.statusPrefix):
             let name = try NodeName(String(key.dropFirst(keys.statusPrefix.count)), field: key)
-            guard let status = MemberStatus(bytes: pair.value) else { throw ValidationProblem("Consul key \(key) is not a monitor's report") }
+            let status: MemberStatus
+            if let cached = cache.reports[key], cached.bytes == pair.value {
+                status = cached.value
+            } else {
+                guard let parsed = MemberStatus(bytes: pair.value) else { throw ValidationProblem("Consul key \(key) is not a monitor's report") }
+                status = parsed
+            }
+            next.reports[key] = (pair.value, status)
             reports[name] = Report(status: status, modifyIndex: pair.modifyIndex)
         case _ where key.hasPrefix(keys.pgbouncerAgentsPrefix):
             let name = try NodeName(String(key.dropFirst(keys.pgbouncerAgentsPrefix.count)), field: key)
@@ -145,9 +244,20 @@ public struct ClusterSnapshot: Sendable {
         registrations.values.sorted { $0.name < $1.name }.first { $0.role == .primary && $0.name != node }
     }
 
-    /// The furthest WAL position a primary reported: how far a replica may lag behind.
+    /// The furthest WAL position the latest primary reported — running, or as it last ran before its
+    /// PostgreSQL went down (``MemberStatus/lastPrimary``): how far a replica may lag behind. The newest
+    /// timeline wins, so that an old primary's report from before a failover does not count.
     public var lastPrimaryPosition: LSN? {
-        reports.values.filter { $0.status.role == "primary" }.compactMap(\.status.position).max()
+        var latest: PrimaryPosition? = nil
+        for report in reports.values {
+            let status = report.status
+            if status.role == "primary", let position = status.position {
+                latest = PrimaryPosition.later(latest, PrimaryPosition(position: position, timeline: status.timeline))
+            } else if let last = status.lastPrimary {
+                latest = PrimaryPosition.later(latest, last)
+            }
+        }
+        return latest?.position
     }
 
     /// The priority failover ranks `node` with: its registration's, unless its tags say otherwise.

@@ -15,6 +15,11 @@ public struct MemberStatus: Sendable, Equatable {
     public var pendingRestart: [String] = []
     /// The primary's replication slots: how much WAL each holds back.
     public var slots: [SlotReport] = []
+    /// While this node's PostgreSQL is down or does not answer: how far its WAL reached, and on which
+    /// timeline, when it last ran as a writable primary (nil once it follows another node). What a
+    /// failover measures the candidates' lag against after the primary crashed (as Patroni's
+    /// `/optime/leader`): a report that only said "down" would let a lagging replica promote.
+    public var lastPrimary: PrimaryPosition?
     /// Seconds since the Unix epoch, by the reporting node's clock: shown, never compared with another
     /// machine's clock (freshness is judged by the key's modify index moving, see ``ChangeTracker``).
     public var time: Double
@@ -56,6 +61,9 @@ public struct MemberStatus: Sendable, Equatable {
         decision = json.member("decision")?.stringValue
         pendingRestart = (json.member("pending_restart")?.arrayValue ?? []).compactMap(\.stringValue)
         slots = (json.member("slots")?.arrayValue ?? []).compactMap(SlotReport.init(json:))
+        if let position = json.member("last_primary_position")?.stringValue.flatMap({ try? LSN(parsing: $0) }) {
+            lastPrimary = PrimaryPosition(position: position, timeline: Int(json.member("last_primary_timeline")?.int64Value ?? 1))
+        }
     }
 
     public var json: JSONValue {
@@ -67,6 +75,10 @@ public struct MemberStatus: Sendable, Equatable {
         if role == "standby" {
             members.append(("upstream", upstream.map { .string($0) } ?? .null))
             members.append(("streaming", .bool(streaming ?? false)))
+        }
+        if role == "down" || role == "unresponsive", let lastPrimary {
+            members.append(("last_primary_position", .string(lastPrimary.position.description)))
+            members.append(("last_primary_timeline", .int(lastPrimary.timeline)))
         }
         if let decision { members.append(("decision", .string(decision))) }
         if !pendingRestart.isEmpty { members.append(("pending_restart", .array(pendingRestart.map { .string($0) }))) }
@@ -89,6 +101,25 @@ public struct MemberStatus: Sendable, Equatable {
         var same = self
         same.time = last.time
         return same != last || writtenAgo >= loopWait.swiftDuration * 3 / 2
+    }
+}
+
+/// Where a primary's WAL reached, on which timeline.
+public struct PrimaryPosition: Sendable, Equatable {
+    public var position: LSN
+    public var timeline: Int
+
+    public init(position: LSN, timeline: Int) {
+        self.position = position
+        self.timeline = timeline
+    }
+
+    /// The later of two: the newer timeline, then the further position.
+    public static func later(_ a: PrimaryPosition?, _ b: PrimaryPosition?) -> PrimaryPosition? {
+        guard let a else { return b }
+        guard let b else { return a }
+        if a.timeline != b.timeline { return a.timeline > b.timeline ? a : b }
+        return a.position >= b.position ? a : b
     }
 }
 

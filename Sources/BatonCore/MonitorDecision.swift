@@ -38,10 +38,31 @@ public enum PrimaryReport: Sendable, Equatable {
     case none
     /// It keeps reporting a writable primary: it will take or keep the lock.
     case live(NodeName)
+    /// It keeps reporting that processes of its PostgreSQL run but do not answer (starting, recovering):
+    /// it may become writable any moment, so its monitor takes the lock or fences it first.
+    case starting(NodeName)
     /// It keeps reporting, and its PostgreSQL is down or no longer primary.
     case down(NodeName)
     /// Its reports stopped (on this monitor's clock): its monitor may be starting, dead, or cut off.
     case unknown(NodeName)
+}
+
+/// The other node this monitor last saw holding the lock, once the lock is free.
+public struct PreviousLeader: Sendable, Equatable {
+    public var name: NodeName
+    /// How long ago this monitor last saw it hold the lock (its own clock).
+    public var goneFor: GoDuration
+    /// The fencing promise it had made then (``LeaderFlags``).
+    public var promise: GoDuration?
+    /// Its monitor says, in a report that keeps coming, that no process of its PostgreSQL is left.
+    public var reportedDown: Bool
+
+    public init(name: NodeName, goneFor: GoDuration, promise: GoDuration?, reportedDown: Bool) {
+        self.name = name
+        self.goneFor = goneFor
+        self.promise = promise
+        self.reportedDown = reportedDown
+    }
 }
 
 /// Everything one monitor iteration decides from.
@@ -57,6 +78,18 @@ public struct MonitorObservation: Sendable, Equatable {
     /// When another node holds the lock: how long its heartbeat (the leader key's modify index) has not
     /// changed, on this monitor's clock. Zero otherwise.
     public var leaderSilentFor: GoDuration
+    /// The other node last seen holding the lock, while the lock is free (nil when this monitor saw none
+    /// since it started).
+    public var previousLeader: PreviousLeader?
+    /// The leader key as read came back with a restore of Consul from an older snapshot (this monitor
+    /// saw Consul's index go backwards, and the key is no newer than the restore): it names whoever
+    /// led then, not now.
+    public var leaderKeyRestored: Bool
+    /// The newest timeline any promotion claimed in Consul (``TimelineClaim``), when one did.
+    public var claimedTimeline: Int?
+    /// The fencing promise of the leader holding the lock (``LeaderFlags``), when another node leads and
+    /// says.
+    public var leaderPromise: GoDuration?
     /// The leader's `host:port`, from its registration, when another node leads.
     public var leaderEndpoint: String?
     /// Replicas' reports (this node's own included), for ranking.
@@ -90,8 +123,13 @@ public struct MonitorObservation: Sendable, Equatable {
         sinceLastHeartbeat: GoDuration = .zero, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState],
         lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
         failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
-        failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil
+        failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil, leaderPromise: GoDuration? = nil, claimedTimeline: Int? = nil,
+        previousLeader: PreviousLeader? = nil, leaderKeyRestored: Bool = false
     ) {
+        self.leaderKeyRestored = leaderKeyRestored
+        self.previousLeader = previousLeader
+        self.leaderPromise = leaderPromise
+        self.claimedTimeline = claimedTimeline
         self.failsafeGrantedTo = failsafeGrantedTo
         self.releasedFor = releasedFor
         self.node = node
@@ -117,6 +155,12 @@ public struct MonitorObservation: Sendable, Equatable {
     /// A primary stops taking writes this long after its last successful heartbeat: before a replica may
     /// take over a silent leader, and before its session can lapse in Consul.
     public var fenceAfter: GoDuration { config.fenceAfter }
+
+    /// How long the leader's heartbeat must have been silent before this node may take the lock from it:
+    /// this node's `takeoverAfter`, or longer when the leader promised a longer fence (invariant 12).
+    public var takeoverAfter: GoDuration {
+        ClusterConfig.takeoverAfter(promise: leaderPromise, config: config)
+    }
 
     /// Whether the leader holding the lock is beating (its heartbeats keep changing the key): it may be
     /// followed, and a data directory may be rewound or cloned from it.
@@ -306,6 +350,27 @@ public enum MonitorDecision {
         return .wait(reason: "PostgreSQL is down and its data directory is a primary's; it rejoins once another node leads a live primary")
     }
 
+    /// Why this standby must not lead on what Consul says, if it must not: the cluster's timeline claim
+    /// is older than this node's own timeline (Consul was restored from an older snapshot, and a leader
+    /// key that came back with it names this node), or — asynchronous mode — its WAL is further behind
+    /// the last primary's than the lag limit. Acquiring checks eligibility; a lock that came back from
+    /// a snapshot skipped that, and this is where it is checked again.
+    static func historyRefusal(_ o: MonitorObservation) -> String? {
+        guard case .standby(let position, let timeline, _, _) = o.local else { return nil }
+        if o.leaderKeyRestored {
+            return "the leader key naming this node came back with a restore of Consul from an older snapshot; not leading on it"
+        }
+        if let claimed = o.claimedTimeline, timeline > claimed {
+            return "Consul's timeline claim (\(claimed)) is older than this node's timeline \(timeline): Consul lost history (restored from an older snapshot?); not leading on it"
+        }
+        if o.config.synchronousMode == .off, let last = o.lastPrimaryPosition, last.value > position.value,
+            last.value - position.value > o.config.maximumLagOnFailover
+        {
+            return "this node's WAL is \(last.value - position.value) bytes behind the last primary's, over maximum_lag_on_failover \(o.config.maximumLagOnFailover); not leading"
+        }
+        return nil
+    }
+
     /// No standing request hands the lock to another node.
     static func requestAllows(_ o: MonitorObservation) -> Bool {
         o.request.map { $0.to == o.node } ?? true
@@ -314,14 +379,19 @@ public enum MonitorDecision {
     static func standbyDecision(_ o: MonitorObservation, upstream: String?) -> MonitorAction {
         switch o.leader {
         case .held(_, true):
+            if let refusal = historyRefusal(o) { return .releaseLeader(reason: refusal) }
             return .promote
         case .held(let holder, false) where holder == o.node:
             // A session of this node's (an earlier monitor's, or a takeover cut short) holds the lock while
-            // the node runs a standby: nobody else can be writable, so finish taking it.
+            // the node runs a standby: nobody else can be writable, so finish taking it — unless the key
+            // came back with a restore of Consul (another node may lead a writable primary now).
+            if o.leaderKeyRestored {
+                return .wait(reason: "an earlier session of this node holds a leader key that came back with a restore of Consul; not leading on it")
+            }
             return .takeOver(from: holder, reason: "an earlier session of this node holds the lock")
         case .held(let holder, false):
             if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
-            if o.leaderSilentFor >= o.config.takeoverAfter {
+            if o.leaderSilentFor >= o.takeoverAfter {
                 return silentLeaderDecision(o, holder: holder)
             }
             guard let endpoint = o.leaderEndpoint else { return .wait(reason: "the leader \(holder) is not registered") }
@@ -345,9 +415,20 @@ public enum MonitorDecision {
                 return .wait(reason: "\(request.to) is taking over (switchover or failover request)")
             }
             if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
+            // The lock went free under a leader that did not say its PostgreSQL is gone (its session was
+            // invalidated — an agent restart —, or Consul lost it): its watchdog may still wait out the
+            // fence it promised, so nobody takes the lock before that (invariant 12).
+            if let previous = o.previousLeader, previous.name != o.node, !previous.reportedDown {
+                let fence = ClusterConfig.takeoverAfter(promise: previous.promise, config: o.config)
+                if previous.goneFor < fence {
+                    return .wait(reason: "the lock went free under \(previous.name) without its PostgreSQL reported down; waiting out its fence (\(fence))")
+                }
+            }
             switch o.primaryReport {
             case .live(let primary):
                 return .wait(reason: "\(primary) runs a writable primary and will take the lock")
+            case .starting(let primary):
+                return .wait(reason: "\(primary)'s PostgreSQL runs without answering yet; its monitor takes the lock or fences it")
             case .unknown(let primary) where since < o.config.ttl:
                 // Its monitor may be starting, or dead while its watchdog fences it: give it one TTL.
                 return .wait(reason: "no recent report from the primary \(primary); failover after \(o.config.ttl) without the lock")
@@ -374,7 +455,7 @@ public enum MonitorDecision {
             }
             return .wait(reason: "\(request.to) is taking over (switchover or failover request)")
         }
-        let beyond = GoDuration(nanoseconds: o.leaderSilentFor.nanoseconds - o.config.takeoverAfter.nanoseconds)
+        let beyond = GoDuration(nanoseconds: o.leaderSilentFor.nanoseconds - o.takeoverAfter.nanoseconds)
         switch candidateTurn(o, waited: beyond) {
         case .act(let reason):
             guard o.guarded else { return .wait(reason: "\(holder) is silent, but no watchdog guards this node") }

@@ -211,6 +211,14 @@ extension JSONValue {
 
         mutating func parseString() throws(JSONParseError) -> String {
             position += 1  // opening quote
+            // Most strings have no escape: one pass to the closing quote, one decoding.
+            var end = position
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+                let text = String(decoding: bytes[position..<end], as: UTF8.self)
+                position = end + 1
+                return text
+            }
             var scalars = String.UnicodeScalarView()
             var run: [UInt8] = []
             func flush(_ run: inout [UInt8], _ scalars: inout String.UnicodeScalarView) {

@@ -1,4 +1,4 @@
-@testable import BatonConsulServer
+import BatonConsulStore
 import Testing
 
 struct SortedKeysTests {

@@ -1,21 +1,23 @@
 /// KV keys in byte order (as Consul orders and matches them), so that a listing under a prefix reads only
 /// the keys under it instead of every key the server holds. Keys are told apart by their bytes.
-struct SortedKeys: Sendable {
-    private(set) var keys: [String] = []
+package struct SortedKeys: Sendable {
+    package init() {}
+
+    package private(set) var keys: [String] = []
 
     /// Adds `key` unless present.
-    mutating func insert(_ key: String) {
+    package mutating func insert(_ key: String) {
         let i = lowerBound(key)
         if i == keys.count || !keys[i].utf8.elementsEqual(key.utf8) { keys.insert(key, at: i) }
     }
 
-    mutating func remove(_ key: String) {
+    package mutating func remove(_ key: String) {
         let i = lowerBound(key)
         if i < keys.count, keys[i].utf8.elementsEqual(key.utf8) { keys.remove(at: i) }
     }
 
     /// The keys that start with `prefix` (bytewise), in order.
-    func withPrefix(_ prefix: String) -> ArraySlice<String> {
+    package func withPrefix(_ prefix: String) -> ArraySlice<String> {
         let start = lowerBound(prefix)
         var end = start
         while end < keys.count, keys[end].utf8.starts(with: prefix.utf8) { end += 1 }

@@ -3,17 +3,17 @@ import Foundation
 
 /// The server's writes as pure functions: given the current state and the index the write will get,
 /// each returns the changes to make and the answer, with Consul's semantics (consul-api.md §2–§5).
-enum Operations {
+package enum Operations {
     /// Consul's `MaxLockDelay`.
-    static let maximumLockDelay = GoDuration.seconds(60)
+    package static let maximumLockDelay = GoDuration.seconds(60)
 
     // MARK: KV
 
-    enum PutMode: Sendable, Equatable {
+    package enum PutMode: Sendable, Equatable {
         case plain, cas(UInt64), acquire(String), release(String)
     }
 
-    static func put(
+    package static func put(
         _ s: borrowing State, index: UInt64, now: ContinuousClock.Instant, key: String, value: [UInt8]?, flags: UInt64,
         mode: PutMode
     ) throws(APIError) -> Plan<Bool> {
@@ -52,13 +52,13 @@ enum Operations {
         return Plan([.kvPut(entry)], true)
     }
 
-    static func delete(_ s: borrowing State, key: String, cas: UInt64?) -> Plan<Bool> {
+    package static func delete(_ s: borrowing State, key: String, cas: UInt64?) -> Plan<Bool> {
         guard let existing = s.kv[key] else { return Plan(true) }
         if let cas, existing.modifyIndex != cas { return Plan(false) }
         return Plan([.kvDelete(key: key)], true)
     }
 
-    static func deleteTree(_ s: borrowing State, prefix: String) -> Plan<Bool> {
+    package static func deleteTree(_ s: borrowing State, prefix: String) -> Plan<Bool> {
         Plan(s.kvPairs(prefix: prefix).map { .kvDelete(key: $0.key) }, true)
     }
 
@@ -66,7 +66,7 @@ enum Operations {
 
     /// What invalidating a session does: the session goes, its keys are released or deleted at the
     /// same index, and lock-delay is armed on each.
-    static func invalidateSession(_ s: borrowing State, id: String, index: UInt64) -> [Change] {
+    package static func invalidateSession(_ s: borrowing State, id: String, index: UInt64) -> [Change] {
         guard let session = s.sessions[id] else { return [] }
         var changes: [Change] = [.sessionDelete(id: id)]
         let delay = min(session.lockDelay, maximumLockDelay)
@@ -84,17 +84,19 @@ enum Operations {
     }
 
     /// The sessions that a check's going critical (or away) invalidates.
-    static func sessionsBound(to checkIDs: Set<String>, in s: borrowing State) -> [String] {
+    package static func sessionsBound(to checkIDs: Set<String>, in s: borrowing State) -> [String] {
         s.sessions.values.filter { !Set($0.allChecks).isDisjoint(with: checkIDs) }.map(\.id).sorted()
     }
 
-    static func createSession(_ s: borrowing State, index: UInt64, request: SessionEntry) throws(APIError) -> Plan<String> {
+    package static func createSession(
+        _ s: borrowing State, index: UInt64, request: SessionEntry, id: String = UUID().uuidString.lowercased()
+    ) throws(APIError) -> Plan<String> {
         for check in request.allChecks {
             guard let record = s.checks[check] else { throw APIError(500, "Missing check '\(check)' registration") }
             if record.status == "critical" { throw APIError(500, "Check '\(check)' is in critical state") }
         }
         var session = request
-        session.id = UUID().uuidString.lowercased()
+        session.id = id
         session.createIndex = index
         session.modifyIndex = index
         return Plan([.sessionPut(session)], session.id)
@@ -102,7 +104,7 @@ enum Operations {
 
     // MARK: Agent services and checks
 
-    static func registerService(
+    package static func registerService(
         _ s: borrowing State, index: UInt64, service: ServiceRecord, checks: [CheckRecord], replaceExistingChecks: Bool
     ) -> Plan<Void> {
         var changes: [Change] = []
@@ -131,7 +133,7 @@ enum Operations {
         return Plan(changes, ())
     }
 
-    static func deregisterService(_ s: borrowing State, index: UInt64, id: String) throws(APIError) -> Plan<Void> {
+    package static func deregisterService(_ s: borrowing State, index: UInt64, id: String) throws(APIError) -> Plan<Void> {
         guard s.services[id] != nil else {
             throw APIError(404, "Unknown service ID \"\(id)\". Ensure that the service ID is passed, not the service name.")
         }
@@ -142,7 +144,7 @@ enum Operations {
         return Plan(changes, ())
     }
 
-    static func registerCheck(_ s: borrowing State, index: UInt64, check: CheckRecord) throws(APIError) -> Plan<Void> {
+    package static func registerCheck(_ s: borrowing State, index: UInt64, check: CheckRecord) throws(APIError) -> Plan<Void> {
         var check = check
         if !check.serviceID.isEmpty {
             guard let service = s.services[check.serviceID] else {
@@ -158,11 +160,11 @@ enum Operations {
         return Plan(changes, ())
     }
 
-    static func unknownCheck(_ id: String) -> APIError {
+    package static func unknownCheck(_ id: String) -> APIError {
         APIError(404, "Unknown check ID \"\(id)\". Ensure that the check ID is passed, not the check name.")
     }
 
-    static func deregisterCheck(_ s: borrowing State, index: UInt64, id: String) throws(APIError) -> Plan<Void> {
+    package static func deregisterCheck(_ s: borrowing State, index: UInt64, id: String) throws(APIError) -> Plan<Void> {
         guard let check = s.checks[id], check.kind != .serf else { throw unknownCheck(id) }
         var changes: [Change] = [.checkDelete(id: id)]
         for session in sessionsBound(to: [id], in: s) { changes += invalidateSession(s, id: session, index: index) }
@@ -171,7 +173,7 @@ enum Operations {
 
     /// Sets a check's status and output; critical invalidates the sessions bound to it. `requireTTL`
     /// is for the agent's pass/warn/fail/update endpoints, which only TTL checks accept.
-    static func updateCheck(
+    package static func updateCheck(
         _ s: borrowing State, index: UInt64, id: String, status: String, output: String, requireTTL: Bool
     ) throws(APIError) -> Plan<Void> {
         guard var check = s.checks[id], check.kind != .serf else { throw unknownCheck(id) }

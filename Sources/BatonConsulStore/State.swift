@@ -1,18 +1,33 @@
 import ConsulAPI
 
 /// A service registered with the agent.
-struct ServiceRecord: Sendable, Equatable {
-    var id: String
-    var name: String
-    var tags: [String]
-    var address: String
-    var port: Int
-    var meta: [(String, String)]
-    var enableTagOverride: Bool
-    var createIndex: UInt64
-    var modifyIndex: UInt64
+package struct ServiceRecord: Sendable, Equatable {
+    package var id: String
+    package var name: String
+    package var tags: [String]
+    package var address: String
+    package var port: Int
+    package var meta: [(String, String)]
+    package var enableTagOverride: Bool
+    package var createIndex: UInt64
+    package var modifyIndex: UInt64
 
-    static func == (a: ServiceRecord, b: ServiceRecord) -> Bool {
+    package init(
+        id: String, name: String, tags: [String], address: String, port: Int, meta: [(String, String)], enableTagOverride: Bool,
+        createIndex: UInt64, modifyIndex: UInt64
+    ) {
+        self.id = id
+        self.name = name
+        self.tags = tags
+        self.address = address
+        self.port = port
+        self.meta = meta
+        self.enableTagOverride = enableTagOverride
+        self.createIndex = createIndex
+        self.modifyIndex = modifyIndex
+    }
+
+    package static func == (a: ServiceRecord, b: ServiceRecord) -> Bool {
         a.id == b.id && a.name == b.name && a.tags == b.tags && a.address == b.address && a.port == b.port
             && a.meta.elementsEqual(b.meta, by: { $0 == $1 }) && a.enableTagOverride == b.enableTagOverride
             && a.createIndex == b.createIndex && a.modifyIndex == b.modifyIndex
@@ -20,29 +35,48 @@ struct ServiceRecord: Sendable, Equatable {
 }
 
 /// A health check: a node check (serfHealth) or one registered with the agent.
-struct CheckRecord: Sendable, Equatable {
-    enum Kind: Sendable, Equatable {
+package struct CheckRecord: Sendable, Equatable {
+    package enum Kind: Sendable, Equatable {
         case serf
         case ttl(GoDuration)
         case http(url: String, method: String, headers: [String: [String]], body: String, tlsSkipVerify: Bool)
         case tcp(String)
     }
 
-    var id: String
-    var name: String
-    var status: String
-    var notes: String
-    var output: String
-    var serviceID: String
-    var serviceName: String
-    var kind: Kind
-    var interval: GoDuration?
-    var timeout: GoDuration?
-    var deregisterCriticalServiceAfter: GoDuration?
-    var createIndex: UInt64
-    var modifyIndex: UInt64
+    package var id: String
+    package var name: String
+    package var status: String
+    package var notes: String
+    package var output: String
+    package var serviceID: String
+    package var serviceName: String
+    package var kind: Kind
+    package var interval: GoDuration?
+    package var timeout: GoDuration?
+    package var deregisterCriticalServiceAfter: GoDuration?
+    package var createIndex: UInt64
+    package var modifyIndex: UInt64
 
-    var typeName: String {
+    package init(
+        id: String, name: String, status: String, notes: String, output: String, serviceID: String, serviceName: String, kind: Kind,
+        interval: GoDuration?, timeout: GoDuration?, deregisterCriticalServiceAfter: GoDuration?, createIndex: UInt64, modifyIndex: UInt64
+    ) {
+        self.id = id
+        self.name = name
+        self.status = status
+        self.notes = notes
+        self.output = output
+        self.serviceID = serviceID
+        self.serviceName = serviceName
+        self.kind = kind
+        self.interval = interval
+        self.timeout = timeout
+        self.deregisterCriticalServiceAfter = deregisterCriticalServiceAfter
+        self.createIndex = createIndex
+        self.modifyIndex = modifyIndex
+    }
+
+    package var typeName: String {
         switch kind {
         case .serf: return ""
         case .ttl: return "ttl"
@@ -54,7 +88,7 @@ struct CheckRecord: Sendable, Equatable {
 
 /// One effect of a write. A write is a list of changes that share one index; the same `apply` serves
 /// the live server and the replay of its log, so what is replayed is exactly what was served.
-enum Change: Sendable {
+package enum Change: Sendable {
     case kvPut(KVPair)
     case kvDelete(key: String)
     case sessionPut(SessionEntry)
@@ -68,33 +102,35 @@ enum Change: Sendable {
 }
 
 /// Everything the server knows. Mutated only through ``apply(_:index:now:)``.
-struct State: Sendable {
-    var index: UInt64 = 0
-    var kv: [String: KVPair] = [:]
+package struct State: Sendable {
+    package var index: UInt64 = 0
+    package var kv: [String: KVPair] = [:]
     /// Deleted keys and the index of their deletion, so that a listing's index never slides back.
-    var tombstones: [String: UInt64] = [:]
+    package var tombstones: [String: UInt64] = [:]
     /// Every key of `kv` and `tombstones`, in order: what a listing under a prefix reads.
     private(set) var kvKeys = SortedKeys()
     /// The last KV write or delete anywhere (Consul's KV table index).
-    var kvIndex: UInt64 = 0
-    var sessions: [String: SessionEntry] = [:]
-    var sessionsIndex: UInt64 = 0
-    var services: [String: ServiceRecord] = [:]
-    var checks: [String: CheckRecord] = [:]
+    package var kvIndex: UInt64 = 0
+    package var sessions: [String: SessionEntry] = [:]
+    package var sessionsIndex: UInt64 = 0
+    package var services: [String: ServiceRecord] = [:]
+    package var checks: [String: CheckRecord] = [:]
     /// The last change to the catalog (services or checks); per service name below.
-    var catalogIndex: UInt64 = 0
-    var serviceIndex: [String: UInt64] = [:]
+    package var catalogIndex: UInt64 = 0
+    package var serviceIndex: [String: UInt64] = [:]
 
     // Runtime state, not persisted.
-    var lockDelays: [String: ContinuousClock.Instant] = [:]
+    package var lockDelays: [String: ContinuousClock.Instant] = [:]
     /// When each session with a TTL expires unless renewed: 2×TTL after creation, renewal or start-up.
-    var sessionDeadlines: [String: ContinuousClock.Instant] = [:]
+    package var sessionDeadlines: [String: ContinuousClock.Instant] = [:]
     /// When each TTL check goes critical unless updated.
-    var checkDeadlines: [String: ContinuousClock.Instant] = [:]
+    package var checkDeadlines: [String: ContinuousClock.Instant] = [:]
     /// Since when each check has been critical, for DeregisterCriticalServiceAfter.
-    var criticalSince: [String: ContinuousClock.Instant] = [:]
+    package var criticalSince: [String: ContinuousClock.Instant] = [:]
 
-    mutating func apply(_ changes: [Change], index newIndex: UInt64, now: ContinuousClock.Instant) {
+    package init() {}
+
+    package mutating func apply(_ changes: [Change], index newIndex: UInt64, now: ContinuousClock.Instant) {
         index = max(index, newIndex)
         for change in changes {
             switch change {
@@ -160,7 +196,7 @@ struct State: Sendable {
 
     /// Consul's index for a listing under `prefix`: the newest entry or tombstone under it, or the KV
     /// table's index when there is none.
-    func kvListIndex(prefix: String) -> UInt64 {
+    package func kvListIndex(prefix: String) -> UInt64 {
         if prefix.isEmpty { return kvIndex }
         var newest: UInt64 = 0
         for key in kvKeys.withPrefix(prefix) { newest = max(newest, kv[key]?.modifyIndex ?? tombstones[key] ?? 0) }
@@ -168,11 +204,11 @@ struct State: Sendable {
     }
 
     /// The pairs whose keys start with `prefix` (bytewise), in key order.
-    func kvPairs(prefix: String) -> [KVPair] { kvKeys.withPrefix(prefix).compactMap { kv[$0] } }
+    package func kvPairs(prefix: String) -> [KVPair] { kvKeys.withPrefix(prefix).compactMap { kv[$0] } }
 
     /// The earliest instant a session or TTL check expires or a critical service is reaped (see
     /// ``CheckRunner``), or nil when nothing is due.
-    func nextDeadline() -> ContinuousClock.Instant? {
+    package func nextDeadline() -> ContinuousClock.Instant? {
         var earliest = sessionDeadlines.values.min()
         func consider(_ instant: ContinuousClock.Instant) { if earliest.map({ instant < $0 }) ?? true { earliest = instant } }
         checkDeadlines.values.min().map(consider)
@@ -184,13 +220,28 @@ struct State: Sendable {
     }
 
     /// Consul reaps a service critical for DeregisterCriticalServiceAfter, but never sooner than a minute.
-    static func reapAfter(_ after: GoDuration) -> GoDuration { max(after, .seconds(60)) }
+    package static func reapAfter(_ after: GoDuration) -> GoDuration { max(after, .seconds(60)) }
 
-    static func ttl(of session: SessionEntry) -> GoDuration? {
+    package static func ttl(of session: SessionEntry) -> GoDuration? {
         session.ttl.isEmpty ? nil : try? GoDuration(parsing: session.ttl)
     }
 
-    func keysHeld(by session: String) -> [KVPair] {
+    /// Renews a session: its TTL counts again from `now` (Consul keeps it up to twice the TTL). Nil when
+    /// there is no such session.
+    package mutating func renewSession(_ id: String, now: ContinuousClock.Instant) -> SessionEntry? {
+        guard let session = sessions[id] else { return nil }
+        if let ttl = State.ttl(of: session), ttl > .zero {
+            sessionDeadlines[id] = now.advanced(by: ttl.swiftDuration * 2)
+        }
+        return session
+    }
+
+    /// The sessions whose TTL ran out by `now`, in order.
+    package func expiredSessions(at now: ContinuousClock.Instant) -> [String] {
+        sessionDeadlines.filter { $0.value <= now }.map(\.key).sorted()
+    }
+
+    package func keysHeld(by session: String) -> [KVPair] {
         kv.values.filter { $0.session == session }.sorted { $0.key < $1.key }
     }
 }

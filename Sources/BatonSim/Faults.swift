@@ -1,0 +1,180 @@
+import BatonConsulStore
+import BatonCore
+import ConsulAPI
+
+/// The kinds of fault the seed draws from.
+public enum FaultKind: String, Sendable, CaseIterable {
+    /// kill -9 of a postmaster (the primary's, mostly).
+    case postmasterKill = "postmaster-kill"
+    /// A machine dies, and starts again after a while.
+    case nodeDeath = "node-death"
+    /// The monitor (loop and lease) is stopped for a while; PostgreSQL and the watchdog run on.
+    case monitorFreeze = "monitor-freeze"
+    /// The whole machine is stopped for a while.
+    case nodeFreeze = "node-freeze"
+    /// A node cannot reach Consul for a while (it still reaches the other nodes).
+    case consulCut = "consul-cut"
+    /// Consul answers every call with 500 "No cluster leader" for 1–15 s.
+    case consulElection = "consul-election"
+    /// A node's sessions are invalidated, as a restarted Consul agent does.
+    case agentRestart = "agent-restart"
+    /// Consul is restored from one of its last snapshots: keys, sessions and indexes roll back.
+    case consulRestore = "consul-restore"
+    /// Every standby's WAL receiver stops while the primary writes, then the primary's postmaster is killed.
+    case laggingReplicas = "lagging-replicas"
+    /// fence_timeout is raised to 8 s, then — with the leader's monitor frozen — lowered to 2 s.
+    case fenceTimeoutLowered = "fence-timeout-lowered"
+    /// The configuration gains a key an older monitor does not know (a newer `baton config set`).
+    case unknownConfigKey = "unknown-config-key"
+    /// A known setting of the configuration gets a value that does not parse (someone wrote the key by
+    /// hand), until the operator writes it back.
+    case malformedConfig = "malformed-config"
+}
+
+/// One fault of a run: its kind, when it starts, how long it lasts, and a choice of its own.
+struct Fault: Sendable {
+    var kind: FaultKind
+    var at: Duration
+    var length: Duration
+    /// Picks the node (or the snapshot) the fault hits.
+    var choice: Int
+}
+
+enum FaultSchedule {
+    /// The faults of one run, drawn by the seed: times spread over the fault phase after a quiet first 5 s.
+    static func draw(_ random: inout SimRandom, options: SimulationOptions, nodes: Int) -> [Fault] {
+        guard !options.kinds.isEmpty else { return [] }
+        return (0..<options.faults).map { _ in
+            let kind = random.pick(options.kinds)
+            let at = random.duration(.seconds(5), options.faultPhase)
+            let length: Duration
+            switch kind {
+            case .consulElection: length = random.duration(.seconds(1), .seconds(15))
+            case .nodeDeath: length = random.duration(.seconds(2), .seconds(20))
+            case .laggingReplicas: length = random.duration(.seconds(4), .seconds(8))
+            case .fenceTimeoutLowered: length = .seconds(5)
+            default: length = random.duration(.milliseconds(500), .seconds(12))
+            }
+            return Fault(kind: kind, at: at, length: length, choice: random.int(in: 0...999))
+        }
+    }
+}
+
+extension Simulation {
+    /// The node holding the lock, as Consul has it (or the first node).
+    var leaderIndex: Int {
+        consul.get(keys.leader).flatMap { $0.session == nil ? nil : index(of: (try? NodeName($0.stringValue)) ?? nodes[0].name) } ?? 0
+    }
+
+    /// Mostly the leader: that is where faults matter.
+    private func target(_ fault: Fault) -> Int {
+        fault.choice % 10 < 6 ? leaderIndex : fault.choice % nodes.count
+    }
+
+    func start(_ fault: Fault, index: Int) {
+        let i = target(fault)
+        let name = nodes[i].name
+        faultTargets[index] = i
+        switch fault.kind {
+        case .postmasterKill:
+            note("FAULT postmaster of \(name) killed")
+            nodes[i].db.stop()
+            return
+        case .nodeDeath:
+            note("FAULT \(name) dies for \(fault.length.traceText) s")
+            nodes[i].alive = false
+            nodes[i].db.stop()
+        case .monitorFreeze:
+            note("FAULT monitor of \(name) frozen for \(fault.length.traceText) s")
+            nodes[i].monitorFrozenTill = max(nodes[i].monitorFrozenTill, now + fault.length)
+        case .nodeFreeze:
+            note("FAULT \(name) frozen for \(fault.length.traceText) s")
+            nodes[i].nodeFrozenTill = max(nodes[i].nodeFrozenTill, now + fault.length)
+        case .consulCut:
+            note("FAULT \(name) cut from Consul for \(fault.length.traceText) s")
+            nodes[i].cutFromConsul = true
+        case .consulElection:
+            note("FAULT Consul elects a leader for \(fault.length.traceText) s (every call: 500)")
+            consulDownUntil = max(consulDownUntil, now + fault.length)
+        case .agentRestart:
+            let sessions = consul.sessions(ofNode: name.value)
+            note("FAULT Consul agent of \(name) restarted: sessions \(sessions) invalidated")
+            for id in sessions { consul.destroySession(id, now: instant) }
+            return
+        case .consulRestore:
+            guard !snapshots.isEmpty else { return }
+            let snapshot = snapshots[fault.choice % snapshots.count]
+            note("FAULT Consul restored from its snapshot at index \(snapshot.index) (now \(consul.index))")
+            consul.restore(snapshot, now: instant)
+            parsed = nil
+            return
+        case .laggingReplicas:
+            note("FAULT every standby's WAL receiver stopped for \(fault.length.traceText) s, then the primary's postmaster is killed")
+            for s in nodes.indices where s != leaderIndex { nodes[s].db.receiverFrozen = true }
+        case .fenceTimeoutLowered:
+            note("FAULT config set fence_timeout=8s")
+            intended.fenceTimeout = .seconds(8)
+            writeIntended()
+        case .unknownConfigKey:
+            note("FAULT config gains a key this Baton does not know")
+            var json = intended.json
+            if case .object(var members) = json {
+                members.append(("a_setting_from_a_newer_baton", .string("on")))
+                json = .object(members)
+            }
+            _ = try? consul.put(keys.config, json.serializedBytes(), now: instant)  // a plain write is never refused
+            return
+        case .malformedConfig:
+            note("FAULT config's synchronous_mode set to a value that does not parse")
+            var json = intended.json
+            if case .object(let members) = json {
+                json = .object(members.map { $0.0 == "synchronous_mode" ? ($0.0, .string("maybe")) : $0 })
+            }
+            _ = try? consul.put(keys.config, json.serializedBytes(), now: instant)  // a plain write is never refused
+        }
+        schedule(after: fault.length, .heal(index))
+    }
+
+    func heal(_ fault: Fault, index: Int) {
+        let target = faultTargets.removeValue(forKey: index)
+        switch fault.kind {
+        case .nodeDeath:
+            guard let i = target, !nodes[i].alive else { return }
+            note("HEAL \(nodes[i].name) starts again")
+            nodes[i].restart()
+            schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: nodes[i].generation))
+            schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: nodes[i].generation))
+        case .nodeFreeze:
+            if let i = target, !nodes[i].frozen(now) { note("HEAL \(nodes[i].name) thaws") }
+        case .consulCut:
+            guard let i = target else { return }
+            nodes[i].cutFromConsul = false
+            note("HEAL \(nodes[i].name) reaches Consul again")
+        case .consulElection:
+            guard now >= consulDownUntil else { return }
+            note("HEAL Consul has a leader again")
+            // A new Consul leader starts every session's TTL afresh.
+            consul.restore(consul.snapshot, now: instant)
+        case .laggingReplicas:
+            let leader = leaderIndex
+            note("HEAL WAL receivers run again; FAULT postmaster of \(nodes[leader].name) killed")
+            nodes[leader].db.stop()
+            for i in nodes.indices { nodes[i].db.receiverFrozen = false }
+        case .fenceTimeoutLowered:
+            let leader = leaderIndex
+            note("FAULT monitor of \(nodes[leader].name) frozen for 12 s; config set fence_timeout=2s")
+            nodes[leader].monitorFrozenTill = max(nodes[leader].monitorFrozenTill, now + .seconds(12))
+            intended.fenceTimeout = .seconds(2)
+            writeIntended()
+        case .malformedConfig:
+            note("HEAL the operator writes the config back")
+            writeIntended()
+        case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey:
+            break
+        }
+    }
+
+    func writeIntended() {
+        _ = try? consul.put(keys.config, intended.json.serializedBytes(), now: instant)  // a plain write is never refused
+    }
+}

@@ -1,0 +1,78 @@
+import BatonCore
+
+/// One simulated machine: its PostgreSQL, and the memory of the Baton processes on it — the monitor's
+/// (``MonitorState``, the configuration it last read), the lease's (session, heartbeat) and the
+/// watchdog's deadline. One simulation owns it. What a machine's death wipes is the monitor's and lease's; the session file
+/// and the data directory stay.
+final class SimNode {
+    let index: Int
+    let name: NodeName
+    var db: SimDatabase
+    var alive = true
+    /// Bumped at each start of the node: events of an earlier life are dropped.
+    var generation = 0
+    /// The monitor process (loop and lease) is stopped until then (SIGSTOP).
+    var monitorFrozenTill: Duration = .zero
+    /// The whole machine is stopped until then: PostgreSQL, monitor, watchdog.
+    var nodeFrozenTill: Duration = .zero
+    var cutFromConsul = false
+
+    // The monitor.
+    var memory = MonitorState()
+    var config = ClusterConfig()
+    var lastAction = ""
+    var statusWritten: (status: MemberStatus, at: Duration)?
+    /// The primary's position when `synchronous_standby_names` last changed.
+    var waitingSince: LSN?
+
+    // The lease.
+    var session: String?
+    /// The session ID saved on disk (a restarted monitor adopts it while Consul knows it).
+    var sessionFile: String?
+    var sessionConfirmed: Duration?
+    var leading = false
+    var lastBeat: Duration?
+
+    // The watchdog.
+    var watchdogDeadline: Duration?
+    var watchdogGeneration = 0
+
+    /// Commits this primary made that wait for their acknowledgement.
+    var pending: [(commit: UInt64, index: Int)] = []
+
+    init(index: Int, name: NodeName, standby: Bool) {
+        self.index = index
+        self.name = name
+        self.db = SimDatabase(standby: standby)
+    }
+
+    func frozen(_ now: Duration) -> Bool { nodeFrozenTill > now }
+
+    /// When the monitor process runs again, if it is stopped now.
+    func monitorFrozenUntil(_ now: Duration) -> Duration? {
+        let until = max(monitorFrozenTill, nodeFrozenTill)
+        return until > now ? until : nil
+    }
+
+    func nodeFrozenUntil(_ now: Duration) -> Duration? { nodeFrozenTill > now ? nodeFrozenTill : nil }
+
+    /// The machine starts again after its death: PostgreSQL is down (nothing starts it but the monitor),
+    /// the monitor and lease start afresh, the watchdog is not armed.
+    func restart() {
+        alive = true
+        generation += 1
+        memory = MonitorState()
+        config = ClusterConfig()
+        lastAction = ""
+        statusWritten = nil
+        waitingSince = nil
+        session = nil
+        sessionConfirmed = nil
+        leading = false
+        lastBeat = nil
+        watchdogDeadline = nil
+        watchdogGeneration += 1
+        db.receiverFrozen = false
+        pending = []
+    }
+}

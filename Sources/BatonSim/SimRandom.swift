@@ -1,0 +1,44 @@
+/// The simulator's only source of chance: SplitMix64, so that one seed fixes every choice and a run
+/// replays exactly on any machine.
+public struct SimRandom: Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A whole number in `range`.
+    public mutating func int(in range: ClosedRange<Int>) -> Int {
+        range.lowerBound + Int(next() % UInt64(range.upperBound - range.lowerBound + 1))
+    }
+
+    /// True with probability `p`.
+    public mutating func chance(_ p: Double) -> Bool {
+        Double(next() >> 11) / Double(1 << 53) < p
+    }
+
+    /// A duration between `low` and `high`, in whole milliseconds.
+    public mutating func duration(_ low: Duration, _ high: Duration) -> Duration {
+        .milliseconds(int(in: Int(low.milliseconds)...Int(high.milliseconds)))
+    }
+
+    public mutating func pick<T>(_ items: [T]) -> T { items[int(in: 0...(items.count - 1))] }
+}
+
+extension Duration {
+    /// Whole milliseconds (rounded down).
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+
+    /// Seconds with three decimals, for traces.
+    var traceText: String {
+        let ms = milliseconds
+        let fraction = String(ms % 1000)
+        return "\(ms / 1000).\(String(repeating: "0", count: 3 - fraction.count))\(fraction)"
+    }
+}

@@ -1,0 +1,246 @@
+import BatonConsulStore
+import BatonCore
+import ConsulAPI
+
+/// The monitor's loop on a simulated node: the same reads, the same ``MonitorState`` and
+/// ``MonitorDecision``, and the actions carried out on the simulated PostgreSQL and Consul store in the
+/// order the live monitor carries them out (`MonitorLoop.iterate`, `MonitorLoop+Actions`).
+extension Simulation {
+    /// One iteration of node `i`'s monitor; returns when the next one comes.
+    func iterate(_ i: Int) -> Duration {
+        if nodes[i].session == nil { ensureSession(i) }
+        let observed = observeLocal(i)
+        nodes[i].memory.noteLocal(observed, at: instant)
+        let local = nodes[i].memory.judged(observed, at: instant)
+        let snapshot = readSnapshot(i)
+        if let snapshot {
+            if let leader = snapshot.leader, leader.holder == nodes[i].name, leader.session == nodes[i].session, !nodes[i].leading {
+                _ = prove(i)
+            }
+        }
+        var observation = nodes[i].memory.observation(
+            node: nodes[i].name, config: nodes[i].config, local: local, snapshot: snapshot, session: nodes[i].session,
+            sinceLastHeartbeat: sinceLastBeat(i), guarded: true, failsafeGrantedTo: nil, at: instant)
+        mutate(&observation)
+        let action = MonitorDecision.next(observation)
+        if action.description != nodes[i].lastAction {
+            note("\(nodes[i].name) \(action)")
+            nodes[i].lastAction = action.description
+        }
+        carryOut(i, action, snapshot: snapshot, local: local)
+        let after = nodes[i].memory.judged(observeLocal(i), at: instant)
+        publishStatus(i, local: after, action: action)
+        return nodes[i].memory.nextInterval(config: nodes[i].config, at: instant)
+    }
+
+    /// What the monitor sees of its PostgreSQL (`LocalDatabase.observe`).
+    func observeLocal(_ i: Int) -> LocalPostgres {
+        let db = nodes[i].db
+        guard db.running else { return .down(standbySignal: db.standbySignal) }
+        guard db.answers(at: now) else { return .unresponsive(standbySignal: db.standbySignal, postmaster: true) }
+        if !db.standbySignal { return .primary(position: db.position, timeline: db.timeline) }
+        return .standby(
+            position: db.position, timeline: db.timeline, upstream: db.upstream.flatMap(index(of:)).map(endpoint), streaming: streams(i))
+    }
+
+    /// One consistent read of the cluster's prefix, and what the trackers learn from it; nil when
+    /// Consul does not answer.
+    func readSnapshot(_ i: Int) -> ClusterSnapshot? {
+        guard reachesConsul(i) else { return nil }
+        let listing = consulRead().list(keys.prefix)
+        let snapshot: ClusterSnapshot
+        if let parsed, parsed.index == listing.index {
+            snapshot = parsed.snapshot
+        } else {
+            snapshot = ClusterSnapshot(pairs: listing.pairs, keys: keys, cache: &parseCache)
+            parsed = (listing.index, snapshot)
+        }
+        nodes[i].memory.recall(snapshot, node: nodes[i].name)
+        guard let usable = nodes[i].memory.configuration(from: snapshot, current: nodes[i].config) else { return nil }
+        nodes[i].config = usable
+        nodes[i].memory.absorb(snapshot, node: nodes[i].name, session: nodes[i].session, firstSeen: { _ in nil }, at: instant)
+        return snapshot
+    }
+
+    private func mutate(_ observation: inout MonitorObservation) {
+        switch options.mutant {
+        case .ignoreSyncRecord?:
+            observation.synchronous = nil
+            observation.config.synchronousMode = .off
+        case .takeOverBeforeDeadline?:
+            if observation.leaderSilentFor >= ClusterConfig.fenceMargin {
+                observation.leaderSilentFor = GoDuration(nanoseconds: observation.leaderSilentFor.nanoseconds + observation.config.fenceAfter.nanoseconds)
+            }
+        default:
+            break
+        }
+    }
+
+    // MARK: Carrying out
+
+    func carryOut(_ i: Int, _ action: MonitorAction, snapshot: ClusterSnapshot?, local: LocalPostgres) {
+        switch action {
+        case .keepLeading:
+            if let snapshot { leaderDuties(i, snapshot) }
+        case .wait, .stepDown:
+            break
+        case .acquireLeader:
+            guard acquire(i) else { return }
+            nodes[i].memory.releasedAt = nil
+            switch local {
+            case .standby:
+                promote(i, snapshot)
+            case .down(standbySignal: false):
+                guard prove(i) else { return }
+                launch(i)
+                note("\(nodes[i].name) started the primary while holding the lock")
+            default:
+                break
+            }
+        case .takeOver(let from, _):
+            guard let silent = snapshot?.leader, silent.holder == from, takeOver(i, from: silent) else { return }
+            nodes[i].memory.releasedAt = nil
+            note("\(nodes[i].name) took the lock over from \(from)")
+            if case .standby = local { promote(i, snapshot) }
+        case .promote:
+            promote(i, snapshot)
+        case .releaseLeader:
+            // Say "down" first, so the replicas that wake on the release fail over at once.
+            publishStatus(i, local: local, action: action, force: true)
+            release(i)
+            nodes[i].memory.releasedAt = instant
+        case .fence:
+            nodes[i].db.stop()
+            note("\(nodes[i].name) fenced its PostgreSQL")
+        case .follow(let leader, _):
+            guard let snapshot, snapshot.registrations[leader] != nil else { return }
+            nodes[i].db.upstream = leader
+            register(i, role: .standby, upstream: leader)
+        case .rejoin(let leader):
+            guard snapshot?.registrations[leader] != nil else { return }
+            rejoin(i, leader: leader)
+        case .startStandby:
+            launch(i)
+        }
+    }
+
+    func launch(_ i: Int) {
+        nodes[i].db.launch(at: now)
+        nodes[i].memory.launched(at: instant)
+    }
+
+    /// `MonitorLoop.promote`: synchronous commits first, the timeline claimed, the lock proven right
+    /// before PostgreSQL becomes writable, the registration, the leader's duties.
+    func promote(_ i: Int, _ snapshot: ClusterSnapshot?) {
+        guard reachesConsul(i) else { return }
+        if nodes[i].config.synchronousMode != .off {
+            nodes[i].db.synchronousStandbyNames = "*"
+            nodes[i].waitingSince = nil
+        }
+        let pair = consulRead().get(keys.timeline)
+        let claimed: Int?
+        do { claimed = try TimelineClaim.claimed(pair?.value, key: keys.timeline) } catch {
+            note("\(nodes[i].name) cannot promote: \(error)")
+            return
+        }
+        let claim = TimelineClaim(localNewest: nodes[i].db.timeline, claimed: claimed)
+        guard (try? consul.put(keys.timeline, TimelineClaim.record(claim.timeline, node: nodes[i].name).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0), now: tick())) == true
+        else { return }  // the claim changed meanwhile: not now
+        guard prove(i) else { return }
+        nodes[i].db.standbySignal = false
+        nodes[i].db.timeline = claim.timeline
+        nodes[i].db.upstream = nil
+        promotedSince[i] = lastPrimaryReport
+        counts.promotions += 1
+        note("\(nodes[i].name) promoted on timeline \(claim.timeline) at \(nodes[i].db.position)")
+        register(i, role: .primary, upstream: nil)
+        if let snapshot { leaderDuties(i, snapshot) }
+    }
+
+    /// `MonitorLoop.leaderDuties`, the parts the simulator models: the registrations and the
+    /// synchronous standby.
+    func leaderDuties(_ i: Int, _ snapshot: ClusterSnapshot) {
+        guard reachesConsul(i) else { return }
+        let me = nodes[i].name
+        if snapshot.registrations[me]?.role != .primary { register(i, role: .primary, upstream: nil) }
+        for (name, registration) in snapshot.registrations where name != me && registration.role == .primary {
+            var demoted = registration
+            demoted.role = .standby
+            demoted.upstream = me
+            _ = try? consul.put(keys.node(name), demoted.json.serializedBytes(), now: tick())  // a plain write is never refused
+        }
+        manageSynchronousReplication(i, snapshot)
+    }
+
+    /// `MonitorLoop.manageSynchronousReplication`, with `pg_stat_replication` read off the simulated standbys.
+    func manageSynchronousReplication(_ i: Int, _ snapshot: ClusterSnapshot) {
+        let me = nodes[i].name
+        let config = nodes[i].config
+        let standbyNames = nodes[i].db.synchronousStandbyNames
+        if config.synchronousMode == .off && standbyNames.isEmpty && snapshot.sync == nil { return }
+        let peers = nodes.indices.filter { $0 != i && nodes[$0].db.upstream == me && streams($0) }.map {
+            ReplicationPeer(name: nodes[$0].name, streaming: true, flushPosition: nodes[$0].db.position)
+        }
+        let eligible = Set(snapshot.registrations.keys.filter { $0 != me && snapshot.failoverPriority(of: $0) > 0 && !(snapshot.tags[$0]?.noSync ?? false) })
+        let candidates = peers.filter { eligible.contains($0.name) }.sorted {
+            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
+        }.map(\.name)
+        let action = SynchronousReplication.next(
+            mode: config.synchronousMode, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
+            waitingSince: nodes[i].waitingSince, me: me)
+        switch action {
+        case .none:
+            return
+        case .clear:
+            if (try? consul.put(keys.sync, SyncRecord.cleared(by: me).serializedBytes(), mode: .cas(snapshot.syncIndex), now: tick())) == true {
+                note("\(me) cleared the synchronous standby record")
+            }
+        case .setStandbyNames(let names):
+            nodes[i].db.synchronousStandbyNames = names
+            nodes[i].waitingSince = nil
+        case .rememberPosition:
+            nodes[i].waitingSince = nodes[i].db.position
+        case .record(let standby, let position):
+            let record = SyncRecord(standby: standby, leader: me, position: position)
+            if (try? consul.put(keys.sync, record.json.serializedBytes(), mode: .cas(snapshot.syncIndex), now: tick())) == true {
+                note("\(me) recorded \(standby) as the synchronous standby")
+            }
+        }
+    }
+
+    /// `MonitorLoop.rejoin`: pg_rewind onto the leader's history (the WAL past the point where they
+    /// parted is thrown away), then a standby of the leader. Never without a leader that answers.
+    func rejoin(_ i: Int, leader: NodeName) {
+        guard let l = index(of: leader), nodes[l].db.answers(at: now), !nodes[l].frozen(now) else { return }
+        nodes[i].db.stop()
+        nodes[i].memory.rejoined()
+        let common = nodes[i].db.commonPrefix(with: nodes[l].db)
+        nodes[i].db.wal.removeSubrange(common...)
+        nodes[i].db.timeline = nodes[l].db.timeline
+        nodes[i].db.upstream = leader
+        nodes[i].db.standbySignal = true
+        nodes[i].db.synchronousStandbyNames = ""
+        launch(i)
+        register(i, role: .standby, upstream: leader)
+        note("\(nodes[i].name) rejoined as a standby of \(leader) (rewound to commit \(common))")
+    }
+
+    func register(_ i: Int, role: NodeRole, upstream: NodeName?) {
+        guard reachesConsul(i) else { return }
+        let bytes = registrationRecord(i, role: role, upstream: upstream).json.serializedBytes()
+        if consulRead().get(keys.node(nodes[i].name))?.value != bytes {
+            _ = try? consul.put(keys.node(nodes[i].name), bytes, now: tick())  // a plain write is never refused
+        }
+    }
+
+    /// `MonitorLoop.publishStatus`: the report, when it says something new or is due.
+    func publishStatus(_ i: Int, local: LocalPostgres, action: MonitorAction, force: Bool = false) {
+        guard reachesConsul(i) else { return }
+        let status = nodes[i].memory.report(local, decision: action.description, time: Double(now.milliseconds) / 1000)
+        let written = nodes[i].statusWritten
+        guard force || status.due(after: written?.status, writtenAgo: written.map { now - $0.at }, loopWait: nodes[i].config.loopWait) else { return }
+        _ = try? consul.put(keys.status(nodes[i].name), status.json.serializedBytes(), now: tick())  // a plain write is never refused
+        nodes[i].statusWritten = (status, now)
+        if status.role == "primary", let position = status.position { lastPrimaryReport = position }
+    }
+}

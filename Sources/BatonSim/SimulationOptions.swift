@@ -1,0 +1,36 @@
+import BatonCore
+
+/// What one simulated run looks like (the seed draws everything else).
+public struct SimulationOptions: Sendable {
+    public var nodes = 3
+    public var synchronousMode: SynchronousMode = .off
+    /// Faults start within this time (after a quiet first 5 s).
+    public var faultPhase: Duration = .seconds(60)
+    /// Then no new fault for this long: the cluster must have a primary at its end.
+    public var quietPhase: Duration = .seconds(45)
+    public var faults = 4
+    /// The kinds of fault the seed draws from.
+    public var kinds: [FaultKind] = FaultKind.allCases
+    /// A rule broken on purpose, to show the simulator catches it.
+    public var mutant: Mutant?
+
+    public init() {}
+}
+
+/// A rule of Baton's broken on purpose: the simulator must catch each within the CI seed budget (its
+/// power is checked on every run).
+public enum Mutant: String, Sendable, CaseIterable {
+    /// Decide as if no synchronous standby were recorded and synchronous mode were off.
+    case ignoreSyncRecord = "ignore-sync-record"
+    /// Take a silent leader's lock over as soon as it is silent for the margin alone, before its
+    /// watchdog's deadline.
+    case takeOverBeforeDeadline = "take-over-before-deadline"
+    /// A heartbeat whose check-and-set did not get through (the key moved on, or Consul did not answer)
+    /// moves the watchdog's deadline on anyway, and one that finds the key another's does not fence.
+    case renewAfterLostCAS = "renew-after-lost-cas"
+    /// The watchdog fences two seconds after its deadline.
+    case lateWatchdog = "late-watchdog"
+    /// The leader does not publish its fencing promise: every node times a takeover by its own
+    /// configuration (the rule before invariant 12).
+    case noFencingPromise = "no-fencing-promise"
+}

@@ -1,0 +1,207 @@
+import BatonCore
+import ConsulAPI
+import Testing
+
+/// The rules issue 23 added, as tables: the fencing promise in the leader key, the primary's last
+/// position surviving its crash, a configuration that cannot be fully read, a lock freed under a live
+/// leader, and a leader key that came back with a restore of Consul.
+@Suite("safety rules")
+struct SafetyRulesTests {
+    static let me = try! NodeName("pg2")
+    static let other = try! NodeName("pg1")
+    static let third = try! NodeName("pg3")
+
+    func observe(
+        _ local: LocalPostgres, leader: LeaderState, silentFor: GoDuration = .zero, promise: GoDuration? = nil,
+        previous: PreviousLeader? = nil, primaryReport: PrimaryReport = .down(SafetyRulesTests.other), restored: Bool = false,
+        claimedTimeline: Int? = nil, lastPrimaryPosition: LSN? = LSN(200), config: (inout ClusterConfig) -> Void = { _ in }
+    ) -> MonitorObservation {
+        var c = ClusterConfig()
+        config(&c)
+        return MonitorObservation(
+            node: Self.me, config: c, local: local, leader: leader, leaderSilentFor: silentFor, leaderEndpoint: "198.18.0.1:5432",
+            candidates: [
+                CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
+                CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
+            ], lastPrimaryPosition: lastPrimaryPosition, synchronous: nil, paused: false, primaryReport: primaryReport,
+            leaderPromise: promise, claimedTimeline: claimedTimeline, previousLeader: previous, leaderKeyRestored: restored)
+    }
+
+    let standby = LocalPostgres.standby(position: LSN(200), timeline: 1, upstream: "198.18.0.1:5432", streaming: true)
+
+    // MARK: The fencing promise (finding 2)
+
+    @Test("leader flags carry the beat count and the fencing promise; an earlier Baton's count is no promise")
+    func leaderFlags() {
+        let raw = LeaderFlags(beats: 41, promise: .seconds(8)).raw
+        #expect(LeaderFlags(raw: raw) == LeaderFlags(beats: 41, promise: .seconds(8)))
+        #expect(LeaderFlags(raw: LeaderFlags.nextBeat(after: raw, promise: .seconds(2))) == LeaderFlags(beats: 42, promise: .seconds(2)))
+        #expect(LeaderFlags(raw: 41) == LeaderFlags(beats: 41, promise: nil), "flags an earlier Baton wrote")
+        #expect(LeaderFlags(raw: LeaderFlags(beats: .max, promise: .seconds(3)).raw).beats == .max)
+        #expect(LeaderFlags(raw: LeaderFlags.nextBeat(after: LeaderFlags(beats: .max, promise: nil).raw, promise: .seconds(3))).beats == 0, "wraps")
+        // A promise is never read shorter than it was made.
+        #expect(LeaderFlags(raw: LeaderFlags(beats: 0, promise: GoDuration(nanoseconds: 2_500_000_001)).raw).promise == .milliseconds(2501))
+    }
+
+    @Test(
+        "a silent leader is taken over after the longer of its promise and this node's fence, plus the margin",
+        arguments: [
+            // (this node's fence_timeout, the leader's promise, silent for, takes over)
+            (3, nil, 3400, false), (3, nil, 3500, true),
+            (2, 8, 3000, false), (2, 8, 8400, false), (2, 8, 8500, true),  // lowered here, the leader armed 8 s
+            (8, 2, 3000, false), (8, 2, 8500, true),  // a shorter promise never shortens this node's own fence
+        ] as [(Int, Int?, Int, Bool)])
+    func takeoverAfterThePromise(fence: Int, promise: Int?, silentMilliseconds: Int, takesOver: Bool) {
+        let o = observe(
+            standby, leader: .held(by: Self.other, mine: false), silentFor: .milliseconds(Int64(silentMilliseconds)),
+            promise: promise.map { .seconds(Int64($0)) }, primaryReport: .live(Self.other), config: { $0.fenceTimeout = .seconds(Int64(fence)) })
+        let action = MonitorDecision.next(o)
+        if case .takeOver = action { #expect(takesOver, "\(action)") } else { #expect(!takesOver, "\(action)") }
+    }
+
+    // MARK: The primary's last position (finding 1)
+
+    @Test("a down report keeps the primary's last position, and the newest timeline's counts")
+    func lastPrimaryPosition() throws {
+        var down = MemberStatus(local: .down(standbySignal: false), decision: "release", time: 1)
+        down.lastPrimary = PrimaryPosition(position: LSN(5000), timeline: 3)
+        let parsed = try #require(MemberStatus(bytes: down.json.serializedBytes()))
+        #expect(parsed.lastPrimary == PrimaryPosition(position: LSN(5000), timeline: 3))
+        // A standby's report never carries one.
+        var standby = MemberStatus(local: self.standby, decision: "", time: 1)
+        standby.lastPrimary = PrimaryPosition(position: LSN(9), timeline: 1)
+        #expect(MemberStatus(bytes: standby.json.serializedBytes())?.lastPrimary == nil)
+
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        func snapshot(_ reports: [(String, MemberStatus)]) -> ClusterSnapshot {
+            ClusterSnapshot(pairs: reports.map { KVPair(key: keys.status(try! NodeName($0.0)), value: $0.1.json.serializedBytes(), modifyIndex: 1) }, keys: keys)
+        }
+        #expect(snapshot([("pg1", down)]).lastPrimaryPosition == LSN(5000), "the crashed primary's position")
+        let newer = MemberStatus(local: .primary(position: LSN(4000), timeline: 4), decision: "", time: 1)
+        #expect(snapshot([("pg1", down), ("pg2", newer)]).lastPrimaryPosition == LSN(4000), "a newer timeline's primary wins")
+        #expect(snapshot([("pg1", MemberStatus(local: .down(standbySignal: false), decision: "", time: 1))]).lastPrimaryPosition == nil)
+    }
+
+    @Test("the monitor remembers the primary's position through a crash and a restart of its own")
+    func monitorRemembersThePrimary() throws {
+        let start = ContinuousClock.now
+        var memory = MonitorState()
+        _ = memory.report(.primary(position: LSN(7000), timeline: 2), decision: "", time: 0)
+        #expect(memory.report(.down(standbySignal: false), decision: "", time: 0).lastPrimary == PrimaryPosition(position: LSN(7000), timeline: 2))
+        memory.noteLocal(standby, at: start)
+        #expect(memory.report(.down(standbySignal: true), decision: "", time: 0).lastPrimary == nil, "a standby forgets it")
+
+        // A restarted monitor reads its predecessor's report first.
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        var down = MemberStatus(local: .down(standbySignal: false), decision: "", time: 1)
+        down.lastPrimary = PrimaryPosition(position: LSN(7000), timeline: 2)
+        let snapshot = ClusterSnapshot(pairs: [KVPair(key: keys.status(Self.me), value: down.json.serializedBytes(), modifyIndex: 3)], keys: keys)
+        var restarted = MonitorState()
+        restarted.recall(snapshot, node: Self.me)
+        #expect(restarted.report(.down(standbySignal: false), decision: "", time: 0).lastPrimary == PrimaryPosition(position: LSN(7000), timeline: 2))
+    }
+
+    // MARK: A configuration that cannot be fully read (finding 3)
+
+    @Test("unknown settings are kept aside, never applied, written back; a bad known value fails the whole")
+    func configurationReadLeniently() throws {
+        let bytes = Array(#"{"synchronous_mode":"on","a_newer_setting":"x","ttl":"20s"}"#.utf8)
+        let config = try ClusterConfig(bytes: bytes, key: "config")
+        #expect(config.synchronousMode == .on && config.ttl == .seconds(20))
+        #expect(config.unknownSettings.map(\.name) == ["a_newer_setting"])
+        #expect(try ClusterConfig(bytes: config.json.serializedBytes(), key: "config") == config, "kept when written back")
+        #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"synchronous_mode":"maybe"}"#.utf8), key: "config") }
+        var set = ClusterConfig()
+        #expect(throws: ValidationProblem.self) { try set.set("a_newer_setting", "x") }
+    }
+
+    @Test("a monitor runs on the last configuration it read when the key turns unreadable, never on defaults")
+    func lastGoodConfiguration() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        func snapshot(_ text: String) -> ClusterSnapshot {
+            ClusterSnapshot(pairs: [KVPair(key: keys.config, value: Array(text.utf8), modifyIndex: 1)], keys: keys)
+        }
+        var memory = MonitorState()
+        #expect(memory.configuration(from: snapshot(#"{"synchronous_mode":"maybe"}"#), current: ClusterConfig()) == nil, "none read yet: none to run on")
+        let first = memory.configuration(from: snapshot(#"{"synchronous_mode":"on","later":1}"#), current: ClusterConfig())
+        let good = try #require(first)
+        #expect(good.synchronousMode == .on)
+        let unknown = snapshot(#"{"synchronous_mode":"on","later":1}"#)
+        #expect(unknown.problems.contains { $0.contains("later") }, "shown in status: \(unknown.problems)")
+        #expect(memory.configuration(from: snapshot(#"{"synchronous_mode":"maybe"}"#), current: good) == good)
+    }
+
+    // MARK: A lock freed under a live leader (an agent restart)
+
+    @Test(
+        "a lock freed without the leader's PostgreSQL reported down is not taken before its fence ran out",
+        arguments: [(nil, false), (1000, false), (3400, false), (3500, true)] as [(Int?, Bool)])
+    func freedLock(goneMilliseconds: Int?, acquires: Bool) {
+        let previous = goneMilliseconds.map {
+            PreviousLeader(name: Self.other, goneFor: .milliseconds(Int64($0)), promise: .seconds(3), reportedDown: false)
+        }
+        let action = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(5)), previous: previous))
+        if case .acquireLeader = action { #expect(acquires || goneMilliseconds == nil, "\(action)") } else { #expect(!acquires && goneMilliseconds != nil, "\(action)") }
+    }
+
+    @Test("a leader that reported its PostgreSQL down is replaced at once; one that is starting is waited for")
+    func reportedDownOrStarting() {
+        let down = PreviousLeader(name: Self.other, goneFor: .milliseconds(100), promise: .seconds(3), reportedDown: true)
+        guard case .acquireLeader = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(5)), previous: down)) else {
+            Issue.record("the fast path of a dead postmaster is kept")
+            return
+        }
+        guard case .wait = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(5)), primaryReport: .starting(Self.other))) else {
+            Issue.record("a primary whose PostgreSQL runs but does not answer yet may become writable")
+            return
+        }
+    }
+
+    // MARK: A leader key that came back with a restore of Consul (finding 9)
+
+    @Test("a standby never leads on a leader key that came back with a restore, nor on an older timeline claim")
+    func restoredLeaderKey() {
+        guard case .releaseLeader = MonitorDecision.next(observe(standby, leader: .held(by: Self.me, mine: true), restored: true)) else {
+            Issue.record("a restored key naming this node's session")
+            return
+        }
+        guard case .wait = MonitorDecision.next(observe(standby, leader: .held(by: Self.me, mine: false), restored: true)) else {
+            Issue.record("a restored key naming an earlier session of this node")
+            return
+        }
+        let newer = LocalPostgres.standby(position: LSN(200), timeline: 3, upstream: "198.18.0.1:5432", streaming: true)
+        guard case .releaseLeader = MonitorDecision.next(observe(newer, leader: .held(by: Self.me, mine: true), claimedTimeline: 2)) else {
+            Issue.record("Consul's timeline claim is older than this node's timeline")
+            return
+        }
+        #expect(MonitorDecision.next(observe(standby, leader: .held(by: Self.me, mine: true), claimedTimeline: 1)) == .promote, "the usual case")
+        guard case .releaseLeader = MonitorDecision.next(observe(standby, leader: .held(by: Self.me, mine: true), lastPrimaryPosition: LSN(5 << 20))) else {
+            Issue.record("a held lock does not skip the lag limit")
+            return
+        }
+    }
+
+    @Test("the monitor sees Consul's index go backwards and marks the keys that came back")
+    func restoreDetected() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        let start = ContinuousClock.now
+        func read(leaderIndex: UInt64, newest: UInt64) -> ClusterSnapshot {
+            ClusterSnapshot(
+                pairs: [
+                    KVPair(key: keys.leader, value: Array("pg2".utf8), session: "s", modifyIndex: leaderIndex),
+                    KVPair(key: keys.status(Self.other), value: MemberStatus(local: standby, decision: "", time: 1).json.serializedBytes(), modifyIndex: newest),
+                ], keys: keys)
+        }
+        var memory = MonitorState()
+        func restored(_ s: ClusterSnapshot) -> Bool {
+            memory.absorb(s, node: Self.me, session: "s", firstSeen: { _ in nil }, at: start)
+            return memory.observation(
+                node: Self.me, config: ClusterConfig(), local: standby, snapshot: s, session: "s", sinceLastHeartbeat: .zero, guarded: true,
+                failsafeGrantedTo: nil, at: start
+            ).leaderKeyRestored
+        }
+        #expect(!restored(read(leaderIndex: 50, newest: 100)))
+        #expect(restored(read(leaderIndex: 40, newest: 60)), "the index went back: the key is from before")
+        #expect(!restored(read(leaderIndex: 70, newest: 70)), "written after the restore")
+    }
+}

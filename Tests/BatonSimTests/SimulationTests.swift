@@ -1,0 +1,114 @@
+import BatonCore
+import BatonSim
+import Foundation
+import Testing
+
+/// The simulator's proofs: Baton's rules from BatonCore, run over simulated PostgreSQL and the embedded
+/// Consul server's store, thousands of seeds, every invariant checked after every step.
+@Suite("simulation")
+struct SimulationTests {
+    /// The fault kinds whose safety the simulator proves on every CI run. A kind joins when the
+    /// findings it reaches are closed (see ``openFindings``).
+    static let proven: [FaultKind] = [
+        .postmasterKill, .nodeDeath, .monitorFreeze, .nodeFreeze, .consulCut, .consulElection, .agentRestart, .laggingReplicas,
+        .fenceTimeoutLowered, .unknownConfigKey, .malformedConfig,
+    ]
+
+    /// Issue 23's findings, each as the fault kind that reached it: main broke an invariant under each
+    /// (two writable primaries, a promotion past the lag limit, an acknowledged commit lost); these
+    /// seeds are runs that did, kept as regressions.
+    static let findings: [(kind: FaultKind, sync: SynchronousMode, seeds: [UInt64])] = [
+        (.laggingReplicas, .off, [1, 2, 3]),
+        (.fenceTimeoutLowered, .off, [1, 2, 3]),
+        (.agentRestart, .off, [98]),
+    ]
+
+    /// How many seeds CI runs, per synchronous mode (BATON_SIM_SEEDS for more).
+    static var budget: Int {
+        Int(ProcessInfo.processInfo.environment["BATON_SIM_SEEDS"] ?? "") ?? 5_000
+    }
+
+    static func options(sync: SynchronousMode, kinds: [FaultKind], mutant: Mutant? = nil, faults: Int = 4) -> SimulationOptions {
+        var options = SimulationOptions()
+        options.synchronousMode = sync
+        options.kinds = kinds
+        options.mutant = mutant
+        options.faults = faults
+        return options
+    }
+
+    /// The violations of a seed range, each with the end of its trace, for a failure message.
+    static func describe(_ report: SeedRange.Report, traces: [UInt64: [String]]) -> String {
+        report.summary + "\n"
+            + report.violations.prefix(3).map { v in
+                "\(v)\n" + (traces[v.seed] ?? []).suffix(25).map { "  " + $0 }.joined(separator: "\n")
+            }.joined(separator: "\n")
+    }
+
+    @Test("one seed replays exactly: the same trace, the same outcome")
+    func deterministic() {
+        let options = Self.options(sync: .on, kinds: FaultKind.allCases, faults: 8)
+        for seed: UInt64 in [1, 7, 42] {
+            let first = Simulation(seed: seed, options: options)
+            let a = first.run()
+            let second = Simulation(seed: seed, options: options)
+            let b = second.run()
+            #expect(first.trace == second.trace, "seed \(seed)")
+            #expect(a?.description == b?.description, "seed \(seed)")
+            #expect(first.trace.count > 20, "a run does something: \(first.trace.count) trace lines")
+        }
+    }
+
+    @Test("every invariant holds after every step, over the CI seed budget", arguments: [SynchronousMode.off, .on, .strict])
+    func invariantsHold(sync: SynchronousMode) {
+        var traces: [UInt64: [String]] = [:]
+        let seeds = sync == .off ? Self.budget : Self.budget / 2
+        let report = SeedRange.run(from: 1, count: seeds, options: Self.options(sync: sync, kinds: Self.proven)) { v, trace in traces[v.seed] = trace }
+        print("simulation, synchronous_mode=\(sync.rawValue): \(report.summary)")
+        #expect(report.violations.isEmpty, "\(Self.describe(report, traces: traces))")
+        #expect(report.seeds == seeds && report.faults >= seeds * 3, "the faults were simulated: \(report.summary)")
+        #expect(report.promotions > seeds / 2, "failovers happened: \(report.summary)")
+        #expect(report.acknowledged > seeds * 100, "the workload ran: \(report.summary)")
+    }
+
+    /// Each rule broken on purpose is caught within a small seed budget: the checker's power, checked
+    /// on every run.
+    @Test("every mutant is caught", arguments: Mutant.allCases)
+    func mutantCaught(mutant: Mutant) {
+        let report = SeedRange.run(from: 1, count: 100, options: Self.options(sync: .on, kinds: Self.proven, mutant: mutant))
+        #expect(!report.violations.isEmpty, "\(mutant.rawValue) went unnoticed over 100 seeds: \(report.summary)")
+    }
+
+    @Test("the seeds that broke main's rules hold now", arguments: 0..<3)
+    func findingsClosed(finding: Int) {
+        let (kind, sync, seeds) = Self.findings[finding]
+        for seed in seeds {
+            let run = Simulation(seed: seed, options: Self.options(sync: sync, kinds: [kind]))
+            let violation = run.run()
+            #expect(violation == nil, "\(kind.rawValue), seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+        }
+    }
+
+    /// Consul restored from an older snapshot: a stale node no longer leads on a leader key that came
+    /// back, nor trusts a report that came back (main: 292 violations in 3,000 seeds of this mix, ~97 in
+    /// 1,000; now 7 in 1,000). What remains: a restore that erases the
+    /// leader's latest heartbeats, which its watchdog already counted, shortens its fence as the others
+    /// see it by up to a loop — no rule of Baton's can see a write that Consul forgot. Kept in the
+    /// benchmark (scripts/sim.sh --kinds consul-restore,…), bounded here so that it cannot grow unseen.
+    @Test("Consul restored from a snapshot: a tenth of main's violations at most")
+    func consulRestore() {
+        var traces: [UInt64: [String]] = [:]
+        let options = Self.options(sync: .off, kinds: [.consulRestore, .postmasterKill, .nodeDeath, .monitorFreeze], faults: 6)
+        let report = SeedRange.run(from: 1, count: 1000, options: options) { v, trace in traces[v.seed] = trace }
+        #expect(report.violations.count <= 15, "\(Self.describe(report, traces: traces))")
+    }
+
+    @Test("a violation names its seed, the invariant and a trace that ends with it")
+    func violationReport() throws {
+        let run = Simulation(seed: 1, options: Self.options(sync: .on, kinds: Self.proven, mutant: .takeOverBeforeDeadline))
+        let violation = try #require(run.run())
+        #expect(violation.seed == 1)
+        #expect(violation.invariant == "two writable primaries")
+        #expect(run.trace.last?.contains("VIOLATION two writable primaries") == true, "\(run.trace.suffix(3))")
+    }
+}
