@@ -153,6 +153,8 @@ public actor Lease {
                 sessionConfirmed = .now
                 return session
             } catch let error as ConsulError where error.code == .sessionNotFound {
+                // Another call may have replaced the session meanwhile (the actor is reentrant at awaits).
+                guard self.session == session else { return self.session }
                 logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
                 self.session = nil
                 if leading {
@@ -170,6 +172,8 @@ public actor Lease {
         if let saved = (try? String(contentsOfFile: sessionFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), !saved.isEmpty,
             let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName
         {
+            // The loop and the heartbeat task may both ask at once: the first answer stands.
+            if let current = session { return current }
             session = saved
             sessionTTL = try? GoDuration(parsing: entry.ttl)
             sessionConfirmed = .now
@@ -179,6 +183,14 @@ public actor Lease {
         do {
             let created = try await client.createSession(
                 SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
+            if let current = session {
+                // Another call made or adopted one meanwhile (the actor is reentrant at awaits): two
+                // sessions would let the lock be taken under one and beaten under the other.
+                do { try await client.destroySession(created) } catch {
+                    logger.warning("Cannot destroy a spare session (it lapses with its TTL)", metadata: ["error": "\(error)"])
+                }
+                return current
+            }
             session = created
             sessionTTL = config.ttl
             sessionConfirmed = .now

@@ -227,7 +227,12 @@ public final class Simulation {
         for i in nodes.indices where nodes[i].db.answers(at: now) && nodes[i].db.standbySignal && !nodes[i].frozen(now) {
             guard streams(i), !nodes[i].db.receiverFrozen, let u = nodes[i].db.upstream.flatMap(index(of:)) else { continue }
             let have = nodes[i].db.wal.count
-            if nodes[u].db.wal.count > have { nodes[i].db.wal.append(contentsOf: nodes[u].db.wal[have...]) }
+            // A standby the primary waits for has every commit it acknowledged; the others trail by one
+            // (asynchronous replication is never quite there).
+            let names = nodes[u].db.synchronousStandbyNames
+            let waitedFor = names == "*" || names == SynchronousReplication.names(nodes[i].name)
+            let reach = waitedFor ? nodes[u].db.wal.count : max(have, nodes[u].db.wal.count - 1)
+            if reach > have { nodes[i].db.wal.append(contentsOf: nodes[u].db.wal[have..<reach]) }
             nodes[i].db.timeline = max(nodes[i].db.timeline, nodes[u].db.timeline)
         }
         for i in nodes.indices where !nodes[i].pending.isEmpty {

@@ -103,12 +103,18 @@ struct SimulationTests {
         #expect(report.violations.count <= 15, "\(Self.describe(report, traces: traces))")
     }
 
-    @Test("a violation names its seed, the invariant and a trace that ends with it")
+    @Test("a violation names its seed, the invariant and a trace that ends with it; the seed replays it")
     func violationReport() throws {
-        let run = Simulation(seed: 1, options: Self.options(sync: .on, kinds: Self.proven, mutant: .takeOverBeforeDeadline))
-        let violation = try #require(run.run())
-        #expect(violation.seed == 1)
+        let options = Self.options(sync: .on, kinds: Self.proven, mutant: .takeOverBeforeDeadline)
+        let found = (UInt64(1)...50).lazy.compactMap { seed -> (Simulation, Simulation.Violation)? in
+            let run = Simulation(seed: seed, options: options)
+            return run.run().map { (run, $0) }
+        }.first
+        let (run, violation) = try #require(found, "the mutant is caught within 50 seeds")
         #expect(violation.invariant == "two writable primaries")
         #expect(run.trace.last?.contains("VIOLATION two writable primaries") == true, "\(run.trace.suffix(3))")
+        let replay = Simulation(seed: violation.seed, options: options)
+        #expect(replay.run()?.description == violation.description)
+        #expect(replay.trace == run.trace)
     }
 }
