@@ -141,7 +141,7 @@ let package = Package(
         ),
         // The deterministic simulator: Baton's rules from BatonCore over simulated PostgreSQL and the embedded
         // server's own store, in virtual time, faults drawn by a seed, every invariant checked at every step.
-        .target(name: "BatonSim", dependencies: ["BatonCore", "BatonConsulStore", "ConsulAPI"], swiftSettings: simulatedSettings),
+        .target(name: "BatonSim", dependencies: ["BatonChaosCore", "BatonCore", "BatonConsulStore", "ConsulAPI"], swiftSettings: simulatedSettings),
         .executableTarget(name: "BatonSimCommand", dependencies: ["BatonSim", "BatonCore"], path: "Sources/BatonSimCommand", swiftSettings: swiftSettings),
         // Helpers the live tests share: child processes, free ports.
         .target(name: "BatonTestSupport", dependencies: ["BatonAgent", "BatonCore", "BatonFence", "BatonPostgres"], swiftSettings: swiftSettings),

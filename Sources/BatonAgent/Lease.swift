@@ -371,13 +371,7 @@ public actor Lease {
             // promise is written the replicas time a takeover by the old one, and the watchdog must
             // never be later than what the key says. A longer one is armed only after it is written.
             if leading, deadline < self.deadline {
-                do { try await guardian.arm(deadline: deadline) } catch {
-                    logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
-                    await guardian.fenceNow()
-                    await release()
-                    wake()
-                    return .failed
-                }
+                guard await armOrFence(deadline) else { return .failed }
                 self.deadline = deadline
             }
             let flags = LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter)
@@ -389,13 +383,7 @@ public actor Lease {
             // Another write of ours (the loop's proof and this task's beat) may have come in between.
             guard written else { continue }
             guard term == started else { return .failed }
-            do { try await guardian.arm(deadline: deadline) } catch {
-                logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
-                await guardian.fenceNow()
-                await release()
-                wake()
-                return .failed
-            }
+            guard await armOrFence(deadline) else { return .failed }
             if !leading { logger.notice("Leading again under this node's session") }
             startLeading(sent: sent, deadline: deadline)
             return .beat
@@ -435,18 +423,27 @@ public actor Lease {
             }
             return
         }
-        do { try await guardian.arm(deadline: deadline) } catch {
-            logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
-            await guardian.fenceNow()
-            await release()
-            wake()
-            return
-        }
+        guard await armOrFence(deadline) else { return }
         if !inFailsafe {
             logger.warning("Consul is out of reach; every member confirmed it will not take over: failsafe", metadata: ["failsafe.members": "\(members.count)"])
         }
         inFailsafe = true
         startLeading(sent: sent, deadline: deadline)
+    }
+
+    /// Arms the watchdog with `deadline`; when none answers, a leader cannot stay guarded: PostgreSQL is
+    /// fenced, the lock released and the loop woken. Returns whether the watchdog took the deadline.
+    private func armOrFence(_ deadline: UInt64) async -> Bool {
+        do {
+            try await guardian.arm(deadline: deadline)
+            return true
+        } catch {
+            logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
+            await guardian.fenceNow()
+            await release()
+            wake()
+            return false
+        }
     }
 
     private func startLeading(sent: ContinuousClock.Instant, deadline: UInt64) {

@@ -1,17 +1,13 @@
-/// The simulator's only source of chance: SplitMix64, so that one seed fixes every choice and a run
-/// replays exactly on any machine.
+import BatonChaosCore
+
+/// The simulator's only source of chance: the chaos suite's SplitMix64 behind a few helpers, so that
+/// one seed fixes every choice and a run replays exactly on any machine.
 public struct SimRandom: Sendable {
-    private var state: UInt64
+    private var generator: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     /// A whole number in `range`.
     public mutating func int(in range: ClosedRange<Int>) -> Int {
