@@ -37,10 +37,10 @@ public struct MonitorState: Sendable {
     /// When Consul's history went backwards (restored from a snapshot): the newest index of the first
     /// read after it. Keys no newer than this came back with the snapshot.
     public var restoredAt: UInt64?
-    /// The other node last seen holding the lock, when its last heartbeat was first seen, and its
-    /// promise then. Kept when this node holds the lock itself: a lock that came back to it with a
+    /// The other node last seen holding the lock, when its last heartbeat was first seen, its promise
+    /// then, and the key's index when this monitor first saw it lead. Kept when this node holds the lock itself: a lock that came back to it with a
     /// restore of Consul does not make the last real leader's fence any shorter.
-    public var lastHolder: (name: NodeName, seen: ContinuousClock.Instant, promise: GoDuration?, index: UInt64)?
+    public var lastHolder: (name: NodeName, seen: ContinuousClock.Instant, promise: GoDuration?, firstIndex: UInt64)?
     /// When this monitor released the lock because its PostgreSQL died (until it leads again).
     public var releasedAt: ContinuousClock.Instant?
     /// How far the local PostgreSQL's WAL reached when it last ran as a writable primary (nil once it
@@ -121,7 +121,11 @@ public struct MonitorState: Sendable {
             leaderPromise = leader.promise
             // Its fence runs from its last heartbeat: when this monitor first saw the key's current index.
             if leader.holder != node {
-                lastHolder = (leader.holder, now - (leaderKey.quietFor("leader", at: now) ?? .zero), leader.promise, leader.modifyIndex)
+                // The index it was first seen leading at: a report of it written since is from its tenure.
+                // (A new tenure when the lock was free at the last read: `leaderFreeSince` is still the last read's.)
+                let continuing = leaderFreeSince == nil ? lastHolder.flatMap { $0.name == leader.holder ? $0.firstIndex : nil } : nil
+                let first = continuing ?? leader.modifyIndex
+                lastHolder = (leader.holder, now - (leaderKey.quietFor("leader", at: now) ?? .zero), leader.promise, first)
             }
         } else {
             leaderKey.keep(only: [])
@@ -243,8 +247,9 @@ public struct MonitorState: Sendable {
                 let report = snapshot.reports[holder.name]
                 previous = PreviousLeader(
                     name: holder.name, goneFor: GoDuration(now - holder.seen), promise: holder.promise,
-                    // Only a report written after its last heartbeat (not one a restore brought back).
-                    reportedDown: report?.status.role == "down" && (report?.modifyIndex ?? 0) > holder.index && isFresh(holder.name, config: config, at: now))
+                    // Only a report written while it led (not one from before, nor one a restore brought back).
+                    reportedDown: report?.status.role == "down" && (report?.modifyIndex ?? 0) > holder.firstIndex
+                        && isFresh(holder.name, config: config, at: now))
             }
         }
         return MonitorObservation(
