@@ -91,7 +91,7 @@ struct SimulationTests {
 
     /// Consul restored from an older snapshot: a stale node no longer leads on a leader key that came
     /// back, nor trusts a report that came back (main: 292 violations in 3,000 seeds of this mix, ~97 in
-    /// 1,000; now 7 in 1,000). What remains: a restore that erases the
+    /// 1,000; now 6 in 1,000). What remains: a restore that erases the
     /// leader's latest heartbeats, which its watchdog already counted, shortens its fence as the others
     /// see it by up to a loop — no rule of Baton's can see a write that Consul forgot. Kept in the
     /// benchmark (scripts/sim.sh --kinds consul-restore,…), bounded here so that it cannot grow unseen.
