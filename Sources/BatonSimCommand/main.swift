@@ -70,6 +70,8 @@ while let flag = arguments.popFirst() {
     }
 }
 
+guard replay != nil || from <= UInt64.max - UInt64(seeds) else { fail("--from \(from) with --seeds \(seeds) runs past the last seed") }
+
 if let replay {
     let run = Simulation(seed: replay, options: options)
     let violation = run.run()
