@@ -7,7 +7,11 @@
 # then `baton restart` of the primary (no failover: the longest write gap, the leader unchanged).
 # Needs root (PostgreSQL runs as postgres).
 #   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs;
-#                                          BENCH_ONLY=restarts|footprint measures only that)
+#                                          BENCH_ONLY=restarts|footprint|consul measures only that)
+# BENCH_ONLY=consul: Consul's everyday trouble played by the embedded server (`baton consul fault`):
+# an election of 5 s and of 15 s (every call 500), every answer 2 s late for 10 s, calls held 5 s, the
+# leader's session invalidated (an agent restart); RUNS trials each (default 2): whether the primary
+# moved, and the longest gap between writes.
 # First, the footprint at rest: RSS and PSS (/proc/PID/smaps_rollup) and CPU of every Baton process over
 # BENCH_REST seconds (default 30), and where the monitor's resident memory lies, by mapping; beside
 # them the same for Patroni (scripts/footprint-patroni.sh) when Debian's patroni is installed.
@@ -30,7 +34,8 @@ cleanup() {
   if [ -n "${BENCH_KEEP:-}" ]; then echo "kept: $root"; else rm -rf "$root"; fi
 }
 trap cleanup EXIT INT TERM
-"$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" 2>"$root/consul.log" & pids+=($!); consul_pid=$!
+fault_control=127.0.0.1:$((port + 99))
+"$baton" consul serve --listen "127.0.0.1:$port" --data-dir "$root/consul" --fault-control "$fault_control" 2>"$root/consul.log" & pids+=($!); consul_pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v1/status/leader" >/dev/null && break; sleep 0.05; done
 echo "bench-pw" > "$root/pw"
 pgport() { echo $((port + $1)); }
@@ -125,7 +130,28 @@ footprint() {
     "/proc/${monitor[1]}/smaps" | sort -rn | head -12
 }
 stats() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "median %.2f s (min %.2f, max %.2f, n=%d)", m, a[1], a[NR], NR}'; }
+# consul_trouble: each row of issue 24's table, RUNS times, under the probe every 100 ms.
+consul_trouble() {
+  printf '\n%-44s %-4s %-10s %-12s %-26s\n' "Consul does this" run "leader" "moved" "longest write gap [s]"
+  local row name args hold
+  for row in "election 5 s|election --for 5s|5" "election 15 s|election --for 15s|15" "answers 2 s late for 10 s|slow --delay 2s --for 10s|10" \
+    "calls held 5 s (hang)|hang --for 5s|5" "leader's session invalidated (agent restart)|agent-restart --node node1 --name baton-bench-LEADER|1"; do
+    IFS='|' read -r name args hold <<<"$row"
+    for run in $(seq "$runs"); do
+      settle 0.1 "$root/consul$run.log"
+      # shellcheck disable=SC2086
+      "$baton" consul fault --control "$fault_control" ${args//LEADER/pg$l} >/dev/null
+      sleep "$hold"; sleep 3
+      kill "$probe"; wait "$probe" 2>/dev/null || true
+      others=$(awk -v t0="$t0" -v l="pg$l" '$1 >= t0 && $2 != l' "$probe_log" | wc -l)
+      gap=$(sort -n "$probe_log" | awk -v t0="$t0" '$1 >= t0 - 0.5 { if (prev) { d = $1 - prev; if (d > m) m = d }; prev = $1 } END { printf "%.3f", m }')
+      printf '%-44s %-4s %-10s %-12s %-26s\n' "$name" "$run" "pg$l" "$([ "$others" = 0 ] && echo stays || echo "FAILED OVER")" "$gap"
+    done
+  done
+  echo "settings: shipped defaults (ttl 10s, loop_wait 1s, fence_timeout 3s, failsafe_mode on), asynchronous, probe every 100 ms on every node"
+}
 sleep 5
+if [ "${BENCH_ONLY:-}" = consul ]; then consul_trouble; exit 0; fi
 # The footprint opens a full run, or is the whole of BENCH_ONLY=footprint.
 if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-footprint}" = footprint ]; then footprint "${BENCH_REST:-30}"; fi
 [ "${BENCH_ONLY:-}" = footprint ] && exit 0

@@ -16,6 +16,8 @@
 #   scripts/lab.sh start-node N      start node N's daemons again (after kill-node)
 #   scripts/lab.sh partition N       cut node N's link;  scripts/lab.sh heal N  restores it
 #   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
+#   scripts/lab.sh consul-fault KIND [--for D] [--delay L] [--node N]   Consul misbehaves as a real one
+#                                    does (`baton consul fault`: election, hang, slow, agent-restart, clear)
 #   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived; start-keepalived N starts it again
 #   scripts/lab.sh start-daemon N monitor|pgbouncer-agent|pgbouncer   start one daemon of node N again
 #   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
@@ -52,7 +54,9 @@ bouncerport() { if [ "$(mode)" = netns ]; then echo 6432; else echo $((26430 + $
 consul_addr() { if [ "$(mode)" = netns ]; then echo "$consul_ip:8500"; else echo 127.0.0.1:28500; fi; }
 # Where the Consul server itself listens: behind the proxy when there is one.
 consul_listen() { if [ -n "${BATON_LAB_CONSUL_PROXY:-}" ]; then consul_addr | sed 's/:8500$/:8501/; s/:28500$/:28501/'; else consul_addr; fi; }
-start_consul() { start_daemon 0 consul "$baton" consul serve --listen "$(consul_listen)" --data-dir "$lab/consul"; }
+# The embedded server's fault control (loopback only, on the host).
+fault_control=127.0.0.1:28599
+start_consul() { start_daemon 0 consul "$baton" consul serve --listen "$(consul_listen)" --data-dir "$lab/consul" --fault-control "$fault_control"; }
 say() { printf '%s %s\n' "$(date +%H:%M:%S.%3N)" "$*"; }
 
 # Started daemons are recorded as "PID NAME" lines, so that only they are ever stopped.
@@ -251,6 +255,7 @@ case "$cmd" in
   heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;
   stop-consul) pid=$(awk '$2 == "consul" {print $1}' "$lab/pids" | tail -1); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
   start-consul) start_consul ;;
+  consul-fault) "$baton" consul fault --control "$fault_control" "$@" ;;
   kill-keepalived) for p in $(ip netns pids "$(ns "$1")"); do if grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null; then kill -9 "$p"; fi; done ;;
   start-keepalived)
     d="$lab/n$1"; rm -f "$d"/keepalived.pid "$d"/vrrp.pid "$d"/checkers.pid
@@ -260,5 +265,5 @@ case "$cmd" in
   vip) vip_holder ;;
   leader) leader; echo ;;
   psql) case "$1" in vip) shift; psql_vip "$@" ;; haproxy) shift; psql_haproxy "$@" ;; *) psql_node "$@" ;; esac ;;
-  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -31,6 +31,9 @@ public actor Lease {
     let stateDirectory: String
     /// Tells the monitor loop to look again (the lock was lost, or the lease ran out).
     let wake: @Sendable () -> Void
+    /// Told whether this node leads and its watchdog's deadline each time they change — the node API
+    /// answers `/primary` from them, current even while the monitor's loop waits on a slow Consul.
+    let published: @Sendable (_ leading: Bool, _ deadline: UInt64) -> Void
 
     private var config = ClusterConfig()
     /// The other members' APIs, for failsafe rounds (as the loop last read them); nil for a member
@@ -42,6 +45,8 @@ public actor Lease {
     /// Whether the last beats came from failsafe rounds instead of Consul.
     private(set) var inFailsafe = false
     private var session: String?
+    /// The leader key as this node's last heartbeat wrote it (its new index from the transaction's answer).
+    private var ownBeat: KVPair?
     private var sessionTTL: GoDuration?
     /// When the session was last renewed, created or adopted (this process's clock).
     private var sessionConfirmed: ContinuousClock.Instant?
@@ -70,8 +75,10 @@ public actor Lease {
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
-        apiTLS: TLSFiles = TLSFiles(), sightings: LeaderSightings = LeaderSightings(), wake: @escaping @Sendable () -> Void
+        apiTLS: TLSFiles = TLSFiles(), sightings: LeaderSightings = LeaderSightings(), wake: @escaping @Sendable () -> Void,
+        published: @escaping @Sendable (_ leading: Bool, _ deadline: UInt64) -> Void = { _, _ in }
     ) {
+        self.published = published
         self.client = client
         self.sightings = sightings
         self.transport = CurlTransport(tls: apiTLS)
@@ -294,17 +301,31 @@ public actor Lease {
 
     // MARK: The heartbeat
 
-    /// Beats every loop while leading, renews the session always, and keeps the state files current;
-    /// runs until cancelled.
+    /// Beats every loop while leading and keeps the state files current, and — in a loop of its own, so
+    /// that a renewal Consul holds up never delays a beat — keeps the session alive; runs until
+    /// cancelled.
     public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.keepSessionAlive() }
+            group.addTask { await self.beatEveryLoop() }
+        }
+    }
+
+    /// Renews the session when due (``ClusterConfig/sessionRenewalDue(sinceConfirmed:)``), makes one
+    /// when there is none.
+    private func keepSessionAlive() async {
+        while !Task.isCancelled {
+            let sinceConfirmed = session == nil ? nil : sessionConfirmed.map { ContinuousClock.now - $0 }
+            if config.sessionRenewalDue(sinceConfirmed: sinceConfirmed) { await ensureSession() }
+            do { try await Task.sleep(for: config.loopWait.swiftDuration) } catch { return }
+        }
+    }
+
+    private func beatEveryLoop() async {
         while !Task.isCancelled {
             // Beats start every loop_wait, however long the last one took (a slow Consul must not
             // stretch the time between beats past the fencing deadline).
             let started = ContinuousClock.now
-            let sinceConfirmed = session == nil ? nil : sessionConfirmed.map { started - $0 }
-            if Self.renewalDue(leading: leading, sinceConfirmed: sinceConfirmed, config: config) {
-                await ensureSession()
-            }
             if leading {
                 if await beat() == .failed, leading {
                     if config.failsafeMode { await failsafe() }
@@ -325,40 +346,54 @@ public actor Lease {
         }
     }
 
-    /// Whether the heartbeat task renews the session this loop. The leader renews every loop (its
-    /// session must outlive its lease by far: invariant 1). Another node's session holds no lock, so it
-    /// is renewed every third of the TTL — Consul keeps it at least a TTL — which spares Consul two
-    /// requests of three; taking the lock renews it first (``acquire()``). `sinceConfirmed` is nil
-    /// when there is no session (one is made at once).
-    static func renewalDue(leading: Bool, sinceConfirmed: Duration?, config: ClusterConfig) -> Bool {
-        guard !leading, let sinceConfirmed else { return true }
-        return sinceConfirmed >= max(config.ttl.swiftDuration / 3, config.loopWait.swiftDuration)
+    /// How long one call of a heartbeat may wait for Consul: what is left before the watchdog's
+    /// deadline, less a failsafe round's time when failsafe is on — an answer that comes later is of no
+    /// use, and a Consul that holds calls (an election, an overloaded server) must leave the round time
+    /// to renew the lease through the members. At least 100 ms, at most the configured timeout.
+    func callBudget() -> Duration {
+        let configured = client.configuration.requestTimeout
+        guard leading else { return configured }
+        let left = Duration.nanoseconds(Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
+        let reserve = config.failsafeMode ? failsafeRoundTimeout + .milliseconds(100) : .zero
+        return min(configured, max(.milliseconds(100), left - reserve))
     }
+
+    /// How long a failsafe round waits for the members' answers.
+    var failsafeRoundTimeout: Duration { min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3) }
 
     enum Beat: Equatable { case beat, lost, failed }
 
     /// One heartbeat: read the key, and write it back with check-and-set if it is still this node's.
-    /// The key as the leader watch last saw it — this node's previous beat, mostly — stands in for the
-    /// read when it says the key is this node's: a check-and-set at an index that moved on just fails,
-    /// and the beat reads the key then. Only a read decides that the lock is lost.
+    /// The key as this node's last beat wrote it (the transaction answers with its new index), or as the
+    /// leader watch last saw it when that is newer, stands in for the read while it says the key is this
+    /// node's: a check-and-set at an index that moved on just fails, and the beat reads the key then —
+    /// so a beat is one call to Consul, even when the watch lags (a slow Consul). Only a read decides
+    /// that the lock is lost.
     func beat() async -> Beat {
         guard let session else { return .failed }
         let started = term
         for attempt in 0..<3 {
             let pair: KVPair?
-            if attempt == 0, let seen = sightings.latest, seen.session == session, seen.stringValue == node.value {
-                pair = seen
+            let known = [ownBeat, sightings.latest].compactMap { $0 }.max { $0.modifyIndex < $1.modifyIndex }
+            if attempt == 0, let known, known.session == session, known.stringValue == node.value {
+                pair = known
             } else {
-                do { pair = try await client.get(keys.leader, .consistent).value } catch {
+                do { pair = try await client.get(keys.leader, .consistent, timeout: callBudget()).value } catch {
                     consulWarnings.warning(logger, "Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
                     return .failed
                 }
             }
             guard term == started else { return .failed }
             guard let pair, pair.session == session, pair.stringValue == node.value else {
-                // Free and still naming this node: its session vanished; the renewal takes the lock
-                // again (``reacquire()``), or the watchdog fences at the deadline.
-                if pair?.session == nil, pair?.stringValue == node.value { return .failed }
+                // Free and still naming this node: its session vanished (a restarted Consul agent).
+                // The renewal finds out at once and takes the lock again (``reacquire()``) — the
+                // others wait out this node's promise for a lock freed without a report of its
+                // PostgreSQL gone — or the watchdog fences at the deadline.
+                if pair?.session == nil, pair?.stringValue == node.value {
+                    guard leading else { return .failed }
+                    await ensureSession()
+                    return leading && term == started && self.session != session ? .beat : .failed
+                }
                 if leading {
                     await lost("the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
                     return .lost
@@ -373,15 +408,23 @@ public actor Lease {
             if leading, deadline < self.deadline {
                 guard await armOrFence(deadline) else { return .failed }
                 self.deadline = deadline
+                published(true, deadline)
             }
             let flags = LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter)
-            let written: Bool
-            do { written = try await client.put(keys.leader, node.value, flags: flags, mode: .cas(pair.modifyIndex)) } catch {
+            let outcome: TransactionOutcome
+            do {
+                outcome = try await client.transaction(
+                    [KVOperation(.cas, keys.leader, value: Array(node.value.utf8), flags: flags, index: pair.modifyIndex)], timeout: callBudget())
+            } catch {
                 consulWarnings.warning(logger, "Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
                 return .failed
             }
             // Another write of ours (the loop's proof and this task's beat) may have come in between.
-            guard written else { continue }
+            guard case .committed(let entries) = outcome, let entry = entries.first else { continue }
+            var beaten = entry
+            beaten.value = Array(node.value.utf8)
+            beaten.session = session
+            ownBeat = beaten
             guard term == started else { return .failed }
             guard await armOrFence(deadline) else { return .failed }
             if !leading { logger.notice("Leading again under this node's session") }
@@ -397,11 +440,18 @@ public actor Lease {
     /// than this node's new deadline. Any member that does not confirm, and the watchdog fences at the
     /// deadline as without failsafe.
     func failsafe() async {
+        // Only for a PostgreSQL that runs here as the writable primary: a leader whose database died
+        // while it was cut from Consul must not hold the others off — no primary anywhere for as long as
+        // the cut lasts (issue 23, finding 5).
+        guard writablePrimary else {
+            consulWarnings.warning(logger, "Failsafe: PostgreSQL is not a writable primary here; asking nobody, fencing at the deadline")
+            return
+        }
         let started = term
         let sent = ContinuousClock.now
         let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
-        let timeout = min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3)
-        let body = JSONValue.object([("leader", .string(node.value))]).serializedBytes()
+        let timeout = failsafeRoundTimeout
+        let body = JSONValue.object([("leader", .string(node.value)), ("fence_after", .string(config.fenceAfter.description))]).serializedBytes()
         let transport = self.transport
         let confirmations = await withTaskGroup(of: (NodeName, Bool).self) { group in
             for (name, api) in members {
@@ -451,6 +501,7 @@ public actor Lease {
         leading = true
         lastBeat = sent
         self.deadline = deadline
+        published(true, deadline)
         publishState()
     }
 
@@ -459,6 +510,7 @@ public actor Lease {
         leading = false
         lastBeat = nil
         deadline = 0
+        published(false, 0)
         publishState()
     }
 

@@ -63,10 +63,16 @@ public struct Monitor: Service {
         let (wakes, wake) = AsyncStream<MonitorWake>.makeStream(bufferingPolicy: .bufferingNewest(8))
         let (jobs, background) = AsyncStream<@Sendable () async -> Void>.makeStream()
         let apiTLS = settings.apiTLS.map { TLSFiles(caFile: $0.clientCA?.value, certFile: $0.certificate.value, keyFile: $0.key.value) } ?? TLSFiles()
+        let state = NodeState(node: settings.node, cluster: settings.cluster)
         let lease = Lease(
             client: client, guardian: guardian, node: settings.node, cluster: settings.cluster, stateDirectory: settings.stateDirectory.value,
-            logger: logger, apiTLS: apiTLS, sightings: LeaderSightings(), wake: { wake.yield(.look) })
-        let state = NodeState(node: settings.node, cluster: settings.cluster)
+            logger: logger, apiTLS: apiTLS, sightings: LeaderSightings(), wake: { wake.yield(.look) },
+            published: { leading, deadline in
+                state.update { v in
+                    v.leading = leading
+                    v.leaseDeadline = deadline
+                }
+            })
         let api =
             serveAPI
             ? try await NodeAPI.serve(

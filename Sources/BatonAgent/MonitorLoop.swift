@@ -186,7 +186,7 @@ struct MonitorLoop {
         if !leading { slots = [] }
         await refreshPendingRestart(local: after)
         await publishStatus(local: after, action: action)
-        await publishView(local: after, snapshot: snapshot, leading: leading)
+        publishView(local: after, snapshot: snapshot)
         await observeMetrics(local: after, snapshot: snapshot, leading: leading, took: .now - now)
         if !observeOnly, let snapshot {
             await refreshRegistration(snapshot)
@@ -216,16 +216,15 @@ struct MonitorLoop {
     }
 
     /// What the node API answers from.
-    func publishView(local: LocalPostgres, snapshot: ClusterSnapshot?, leading: Bool) async {
-        let deadline = await lease.leaseDeadline
+    func publishView(local: LocalPostgres, snapshot: ClusterSnapshot?) {
         let config = self.config
         state.update { v in
+            // Whether it leads and until when, the lease tells the view itself (``Lease/published``).
             v.local = local
-            v.leading = leading
-            v.leaseDeadline = deadline
             v.loopRanAt = MonotonicClock.nanoseconds()
             v.loopWait = config.loopWait
             v.fenceAfter = config.fenceAfter
+            v.failsafeMode = config.failsafeMode
             v.priority = settings.priority
             v.consulReachable = snapshot != nil
             if let snapshot {

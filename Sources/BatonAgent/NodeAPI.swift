@@ -30,10 +30,10 @@ public final class NodeState: Sendable {
 
     /// A leader cut off from Consul asks this node not to take over (failsafe mode); the answer, and the
     /// promise recorded when granted.
-    func failsafe(from leader: NodeName) -> (granted: Bool, reason: String) {
+    func failsafe(from leader: NodeName, fenceAfter: GoDuration?) -> (granted: Bool, reason: String) {
         view.withLock { v in
             let now = MonotonicClock.nanoseconds()
-            let answer = NodeHealth.failsafe(request: leader, view: v, now: now)
+            let answer = NodeHealth.failsafe(request: leader, fenceAfter: fenceAfter, view: v, now: now)
             if answer.granted { v.failsafeGrant = (leader, max(answer.until, v.failsafeGrant?.until ?? 0)) }
             return (answer.granted, answer.reason)
         }
@@ -102,9 +102,18 @@ public enum NodeAPI {
         case ("POST", "/failsafe"):
             // ignored: any malformed body or name gets the same 400, which says what is expected
             guard let body = try? JSONValue.parse(request.body), let text = body.member("leader")?.stringValue, let leader = try? NodeName(text) else {
-                return .text(400, "expected {\"leader\": \"<node name>\"}\n")
+                return .text(400, "expected {\"leader\": \"<node name>\", \"fence_after\": \"<Go duration>\"}\n")
             }
-            let (granted, reason) = state.failsafe(from: leader)
+            // The leader's fence period, which the promise must outlast; a leader from before it was
+            // sent gets this node's own.
+            var fenceAfter: GoDuration? = nil
+            if let field = body.member("fence_after"), !field.isNull {
+                guard let text = field.stringValue, let period = try? GoDuration(parsing: text), period > .zero, period <= .seconds(86_400) else {
+                    return .text(400, "fence_after must be a Go duration from 1ns to 24h, such as \"3s\"\n")
+                }
+                fenceAfter = period
+            }
+            let (granted, reason) = state.failsafe(from: leader, fenceAfter: fenceAfter)
             return json(granted ? 200 : 409, .object([("granted", .bool(granted)), ("node", .string(view.node.value)), ("reason", .string(reason))]))
         case (_, "/cluster"), (_, "/metrics"):
             return .text(405, "use GET\n", headers: [("Allow", "GET")])

@@ -20,9 +20,10 @@ extension ConsulClient {
         return "/v1/kv/" + KeyPath.escape(key)
     }
 
-    /// Reads one key; `nil` when it does not exist.
-    public func get(_ key: String, _ options: QueryOptions = .immediate) async throws -> QueryResult<KVPair?> {
-        let response = try await read(try kvPath(key, allowEmpty: false), options)
+    /// Reads one key; `nil` when it does not exist. `timeout` replaces the configured request timeout
+    /// (a call that must answer within what is left of a deadline).
+    public func get(_ key: String, _ options: QueryOptions = .immediate, timeout: Duration? = nil) async throws -> QueryResult<KVPair?> {
+        let response = try await read(try kvPath(key, allowEmpty: false), options, timeout: timeout)
         if response.status == 404 { return result(response, nil) }
         guard response.status == 200 else { throw failure(response, "reading key \(key)") }
         guard let first = try json(response, "a KV read").arrayValue?.first else {
@@ -60,7 +61,7 @@ extension ConsulClient {
     /// check-and-set or a lock held by another session).
     /// - Throws: ``ConsulError`` `.sessionNotFound` when acquiring with a session that does not exist.
     @discardableResult
-    public func put(_ key: String, _ value: [UInt8], flags: UInt64 = 0, mode: KVWriteMode = .plain) async throws -> Bool {
+    public func put(_ key: String, _ value: [UInt8], flags: UInt64 = 0, mode: KVWriteMode = .plain, timeout: Duration? = nil) async throws -> Bool {
         var query: [(String, String?)] = []
         if flags != 0 { query.append(("flags", String(flags))) }
         switch mode {
@@ -69,14 +70,14 @@ extension ConsulClient {
         case .acquire(let session): query.append(("acquire", session))
         case .release(let session): query.append(("release", session))
         }
-        let response = try await send("PUT", try kvPath(key, allowEmpty: false), query: query, body: value)
+        let response = try await send("PUT", try kvPath(key, allowEmpty: false), query: query, body: value, timeout: timeout)
         guard response.status == 200 else { throw failure(response, "writing key \(key)") }
         return response.text.contains("true")
     }
 
     @discardableResult
-    public func put(_ key: String, _ value: String, flags: UInt64 = 0, mode: KVWriteMode = .plain) async throws -> Bool {
-        try await put(key, Array(value.utf8), flags: flags, mode: mode)
+    public func put(_ key: String, _ value: String, flags: UInt64 = 0, mode: KVWriteMode = .plain, timeout: Duration? = nil) async throws -> Bool {
+        try await put(key, Array(value.utf8), flags: flags, mode: mode, timeout: timeout)
     }
 
     /// A check-and-set write that must win: throws `.casConflict` when the key changed since `index`.

@@ -124,14 +124,14 @@ public final class ConsulClient: Sendable {
 
     /// Sends a read, adding the blocking and consistency parameters, with a timeout that outlasts the
     /// server's wait plus its jitter.
-    func read(_ path: String, _ options: QueryOptions, extra: [(String, String?)] = []) async throws -> HTTPResponse {
+    func read(_ path: String, _ options: QueryOptions, extra: [(String, String?)] = [], timeout limit: Duration? = nil) async throws -> HTTPResponse {
         var query = extra
         switch options.consistency {
         case .default: break
         case .consistent: query.append(("consistent", nil))
         case .stale: query.append(("stale", nil))
         }
-        var timeout = configuration.requestTimeout
+        var timeout = limit ?? configuration.requestTimeout
         if options.index > 0 {
             let waitMS = options.wait.millisecondCount
             query.append(("index", String(options.index)))

@@ -11,6 +11,12 @@ public final class ConsulServer: Sendable {
     /// The address the server listens on (the actual port when 0 was asked for).
     public let localAddress: (host: String, port: Int)
     private let http: HTTPServer
+    /// The fault-control listener (``FaultControl``), when asked for.
+    private let faultHTTP: HTTPServer?
+    /// The faults this server plays on request (nil unless started with a fault-control address).
+    public let faults: FaultControl?
+    /// Where the fault-control listener listens (the actual port when 0 was asked for).
+    public let faultControlAddress: (host: String, port: Int)?
     let checkRunner: CheckRunner
     private let store: Store
     private let logger: Logger
@@ -20,9 +26,15 @@ public final class ConsulServer: Sendable {
     ///   - host: the address to listen on, e.g. `127.0.0.1`.
     ///   - port: the port; 0 picks a free one (see ``localAddress``).
     ///   - dataDirectory: where the log and snapshot live; `nil` keeps everything in memory (tests only).
+    ///   - faultControl: a loopback address (host, port) for the fault-control API (``FaultControl``);
+    ///     nil serves none.
     /// - Throws: ``DataDirectoryError`` when the directory is unusable or in use; a socket error when
-    ///   the address cannot be bound.
-    public init(host: String, port: Int, dataDirectory: String?, settings: ServerSettings, logger: Logger) async throws {
+    ///   the address cannot be bound; ``FaultControlAddressError`` for a fault-control address that is
+    ///   not loopback.
+    public init(
+        host: String, port: Int, dataDirectory: String?, settings: ServerSettings, faultControl: (host: String, port: Int)? = nil, logger: Logger
+    ) async throws {
+        if let faultControl, !FaultControlAddressError.isLoopback(faultControl.host) { throw FaultControlAddressError(host: faultControl.host) }
         self.settings = settings
         self.logger = logger
         let now = ContinuousClock.now
@@ -51,7 +63,9 @@ public final class ConsulServer: Sendable {
         self.store = store
         let runner = CheckRunner(store: store)
         self.checkRunner = runner
-        let api = HTTPAPI(store: store, settings: settings, nodeID: nodeID, checkRunner: runner)
+        let faults = faultControl.map { _ in FaultControl(store: store) }
+        self.faults = faults
+        let api = HTTPAPI(store: store, settings: settings, nodeID: nodeID, checkRunner: runner, faults: faults)
         let maxValueSize = settings.maxValueSize
         let limits = HTTPServer.Limits(
             maxBody: maxValueSize + 64 * 1024,
@@ -60,6 +74,17 @@ public final class ConsulServer: Sendable {
             })
         http = try await HTTPServer(host: host, port: port, limits: limits, logger: logger) { await api.handle($0) }
         localAddress = http.localAddress
+        if let faultControl, let faults {
+            let control = try await HTTPServer(host: faultControl.host, port: faultControl.port, limits: HTTPServer.Limits(maxBody: 4096), logger: logger) {
+                await faults.handle($0)
+            }
+            faultHTTP = control
+            faultControlAddress = control.localAddress
+            logger.warning("Fault control is on: this server misbehaves on request", metadata: ["consul.fault_control": "\(faultControl.host):\(control.localAddress.port)"])
+        } else {
+            faultHTTP = nil
+            faultControlAddress = nil
+        }
         runner.start()
         let index = (try? store.read { $0.index }) ?? 0
         logger.info(
@@ -74,6 +99,7 @@ public final class ConsulServer: Sendable {
     /// Stops listening and stops the timers. Acknowledged writes are already on disk.
     public func shutdown() async {
         checkRunner.stop()
+        await faultHTTP?.shutdown()
         await http.shutdown()
         store.close()
     }
@@ -91,6 +117,18 @@ public final class ConsulServer: Sendable {
         let id = UUID().uuidString.lowercased()
         try? id.write(toFile: path, atomically: true, encoding: .utf8)
         return id
+    }
+}
+
+/// A fault-control address that is not loopback: faults on request are for drills on one machine.
+public struct FaultControlAddressError: Error, CustomStringConvertible {
+    public var host: String
+    public var description: String {
+        "the fault-control address \(host) is not a loopback address; give 127.0.0.1:PORT (or [::1]:PORT): nobody off this machine may make Consul misbehave"
+    }
+
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "::1" || host == "localhost" || host.split(separator: ".").first == "127" && host.split(separator: ".").count == 4
     }
 }
 

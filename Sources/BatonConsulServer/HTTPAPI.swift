@@ -62,12 +62,15 @@ final class HTTPAPI: Sendable {
     let settings: ServerSettings
     let nodeID: String
     let checkRunner: CheckRunner
+    /// Faults played on request (``FaultControl``); nil unless the server was started with them.
+    let faults: FaultControl?
 
-    init(store: Store, settings: ServerSettings, nodeID: String, checkRunner: CheckRunner) {
+    init(store: Store, settings: ServerSettings, nodeID: String, checkRunner: CheckRunner, faults: FaultControl?) {
         self.store = store
         self.settings = settings
         self.nodeID = nodeID
         self.checkRunner = checkRunner
+        self.faults = faults
     }
 
     /// Context for one request.
@@ -121,6 +124,7 @@ final class HTTPAPI: Sendable {
             return .text(405, "method \(request.method) not allowed", headers: [("Allow", allow)])
         }
         let call = Call(request: request, rest: String(path.dropFirst(route.prefix.count)), query: query)
+        if let faults, let answer = await faults.gate(request, stale: request.method == "GET" && query.has("stale")) { return answer }
         do {
             return try await route.handler(self, call)
         } catch let error as APIError {
@@ -157,6 +161,7 @@ final class HTTPAPI: Sendable {
         Route(prefix: "/v1/kv/", isPrefix: true, methods: ["GET", "PUT", "DELETE"]) { api, call in
             try await api.kv(call)
         },
+        Route(prefix: "/v1/txn", isPrefix: false, methods: ["PUT"]) { try await $0.transaction($1) },
         Route(prefix: "/v1/session/create", isPrefix: false, methods: ["PUT"]) { try await $0.createSession($1) },
         Route(prefix: "/v1/session/destroy/", isPrefix: true, methods: ["PUT"]) { try await $0.destroySession($1) },
         Route(prefix: "/v1/session/renew/", isPrefix: true, methods: ["PUT"]) { try await $0.renewSession($1) },
@@ -200,7 +205,7 @@ final class HTTPAPI: Sendable {
     func indexHeaders(_ index: UInt64) -> [(String, String)] {
         [
             ("X-Consul-Index", String(max(index, 1))),
-            ("X-Consul-Knownleader", "true"),
+            ("X-Consul-Knownleader", faults?.leaderless == true ? "false" : "true"),
             ("X-Consul-Lastcontact", "0"),
             ("X-Consul-Default-Acl-Policy", settings.aclToken == nil ? "allow" : "deny"),
         ]

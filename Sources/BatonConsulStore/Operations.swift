@@ -17,7 +17,27 @@ package enum Operations {
         _ s: borrowing State, index: UInt64, now: ContinuousClock.Instant, key: String, value: [UInt8]?, flags: UInt64,
         mode: PutMode
     ) throws(APIError) -> Plan<Bool> {
-        let existing = s.kv[key]
+        var sessionKnown = false
+        if case .acquire(let session) = mode { sessionKnown = s.sessions[session] != nil }
+        let entry = try written(
+            existing: s.kv[key], lockDelayUntil: s.lockDelays[key], sessionKnown: sessionKnown, index: index, now: now, key: key, value: value,
+            flags: flags, mode: mode)
+        guard let entry else { return Plan(false) }
+        if let existing = s.kv[key], existing.value == entry.value, existing.flags == entry.flags, existing.session == entry.session,
+            existing.lockIndex == entry.lockIndex
+        {
+            return Plan(true)  // a no-op write moves no index and wakes no one
+        }
+        return Plan([.kvPut(entry)], true)
+    }
+
+    /// The entry a PUT in `mode` leaves, given the one there (`existing`): nil when the mode refuses
+    /// the write (a lost check-and-set, a lock held by another or under lock-delay, a release by a
+    /// session that does not hold it). `sessionKnown`: whether the session an acquire names exists.
+    package static func written(
+        existing: KVPair?, lockDelayUntil: ContinuousClock.Instant?, sessionKnown: Bool, index: UInt64, now: ContinuousClock.Instant, key: String,
+        value: [UInt8]?, flags: UInt64, mode: PutMode
+    ) throws(APIError) -> KVPair? {
         var entry = KVPair(
             key: key, value: value, flags: flags, session: existing?.session, lockIndex: existing?.lockIndex ?? 0,
             createIndex: existing?.createIndex ?? index, modifyIndex: index)
@@ -26,30 +46,25 @@ package enum Operations {
             break
         case .cas(let expected):
             if expected == 0 {
-                if existing != nil { return Plan(false) }
+                if existing != nil { return nil }
             } else if existing?.modifyIndex != expected {
-                return Plan(false)
+                return nil
             }
         case .acquire(let session):
-            if let until = s.lockDelays[key], until > now { return Plan(false) }
+            if let until = lockDelayUntil, until > now { return nil }
             if session.isEmpty { throw APIError(500, "missing session") }
-            guard s.sessions[session] != nil else { throw APIError(500, "invalid session \"\(session)\"") }
+            guard sessionKnown else { throw APIError(500, "invalid session \"\(session)\"") }
             if let holder = existing?.session {
-                if holder != session { return Plan(false) }
+                if holder != session { return nil }
             } else {
                 entry.session = session
                 entry.lockIndex = (existing?.lockIndex ?? 0) + 1
             }
         case .release(let session):
-            guard let existing, existing.session == session else { return Plan(false) }
+            guard let existing, existing.session == session else { return nil }
             entry.session = nil
         }
-        if let existing, existing.value == entry.value, existing.flags == entry.flags, existing.session == entry.session,
-            existing.lockIndex == entry.lockIndex
-        {
-            return Plan(true)  // a no-op write moves no index and wakes no one
-        }
-        return Plan([.kvPut(entry)], true)
+        return entry
     }
 
     package static func delete(_ s: borrowing State, key: String, cas: UInt64?) -> Plan<Bool> {

@@ -44,10 +44,13 @@ public struct ClusterConfig: Sendable, Equatable {
     public var pgbouncerTimeout: GoDuration = .seconds(5)
     /// A leader that cannot reach Consul keeps PostgreSQL writable as long as every other member
     /// confirms over its node API, each fence period, that it cannot reach Consul either or sees no
-    /// other leader — and so will not take over. Off by default: it trades the independence of the
-    /// fencing rule (a leader cut off from Consul stops after `fence_timeout`, whatever else happens)
-    /// for riding out Consul outages.
-    public var failsafeMode = false
+    /// other leader — and so will not take over. On by default: Consul's everyday trouble (an
+    /// election, a hang, an overloaded server, a node's link to it cut) is not the database's, and must
+    /// not cost clients a failover; a leader cut off from Consul *and* from a member still fences after
+    /// `fence_timeout`, and a dead leader asks nobody, so node loss is as fast as without it. Off
+    /// restores the strict rule: a leader that cannot reach Consul stops after `fence_timeout`,
+    /// whatever else happens.
+    public var failsafeMode = true
     /// Settings in the key that this Baton does not know (written by a newer one during a rolling
     /// upgrade): never applied, kept as they are when this Baton writes the key back.
     public var unknownSettings: [UnknownSetting] = []
@@ -66,6 +69,17 @@ public struct ClusterConfig: Sendable, Equatable {
     public var fenceAfter: GoDuration { GoDuration(nanoseconds: min(fenceTimeout.nanoseconds, ttl.nanoseconds * 4 / 5)) }
 
     /// How long a leader's heartbeat must have been silent before a replica may take the lock from it.
+    /// Whether a node's session is renewed now: every third of the TTL (at least a loop) — Consul keeps
+    /// a session at least a TTL after its renewal, so two renewals may fail before it lapses, and the
+    /// leader's session outlives its lease (`fence_timeout`, at most 80 % of the TTL) by far (invariant
+    /// 1). The leader needs no more: its heartbeats prove the lock, and one that finds the key free
+    /// under its name renews at once. `sinceConfirmed` is nil when there is no session (one is made
+    /// at once).
+    public func sessionRenewalDue(sinceConfirmed: Duration?) -> Bool {
+        guard let sinceConfirmed else { return true }
+        return sinceConfirmed >= max(ttl.swiftDuration / 3, loopWait.swiftDuration)
+    }
+
     public var takeoverAfter: GoDuration { GoDuration(nanoseconds: fenceAfter.nanoseconds + Self.fenceMargin.nanoseconds) }
 
     /// How long a silent leader that armed its watchdog with `promise` must have been silent before a

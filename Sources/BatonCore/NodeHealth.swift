@@ -12,6 +12,8 @@ public struct NodeView: Sendable, Equatable {
     public var loopRanAt: UInt64 = 0
     public var loopWait: GoDuration = ClusterConfig().loopWait
     public var fenceAfter: GoDuration = ClusterConfig().fenceAfter
+    /// The cluster's `failsafe_mode` as this node last read it: without it, no failsafe request is granted.
+    public var failsafeMode = ClusterConfig().failsafeMode
     public var priority: Int = 100
     /// The node the `sync` key records.
     public var synchronousStandby: NodeName?
@@ -28,7 +30,7 @@ public struct NodeView: Sendable, Equatable {
 
     public static func == (a: NodeView, b: NodeView) -> Bool {
         a.node == b.node && a.local == b.local && a.leading == b.leading && a.leaseDeadline == b.leaseDeadline && a.loopRanAt == b.loopRanAt
-            && a.priority == b.priority && a.synchronousStandby == b.synchronousStandby && a.leaderPosition == b.leaderPosition
+            && a.failsafeMode == b.failsafeMode && a.priority == b.priority && a.synchronousStandby == b.synchronousStandby && a.leaderPosition == b.leaderPosition
             && a.leader == b.leader && a.consulReachable == b.consulReachable && a.failsafeGrant?.leader == b.failsafeGrant?.leader
             && a.failsafeGrant?.until == b.failsafeGrant?.until
     }
@@ -113,12 +115,21 @@ public enum NodeHealth {
 
     /// Whether to grant a leader cut off from Consul its failsafe request: only when this node cannot
     /// reach Consul either or sees no other node holding the lock — and then it promises not to take
-    /// over until `fence_timeout` plus a margin from now, longer than the leader may stay writable on
-    /// the strength of this answer.
-    public static func failsafe(request leader: NodeName, view v: NodeView, now: UInt64) -> (granted: Bool, reason: String, until: UInt64) {
+    /// over until the leader's fence period (`fenceAfter`, what it arms its watchdog with on the
+    /// strength of the answers; this node's own when longer or not given) plus a margin from now:
+    /// longer than the leader may stay writable. A promise timed by this node's own, shorter period
+    /// would run out while the leader is still writable (found by the simulator: fence_timeout raised
+    /// to 8 s, a member that had not read it yet granted 3 s).
+    public static func failsafe(request leader: NodeName, fenceAfter requested: GoDuration? = nil, view v: NodeView, now: UInt64)
+        -> (granted: Bool, reason: String, until: UInt64)
+    {
+        // A request with failsafe off is a forgery or a leader on another configuration: a promise
+        // made for it would hold off a failover the cluster's settings allow (issue 23, finding 7).
+        guard v.failsafeMode else { return (false, "failsafe_mode is off in this node's configuration", 0) }
         if v.leader == v.node, v.consulReachable { return (false, "\(v.node) holds the leader lock itself", 0) }
         if v.consulReachable, let holder = v.leader, holder != leader { return (false, "\(holder) holds the leader lock", 0) }
-        let until = now + UInt64(v.fenceAfter.nanoseconds) + UInt64(ClusterConfig.fenceMargin.nanoseconds)
+        let period = max(v.fenceAfter, requested ?? .zero)
+        let until = now + UInt64(period.nanoseconds) + UInt64(ClusterConfig.fenceMargin.nanoseconds)
         return (true, v.consulReachable ? "no other node holds the lock" : "this node cannot reach Consul either", until)
     }
 }

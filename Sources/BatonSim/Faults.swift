@@ -31,18 +31,37 @@ public enum FaultKind: String, Sendable, CaseIterable {
     case malformedConfig = "malformed-config"
 }
 
+extension FaultKind {
+    /// Consul's own everyday trouble (and a node's link to it), never the database's: none of these
+    /// may cause a failover while every PostgreSQL and node is healthy.
+    public var isConsulTrouble: Bool {
+        switch self {
+        case .consulElection, .agentRestart, .consulCut: return true
+        default: return false
+        }
+    }
+}
+
 /// One fault of a run: its kind, when it starts, how long it lasts, and a choice of its own.
-struct Fault: Sendable {
-    var kind: FaultKind
-    var at: Duration
-    var length: Duration
-    /// Picks the node (or the snapshot) the fault hits.
-    var choice: Int
+public struct Fault: Sendable {
+    public var kind: FaultKind
+    public var at: Duration
+    public var length: Duration
+    /// Picks the node (or the snapshot) the fault hits: below 600 modulo 1,000, the leader.
+    public var choice: Int
+
+    public init(kind: FaultKind, at: Duration, length: Duration, choice: Int = 0) {
+        self.kind = kind
+        self.at = at
+        self.length = length
+        self.choice = choice
+    }
 }
 
 enum FaultSchedule {
     /// The faults of one run, drawn by the seed: times spread over the fault phase after a quiet first 5 s.
     static func draw(_ random: inout SimRandom, options: SimulationOptions, nodes: Int) -> [Fault] {
+        if let script = options.script { return script }
         guard !options.kinds.isEmpty else { return [] }
         return (0..<options.faults).map { _ in
             let kind = random.pick(options.kinds)

@@ -24,6 +24,8 @@ final class SimNode {
     var statusWritten: (status: MemberStatus, at: Duration)?
     /// The primary's position when `synchronous_standby_names` last changed.
     var waitingSince: LSN?
+    /// What this node's API answers from (`MonitorLoop.publishView`): the failsafe grants it makes.
+    var view: NodeView
 
     // The lease.
     var session: String?
@@ -32,6 +34,11 @@ final class SimNode {
     var sessionConfirmed: Duration?
     var leading = false
     var lastBeat: Duration?
+    /// The last beats came from failsafe rounds instead of Consul.
+    var inFailsafe = false
+    /// What the loop last told the lease of this node's PostgreSQL: a writable primary
+    /// (`Lease.setLocal`).
+    var writablePrimary = false
 
     // The watchdog.
     var watchdogDeadline: Duration?
@@ -44,6 +51,7 @@ final class SimNode {
         self.index = index
         self.name = name
         self.db = SimDatabase(standby: standby)
+        self.view = NodeView(node: name)
     }
 
     func frozen(_ now: Duration) -> Bool { nodeFrozenTill > now }
@@ -66,9 +74,11 @@ final class SimNode {
         lastAction = ""
         statusWritten = nil
         waitingSince = nil
+        view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil
         leading = false
+        writablePrimary = false
         lastBeat = nil
         watchdogDeadline = nil
         watchdogGeneration += 1

@@ -96,18 +96,13 @@ extension Simulation {
     func heartbeat(_ i: Int) -> Duration {
         let config = nodes[i].config
         let sinceConfirmed = nodes[i].session == nil ? nil : nodes[i].sessionConfirmed.map { now - $0 }
-        if renewalDue(leading: nodes[i].leading, sinceConfirmed: sinceConfirmed, config: config) { ensureSession(i) }
-        if nodes[i].leading { _ = beat(i) }
+        if config.sessionRenewalDue(sinceConfirmed: sinceConfirmed) { ensureSession(i) }
+        if nodes[i].leading, beat(i) == .failed, nodes[i].leading, config.failsafeMode { failsafe(i) }
         var pause = max(.milliseconds(20), config.loopWait.swiftDuration)
         if nodes[i].leading, let deadline = nodes[i].watchdogDeadline, deadline > now { pause = min(pause, deadline - now + .milliseconds(1)) }
         return pause
     }
 
-    /// `Lease.renewalDue`: the leader every loop, the others every third of the TTL.
-    func renewalDue(leading: Bool, sinceConfirmed: Duration?, config: ClusterConfig) -> Bool {
-        guard !leading, let sinceConfirmed else { return true }
-        return sinceConfirmed >= max(config.ttl.swiftDuration / 3, config.loopWait.swiftDuration)
-    }
 
     enum Beat { case beat, lost, failed }
 
@@ -125,7 +120,12 @@ extension Simulation {
         guard let session = nodes[i].session, reachesConsul(i) else { return .failed }
         let pair = consulRead().get(keys.leader)
         guard let pair, pair.session == session, pair.stringValue == nodes[i].name.value else {
-            if pair?.session == nil, pair?.stringValue == nodes[i].name.value { return .failed }
+            if pair?.session == nil, pair?.stringValue == nodes[i].name.value {
+                // Its session vanished: renewed at once, and the lock taken again (`Lease.beat`).
+                guard nodes[i].leading else { return .failed }
+                ensureSession(i)
+                return nodes[i].leading && nodes[i].session != session ? .beat : .failed
+            }
             if nodes[i].leading {
                 if options.mutant == .renewAfterLostCAS { return .failed }
                 lost(i, "the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
@@ -143,8 +143,65 @@ extension Simulation {
         let written = (try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), flags: flags, mode: .cas(pair.modifyIndex), now: tick())) ?? false
         guard written else { return .failed }
         arm(i, deadline: sent + fenceAfter.swiftDuration)
+        if nodes[i].inFailsafe { note("\(nodes[i].name) Consul answers again: failsafe over") }
+        nodes[i].inFailsafe = false
         startLeading(i, sent: now)
         return .beat
+    }
+
+    /// `Lease.failsafe`: Consul out of reach, the lease is renewed for one more fence period only if
+    /// every other member confirms over its API (``NodeHealth/failsafe(request:view:now:)``) that it
+    /// will not take over. A member whose monitor does not run cannot answer.
+    func failsafe(_ i: Int) {
+        // Only for a PostgreSQL that runs as the writable primary: a leader whose database died must
+        // not hold the others off (issue 23, finding 5).
+        guard nodes[i].writablePrimary || options.mutant == .failsafeForADeadPrimary else { return }
+        let sent = now
+        let deadline = now + nodes[i].config.fenceAfter.swiftDuration
+        var confirmed = true
+        for m in nodes.indices where m != i {
+            _ = tick()
+            guard nodes[m].alive, nodes[m].monitorFrozenUntil(now) == nil else {
+                confirmed = false
+                continue
+            }
+            let answer = NodeHealth.failsafe(
+                request: nodes[i].name, fenceAfter: options.mutant == .failsafeOwnPeriod ? nil : nodes[i].config.fenceAfter, view: nodes[m].view,
+                now: nanoseconds(now))
+            if answer.granted {
+                nodes[m].view.failsafeGrant = (nodes[i].name, max(answer.until, nodes[m].view.failsafeGrant?.until ?? 0))
+            } else {
+                confirmed = false
+            }
+        }
+        guard confirmed, nodes[i].leading else { return }
+        if !nodes[i].inFailsafe { note("\(nodes[i].name) failsafe: every member confirmed; leading on") }
+        nodes[i].inFailsafe = true
+        arm(i, deadline: deadline)
+        startLeading(i, sent: sent)
+    }
+
+    /// Virtual time as the monotonic nanoseconds the node API's rules count in.
+    func nanoseconds(_ time: Duration) -> UInt64 {
+        UInt64(time.components.seconds) * 1_000_000_000 + UInt64(time.components.attoseconds / 1_000_000_000)
+    }
+
+    /// `MonitorLoop.publishView`: what node `i`'s API answers from after its loop.
+    func publishView(_ i: Int, snapshot: ClusterSnapshot?) {
+        let at = nanoseconds(now)
+        nodes[i].view.local = observeLocal(i)
+        nodes[i].view.leading = nodes[i].leading
+        nodes[i].view.loopRanAt = at
+        nodes[i].view.fenceAfter = nodes[i].config.fenceAfter
+        nodes[i].view.failsafeMode = nodes[i].config.failsafeMode
+        nodes[i].view.consulReachable = snapshot != nil
+        if let snapshot { nodes[i].view.leader = snapshot.leader?.holder }
+        if let grant = nodes[i].view.failsafeGrant, grant.until <= at { nodes[i].view.failsafeGrant = nil }
+    }
+
+    /// The leader node `i` promised, in failsafe mode, not to take over from (while the promise holds).
+    func grantedTo(_ i: Int) -> NodeName? {
+        nodes[i].view.failsafeGrant.flatMap { $0.until > nanoseconds(now) ? $0.leader : nil }
     }
 
     func startLeading(_ i: Int, sent: Duration) {
@@ -155,6 +212,7 @@ extension Simulation {
 
     func stopLeading(_ i: Int) {
         nodes[i].leading = false
+        nodes[i].inFailsafe = false
         nodes[i].lastBeat = nil
     }
 

@@ -12,6 +12,7 @@ extension Simulation {
         let observed = observeLocal(i)
         nodes[i].memory.noteLocal(observed, at: instant)
         let local = nodes[i].memory.judged(observed, at: instant)
+        if case .down = local { nodes[i].writablePrimary = false }
         let snapshot = readSnapshot(i)
         if let snapshot {
             if let leader = snapshot.leader, leader.holder == nodes[i].name, leader.session == nodes[i].session, !nodes[i].leading {
@@ -20,7 +21,7 @@ extension Simulation {
         }
         var observation = nodes[i].memory.observation(
             node: nodes[i].name, config: nodes[i].config, local: local, snapshot: snapshot, session: nodes[i].session,
-            sinceLastHeartbeat: sinceLastBeat(i), guarded: true, failsafeGrantedTo: nil, at: instant)
+            sinceLastHeartbeat: sinceLastBeat(i), guarded: true, failsafeGrantedTo: grantedTo(i), at: instant)
         mutate(&observation)
         let action = MonitorDecision.next(observation)
         if action.description != nodes[i].lastAction {
@@ -29,7 +30,9 @@ extension Simulation {
         }
         carryOut(i, action, snapshot: snapshot, local: local)
         let after = nodes[i].memory.judged(observeLocal(i), at: instant)
+        if case .primary = after { nodes[i].writablePrimary = nodes[i].leading } else { nodes[i].writablePrimary = false }
         publishStatus(i, local: after, action: action)
+        publishView(i, snapshot: snapshot)
         return nodes[i].memory.nextInterval(config: nodes[i].config, at: instant)
     }
 

@@ -44,6 +44,9 @@ public final class Simulation {
     var lastPrimaryReport: LSN?
     /// The node each fault under way hit (by the fault's place in the schedule).
     var faultTargets: [Int: Int] = [:]
+    /// Every fault of the run is Consul's own trouble: with failsafe on, a promotion is a needless
+    /// failover.
+    private var consulTroubleOnly = false
     /// Nodes that were writable primaries after the previous step.
     private var writableBefore: Set<Int> = []
     /// Nodes promoted since the last step (a standby became the primary), with the position the last
@@ -70,7 +73,7 @@ public final class Simulation {
         self.keys = ClusterKeys(cluster: cluster)
         var config = ClusterConfig()
         config.synchronousMode = options.synchronousMode
-        config.failsafeMode = false
+        if let failsafe = options.failsafeMode { config.failsafeMode = failsafe }
         self.intended = config
     }
 
@@ -81,6 +84,7 @@ public final class Simulation {
     public func run() -> Violation? {
         setUp()
         let faults = FaultSchedule.draw(&random, options: options, nodes: nodes.count)
+        consulTroubleOnly = !faults.isEmpty && faults.allSatisfy(\.kind.isConsulTrouble)
         for (index, fault) in faults.enumerated() { queue.push(at: fault.at, .fault(index)) }
         let schedule = faults
         let end = options.faultPhase + options.quietPhase
@@ -313,6 +317,10 @@ public final class Simulation {
                     "acknowledged commit lost",
                     "\(nodes[i].name) became primary without commit \(missing.commit) (acknowledged in synchronous mode; \(acknowledged.count) acknowledged in all)")
             }
+        }
+        // With failsafe off a Consul outage past fence_timeout fences the leader: the strict rule's cost.
+        if let promoted = promotedSince.keys.min(), consulTroubleOnly, intended.failsafeMode {
+            return violation("needless failover", "\(nodes[promoted].name) promoted although only Consul misbehaved and every PostgreSQL was healthy")
         }
         for (i, reference) in promotedSince where intended.synchronousMode == .off {
             if let reported = reference, nodes[i].db.position.value + intended.maximumLagOnFailover < reported.value {

@@ -4,6 +4,8 @@ import BatonCore
 public struct SimulationOptions: Sendable {
     public var nodes = 3
     public var synchronousMode: SynchronousMode = .off
+    /// The cluster's failsafe_mode; nil: Baton's shipped default.
+    public var failsafeMode: Bool?
     /// Faults start within this time (after a quiet first 5 s).
     public var faultPhase: Duration = .seconds(60)
     /// Then no new fault for this long: the cluster must have a primary at its end.
@@ -13,6 +15,9 @@ public struct SimulationOptions: Sendable {
     public var kinds: [FaultKind] = FaultKind.allCases
     /// A rule broken on purpose, to show the simulator catches it.
     public var mutant: Mutant?
+    /// These faults instead of drawn ones (a scenario a test spells out; the seed still draws the
+    /// rest: timings of the loops, targets that are not the leader).
+    public var script: [Fault]?
 
     public init() {}
 }
@@ -33,4 +38,10 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// The leader does not publish its fencing promise: every node times a takeover by its own
     /// configuration (the rule before invariant 12).
     case noFencingPromise = "no-fencing-promise"
+    /// A member grants a failsafe request for its own fence period, not the leader's (the rule before
+    /// the simulator found that a raised fence_timeout outlives such a promise).
+    case failsafeOwnPeriod = "failsafe-own-period"
+    /// A leader asks for failsafe grants although its PostgreSQL is down (the rule before finding 5):
+    /// the members it holds off cannot take over while it is cut from Consul.
+    case failsafeForADeadPrimary = "failsafe-for-a-dead-primary"
 }

@@ -4,11 +4,12 @@ import Foundation
 
 /// `baton-sim`: runs the simulator over a range of seeds and prints what it found (scripts/sim.sh).
 let usage = """
-    usage: baton-sim [--seeds N] [--from S] [--nodes 3..5] [--sync off|on|strict] [--faults N] [--kinds K,…] [--mutant M] [--workers N] [--replay SEED]
+    usage: baton-sim [--seeds N] [--from S] [--nodes 3..5] [--sync off|on|strict] [--failsafe on|off] [--faults N] [--kinds K,…] [--mutant M] [--workers N] [--replay SEED]
       --seeds N      how many seeds to run (default 1000)
       --from S       the first seed (default 1)
       --nodes N      nodes per cluster, 3 to 5 (default 3)
       --sync MODE    synchronous_mode of the cluster (default off)
+      --failsafe M   failsafe_mode of the cluster (default: Baton's shipped default, on)
       --faults N     faults per run (default 4)
       --kinds K,…    draw faults from these kinds only: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))
       --mutant M     break a rule on purpose: \(Mutant.allCases.map(\.rawValue).joined(separator: ", "))
@@ -46,6 +47,9 @@ while let flag = arguments.popFirst() {
     case "--sync":
         guard let mode = SynchronousMode(rawValue: value) else { fail("--sync takes off, on or strict, not \(value)") }
         options.synchronousMode = mode
+    case "--failsafe":
+        guard value == "on" || value == "off" else { fail("--failsafe takes on or off, not \(value)") }
+        options.failsafeMode = value == "on"
     case "--faults":
         guard let n = Int(value), (0...50).contains(n) else { fail("--faults takes 0 to 50, not \(value)") }
         options.faults = n

@@ -41,7 +41,7 @@ struct ConsulCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "consul",
         abstract: "The embedded Consul-compatible server, and a small Consul client.",
-        subcommands: [Serve.self, KV.self]
+        subcommands: [Serve.self, KV.self, Fault.self]
     )
 }
 
@@ -77,11 +77,20 @@ extension ConsulCommand {
         @Option(help: "The shortest session TTL accepted, as a Go duration (Consul's session_ttl_min).")
         var sessionTTLMin = "10s"
 
+        @Option(help: "Serve the fault-control API on this loopback HOST:PORT (`baton consul fault`): drills and tests only.")
+        var faultControl: String?
+
         @Option(help: "The address reported as the cluster leader (status/leader).")
         var advertise = "127.0.0.1"
 
         func validate() throws {
             _ = try listenAddress()
+            if let faultControl {
+                let (host, _) = try Self.hostPort(faultControl, flag: "--fault-control")
+                guard FaultControlAddressError.isLoopback(host) else {
+                    throw ValidationError("--fault-control \(faultControl): only a loopback address (127.0.0.1:PORT) may serve faults")
+                }
+            }
             let ttl: GoDuration
             do { ttl = try GoDuration(parsing: sessionTTLMin) } catch {
                 throw ValidationError("--session-ttl-min \(sessionTTLMin): \(error.message)")
@@ -95,12 +104,14 @@ extension ConsulCommand {
             if aclToken != nil && aclTokenFile != nil { throw ValidationError("give --acl-token or --acl-token-file, not both") }
         }
 
-        func listenAddress() throws -> (String, Int) {
-            guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]), (0...65535).contains(port) else {
-                throw ValidationError("--listen \(listen): expected HOST:PORT with a port from 0 to 65535")
+        func listenAddress() throws -> (String, Int) { try Self.hostPort(listen, flag: "--listen") }
+
+        static func hostPort(_ text: String, flag: String) throws -> (String, Int) {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+                throw ValidationError("\(flag) \(text): expected HOST:PORT with a port from 0 to 65535")
             }
-            let host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-            guard !host.isEmpty else { throw ValidationError("--listen \(listen): the host is missing") }
+            let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            guard !host.isEmpty else { throw ValidationError("\(flag) \(text): the host is missing") }
             return (host, port)
         }
 
@@ -120,7 +131,9 @@ extension ConsulCommand {
                 advertiseAddress: advertise)
             let server: ConsulServer
             do {
-                server = try await ConsulServer(host: host, port: port, dataDirectory: dataDir, settings: settings, logger: logger)
+                server = try await ConsulServer(
+                    host: host, port: port, dataDirectory: dataDir, settings: settings,
+                    faultControl: try faultControl.map { try Self.hostPort($0, flag: "--fault-control") }, logger: logger)
             } catch let error as DataDirectoryError {
                 logger.error("Cannot start", metadata: ["error": "\(error.message)"])
                 throw ExitCode(1)
@@ -200,6 +213,72 @@ extension ConsulCommand {
                 let client = try consul.client()
                 for pair in try await client.list(prefix).value { print("\(pair.key):\(pair.stringValue)") }
             }
+        }
+    }
+
+    struct Fault: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make an embedded server started with --fault-control misbehave as a real Consul does (drills, tests).",
+            discussion: """
+                election --for D        every call answers 500 "No cluster leader" (stale reads still served) for D
+                hang --for D            calls are held for D, then served
+                slow --delay L --for D  every answer comes L late, for D
+                agent-restart --node N  the sessions of Consul node N are invalidated (--name PREFIX: only those)
+                clear                   every fault ends now
+                show                    the faults in force
+                """
+        )
+
+        enum Kind: String, ExpressibleByArgument, CaseIterable {
+            case election, hang, slow, show, clear
+            case agentRestart = "agent-restart"
+        }
+
+        @Option(help: "The server's fault-control address (its --fault-control).") var control = "127.0.0.1:8501"
+        @Argument(help: "election, hang, slow, agent-restart, clear or show.") var kind: Kind
+        @Option(name: .customLong("for"), help: "How long the fault lasts (a Go duration).") var length: String?
+        @Option(help: "How late every answer comes (slow).") var delay: String?
+        @Option(help: "The Consul node whose agent restarts (agent-restart).") var node: String?
+        @Option(help: "Only the sessions whose name starts with this (agent-restart).") var name: String?
+
+        func validate() throws {
+            _ = try Serve.hostPort(control, flag: "--control")
+            for (flag, value) in [("--for", length), ("--delay", delay)] {
+                if let value {
+                    do { _ = try GoDuration(parsing: value) } catch { throw ValidationError("\(flag) \(value): \(error.message)") }
+                }
+            }
+            switch kind {
+            case .election, .hang:
+                guard length != nil else { throw ValidationError("\(kind.rawValue) needs --for D (e.g. --for 5s)") }
+            case .slow:
+                guard length != nil, delay != nil else { throw ValidationError("slow needs --delay L and --for D (e.g. --delay 2s --for 10s)") }
+            case .agentRestart:
+                guard node != nil else { throw ValidationError("agent-restart needs --node N (the Consul node whose agent restarts)") }
+            case .show, .clear: break
+            }
+        }
+
+        func run() async throws {
+            var query: [String] = []
+            if let length { query.append("for=" + KeyPath.escape(length, keepSlash: false)) }
+            if let delay { query.append("delay=" + KeyPath.escape(delay, keepSlash: false)) }
+            if let node { query.append("node=" + KeyPath.escape(node, keepSlash: false)) }
+            if let name { query.append("name=" + KeyPath.escape(name, keepSlash: false)) }
+            let path = kind == .show ? "/fault" : "/fault/" + kind.rawValue
+            let url = "http://\(control)\(path)" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+            let response: HTTPResponse
+            do {
+                response = try await CurlTransport().send(HTTPRequest(method: kind == .show ? "GET" : "PUT", url: url, timeout: .seconds(10)))
+            } catch {
+                FileHandle.standardError.write(Data("Error! No fault control answers at \(control) (\(error)); start the server with --fault-control \(control)\n".utf8))
+                throw ExitCode(1)
+            }
+            guard response.status == 200 else {
+                FileHandle.standardError.write(Data("Error! \(response.text)\n".utf8))
+                throw ExitCode(1)
+            }
+            print(response.text)
         }
     }
 }

@@ -52,6 +52,21 @@ extension MonitorLiveTests {
         return port
     }
 
+    /// The acknowledged-writes table, the application's role, HAProxy routing by /primary, and a writer
+    /// through it recording every acknowledged commit.
+    func writerThroughHAProxy(_ c: LiveCluster, _ nodes: [(String, Int)]) async throws -> AcknowledgedWriter {
+        try await createAcknowledgedTable(c, port: nodes[0].1)
+        try await allowApplication(c, nodes)
+        let haproxy = try startHAProxy(c, nodes)
+        let writer = AcknowledgedWriter()
+        writer.start(
+            conninfo: ConnInfo.make([
+                ("host", "127.0.0.1"), ("port", String(haproxy)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+                ("connect_timeout", "2"),
+            ]))
+        return writer
+    }
+
     static var haproxyAvailable: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/haproxy") }
 
     @Test("failsafe mode: Consul stopped for 30 s (3 × ttl) — a writer through HAProxy (routing by /primary) never waits 1 s, never two primaries; a member that cannot confirm, and the primary fences as without failsafe; Consul back, one primary again")
@@ -59,15 +74,7 @@ extension MonitorLiveTests {
         guard Self.haproxyAvailable else { return }
         try await LiveCluster.with { c in
             let nodes = try await threeNodes(c, settings: ["failsafe_mode=on"])
-            try await createAcknowledgedTable(c, port: nodes[0].1)
-            try await allowApplication(c, nodes)
-            let haproxy = try startHAProxy(c, nodes)
-            let writer = AcknowledgedWriter()
-            writer.start(
-                conninfo: ConnInfo.make([
-                    ("host", "127.0.0.1"), ("port", String(haproxy)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
-                    ("connect_timeout", "2"),
-                ]))
+            let writer = try await writerThroughHAProxy(c, nodes)
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             let flowing = await writer.waitFor(count: 50, within: .seconds(20))

@@ -32,7 +32,8 @@ final class LiveCluster: @unchecked Sendable {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         server = try await ConsulServer(
-            host: "127.0.0.1", port: 0, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
+            host: "127.0.0.1", port: 0, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)),
+            faultControl: ("127.0.0.1", 0), logger: logger)
         consulAddress = "127.0.0.1:\(server.localAddress.port)"
         client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: consulAddress)]))
         try "repl-secret-\(UUID().uuidString.prefix(6))\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
@@ -99,13 +100,17 @@ final class LiveCluster: @unchecked Sendable {
 
     func stopConsul() async { await server.shutdown() }
 
+    /// The embedded server's faults on request (an election, a hang, slow answers, an agent restart).
+    var faults: FaultControl { server.faults! }
+
     /// Starts the Consul server again on the same address and data directory.
     func startConsul() async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         server = try await ConsulServer(
             host: "127.0.0.1", port: Int(consulAddress.split(separator: ":").last!)!, dataDirectory: root + "/consul",
-            settings: ServerSettings(sessionTTLMin: .seconds(1)), logger: logger)
+            settings: ServerSettings(sessionTTLMin: .seconds(1)),
+            faultControl: ("127.0.0.1", 0), logger: logger)
     }
 
     func cleanup() async {

@@ -91,4 +91,25 @@ struct NodeHealthTests {
         v.leader = me
         #expect(!NodeHealth.failsafe(request: leader, view: v, now: now).granted, "this node leads itself")
     }
+
+    @Test("a failsafe promise outlasts the leader's fence period when it is longer than this node's own")
+    func failsafePromiseOutlastsTheLeader() throws {
+        let leader = try NodeName("pg1")
+        var v = view(standby)
+        v.leader = leader
+        #expect(NodeHealth.failsafe(request: leader, fenceAfter: .seconds(8), view: v, now: now).until == now + 8_500_000_000, "the leader's 8 s")
+        #expect(NodeHealth.failsafe(request: leader, fenceAfter: .seconds(1), view: v, now: now).until == now + 3_500_000_000, "its own 3 s when longer")
+    }
+
+    @Test("with failsafe_mode off a failsafe request is refused (a forged one holds off no failover)")
+    func failsafeRefusedWhenOff() throws {
+        let leader = try NodeName("pg1")
+        var v = view(standby)
+        v.leader = leader
+        v.failsafeMode = false
+        let answer = NodeHealth.failsafe(request: leader, view: v, now: now)
+        #expect(!answer.granted && answer.reason.contains("failsafe_mode is off"), "\(answer)")
+        v.consulReachable = false
+        #expect(!NodeHealth.failsafe(request: leader, view: v, now: now).granted, "not even when Consul is out of reach")
+    }
 }

@@ -59,12 +59,18 @@ struct SimulationTests {
         }
     }
 
-    @Test("every invariant holds after every step, over the CI seed budget", arguments: [SynchronousMode.off, .on, .strict])
-    func invariantsHold(sync: SynchronousMode) {
+    /// Each synchronous mode with the shipped defaults (failsafe on), and asynchronous with failsafe
+    /// off — the strict rule an operator may choose: the invariants hold for both.
+    @Test(
+        "every invariant holds after every step, over the CI seed budget",
+        arguments: [(SynchronousMode.off, true), (.off, false), (.on, true), (.strict, true)])
+    func invariantsHold(sync: SynchronousMode, failsafe: Bool) {
         var traces: [UInt64: [String]] = [:]
-        let seeds = sync == .off ? Self.budget : Self.budget / 2
-        let report = SeedRange.run(from: 1, count: seeds, options: Self.options(sync: sync, kinds: Self.proven)) { v, trace in traces[v.seed] = trace }
-        print("simulation, synchronous_mode=\(sync.rawValue): \(report.summary)")
+        let seeds = Self.budget / 2
+        var options = Self.options(sync: sync, kinds: Self.proven)
+        options.failsafeMode = failsafe
+        let report = SeedRange.run(from: 1, count: seeds, options: options) { v, trace in traces[v.seed] = trace }
+        print("simulation, synchronous_mode=\(sync.rawValue), failsafe_mode=\(failsafe ? "on" : "off"): \(report.summary)")
         #expect(report.violations.isEmpty, "\(Self.describe(report, traces: traces))")
         #expect(report.seeds == seeds && report.faults >= seeds * 3, "the faults were simulated: \(report.summary)")
         #expect(report.promotions > seeds / 2, "failovers happened: \(report.summary)")
@@ -75,8 +81,77 @@ struct SimulationTests {
     /// on every run.
     @Test("every mutant is caught", arguments: Mutant.allCases)
     func mutantCaught(mutant: Mutant) {
-        let report = SeedRange.run(from: 1, count: 100, options: Self.options(sync: .on, kinds: Self.proven, mutant: mutant))
-        #expect(!report.violations.isEmpty, "\(mutant.rawValue) went unnoticed over 100 seeds: \(report.summary)")
+        // A failsafe promise timed by the member's own period is wrong only when the leader's is longer
+        // and the member has not read it yet: a raised fence_timeout meeting a Consul election — a
+        // coincidence the mix of all kinds draws once in about 2,000 seeds, this mix in about 250.
+        var options: SimulationOptions
+        let seeds: Int
+        switch mutant {
+        case .failsafeOwnPeriod:
+            options = Self.options(sync: .off, kinds: [.fenceTimeoutLowered, .consulElection], mutant: mutant, faults: 12)
+            seeds = 1_000
+        case .failsafeForADeadPrimary:
+            options = Self.cutThenKilled(mutant: mutant)
+            seeds = 20
+        case .renewAfterLostCAS:
+            // With failsafe on, a beat that did not get through renews through the members' promises
+            // anyway: the rule this mutant breaks is the one without failsafe.
+            options = Self.options(sync: .on, kinds: Self.proven, mutant: mutant)
+            options.failsafeMode = false
+            seeds = 100
+        default:
+            options = Self.options(sync: .on, kinds: Self.proven, mutant: mutant)
+            seeds = 100
+        }
+        let report = SeedRange.run(from: 1, count: seeds, options: options)
+        #expect(!report.violations.isEmpty, "\(mutant.rawValue) went unnoticed over \(seeds) seeds: \(report.summary)")
+    }
+
+    /// Issue 24: Consul's own everyday trouble — elections (every call 500 for up to 15 s), a
+    /// restarted agent dropping a node's sessions, a node cut from Consul — while every PostgreSQL is
+    /// healthy is never a reason to fail over (the invariant "needless failover" holds in runs of only
+    /// these kinds). Main, failsafe off by default: 278 of 300 seeds failed over.
+    @Test("Consul's everyday trouble moves nothing: no failover in runs of only Consul faults", arguments: [SynchronousMode.off, .on])
+    func consulTroubleIsANonEvent(sync: SynchronousMode) {
+        var traces: [UInt64: [String]] = [:]
+        let options = Self.options(sync: sync, kinds: FaultKind.allCases.filter(\.isConsulTrouble), faults: 6)
+        let report = SeedRange.run(from: 1, count: 500, options: options) { v, trace in traces[v.seed] = trace }
+        #expect(report.violations.isEmpty, "\(Self.describe(report, traces: traces))")
+        #expect(report.promotions == 0 && report.faults >= 500 * 5, "\(report.summary)")
+    }
+
+    /// Issue 23, finding 5: the primary cut from Consul (40 s), its postmaster killed 2 s later. The
+    /// replicas still reach Consul and see it holding the lock; if it kept asking for failsafe grants
+    /// they would promise again and again not to take over — no primary for as long as the cut lasts.
+    /// The run ends 27 s in, the cut still on: one node must lead a writable primary by then.
+    static func cutThenKilled(mutant: Mutant? = nil) -> SimulationOptions {
+        var options = Self.options(sync: .off, kinds: [.consulCut, .postmasterKill], mutant: mutant)
+        options.script = [Fault(kind: .consulCut, at: .seconds(10), length: .seconds(40)), Fault(kind: .postmasterKill, at: .seconds(12), length: .zero)]
+        options.faultPhase = .seconds(15)
+        options.quietPhase = .seconds(12)
+        return options
+    }
+
+    @Test("a leader cut from Consul whose PostgreSQL died asks for no failsafe grant: a replica takes over while the cut lasts")
+    func failsafeNotForADeadPrimary() {
+        for seed: UInt64 in 1...20 {
+            let run = Simulation(seed: seed, options: Self.cutThenKilled())
+            let violation = run.run()
+            #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+            #expect(run.counts.promotions == 1, "seed \(seed): one failover")
+        }
+    }
+
+    /// Failsafe on by default met a raised fence_timeout: a member that had not read it yet promised
+    /// the leader 3 s while the leader armed 8 s on the strength of it; the promise ran out, a replica
+    /// took over a leader still writable (seed 1,544 of the mix of all kinds, asynchronous). The request
+    /// now carries the leader's period and the promise outlasts it.
+    @Test("a failsafe promise outlasts the leader's fence period, not the member's own")
+    func failsafePromiseOutlastsTheLeader() {
+        let run = Simulation(seed: 1544, options: Self.options(sync: .off, kinds: Self.proven))
+        let violation = run.run()
+        #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+        #expect(run.trace.contains { $0.contains("failsafe: every member confirmed") }, "the seed still plays a failsafe round")
     }
 
     @Test("the seeds that broke main's rules hold now", arguments: 0..<3)

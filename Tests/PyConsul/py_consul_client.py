@@ -83,6 +83,29 @@ def main() -> int:
     except consul.NotFound:
         pass
 
+    # Transactions (py-consul's txn API): all or nothing, each operation seeing the earlier ones.
+    import base64
+
+    def b64(text):
+        return base64.b64encode(text.encode()).decode()
+
+    r = c.txn.put([{"KV": {"Verb": "set", "Key": prefix + "t1", "Value": b64("one")}}, {"KV": {"Verb": "get", "Key": prefix + "t1"}}])
+    assert r["Errors"] is None and len(r["Results"]) == 2, r
+    assert r["Results"][0]["KV"]["Value"] is None, "a write's result carries no value"
+    assert base64.b64decode(r["Results"][1]["KV"]["Value"]) == b"one"
+    written = r["Results"][0]["KV"]["ModifyIndex"]
+    try:
+        c.txn.put([{"KV": {"Verb": "set", "Key": prefix + "t2", "Value": b64("x")}},
+                   {"KV": {"Verb": "cas", "Key": prefix + "t1", "Value": b64("two"), "Index": written + 1000}}])
+        raise AssertionError("a stale cas must roll the whole transaction back")
+    except consul.ConsulException as e:
+        assert "409" in str(e) and "index is stale" in str(e), e
+    assert c.kv.get(prefix + "t2")[1] is None, "the rolled-back set left nothing"
+    r = c.txn.put([{"KV": {"Verb": "cas", "Key": prefix + "t1", "Value": b64("two"), "Index": written}},
+                   {"KV": {"Verb": "delete", "Key": prefix + "t1"}}])
+    assert r["Errors"] is None and len(r["Results"]) == 1, r
+    assert c.kv.get(prefix + "t1")[1] is None
+
     # Agent, TTL check, health.
     name = "pysvc%d" % int(time.time() * 1000)
     assert c.agent.service.register(name, service_id=name, port=5432, tags=["primary"], check=consul.Check.ttl("10s")) is True
