@@ -7,7 +7,9 @@
 # then `baton restart` of the primary (no failover: the longest write gap, the leader unchanged).
 # Needs root (PostgreSQL runs as postgres).
 #   scripts/bench-failover.sh [RUNS]      (default 10; BENCH_KEEP=1 keeps the directory and its logs;
-#                                          BENCH_ONLY=restarts|footprint|consul measures only that)
+#                                          BENCH_ONLY=restarts|footprint|consul|rest measures only that)
+# BENCH_ONLY=rest: the requests per second the three monitors at rest send the Consul server, counted by
+# the server itself over BENCH_REST seconds (default 30).
 # BENCH_ONLY=consul: Consul's everyday trouble played by the embedded server (`baton consul fault`):
 # an election of 5 s and of 15 s (every call 500), every answer 2 s late for 10 s, calls held 5 s, the
 # leader's session invalidated (an agent restart); RUNS trials each (default 2): whether the primary
@@ -150,8 +152,15 @@ consul_trouble() {
   done
   echo "settings: shipped defaults (ttl 10s, loop_wait 1s, fence_timeout 3s, failsafe_mode on), asynchronous, probe every 100 ms on every node"
 }
+# rest_requests SECONDS: what the cluster at rest costs Consul, counted by the server.
+rest_requests() {
+  served() { curl -s "http://$fault_control/fault" | sed -n 's/.*"requests":\([0-9]*\).*/\1/p'; }
+  local a b; a=$(served); sleep "$1"; b=$(served)
+  echo "at rest, three monitors (no pgbouncer agents): $((b - a)) requests to Consul in $1 s: $(echo "scale=2; ($b - $a) / $1" | bc) per second, $(echo "scale=2; ($b - $a) / $1 / 3" | bc) per node"
+}
 sleep 5
 if [ "${BENCH_ONLY:-}" = consul ]; then consul_trouble; exit 0; fi
+if [ "${BENCH_ONLY:-}" = rest ]; then sleep 5; rest_requests "${BENCH_REST:-30}"; exit 0; fi
 # The footprint opens a full run, or is the whole of BENCH_ONLY=footprint.
 if [ -z "${BENCH_SWITCHOVERS_ONLY:-}" ] && [ "${BENCH_ONLY:-footprint}" = footprint ]; then footprint "${BENCH_REST:-30}"; fi
 [ "${BENCH_ONLY:-}" = footprint ] && exit 0

@@ -45,6 +45,8 @@ public actor Lease {
     /// Whether the last beats came from failsafe rounds instead of Consul.
     private(set) var inFailsafe = false
     private var session: String?
+    /// The monitor stops (``close()``): no session is made or adopted any more.
+    private var closed = false
     /// The leader key as this node's last heartbeat wrote it (its new index from the transaction's answer).
     private var ownBeat: KVPair?
     private var sessionTTL: GoDuration?
@@ -148,6 +150,7 @@ public actor Lease {
     /// (a restarted monitor keeps its lock instead of fencing its own primary), else a new one.
     @discardableResult
     public func ensureSession() async -> String? {
+        guard !closed else { return nil }
         if let current = session, let ttl = sessionTTL, ttl != config.ttl, !leading {
             // A changed TTL takes effect with a new session, while this node does not lead.
             do { try await client.destroySession(current) } catch { logger.warning("Cannot destroy the old session", metadata: ["error": "\(error)"]) }
@@ -177,7 +180,7 @@ public actor Lease {
             }
         }
         if let saved = (try? String(contentsOfFile: sessionFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), !saved.isEmpty,
-            let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName
+            let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName, !closed
         {
             // The loop and the heartbeat task may both ask at once: the first answer stands.
             if let current = session { return current }
@@ -190,13 +193,14 @@ public actor Lease {
         do {
             let created = try await client.createSession(
                 SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
-            if let current = session {
+            if session != nil || closed {
                 // Another call made or adopted one meanwhile (the actor is reentrant at awaits): two
-                // sessions would let the lock be taken under one and beaten under the other.
+                // sessions would let the lock be taken under one and beaten under the other. Or the
+                // monitor stopped meanwhile: the new session must not outlive it.
                 do { try await client.destroySession(created) } catch {
                     logger.warning("Cannot destroy a spare session (it lapses with its TTL)", metadata: ["error": "\(error)"])
                 }
-                return current
+                return session
             }
             session = created
             sessionTTL = config.ttl
@@ -288,6 +292,10 @@ public actor Lease {
     /// The monitor stops: the session is destroyed (when this node does not lead) and the watchdog told
     /// it may exit.
     public func close() async {
+        // From here nothing makes or adopts a session again: a renewal that found the session gone while
+        // it was being destroyed would otherwise make a new one, and the stopped monitor would count as
+        // running until it lapsed (issue 23, finding 13).
+        closed = true
         if !leading, let session {
             do { try await client.destroySession(session) } catch { logger.warning("Cannot destroy the session", metadata: ["error": "\(error)"]) }
             try? FileManager.default.removeItem(atPath: sessionFile)  // ignored: a stale file is checked against Consul
@@ -314,7 +322,7 @@ public actor Lease {
     /// Renews the session when due (``ClusterConfig/sessionRenewalDue(sinceConfirmed:)``), makes one
     /// when there is none.
     private func keepSessionAlive() async {
-        while !Task.isCancelled {
+        while !Task.isCancelled, !closed {
             let sinceConfirmed = session == nil ? nil : sessionConfirmed.map { ContinuousClock.now - $0 }
             if config.sessionRenewalDue(sinceConfirmed: sinceConfirmed) { await ensureSession() }
             do { try await Task.sleep(for: config.loopWait.swiftDuration) } catch { return }

@@ -78,12 +78,18 @@ public struct Monitor: Service {
             ? try await NodeAPI.serve(
                 settings: settings, state: state, metrics: metrics,
                 // ignored: without Consul, /cluster shows the last snapshot without events
-                events: { [client, keys = settings.keys] in (try? await client.list(keys.eventsPrefix).value) ?? [] }, logger: logger)
+                events: { [client, keys = settings.keys] in (try? await client.list(keys.eventsPrefix).value) ?? [] },
+                observe: { [makeDatabase, settings] in
+                    // A connection of its own: the loop's is the loop's alone.
+                    let database = makeDatabase(settings)
+                    defer { database.close() }
+                    return await database.observe()
+                }, logger: logger)
             : nil
         let events = settings.eventCommand.map { EventCommand(program: $0.value, cluster: settings.cluster, logger: logger) }
         var loop = MonitorLoop(
             settings: settings, client: client, logger: logger, observeOnly: observeOnly, lease: lease, database: makeDatabase(settings),
-            makeDatabase: makeDatabase, events: events, background: background, wake: wake, state: state)
+            makeDatabase: makeDatabase, events: events, background: background, wake: wake, state: state, apiTLS: apiTLS)
         let conninfo = loop.database.conninfo
         await withDiscardingTaskGroup { drained in
             // Events still queued run after the loop stops; everything else stops with it.

@@ -25,6 +25,8 @@ struct MonitorLoop {
     /// What the node API answers from.
     let state: NodeState
     let metrics = MonitorMetrics()
+    /// The other candidates' node APIs, asked before this node takes the lock.
+    let peerPositions: PeerPositions
     /// The role this node's service is registered in Consul with, and when.
     var service: (tag: String, at: ContinuousClock.Instant)?
 
@@ -73,7 +75,8 @@ struct MonitorLoop {
     init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, lease: Lease, database: any LocalDatabase,
         makeDatabase: @escaping @Sendable (BootstrapSettings) -> any LocalDatabase, events: EventCommand?,
-        background: AsyncStream<@Sendable () async -> Void>.Continuation, wake: AsyncStream<MonitorWake>.Continuation, state: NodeState
+        background: AsyncStream<@Sendable () async -> Void>.Continuation, wake: AsyncStream<MonitorWake>.Continuation, state: NodeState,
+        apiTLS: TLSFiles
     ) {
         self.state = state
         self.settings = settings
@@ -87,6 +90,7 @@ struct MonitorLoop {
         self.background = background
         self.wake = wake
         self.keepalivedPeers = KeepalivedPeers(logger: logger)
+        self.peerPositions = PeerPositions(tls: apiTLS)
     }
 
     /// Iterates now, then each time something wakes it or the next tick comes, until asked to stop.
@@ -154,8 +158,23 @@ struct MonitorLoop {
                 _ = await lease.prove()
             }
         }
-        let observation = await observe(local: local, snapshot: snapshot, at: now)
-        let action = MonitorDecision.next(observation)
+        var observation = await observe(local: local, snapshot: snapshot, at: now)
+        var action = MonitorDecision.next(observation)
+        if !observeOnly, case .standby = local, action.takesLock, let snapshot {
+            // Before taking the lock: the other candidates' own answers in place of their reports.
+            let peers = observation.candidates.filter { $0.healthy && $0.name != me }.compactMap { c in snapshot.registrations[c.name]?.api.map { (c.name, $0) } }
+            let live = peers.isEmpty ? [:] : await peerPositions.ask(peers, timeout: min(.milliseconds(500), config.loopWait.swiftDuration / 2))
+            if !live.isEmpty {
+                observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
+                let confirmed = MonitorDecision.next(observation)
+                if confirmed != action {
+                    logger.notice(
+                        "Another candidate is further ahead than its report said; not taking the lock",
+                        metadata: ["monitor.positions": "\(live.mapValues(\.position.description))", "monitor.action": "\(confirmed)"])
+                }
+                action = confirmed
+            }
+        }
         metrics.decided(action)
         if action.description != lastAction {
             logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])

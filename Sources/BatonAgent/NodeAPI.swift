@@ -48,18 +48,24 @@ public enum NodeAPI {
     public static let maxConnections = 64
 
     /// Starts serving on the node's `api-listen`.
-    /// - Parameter events: reads the cluster's event history for `/cluster` (the monitor's snapshot
-    ///   does not hold it; read only when asked).
+    /// - Parameters:
+    ///   - events: reads the cluster's event history for `/cluster` (the monitor's snapshot does not
+    ///     hold it; read only when asked).
+    ///   - observe: looks at the local PostgreSQL now, for `/position` (a candidate about to take the
+    ///     lock asks; the view may be a loop old).
     public static func serve(
         settings: BootstrapSettings, state: NodeState, metrics: @escaping @Sendable () -> String,
-        events: @escaping @Sendable () async -> [KVPair], logger: Logger
+        events: @escaping @Sendable () async -> [KVPair], observe: @escaping @Sendable () async -> LocalPostgres, logger: Logger
     ) async throws -> HTTPServer {
         let tls = settings.apiTLS.map { HTTPServer.TLSFiles(certificate: $0.certificate.value, key: $0.key.value, clientCA: $0.clientCA?.value) }
         let server = try await HTTPServer(
             host: settings.apiListen.host, port: settings.apiListen.port.value, limits: HTTPServer.Limits(maxBody: maxBody, maxConnections: maxConnections),
             tls: tls, logger: logger
         ) { request in
-            handle(request, state: state, metrics: metrics, events: request.path == "/cluster" ? await events() : [])
+            if request.method == "GET", request.path == "/position" {
+                return json(200, LivePosition.json(node: settings.node, local: await observe()))
+            }
+            return handle(request, state: state, metrics: metrics, events: request.path == "/cluster" ? await events() : [])
         }
         logger.info("Node API listening", metadata: ["api.address": "\(settings.apiListen.text)", "api.tls": "\(tls != nil)"])
         return server
@@ -115,7 +121,7 @@ public enum NodeAPI {
             }
             let (granted, reason) = state.failsafe(from: leader, fenceAfter: fenceAfter)
             return json(granted ? 200 : 409, .object([("granted", .bool(granted)), ("node", .string(view.node.value)), ("reason", .string(reason))]))
-        case (_, "/cluster"), (_, "/metrics"):
+        case (_, "/cluster"), (_, "/metrics"), (_, "/position"):
             return .text(405, "use GET\n", headers: [("Allow", "GET")])
         case (_, "/failsafe"):
             return .text(405, "use POST\n", headers: [("Allow", "POST")])

@@ -30,6 +30,8 @@ struct ChaosLab: Sendable {
     /// host's (198.18.0.254, where the workload's connections come from): a node cut from Consul still
     /// answers its clients at once.
     static let consul = "198.18.0.253"
+    /// The node name the lab's Consul server reports (`baton consul serve`'s default): every session's.
+    static let consulNodeName = "node1"
     var names: [String] { (1...nodes).map { "n\($0)" } }
     var environment: [String: String] {
         ["BATON_LAB_DIR": directory, "BATON": baton, "BATON_LAB_CONSUL_PROXY": chaosExecutable + " proxy"]

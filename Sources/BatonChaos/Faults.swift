@@ -114,6 +114,16 @@ struct FaultInjector {
                 lab.setConsulDelay(fault.delay)
                 try? await Task.sleep(for: hold)
                 lab.setConsulDelay(0)
+            case .consulElection:
+                _ = try await lab.lab("consul-fault", "election", "--for", "\(fault.duration)s")
+                try? await Task.sleep(for: hold)
+            case .consulHang:
+                _ = try await lab.lab("consul-fault", "hang", "--for", "\(fault.duration)s")
+                try? await Task.sleep(for: hold)
+            case .agentRestart:
+                // The lab's Consul is one server: each node's sessions carry its name.
+                let answer = try await lab.lab("consul-fault", "agent-restart", "--node", ChaosLab.consulNodeName, "--name", "baton-lab-\(target)")
+                done.note = "invalidated: " + answer.trimmingCharacters(in: .whitespacesAndNewlines)
             case .vrrpPartition:
                 try await blackhole(target, "224.0.0.18")
                 try? await Task.sleep(for: hold)

@@ -67,6 +67,12 @@ public struct ChaosReport: Sendable {
 
     public var maxConvergence: Double? { outcomes.compactMap(\.convergence).max() }
 
+    /// Faults of Consul's own trouble alone (``FaultKind/isConsulTrouble``) after which another node
+    /// led: a failover the database did not need.
+    public var unnecessaryFailovers: [FaultOutcome] {
+        outcomes.filter { $0.fault.kind.isConsulTrouble && $0.leaderBefore != nil && $0.leaderAfter != $0.leaderBefore }
+    }
+
     /// The invariants this run broke: a split brain, an acknowledged commit lost in synchronous mode, a
     /// cluster that did not converge within the bound.
     public var violations: [String] {
@@ -81,6 +87,11 @@ public struct ChaosReport: Sendable {
             for (fault, items) in byFault.sorted(by: { $0.key < $1.key }) {
                 found.append("\(items.count) acknowledged commit(s) lost in synchronous mode, during fault #\(fault + 1)")
             }
+        }
+        for outcome in unnecessaryFailovers {
+            found.append(
+                "fault #\(outcome.index + 1) (\(outcome.fault.description)): the primary moved from \(outcome.leaderBefore ?? "?") to \(outcome.leaderAfter ?? "nobody") although only Consul misbehaved"
+            )
         }
         for outcome in outcomes where outcome.convergence == nil {
             found.append("fault #\(outcome.index + 1) (\(outcome.fault.description)): no convergence within \(format(convergenceBound)) s")

@@ -44,11 +44,26 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     case switchover = "switchover"
     /// Two faults at once.
     case overlap = "overlap"
+    /// The Consul server answers every call `500 No cluster leader` (a leader election).
+    case consulElection = "consul-election"
+    /// The Consul server holds every call until the fault ends.
+    case consulHang = "consul-hang"
+    /// The sessions of the target's Consul agent are invalidated (a restarted agent): its locks go free.
+    case agentRestart = "agent-restart"
+
+    /// Consul's own trouble, never the database's: a failover during a fault of these kinds alone is an
+    /// unnecessary one (a node cut from Consul is one too: the members vouch for it in failsafe mode).
+    public var isConsulTrouble: Bool {
+        switch self {
+        case .consulElection, .consulHang, .agentRestart, .consulSlow, .consulStop, .consulCut: return true
+        default: return false
+        }
+    }
 
     /// Which node a fault of this kind is aimed at, when it is aimed at one.
     public var aimed: Bool {
         switch self {
-        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap: return false
+        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap, .consulElection, .consulHang: return false
         default: return true
         }
     }
@@ -63,6 +78,9 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
         case .partition, .pairPartition, .consulCut, .vrrpPartition: return 2...15
         case .consulStop: return 1...30
         case .consulSlow: return 5...15
+        case .consulElection: return 1...15
+        case .consulHang: return 1...10
+        case .agentRestart: return 0...0
         case .syncLinkFlap: return 2...8
         case .overlap: return 0...0
         }

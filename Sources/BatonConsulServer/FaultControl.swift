@@ -24,6 +24,8 @@ public final class FaultControl: Sendable {
     }
 
     private let active = Mutex(Active())
+    /// Requests served on the Consul API since the start: what a cluster at rest costs Consul.
+    private let served = Atomic<UInt64>(0)
     let store: Store
 
     init(store: Store) { self.store = store }
@@ -31,6 +33,7 @@ public final class FaultControl: Sendable {
     /// What the fault in force does to one request: an answer instead of serving it, or nothing after
     /// holding it as long as the fault says.
     func gate(_ request: APIRequest, stale: Bool) async -> APIResponse? {
+        served.add(1, ordering: .relaxed)
         let now = ContinuousClock.now
         let current = active.withLock { $0 }
         if let until = current.hangUntil, until > now {
@@ -94,7 +97,7 @@ public final class FaultControl: Sendable {
         return .object([
             ("election", left(state.electionUntil)), ("hang", left(state.hangUntil)),
             ("slow", state.slow.map { $0.until > now ? JSONValue.string(GoDuration($0.delay).description) : .null } ?? .null),
-            ("slow_for", left(state.slow?.until)),
+            ("slow_for", left(state.slow?.until)), ("requests", .int(served.load(ordering: .relaxed))),
         ])
     }
 

@@ -148,3 +148,64 @@ public enum FailoverCandidates {
         return FailoverChoice(ranked: ranked.map(\.name), ineligible: ineligible)
     }
 }
+
+/// What a candidate's own node API answers about its PostgreSQL now (`GET /position`: as of its
+/// monitor's last loop, at most a loop old), where its report in Consul may be up to 1.5 loops old.
+public struct LivePosition: Sendable, Equatable {
+    /// Its PostgreSQL runs as a standby (else it is no candidate).
+    public var standby: Bool
+    public var position: LSN
+    public var timeline: Int
+
+    public init(standby: Bool, position: LSN, timeline: Int) {
+        self.standby = standby
+        self.position = position
+        self.timeline = timeline
+    }
+
+    /// `{"node": …, "standby": true, "position": "0/3000060", "timeline": 1}`, what `GET /position` answers.
+    public static func json(node: NodeName, local: LocalPostgres) -> JSONValue {
+        var members: [(String, JSONValue)] = [("node", .string(node.value))]
+        switch local {
+        case .standby(let position, let timeline, _, let streaming):
+            members += [("standby", .bool(true)), ("position", .string(position.description)), ("timeline", .int(timeline)), ("streaming", .bool(streaming))]
+        case .primary(let position, let timeline):
+            members += [("standby", .bool(false)), ("position", .string(position.description)), ("timeline", .int(timeline))]
+        case .down, .unresponsive:
+            members += [("standby", .bool(false))]
+        }
+        return .object(members)
+    }
+
+    /// Reads `GET /position`'s answer; nil when it is not one.
+    public init?(json: JSONValue) {
+        guard let standby = json.member("standby")?.boolValue else { return nil }
+        guard standby else {
+            self.init(standby: false, position: LSN(0), timeline: 0)
+            return
+        }
+        guard let text = json.member("position")?.stringValue, let position = try? LSN(parsing: text),
+            let timeline = json.member("timeline")?.int64Value, timeline > 0, timeline <= Int64(Int32.max)
+        else { return nil }
+        self.init(standby: true, position: position, timeline: Int(timeline))
+    }
+}
+
+extension FailoverCandidates {
+    /// The candidates with what their own nodes answered just now in place of their reports (issue 23,
+    /// finding 12: two replicas comparing their live position with the other's older report could
+    /// each rank itself first, and the less advanced one could win the lock). A node that did not
+    /// answer keeps its report; one that answers it is no standby is no candidate.
+    public static func confirmed(_ candidates: [CandidateState], live: [NodeName: LivePosition]) -> [CandidateState] {
+        candidates.map { candidate in
+            guard let answer = live[candidate.name], candidate.healthy else { return candidate }
+            var confirmed = candidate
+            confirmed.healthy = answer.standby
+            if answer.standby {
+                confirmed.walPosition = answer.position
+                confirmed.timeline = answer.timeline
+            }
+            return confirmed
+        }
+    }
+}

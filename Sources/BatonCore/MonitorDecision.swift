@@ -216,6 +216,14 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether carrying it out takes the leader lock (a replica that may then promote).
+    public var takesLock: Bool {
+        switch self {
+        case .acquireLeader, .takeOver: return true
+        default: return false
+        }
+    }
+
     /// A short name for counting decisions (metrics, logs).
     public var kind: String {
         switch self {

@@ -9,6 +9,8 @@ public enum SeedRange {
         public var faults = 0
         public var steps = 0
         public var promotions = 0
+        /// Promotions while another standby was further ahead (``Simulation/Counts/lessAdvancedPromotions``).
+        public var lessAdvancedPromotions = 0
         public var acknowledged = 0
         public var violations: [Simulation.Violation] = []
         public var seconds = 0.0
@@ -21,7 +23,7 @@ public enum SeedRange {
         public var summary: String {
             let rate = seconds > 0 ? Double(seeds) / seconds : 0
             var text = "\(seeds) seeds in \(String(format: "%.1f", seconds)) s (\(Int(rate)) seeds/s): \(faults) faults, \(steps) steps, "
-            text += "\(promotions) promotions, \(acknowledged) acknowledged commits; \(violations.count) violations"
+            text += "\(promotions) promotions (\(lessAdvancedPromotions) of a standby less advanced than another), \(acknowledged) acknowledged commits; \(violations.count) violations"
             for (invariant, count) in byInvariant { text += "\n  \(count) × \(invariant) (first: seed \(violations.first { $0.invariant == invariant }!.seed))" }
             return text
         }
@@ -48,6 +50,7 @@ public enum SeedRange {
                 local.faults += run.counts.faults
                 local.steps += run.counts.steps
                 local.promotions += run.counts.promotions
+                local.lessAdvancedPromotions += run.counts.lessAdvancedPromotions
                 local.acknowledged += run.counts.acknowledged
                 seed += UInt64(max(1, workers))
             }
@@ -56,6 +59,7 @@ public enum SeedRange {
                 all.report.faults += local.faults
                 all.report.steps += local.steps
                 all.report.promotions += local.promotions
+                all.report.lessAdvancedPromotions += local.lessAdvancedPromotions
                 all.report.acknowledged += local.acknowledged
                 all.report.violations += local.violations
                 all.traces.merge(traces) { a, _ in a }

@@ -23,7 +23,15 @@ extension Simulation {
             node: nodes[i].name, config: nodes[i].config, local: local, snapshot: snapshot, session: nodes[i].session,
             sinceLastHeartbeat: sinceLastBeat(i), guarded: true, failsafeGrantedTo: grantedTo(i), at: instant)
         mutate(&observation)
-        let action = MonitorDecision.next(observation)
+        var action = MonitorDecision.next(observation)
+        if case .standby = local, action.takesLock, options.mutant != .rankOnReports {
+            // `MonitorLoop.iterate`: the other candidates' node APIs asked before taking the lock.
+            let live = livePositions(asking: observation.candidates.filter { $0.healthy && $0.name != nodes[i].name }.map(\.name))
+            if !live.isEmpty {
+                observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
+                action = MonitorDecision.next(observation)
+            }
+        }
         if action.description != nodes[i].lastAction {
             note("\(nodes[i].name) \(action)")
             nodes[i].lastAction = action.description
@@ -34,6 +42,18 @@ extension Simulation {
         publishStatus(i, local: after, action: action)
         publishView(i, snapshot: snapshot)
         return nodes[i].memory.nextInterval(config: nodes[i].config, at: instant)
+    }
+
+    /// What the named nodes' APIs answer to `GET /position` (their PostgreSQL as it is now); a node whose
+    /// monitor does not run answers nothing.
+    func livePositions(asking names: [NodeName]) -> [NodeName: LivePosition] {
+        var answers: [NodeName: LivePosition] = [:]
+        for name in names {
+            guard let m = index(of: name), nodes[m].alive, nodes[m].monitorFrozenUntil(now) == nil else { continue }
+            _ = tick()
+            if let answer = LivePosition(json: LivePosition.json(node: name, local: observeLocal(m))) { answers[name] = answer }
+        }
+        return answers
     }
 
     /// What the monitor sees of its PostgreSQL (`LocalDatabase.observe`).
@@ -150,6 +170,14 @@ extension Simulation {
         guard (try? consul.put(keys.timeline, TimelineClaim.record(claim.timeline, node: nodes[i].name).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0), now: tick())) == true
         else { return }  // the claim changed meanwhile: not now
         guard prove(i) else { return }
+        let ahead = nodes.indices.filter { m in
+            m != i && nodes[m].alive && nodes[m].db.answers(at: now) && nodes[m].db.standbySignal && nodes[m].db.timeline == nodes[i].db.timeline
+                && nodes[m].db.position > nodes[i].db.position
+        }
+        if !ahead.isEmpty {
+            counts.lessAdvancedPromotions += 1
+            note("\(nodes[i].name) promotes at \(nodes[i].db.position) although \(ahead.map { "\(nodes[$0].name) is at \(nodes[$0].db.position)" }.joined(separator: ", "))")
+        }
         nodes[i].db.standbySignal = false
         nodes[i].db.timeline = claim.timeline
         nodes[i].db.upstream = nil

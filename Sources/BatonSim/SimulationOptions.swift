@@ -44,4 +44,7 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// A leader asks for failsafe grants although its PostgreSQL is down (the rule before finding 5):
     /// the members it holds off cannot take over while it is cut from Consul.
     case failsafeForADeadPrimary = "failsafe-for-a-dead-primary"
+    /// Candidates are ranked on the others' reports alone, never on what their node APIs answer now
+    /// (the rule before finding 12). Measured (`lessAdvancedPromotions`), not an invariant.
+    case rankOnReports = "rank-on-reports"
 }

@@ -165,6 +165,33 @@ struct DayTwoLiveTests {
         }
     }
 
+    /// Issue 23, finding 13: a replica's monitor stopped with SIGTERM still counted as running ("its
+    /// monitor is running", `baton remove` refused) in 2 of 3 tries — a renewal that found the session
+    /// gone while it was being destroyed made a new one. Three stops; after each, Consul is sampled
+    /// every 100 ms for 3 s: no session of that node may show up in any sample.
+    @Test("a monitor stopped cleanly leaves no session behind: nothing re-creates it during shutdown")
+    func stoppedMonitorLeavesNoSession() async throws {
+        try await LiveCluster.with { c in
+            _ = try await m.threeNodes(c)
+            let name = "baton-live-pg3"
+            for round in 1...3 {
+                let monitor = try #require(m.monitorProcess(c, "pg3"))
+                let present = await eventually(timeout: .seconds(10)) {
+                    ((try? await c.client.listSessions().value) ?? []).contains { $0.name == name }
+                }
+                #expect(present, "round \(round): pg3's monitor has a session")
+                monitor.terminate(grace: 15)
+                var seen: [String] = []
+                for _ in 0..<30 {
+                    if let sessions = try? await c.client.listSessions().value { seen += sessions.filter { $0.name == name }.map(\.id) }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(seen.isEmpty, "round \(round): sessions of the stopped monitor: \(Set(seen))\n\(monitor.output.suffix(2000))")
+                c.track(try BatonProcess.start(["monitor", "--config", c.directory("pg3") + "/baton.yaml"]))
+            }
+        }
+    }
+
     @Test("node set, reinit, remove and events: tags steer failover, a replica is re-cloned, a dead node is removed with its slot")
     func nodes() async throws {
         try await LiveCluster.with { c in

@@ -349,7 +349,10 @@ struct MonitorLiveTests {
 }
 
 extension MonitorLiveTests {
-    @Test("the primary cut off from Consul: its watchdog fences it, a replica takes over without waiting for the session; healed, it rejoins")
+    /// With the shipped defaults (failsafe on) a primary cut off from Consul alone stays: every member
+    /// still reaches it and vouches for it. With `failsafe_mode=off`, the strict rule: its watchdog
+    /// fences it and a replica takes over.
+    @Test("the primary cut off from Consul: with failsafe (default) it stays, the members vouching; with failsafe off its watchdog fences it, a replica takes over without waiting for the session; healed, it rejoins")
     func primaryPartitionedFromConsul() async throws {
         try await LiveCluster.with { c in
             let proxy = try SeverableProxy(upstreamPort: Int(c.consulAddress.split(separator: ":").last!)!)
@@ -369,6 +372,19 @@ extension MonitorLiveTests {
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(2))
+            // Failsafe on (the default): cut for twice fence_timeout, pg1 keeps leading and taking writes.
+            proxy.sever()
+            let cut = ContinuousClock.now
+            try await Task.sleep(for: .seconds(6))
+            #expect(await writable(c, port: nodes[0].1), "pg1, cut from Consul alone, stays the primary in failsafe")
+            #expect(try await c.leader() == "pg1")
+            #expect(probe.rounds(since: cut).allSatisfy { $0.allSatisfy { $0 == "pg1" } }, "only pg1 took writes: \(probe.rounds(since: cut).suffix(5))")
+            proxy.heal()
+            try await Task.sleep(for: .seconds(2))
+            let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg2") + "/baton.yaml", "failsafe_mode=off"])
+            #expect(set.status == 0, "\(set.output)")
+            try await Task.sleep(for: .seconds(3))
+            // Failsafe off: the strict rule.
             proxy.sever()
             let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
             #expect(newLeader != nil, "no replica took over from the cut-off primary")

@@ -126,4 +126,25 @@ struct HistoryCheckerTests {
             lost: [(ack("x", 2, "n1", 1), fault: 0)], windows: [], convergenceBound: 60)
         #expect(asynchronous.violations.isEmpty, "asynchronous losses are reported, not a violation")
     }
+
+    @Test("a primary that moved during Consul's own trouble is an unnecessary failover, a violation; during a node's death it is not")
+    func unnecessaryFailover() {
+        var election = FaultOutcome(
+            index: 0, fault: PlannedFault(kind: .consulElection, target: .random, duration: 5), targets: [], start: 1, healed: 6, leaderBefore: "n1")
+        election.leaderAfter = "n2"
+        election.convergence = 1
+        var death = FaultOutcome(
+            index: 1, fault: PlannedFault(kind: .nodeDeath, target: .primary, duration: 5), targets: ["n2"], start: 10, healed: 15, leaderBefore: "n2")
+        death.leaderAfter = "n3"
+        death.convergence = 3
+        var stayed = FaultOutcome(
+            index: 2, fault: PlannedFault(kind: .agentRestart, target: .primary, duration: 0), targets: ["n3"], start: 20, healed: 20, leaderBefore: "n3")
+        stayed.leaderAfter = "n3"
+        stayed.convergence = 0.1
+        let report = ChaosReport(
+            seed: 7, synchronous: true, nodes: 3, date: "d", machine: "m", settings: "s", outcomes: [election, death, stayed], acknowledged: 10,
+            lost: [], windows: [], convergenceBound: 60)
+        #expect(report.unnecessaryFailovers.map(\.index) == [0])
+        #expect(report.violations.count == 1 && report.violations[0].contains("only Consul misbehaved"), "\(report.violations)")
+    }
 }

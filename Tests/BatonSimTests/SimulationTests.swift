@@ -79,7 +79,7 @@ struct SimulationTests {
 
     /// Each rule broken on purpose is caught within a small seed budget: the checker's power, checked
     /// on every run.
-    @Test("every mutant is caught", arguments: Mutant.allCases)
+    @Test("every mutant is caught", arguments: Mutant.allCases.filter { $0 != .rankOnReports })
     func mutantCaught(mutant: Mutant) {
         // A failsafe promise timed by the member's own period is wrong only when the leader's is longer
         // and the member has not read it yet: a raised fence_timeout meeting a Consul election — a
@@ -140,6 +140,21 @@ struct SimulationTests {
             #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
             #expect(run.counts.promotions == 1, "seed \(seed): one failover")
         }
+    }
+
+    /// Issue 23, finding 12: candidates ranked on the others' reports (up to 1.5 loops old) could
+    /// promote a standby while another was further ahead; asked over their node APIs first, fewer do
+    /// (2026-12-06: 34 of 1,051 promotions on reports alone, 9 of 1,053 asking — those left are peers
+    /// still starting up when asked). A measurement over the same seeds, not an invariant:
+    /// asynchronous replication allows it within the lag limit.
+    @Test("asking the other candidates' node APIs before taking the lock promotes a less advanced standby less often")
+    func livePositionsBeforePromoting() {
+        let kinds: [FaultKind] = [.nodeFreeze, .monitorFreeze, .laggingReplicas, .postmasterKill, .nodeDeath]
+        let live = SeedRange.run(from: 1, count: 500, options: Self.options(sync: .off, kinds: kinds))
+        let reports = SeedRange.run(from: 1, count: 500, options: Self.options(sync: .off, kinds: kinds, mutant: .rankOnReports))
+        print("less advanced promotions: \(live.lessAdvancedPromotions) of \(live.promotions) asking the node APIs, \(reports.lessAdvancedPromotions) of \(reports.promotions) on reports alone")
+        #expect(live.violations.isEmpty, "\(live.summary)")
+        #expect(live.lessAdvancedPromotions < reports.lessAdvancedPromotions, "live \(live.summary)\nreports \(reports.summary)")
     }
 
     /// Failsafe on by default met a raised fence_timeout: a member that had not read it yet promised

@@ -1,5 +1,5 @@
 import BatonConsul
-import BatonConsulServer
+@testable import BatonConsulServer
 import ConsulAPI
 import Foundation
 import Synchronization
@@ -48,13 +48,14 @@ struct DurabilityTests {
         let log = directory + "/raft.log"
         let good = try Data(contentsOf: URL(fileURLWithPath: log))
         #expect(good.count > 0)
-        // A record header that promises more bytes than were written, as a crash mid-write leaves it.
-        var torn = good
-        torn.append(contentsOf: [200, 0, 0, 0, 1, 2, 3, 4] + Array(#"{"index":99,"changes":[{"op":"kv","v":{"Key":"#.utf8))
+        // The last record cut short, as a crash in the middle of its append leaves it: that write was
+        // never acknowledged.
+        let torn = good.prefix(good.count - 5)
         try torn.write(to: URL(fileURLWithPath: log))
         server = try await Harness.startServer(directory: directory)
         t = Harness.target(for: server, directory: directory)
-        #expect(try await t.client.list("k/").value.count == 10)
+        #expect(try await t.client.list("k/").value.count == 9)
+        #expect(try await t.client.get("k/9").value == nil)
         try await t.client.put("k/after", "x")
         await server.shutdown()
         server = try await Harness.startServer(directory: directory)
@@ -64,11 +65,70 @@ struct DurabilityTests {
         await server.shutdown()
 
         // Flip a byte inside the first record of the log, with good records after it.
-        var damaged = try Data(contentsOf: URL(fileURLWithPath: log))
+        let written = try Data(contentsOf: URL(fileURLWithPath: log))
+        var damaged = written
         #expect(damaged.count > 40)
-        damaged[12] ^= 0xFF
+        damaged[damaged.count / 4] ^= 0xFF
         try damaged.write(to: URL(fileURLWithPath: log))
         await #expect(throws: DataDirectoryError.self) { _ = try await Harness.startServer(directory: directory) }
+
+        // Issue 23, finding 11: the length field of the first record damaged so that it runs past the
+        // end of the file. Read as a torn tail, every acknowledged write after it was cut off silently;
+        // the record headers carry a checksum of their own now, and the server refuses to start.
+        for byte in 0..<4 {
+            var longer = written
+            let first = Self.firstRecordOffset(written)
+            longer[first + byte] ^= 0x40
+            try longer.write(to: URL(fileURLWithPath: log))
+            await #expect(throws: DataDirectoryError.self, "length byte \(byte)") { _ = try await Harness.startServer(directory: directory) }
+        }
+        // And the same file, intact, still starts with every write.
+        try written.write(to: URL(fileURLWithPath: log))
+        server = try await Harness.startServer(directory: directory)
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.list("m/").value.count == 5)
+        await server.shutdown()
+    }
+
+    @Test("a data directory written by an earlier Baton (records without a header checksum) still starts with every write")
+    func firstFormatStillReads() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var server = try await Harness.startServer(directory: directory)
+        var t = Harness.target(for: server, directory: directory)
+        for i in 0..<5 { try await t.client.put("k/\(i)", "v\(i)") }
+        await server.shutdown()
+        // The same records, framed as the first format framed them.
+        let log = directory + "/raft.log"
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: log)))
+        var offset = WriteAheadLog.Format.second.start
+        var legacy: [UInt8] = []
+        while case .record(let payload, let next) = WriteAheadLog.readRecord(bytes, at: offset, format: .second) {
+            legacy += WriteAheadLog.frame(payload, format: .first)
+            offset = next
+        }
+        #expect(offset == bytes.count && !legacy.isEmpty)
+        try Data(legacy).write(to: URL(fileURLWithPath: log))
+        server = try await Harness.startServer(directory: directory)
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.list("k/").value.count == 5)
+        try await t.client.put("k/5", "v5")
+        await server.shutdown()
+        server = try await Harness.startServer(directory: directory)
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.list("k/").value.count == 6)
+        let snapshot = try Data(contentsOf: URL(fileURLWithPath: directory + "/state.snapshot"))
+        #expect(snapshot.starts(with: WriteAheadLog.Format.magicLine), "the snapshot each start writes is of the second format")
+        try await t.client.put("k/6", "v6")
+        let appended = try Data(contentsOf: URL(fileURLWithPath: log))
+        #expect(appended.starts(with: WriteAheadLog.Format.magicLine), "and so is the log from the next start on")
+        await server.shutdown()
+    }
+
+    /// Where the first record starts in a log: after the format's magic line when there is one.
+    static func firstRecordOffset(_ log: Data) -> Int {
+        let magic = Array("BATON-WAL 2\n".utf8)
+        return log.prefix(magic.count).elementsEqual(magic) ? magic.count : 0
     }
 
     @Test("two servers never share a data directory")
