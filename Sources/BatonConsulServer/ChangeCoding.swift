@@ -20,6 +20,7 @@ enum ChangeCoding {
         case .serviceDelete(let id): return .object([("op", .string("service-")), ("id", .string(id))])
         case .checkPut(let c): return .object([("op", .string("check")), ("v", encode(c))])
         case .checkDelete(let id): return .object([("op", .string("check-")), ("id", .string(id))])
+        case .tombstonesReaped(let upTo): return .object([("op", .string("reap")), ("upTo", .int(upTo))])
         case .lockDelay: return nil
         }
     }
@@ -40,6 +41,9 @@ enum ChangeCoding {
             case "service-": changes.append(.serviceDelete(id: try string(item, "id")))
             case "check": changes.append(.checkPut(try decodeCheck(value)))
             case "check-": changes.append(.checkDelete(id: try string(item, "id")))
+            case "reap":
+                guard let upTo = item.member("upTo")?.uint64Value else { throw ConsulDecodingError("log record without upTo") }
+                changes.append(.tombstonesReaped(upTo: upTo))
             default: throw ConsulDecodingError("log record with an unknown change")
             }
         }
@@ -144,6 +148,8 @@ enum ChangeCoding {
         let (index, changes) = try decode(json)
         state.apply(changes, index: index, now: now)
         for (key, deleted) in json.member("tombstones")?.objectValue ?? [] { state.tombstones[key] = deleted.uint64Value ?? index }
+        // Tombstones loaded at a start are reaped a TTL after it.
+        if let newest = state.tombstones.values.max() { state.tombstoneMarks = [(now, newest)] }
         state.kvIndex = json.member("kvIndex")?.uint64Value ?? index
         state.sessionsIndex = json.member("sessionsIndex")?.uint64Value ?? index
         state.catalogIndex = json.member("catalogIndex")?.uint64Value ?? index

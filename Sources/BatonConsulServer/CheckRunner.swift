@@ -8,8 +8,9 @@ import Synchronization
     import Glibc
 #endif
 
-/// The server's timers: session TTLs, TTL checks, the HTTP and TCP checks it runs, and the reaping of
-/// services critical for longer than their DeregisterCriticalServiceAfter.
+/// The server's timers: session TTLs, TTL checks, the HTTP and TCP checks it runs, the reaping of
+/// services critical for longer than their DeregisterCriticalServiceAfter, and of tombstones older than
+/// ``State/tombstoneTTL``.
 final class CheckRunner: Sendable {
     private let store: Store
     private let probes = Mutex<[String: Task<Void, Never>]>([:])
@@ -87,6 +88,13 @@ final class CheckRunner: Sendable {
             _ = try? await store.write { s, index, _ throws(APIError) in try Operations.deregisterService(s, index: index, id: service) }
         }
         if !reap.isEmpty { reconcile() }
+        // ignored: a refused write (a failed disk) leaves the tombstones for the next sweep
+        if (try? store.read({ $0.reapableTombstones(at: now) })) ?? nil != nil {
+            _ = try? await store.write { s, _, now in
+                guard let upTo = s.reapableTombstones(at: now) else { return Plan([], ()) }
+                return Plan([.tombstonesReaped(upTo: upTo)], ())
+            }
+        }
     }
 
     /// Starts a probe loop for every HTTP or TCP check that has none, and stops those whose check is gone.

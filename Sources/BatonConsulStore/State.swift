@@ -99,6 +99,8 @@ package enum Change: Sendable {
     case checkDelete(id: String)
     /// Arms lock-delay on a key; runtime only (Consul does not persist lock-delay either).
     case lockDelay(key: String, GoDuration)
+    /// Tombstones written at or before this index are forgotten (Consul's tombstone GC).
+    case tombstonesReaped(upTo: UInt64)
 }
 
 /// Everything the server knows. Mutated only through ``apply(_:index:now:)``.
@@ -127,6 +129,15 @@ package struct State: Sendable {
     package var checkDeadlines: [String: ContinuousClock.Instant] = [:]
     /// Since when each check has been critical, for DeregisterCriticalServiceAfter.
     package var criticalSince: [String: ContinuousClock.Instant] = [:]
+    /// When deletes wrote tombstones up to an index, one mark per ``tombstoneGranularity``: a tombstone
+    /// is reaped ``tombstoneTTL`` after its mark (issue 23, finding 11: they were kept forever, one per
+    /// pruned event). A restart marks what it loaded at the start.
+    package var tombstoneMarks: [(at: ContinuousClock.Instant, index: UInt64)] = []
+
+    /// How long a deleted key's tombstone is kept (Consul's `tombstone_ttl`, 15 minutes): long enough
+    /// for every watcher of a prefix to have seen the delete.
+    package static let tombstoneTTL: Duration = .seconds(15 * 60)
+    package static let tombstoneGranularity: Duration = .seconds(30)
 
     package init() {}
 
@@ -146,6 +157,11 @@ package struct State: Sendable {
                 kv[key] = nil
                 tombstones[key] = newIndex
                 kvIndex = max(kvIndex, newIndex)
+                if let last = tombstoneMarks.last, now - last.at < Self.tombstoneGranularity {
+                    tombstoneMarks[tombstoneMarks.count - 1].index = max(last.index, newIndex)
+                } else {
+                    tombstoneMarks.append((now, newIndex))
+                }
             case .sessionPut(let session):
                 sessions[session.id] = session
                 sessionsIndex = max(sessionsIndex, newIndex)
@@ -179,6 +195,12 @@ package struct State: Sendable {
                 criticalSince[id] = nil
             case .lockDelay(let key, let delay):
                 lockDelays[key] = now.advanced(by: delay.swiftDuration)
+            case .tombstonesReaped(let upTo):
+                for (key, deleted) in tombstones where deleted <= upTo {
+                    tombstones[key] = nil
+                    if kv[key] == nil { kvKeys.remove(key) }
+                }
+                tombstoneMarks.removeAll { $0.index <= upTo }
             }
         }
     }
@@ -216,7 +238,13 @@ package struct State: Sendable {
             guard let check = checks[id], let after = check.deregisterCriticalServiceAfter, !check.serviceID.isEmpty else { continue }
             consider(since.advanced(by: Self.reapAfter(after).swiftDuration))
         }
+        tombstoneMarks.first.map { consider($0.at.advanced(by: Self.tombstoneTTL)) }
         return earliest
+    }
+
+    /// The newest index whose tombstones may be forgotten at `now`, if any.
+    package func reapableTombstones(at now: ContinuousClock.Instant) -> UInt64? {
+        tombstoneMarks.filter { $0.at.advanced(by: Self.tombstoneTTL) <= now }.map(\.index).max()
     }
 
     /// Consul reaps a service critical for DeregisterCriticalServiceAfter, but never sooner than a minute.

@@ -1,5 +1,6 @@
 import BatonConsul
 @testable import BatonConsulServer
+import BatonConsulStore
 import ConsulAPI
 import Foundation
 import Synchronization
@@ -210,4 +211,37 @@ final class Counter: Sendable {
     private let count = Mutex(0)
     func increment() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
+}
+
+/// Issue 23, finding 11: tombstones were kept forever (one per pruned event); now reaped
+/// `tombstoneTTL` after the delete, as Consul's tombstone GC does, durably.
+@Suite("Embedded server tombstones")
+struct TombstoneTests {
+    @Test("a tombstone is reaped a TTL after its delete, with the listing index never below the KV table's; the reap is logged like any write")
+    func tombstonesAreReaped() throws {
+        let start = ContinuousClock.now
+        var state = State()
+        state.apply([.kvPut(KVPair(key: "events/1", value: Array("x".utf8), flags: 0, session: nil, lockIndex: 0, createIndex: 10, modifyIndex: 10))], index: 10, now: start)
+        state.apply([.kvDelete(key: "events/1")], index: 11, now: start)
+        state.apply([.kvPut(KVPair(key: "events/2", value: Array("y".utf8), flags: 0, session: nil, lockIndex: 0, createIndex: 12, modifyIndex: 12))], index: 12, now: start + .seconds(600))
+        state.apply([.kvDelete(key: "events/2")], index: 13, now: start + .seconds(600))
+        #expect(state.tombstones.count == 2)
+        #expect(state.reapableTombstones(at: start + State.tombstoneTTL - .seconds(1)) == nil)
+        #expect(state.nextDeadline() == start + State.tombstoneTTL, "the timer wakes for it")
+        let upTo = try #require(state.reapableTombstones(at: start + State.tombstoneTTL))
+        #expect(upTo == 11, "only the first delete is old enough")
+        state.apply([.tombstonesReaped(upTo: upTo)], index: 14, now: start + State.tombstoneTTL)
+        #expect(Array(state.tombstones.keys) == ["events/2"])
+        #expect(state.kvListIndex(prefix: "events/") == 13)
+        state.apply([.tombstonesReaped(upTo: try #require(state.reapableTombstones(at: start + .seconds(600) + State.tombstoneTTL)))], index: 15, now: start + .seconds(1600))
+        #expect(state.tombstones.isEmpty && state.tombstoneMarks.isEmpty)
+        #expect(state.kvListIndex(prefix: "events/") == state.kvIndex, "an empty prefix answers the KV table's index")
+        // The reap is a logged change like any other.
+        let record = ChangeCoding.encode([.tombstonesReaped(upTo: 11)], index: 14)
+        guard case .tombstonesReaped(let decoded)? = try ChangeCoding.decode(record).changes.first else {
+            Issue.record("the reap did not decode")
+            return
+        }
+        #expect(decoded == 11)
+    }
 }
