@@ -95,6 +95,25 @@ struct MonitorLiveTests {
         return nodes
     }
 
+    /// Whether every one of `nodes` refuses failsafe requests because failsafe_mode is off.
+    func refuseFailsafe(_ c: LiveCluster, _ nodes: [String]) async -> Bool {
+        for node in nodes {
+            guard await refusesFailsafe(c, node) else { return false }
+        }
+        return true
+    }
+
+    /// Whether `node`'s API refuses a failsafe request because failsafe_mode is off in its configuration.
+    func refusesFailsafe(_ c: LiveCluster, _ node: String) async -> Bool {
+        let body = JSONValue.object([("leader", .string(node))]).serializedBytes()
+        let request = HTTPRequest(
+            method: "POST", url: "http://127.0.0.1:\(c.apiPort(node))/failsafe", headers: [("Content-Type", "application/json")], body: body,
+            timeout: .seconds(2))
+        // ignored: an API that does not answer has not been seen to refuse
+        guard let response = try? await CurlTransport().send(request) else { return false }
+        return response.status == 409 && response.text.contains("failsafe_mode is off")
+    }
+
     /// Waits until a node other than `old` holds the lock and takes writes; returns it.
     func newWritableLeader(_ c: LiveCluster, _ nodes: [(String, Int)], replacing old: String) async -> String? {
         var found: String? = nil
@@ -383,7 +402,15 @@ extension MonitorLiveTests {
             try await Task.sleep(for: .seconds(2))
             let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg2") + "/baton.yaml", "failsafe_mode=off"])
             #expect(set.status == 0, "\(set.output)")
-            try await Task.sleep(for: .seconds(3))
+            // Every monitor has read it once its node API refuses failsafe for that reason (asked on
+            // behalf of the node itself, a request none of them ever grants).
+            var applied = false
+            for _ in 0..<75 {
+                applied = await refuseFailsafe(c, nodes.map(\.0))
+                if applied { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(applied, "every monitor read failsafe_mode=off")
             // Failsafe off: the strict rule.
             proxy.sever()
             let newLeader = await newWritableLeader(c, nodes, replacing: "pg1")
