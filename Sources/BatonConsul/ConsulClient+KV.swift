@@ -13,7 +13,7 @@ public enum KVWriteMode: Sendable, Equatable {
 }
 
 extension ConsulClient {
-    private func kvPath(_ key: String, allowEmpty: Bool) throws -> String {
+    func kvPath(_ key: String, allowEmpty: Bool) throws -> String {
         if let problem = KeyPath.problem(with: key, allowEmpty: allowEmpty) {
             throw ConsulError(.invalidArgument, "KV key \"\(key)\" cannot be used: \(problem)")
         }

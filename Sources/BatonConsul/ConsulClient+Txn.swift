@@ -7,11 +7,7 @@ extension ConsulClient {
     public func transaction(_ operations: [KVOperation], consistency: Consistency = .default, timeout: Duration? = nil) async throws
         -> TransactionOutcome
     {
-        for op in operations where op.verb != .getTree && op.verb != .deleteTree {
-            if let problem = KeyPath.problem(with: op.key, allowEmpty: false) {
-                throw ConsulError(.invalidArgument, "KV key \"\(op.key)\" cannot be used: \(problem)")
-            }
-        }
+        for op in operations { _ = try kvPath(op.key, allowEmpty: op.verb == .getTree || op.verb == .deleteTree) }
         var query: [(String, String?)] = []
         switch consistency {
         case .default: break

@@ -88,8 +88,9 @@ final class CheckRunner: Sendable {
             _ = try? await store.write { s, index, _ throws(APIError) in try Operations.deregisterService(s, index: index, id: service) }
         }
         if !reap.isEmpty { reconcile() }
-        // ignored: a refused write (a failed disk) leaves the tombstones for the next sweep
-        if (try? store.read({ $0.reapableTombstones(at: now) })) ?? nil != nil {
+        // Looked at under the read lock first: most sweeps have nothing to reap and need no write.
+        if (try? store.read({ $0.reapableTombstones(at: now) })) != nil {
+            // ignored: a refused write (a failed disk) leaves the tombstones for the next sweep
             _ = try? await store.write { s, _, now in
                 guard let upTo = s.reapableTombstones(at: now) else { return Plan([], ()) }
                 return Plan([.tombstonesReaped(upTo: upTo)], ())

@@ -24,7 +24,7 @@ extension HTTPAPI {
         var headers: [(String, String)] = []
         if operations.allSatisfy(\.verb.readOnly) {
             outcome = try store.read { s throws(APIError) in try Operations.transaction(s, index: s.index, now: .now, operations: operations).result }
-            headers = [("X-Consul-Knownleader", faults?.leaderless == true ? "false" : "true"), ("X-Consul-Lastcontact", "0")]
+            headers = leaderHeaders
         } else {
             outcome = try await store.write { s, index, now throws(APIError) in try Operations.transaction(s, index: index, now: now, operations: operations) }
         }

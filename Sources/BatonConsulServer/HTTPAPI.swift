@@ -203,12 +203,13 @@ final class HTTPAPI: Sendable {
 
     /// The headers every state-store read carries, 404s included.
     func indexHeaders(_ index: UInt64) -> [(String, String)] {
-        [
-            ("X-Consul-Index", String(max(index, 1))),
-            ("X-Consul-Knownleader", faults?.leaderless == true ? "false" : "true"),
-            ("X-Consul-Lastcontact", "0"),
-            ("X-Consul-Default-Acl-Policy", settings.aclToken == nil ? "allow" : "deny"),
-        ]
+        [("X-Consul-Index", String(max(index, 1)))] + leaderHeaders
+            + [("X-Consul-Default-Acl-Policy", settings.aclToken == nil ? "allow" : "deny")]
+    }
+
+    /// Whether a leader answers (not during a played election), on every read.
+    var leaderHeaders: [(String, String)] {
+        [("X-Consul-Knownleader", faults?.leaderless == true ? "false" : "true"), ("X-Consul-Lastcontact", "0")]
     }
 
     /// Reads `index` and `wait` as Consul does: 400 for malformed values, `wait` clamped to 10 minutes

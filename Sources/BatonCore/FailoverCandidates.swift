@@ -163,6 +163,14 @@ public struct LivePosition: Sendable, Equatable {
         self.timeline = timeline
     }
 
+    /// What a node whose PostgreSQL is `local` answers.
+    public init(local: LocalPostgres) {
+        switch local {
+        case .standby(let position, let timeline, _, _): self.init(standby: true, position: position, timeline: timeline)
+        default: self.init(standby: false, position: LSN(0), timeline: 0)
+        }
+    }
+
     /// `{"node": …, "standby": true, "position": "0/3000060", "timeline": 1}`, what `GET /position` answers.
     public static func json(node: NodeName, local: LocalPostgres) -> JSONValue {
         var members: [(String, JSONValue)] = [("node", .string(node.value))]

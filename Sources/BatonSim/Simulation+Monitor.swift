@@ -51,7 +51,7 @@ extension Simulation {
         for name in names {
             guard let m = index(of: name), nodes[m].alive, nodes[m].monitorFrozenUntil(now) == nil else { continue }
             _ = tick()
-            if let answer = LivePosition(json: LivePosition.json(node: name, local: observeLocal(m))) { answers[name] = answer }
+            answers[name] = LivePosition(local: observeLocal(m))
         }
         return answers
     }
