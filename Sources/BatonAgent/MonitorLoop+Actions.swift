@@ -100,7 +100,7 @@ extension MonitorLoop {
             }
             try database.writeSettings(upstream: upstream, synchronousStandbyNames: "*")
             try await database.reload()
-            waitingSince = nil
+            memory.synchronous.waitingSince = nil
         }
         let timeline = try await claimTimeline()
         guard await lease.prove() else { throw AgentError("the leader lock could not be proven right before promotion; not promoting") }
@@ -130,11 +130,10 @@ extension MonitorLoop {
         try await reconcileSlots(snapshot)
         try await checkpointAfterPromotion()
         try await manageSynchronousReplication(snapshot)
-        if let pending = snapshot.request, let seen = memory.requestSeen {
-            let standing = pending.request.standing(age: .now - seen.since, leader: snapshot.leader?.holder, targetHealthy: true, targetEligible: true)
-            if standing.isDone, (try? await client.delete(keys.switchover, cas: pending.modifyIndex)) == true {
-                await event("switchover", "removed the request for \(pending.request.to) (\(standing))")
-            }
+        if let (index, standing) = memory.finishedRequest(snapshot, at: .now), let pending = snapshot.request,
+            (try? await client.delete(keys.switchover, cas: index)) == true
+        {
+            await event("switchover", "removed the request for \(pending.request.to) (\(standing))")
         }
         if let pause = snapshot.bouncerPause, pause.to == me { finishBouncerPause(pause, index: snapshot.bouncerPauseIndex) }
         try await moveLegacyEvents(snapshot)
@@ -196,8 +195,17 @@ extension MonitorLoop {
             }
             logger.notice("Skipping timelines used elsewhere", metadata: ["monitor.timelines": "\(claim.placeholders)"])
         }
-        guard try await client.put(keys.timeline, TimelineClaim.record(claim.timeline, node: me).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0)) else {
-            throw AgentError("the timeline key changed while this node claimed timeline \(claim.timeline); not promoting now")
+        guard let session = await lease.currentSession else { throw AgentError("this node has no session; not promoting now") }
+        var synchronous: (index: UInt64, recorded: SyncRecord?)? = nil
+        if config.synchronousMode != .off {
+            let record = try await client.get(keys.sync, .consistent).value
+            // A record that does not parse names nobody this node could rely on: it is replaced.
+            synchronous = (record?.modifyIndex ?? 0, (try? SyncRecord.parse(record?.value, key: keys.sync)) ?? nil)
+        }
+        let operations = PromotionClaim.operations(
+            keys: keys, node: me, session: session, timeline: claim.timeline, timelineIndex: pair?.modifyIndex ?? 0, synchronous: synchronous)
+        guard case .committed = try await client.transaction(operations) else {
+            throw AgentError("the lock, the timeline or the synchronous standby record changed while this node claimed timeline \(claim.timeline); not promoting now")
         }
         return claim.timeline
     }

@@ -35,6 +35,14 @@ extension MonitorLoop {
             try await callOff(snapshot, "\(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing"))")
             return
         }
+        // The request says the target has every record: the target alone may take the lock this node
+        // frees, which it may not for a request whose leader was lost (finding 8).
+        var handed = request
+        handed.handedOver = true
+        guard let pending = snapshot.request, try await client.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(pending.modifyIndex)) else {
+            try await callOff(snapshot, "the request was withdrawn or changed meanwhile")
+            return
+        }
         // This node follows the target from now on: it cannot race the target for the free lock.
         try database.writeSettings(upstream: upstream(registration), synchronousStandbyNames: "")
         try database.markStandby()
@@ -176,9 +184,9 @@ extension MonitorLoop {
         let candidates = peers.filter { eligible.contains($0.name) }.sorted {
             $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
         }.map(\.name)
-        let action = SynchronousReplication.next(
-            mode: config.synchronousMode, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
-            waitingSince: waitingSince, me: me)
+        let action = memory.synchronous.next(
+            mode: config.synchronousMode, grace: config.synchronousStandbyGrace.swiftDuration, recorded: snapshot.sync, standbyNames: standbyNames,
+            peers: peers, candidates: candidates, me: me, at: .now)
         switch action {
         case .none:
             return
@@ -190,10 +198,10 @@ extension MonitorLoop {
             try database.writeSettings(upstream: nil, synchronousStandbyNames: names)
             try await database.reload()
             // The position is taken at the next loop, once every walsender applied the new setting.
-            waitingSince = nil
+            memory.synchronous.waitingSince = nil
             logger.info("synchronous_standby_names set", metadata: ["sync.names": "\(names)"])
         case .rememberPosition:
-            waitingSince = try await database.query("SELECT pg_current_wal_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
+            memory.synchronous.waitingSince = try await database.query("SELECT pg_current_wal_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
         case .record(let standby, let position):
             let record = SyncRecord(standby: standby, leader: me, position: position)
             if try await client.put(keys.sync, record.json.serializedBytes(), mode: .cas(snapshot.syncIndex)) {

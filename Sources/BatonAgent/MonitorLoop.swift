@@ -49,8 +49,6 @@ struct MonitorLoop {
     var consulWarnings = RepeatedWarnings()
     /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
     var keepalivedPeers: KeepalivedPeers
-    /// The primary's WAL position when `synchronous_standby_names` last changed (see ``SynchronousReplication``).
-    var waitingSince: LSN?
     /// The switchover pause whose end is being awaited in the background.
     var finishingPause: String?
     /// The cluster-wide parameters last written to this node's parameters file, and whether the file

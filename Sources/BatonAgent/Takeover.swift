@@ -22,6 +22,13 @@ public struct Takeover {
 
         var candidates: [CandidateState] { FailoverCandidates.candidates(snapshot, fresh: { live.contains($0) }) }
 
+        /// The failover ranking, as the monitors make it.
+        var choice: FailoverChoice {
+            FailoverCandidates.choose(
+                candidates, synchronousMode: snapshot.config.synchronousMode, synchronous: snapshot.sync,
+                lastPrimaryPosition: snapshot.lastPrimaryPosition, maximumLag: snapshot.config.maximumLagOnFailover)
+        }
+
         func target(_ name: NodeName) -> TakeoverCheck.Target {
             let report = snapshot.reports[name]?.status
             return TakeoverCheck.Target(
@@ -41,7 +48,8 @@ public struct Takeover {
         let leader = v.snapshot.leader?.holder
         let leaderPosition = leader.flatMap { v.snapshot.reports[$0]?.status.position }
         if let refusal = TakeoverCheck.switchover(
-            leader: leader, leaderPosition: leaderPosition, target: v.target(name), maximumLag: v.snapshot.config.maximumLagOnFailover)
+            leader: leader, leaderPosition: leaderPosition, target: v.target(name), maximumLag: v.snapshot.config.maximumLagOnFailover,
+            synchronousMode: v.snapshot.config.synchronousMode, choice: v.choice)
         {
             throw AgentError("switchover refused: \(refusal)")
         }
@@ -52,10 +60,7 @@ public struct Takeover {
     /// every acknowledged commit and needs no `allowDataLoss`; any other node does.
     public func failover(to name: NodeName, allowDataLoss: Bool, timeout: Duration) async throws -> Duration {
         let v = try await view()
-        let choice = FailoverCandidates.choose(
-            v.candidates, synchronousMode: v.snapshot.config.synchronousMode, synchronous: v.snapshot.sync,
-            lastPrimaryPosition: v.snapshot.lastPrimaryPosition, maximumLag: v.snapshot.config.maximumLagOnFailover)
-        if let refusal = TakeoverCheck.failover(leader: v.snapshot.leader?.holder, target: v.target(name), choice: choice, allowDataLoss: allowDataLoss) {
+        if let refusal = TakeoverCheck.failover(leader: v.snapshot.leader?.holder, target: v.target(name), choice: v.choice, allowDataLoss: allowDataLoss) {
             throw AgentError("failover refused: \(refusal)")
         }
         return try await request(

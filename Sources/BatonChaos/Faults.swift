@@ -139,7 +139,8 @@ struct FaultInjector {
             case .switchover:
                 let replicas = lab.names.filter { $0 != leader }
                 guard let leader, !replicas.isEmpty else { return note(done, "no leader to switch over from") }
-                let to = replicas[fault.pick % replicas.count]
+                // In synchronous mode only the synchronous standby may take over (others are refused).
+                let to = sync.flatMap { replicas.contains($0) ? $0 : nil } ?? replicas[fault.pick % replicas.count]
                 done.targets = [leader, to]
                 let result = try await lab.runner.run(
                     lab.baton, ["switchover", "--config", lab.configPath(to), "--to", to, "--timeout", "30"], timeout: .seconds(40))

@@ -65,6 +65,11 @@ package struct InMemoryConsul: Sendable {
         (try? write(now: now) { s, _, _ in Operations.delete(s, key: key, cas: cas) }) ?? false
     }
 
+    /// A KV transaction, as `PUT /v1/txn` plans it (``Operations/transaction(_:index:now:operations:)``).
+    package mutating func transaction(_ operations: [KVOperation], now: ContinuousClock.Instant) throws(Refusal) -> TransactionOutcome {
+        try write(now: now) { s, index, now throws(APIError) in try Operations.transaction(s, index: index, now: now, operations: operations) }
+    }
+
     // MARK: Sessions
 
     package mutating func createSession(

@@ -51,6 +51,12 @@ public struct ClusterConfig: Sendable, Equatable {
     /// restores the strict rule: a leader that cannot reach Consul stops after `fence_timeout`,
     /// whatever else happens.
     public var failsafeMode = true
+    /// In synchronous mode, how long the primary waits for a recorded synchronous standby that stopped
+    /// streaming (commits wait meanwhile) before it replaces it or, `on`, acknowledges commits without
+    /// it. A WAL receiver that reconnects within it (killed, a network blip) stays the standby failover
+    /// may promote; without it a flapping standby leaves the cluster with nobody to promote until it is
+    /// recorded again. Longer: more flaps ridden out, longer commit stalls when the standby is really gone.
+    public var synchronousStandbyGrace: GoDuration = .seconds(2)
     /// Settings in the key that this Baton does not know (written by a newer one during a rolling
     /// upgrade): never applied, kept as they are when this Baton writes the key back.
     public var unknownSettings: [UnknownSetting] = []
@@ -98,7 +104,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("synchronous_mode", synchronousMode.rawValue), ("maximum_lag_on_failover", String(maximumLagOnFailover)),
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
             ("fence_timeout", fenceTimeout.description), ("pgbouncer_timeout", pgbouncerTimeout.description),
-            ("failsafe_mode", failsafeMode ? "on" : "off"),
+            ("failsafe_mode", failsafeMode ? "on" : "off"), ("synchronous_standby_grace", synchronousStandbyGrace.description),
         ]
     }
 
@@ -153,6 +159,7 @@ public struct ClusterConfig: Sendable, Equatable {
         case "failover_grace": failoverGrace = try duration()
         case "fence_timeout": fenceTimeout = try duration()
         case "pgbouncer_timeout": pgbouncerTimeout = try duration()
+        case "synchronous_standby_grace": synchronousStandbyGrace = try duration()
         case "synchronous_mode":
             guard let mode = SynchronousMode(rawValue: value) else {
                 throw ValidationProblem("\(source): synchronous_mode must be off, on or strict, not \(Quote.show(value))")
@@ -183,6 +190,9 @@ public struct ClusterConfig: Sendable, Equatable {
         }
         guard lockDelay <= .seconds(60) else { throw ValidationProblem("\(source): lock_delay must be at most 60s (Consul's maximum)") }
         guard primaryStartTimeout >= .zero, failoverGrace >= .zero, pgbouncerTimeout >= .zero, pgbouncerTimeout <= .seconds(300) else { throw ValidationProblem("\(source): timeouts cannot be negative, and pgbouncer_timeout is at most 5m") }
+        guard synchronousStandbyGrace >= .zero, synchronousStandbyGrace <= .seconds(60) else {
+            throw ValidationProblem("\(source): synchronous_standby_grace must be from 0s to 60s (commits wait for an absent synchronous standby that long)")
+        }
         guard fenceAfter.nanoseconds >= loopWait.nanoseconds * 2 else {
             throw ValidationProblem(
                 "\(source): fence_timeout (\(fenceTimeout), at most 80 % of ttl is used) must be at least twice loop_wait (\(loopWait)), so that one slow heartbeat does not stop the primary")

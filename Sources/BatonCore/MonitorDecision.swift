@@ -414,6 +414,18 @@ public enum MonitorDecision {
         case .unknown:
             return .wait(reason: "Consul unreachable")
         case .free(let since):
+            // The lock went free under a leader that did not say its PostgreSQL is gone (its session was
+            // invalidated — an agent restart —, or Consul lost it): its watchdog may still wait out the
+            // fence it promised, so nobody takes the lock before that (invariant 12) — on a request
+            // neither, unless that leader handed the lock over to it.
+            if let previous = o.previousLeader, previous.name != o.node, !previous.reportedDown,
+                !(o.request.map { $0.handedOver && $0.from == previous.name } ?? false)
+            {
+                let fence = ClusterConfig.takeoverAfter(promise: previous.promise, config: o.config)
+                if previous.goneFor < fence {
+                    return .wait(reason: "the lock went free under \(previous.name) without its PostgreSQL reported down; waiting out its fence (\(fence))")
+                }
+            }
             if let request = o.request {
                 // A switchover or manual failover names the node: it alone takes the lock.
                 if request.to == o.node {
@@ -423,15 +435,6 @@ public enum MonitorDecision {
                 return .wait(reason: "\(request.to) is taking over (switchover or failover request)")
             }
             if o.paused { return .wait(reason: "automatic failover is paused (baton resume ends it)") }
-            // The lock went free under a leader that did not say its PostgreSQL is gone (its session was
-            // invalidated — an agent restart —, or Consul lost it): its watchdog may still wait out the
-            // fence it promised, so nobody takes the lock before that (invariant 12).
-            if let previous = o.previousLeader, previous.name != o.node, !previous.reportedDown {
-                let fence = ClusterConfig.takeoverAfter(promise: previous.promise, config: o.config)
-                if previous.goneFor < fence {
-                    return .wait(reason: "the lock went free under \(previous.name) without its PostgreSQL reported down; waiting out its fence (\(fence))")
-                }
-            }
             switch o.primaryReport {
             case .live(let primary):
                 return .wait(reason: "\(primary) runs a writable primary and will take the lock")

@@ -47,6 +47,10 @@ public struct MonitorState: Sendable {
     /// runs as a standby): reported while it is down (``MemberStatus/lastPrimary``).
     public var lastPrimary: PrimaryPosition?
 
+    /// As the primary in synchronous mode: where PostgreSQL began waiting for its standby, and how long
+    /// the recorded one has been absent.
+    public var synchronous = SynchronousMemory()
+
     /// Whether a read of the cluster was absorbed yet (since this monitor started).
     public var startedReading = false
     /// Whether a readable `config` key was read yet (since this monitor started).
@@ -242,7 +246,13 @@ public struct MonitorState: Sendable {
                     primaryReport = .unknown(primary.name)
                 }
             }
-            request = standingRequest(snapshot, config: config, candidates: candidates, at: now)
+            let leaderLost: Bool
+            switch leader {
+            case .held(_, mine: false): leaderLost = silentFor >= ClusterConfig.takeoverAfter(promise: promise, config: config)
+            case .held(_, mine: true): leaderLost = false
+            default: leaderLost = true
+            }
+            request = standingRequest(snapshot, config: config, candidates: candidates, leaderLost: leaderLost, at: now)
             if snapshot.leader == nil, let holder = lastHolder {
                 let report = snapshot.reports[holder.name]
                 previous = PreviousLeader(
@@ -263,10 +273,18 @@ public struct MonitorState: Sendable {
             leaderKeyRestored: snapshot?.leader.map { held in restoredAt.map { held.modifyIndex <= $0 } ?? false } ?? false)
     }
 
+    /// The pending request, when it can never be acted on again (expired, fulfilled, made for another
+    /// leader): the leader deletes it (check-and-set at `index`), and says why.
+    public func finishedRequest(_ snapshot: ClusterSnapshot, at now: ContinuousClock.Instant) -> (index: UInt64, standing: RequestStanding)? {
+        guard let pending = snapshot.request, let seen = requestSeen else { return nil }
+        let standing = pending.request.standing(age: now - seen.since, leader: snapshot.leader?.holder, targetHealthy: true, targetEligible: true)
+        return standing.isDone ? (pending.modifyIndex, standing) : nil
+    }
+
     /// The pending request when it stands (``TakeoverRequest/standing(age:leader:targetHealthy:targetEligible:)``),
     /// judged with this monitor's view of the target's health.
     public func standingRequest(
-        _ snapshot: ClusterSnapshot, config: ClusterConfig, candidates: [CandidateState], at now: ContinuousClock.Instant
+        _ snapshot: ClusterSnapshot, config: ClusterConfig, candidates: [CandidateState], leaderLost: Bool, at now: ContinuousClock.Instant
     ) -> TakeoverRequest? {
         guard let pending = snapshot.request, let seen = requestSeen else { return nil }
         let choice = FailoverCandidates.choose(
@@ -274,8 +292,8 @@ public struct MonitorState: Sendable {
             maximumLag: config.maximumLagOnFailover)
         let target = pending.request.to
         let standing = pending.request.standing(
-            age: now - seen.since, leader: snapshot.leader?.holder, targetHealthy: candidates.contains { $0.name == target && $0.healthy },
-            targetEligible: choice.ranked.contains(target))
+            age: now - seen.since, leader: snapshot.leader?.holder, leaderLost: leaderLost, synchronous: config.synchronousMode != .off,
+            targetHealthy: candidates.contains { $0.name == target && $0.healthy }, targetEligible: choice.ranked.contains(target))
         return standing == .standing ? pending.request : nil
     }
 }

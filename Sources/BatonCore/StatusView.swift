@@ -54,9 +54,14 @@ public struct StatusView: Sendable {
     /// WAL held back for `node` by its slot on the leader.
     public func slot(of node: NodeName) -> SlotReport? { slots.first { $0.name == node.slotName } }
 
-    /// What an operator should look at: slots that hold much WAL or belong to nodes gone silent.
+    /// What an operator should look at: a synchronous mode with nobody to promote, slots that hold much
+    /// WAL or belong to nodes gone silent.
     public var warnings: [String] {
         var out: [String] = []
+        if config.synchronousMode != .off, let leader, synchronousStandby == nil {
+            out.append(
+                "synchronous_mode is \(config.synchronousMode.rawValue) but no synchronous standby is recorded: if \(leader) failed now, no node could be promoted automatically (none is known to hold every acknowledged commit). \(leader) records one once a standby streams and has caught up; if \(leader) is lost before that, `baton failover --to NODE --allow-data-loss` promotes a standby by hand, losing the commits it lacks")
+        }
         let registered = Set(nodes.map(\.registration.name.slotName))
         for slot in slots {
             let owner = nodes.first { $0.registration.name.slotName == slot.name }?.registration.name

@@ -74,6 +74,37 @@ public enum SyncAction: Sendable, Equatable {
     case record(NodeName, position: LSN)
 }
 
+/// What the primary remembers from one step of ``SynchronousReplication`` to the next.
+public struct SynchronousMemory: Sendable, Equatable {
+    /// The primary's position when `synchronous_standby_names` last changed, if known.
+    public var waitingSince: LSN?
+    /// The recorded standby, while it is seen not streaming, and since when.
+    public var absence: Absence?
+
+    public struct Absence: Sendable, Equatable {
+        public var standby: NodeName
+        public var since: ContinuousClock.Instant
+    }
+
+    public init() {}
+
+    /// The next step (``SynchronousReplication/next(mode:recorded:standbyNames:peers:candidates:waitingSince:recordedAbsentFor:grace:me:)``),
+    /// timing the recorded standby's absence on this monitor's clock.
+    public mutating func next(
+        mode: SynchronousMode, grace: Duration, recorded: SyncRecord?, standbyNames: String, peers: [ReplicationPeer], candidates: [NodeName],
+        me: NodeName, at now: ContinuousClock.Instant
+    ) -> SyncAction {
+        if let standby = recorded?.standby, !peers.contains(where: { $0.name == standby && $0.streaming }) {
+            if absence?.standby != standby { absence = Absence(standby: standby, since: now) }
+        } else {
+            absence = nil
+        }
+        return SynchronousReplication.next(
+            mode: mode, recorded: recorded, standbyNames: standbyNames, peers: peers, candidates: candidates, waitingSince: waitingSince,
+            recordedAbsentFor: absence.map { now - $0.since }, grace: grace, me: me)
+    }
+}
+
 public enum SynchronousReplication {
     /// The `synchronous_standby_names` value for one node.
     public static func names(_ node: NodeName) -> String { "\"\(node.value)\"" }
@@ -85,10 +116,14 @@ public enum SynchronousReplication {
     ///   - peers: `pg_stat_replication`.
     ///   - candidates: standbys eligible to be the synchronous one (registered, may fail over), best first.
     ///   - waitingSince: the primary's position when `synchronous_standby_names` last changed, if known.
+    ///   - recordedAbsentFor: how long the recorded standby has been seen not streaming (nil: it streams).
+    ///   - grace: how long an absent recorded standby is waited for (`synchronous_standby_grace`) before
+    ///     it is replaced or, `on`, commits go asynchronous: a receiver that flaps must not leave the
+    ///     cluster without a node failover may promote.
     ///   - me: the primary itself (a record naming it is left over from before its promotion).
     public static func next(
         mode: SynchronousMode, recorded: SyncRecord?, standbyNames: String, peers: [ReplicationPeer], candidates: [NodeName],
-        waitingSince: LSN?, me: NodeName
+        waitingSince: LSN?, recordedAbsentFor: Duration? = nil, grace: Duration = .zero, me: NodeName
     ) -> SyncAction {
         if mode == .off {
             if recorded != nil { return .clear }
@@ -102,8 +137,11 @@ public enum SynchronousReplication {
             if current.standby == me || standbyNames != names(current.standby) { return .clear }
             if streaming.contains(current.standby) { return .none }
             // It stopped streaming; commits wait for it meanwhile, so it still has every acknowledged
-            // one. Replacing it (or, `on`, going asynchronous) starts by clearing the key; strict mode
-            // with nobody to replace it keeps waiting — and keeps it the one node failover may promote.
+            // one. A receiver that reconnects (a killed WAL receiver, a network blip) is waited for
+            // during the grace: it stays the node failover may promote. Past it, replacing it (or, `on`,
+            // going asynchronous) starts by clearing the key; strict mode with nobody to replace it
+            // keeps waiting — and keeps it the one node failover may promote.
+            if (recordedAbsentFor ?? .zero) < grace { return .none }
             if mode == .strict && !healthy.contains(where: { $0 != current.standby }) { return .none }
             return .clear
         }

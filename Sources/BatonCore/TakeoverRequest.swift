@@ -12,21 +12,28 @@ public struct TakeoverRequest: Sendable, Equatable {
     public var timeout: GoDuration
     /// A manual failover to a node that may lack acknowledged commits, as the operator allowed.
     public var allowDataLoss: Bool
+    /// Written by the leader that steps down, right before it releases the lock: it stopped cleanly and
+    /// saw the target receive every record. Only then may a switchover's target take a lock that went
+    /// free without being one of the nodes failover may promote.
+    public var handedOver: Bool
 
     public static let defaultTimeout: GoDuration = .seconds(60)
 
-    public init(to: NodeName, from: NodeName?, time: String, timeout: GoDuration = Self.defaultTimeout, allowDataLoss: Bool = false) {
+    public init(
+        to: NodeName, from: NodeName?, time: String, timeout: GoDuration = Self.defaultTimeout, allowDataLoss: Bool = false, handedOver: Bool = false
+    ) {
         self.to = to
         self.from = from
         self.time = time
         self.timeout = timeout
         self.allowDataLoss = allowDataLoss
+        self.handedOver = handedOver
     }
 
     public var json: JSONValue {
         .object([
             ("to", .string(to.value)), ("from", from.map { .string($0.value) } ?? .null), ("time", .string(time)),
-            ("timeout", .string(timeout.description)), ("allow_data_loss", .bool(allowDataLoss)),
+            ("timeout", .string(timeout.description)), ("allow_data_loss", .bool(allowDataLoss)), ("handed_over", .bool(handedOver)),
         ])
     }
 
@@ -46,25 +53,38 @@ public struct TakeoverRequest: Sendable, Equatable {
             timeout = Self.defaultTimeout
         }
         allowDataLoss = json.member("allow_data_loss")?.boolValue ?? false
+        handedOver = json.member("handed_over")?.boolValue ?? false
     }
 
     /// Whether monitors act on this request now. It stands until `timeout` after this monitor first saw
     /// it; a switchover only while its `from` still leads (or the lock is free for its target); and only
     /// while the target is a candidate that may take over — a request naming a dead or lagging node is
-    /// ignored, so it never blocks a failover.
+    /// ignored, so it never blocks a failover. A request never makes a node lead that failover could
+    /// not promote (finding 8): a manual failover's target must be eligible unless data loss was
+    /// allowed; in synchronous mode a switchover's too (only the synchronous standby holds every
+    /// acknowledged commit); and a switchover whose leader was lost before it handed over (dead,
+    /// silent, or a lock gone free without ``handedOver``) is a failover.
     /// - Parameters:
     ///   - age: how long this monitor has seen the request (its own clock).
     ///   - leader: who holds the lock now.
+    ///   - leaderLost: nobody holds the lock, or its holder is silent past its fence.
+    ///   - synchronous: the cluster runs in synchronous mode.
     ///   - targetHealthy: the target is a live standby whose reports keep coming.
     ///   - targetEligible: it may be promoted without losing acknowledged commits (ranking rules).
-    public func standing(age: Duration, leader: NodeName?, targetHealthy: Bool, targetEligible: Bool) -> RequestStanding {
+    public func standing(
+        age: Duration, leader: NodeName?, leaderLost: Bool = false, synchronous: Bool = false, targetHealthy: Bool, targetEligible: Bool
+    ) -> RequestStanding {
         if age >= timeout.swiftDuration { return .expired }
         if leader == to { return .fulfilled }
         if let from, let leader, leader != from { return .superseded(by: leader) }
         if from == nil, leader != nil { return .superseded(by: leader!) }
         guard targetHealthy else { return .targetUnfit("\(to) is not a healthy standby") }
-        if from == nil, !allowDataLoss, !targetEligible {
-            return .targetUnfit("\(to) may lack acknowledged commits and the request does not allow data loss")
+        let failover = from == nil || (leaderLost && !handedOver)
+        if !allowDataLoss, !targetEligible, failover || synchronous {
+            return .targetUnfit(
+                synchronous && !failover
+                    ? "\(to) is not the synchronous standby (in synchronous mode only it holds every acknowledged commit)"
+                    : "\(to) may lack acknowledged commits and the request does not allow data loss")
         }
         return .standing
     }
@@ -107,8 +127,13 @@ public enum TakeoverCheck {
         }
     }
 
-    /// A planned switchover from `leader` (at `leaderPosition`) to `target`.
-    public static func switchover(leader: NodeName?, leaderPosition: LSN?, target: Target, maximumLag: UInt64) -> String? {
+    /// A planned switchover from `leader` (at `leaderPosition`) to `target`. `choice` is the failover
+    /// ranking of the standbys: a node failover never promotes (priority 0 or `nofailover`; in
+    /// synchronous mode any but the synchronous standby) is no switchover target either.
+    public static func switchover(
+        leader: NodeName?, leaderPosition: LSN?, target: Target, maximumLag: UInt64, synchronousMode: SynchronousMode = .off,
+        choice: FailoverChoice = FailoverChoice(ranked: [], ineligible: [:])
+    ) -> String? {
         guard let leader else { return "no node holds the leader lock; use `baton failover --to \(target.name)`" }
         if leader == target.name { return "\(target.name) is already the leader" }
         guard let registration = target.registered else { return "\(target.name) is not registered in this cluster" }
@@ -117,7 +142,15 @@ public enum TakeoverCheck {
         if let leaderPosition, leaderPosition > position, leaderPosition.value - position.value > maximumLag {
             return "\(target.name) is \(leaderPosition.value - position.value) bytes behind \(leader) (more than \(maximumLag)); wait until it catches up"
         }
-        return nil
+        switch choice.ineligible[target.name] {
+        case .noFailover?:
+            return "\(target.name) is marked no-failover (priority 0): it never leads; `baton node set \(target.name) nofailover=false` (or priority above 0) first"
+        case let reason? where synchronousMode != .off:
+            let recorded = choice.ranked.first.map { "switch over to \($0), the synchronous standby" } ?? "wait until the primary records a synchronous standby"
+            return "in synchronous mode only the synchronous standby holds every acknowledged commit, and \(target.name) is \(reason); \(recorded)"
+        default:
+            return nil
+        }
     }
 
     /// A manual failover to `target` when no node leads. Promoting a replica that may lack commits

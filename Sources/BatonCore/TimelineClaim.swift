@@ -61,3 +61,36 @@ public struct TimelineClaim: Sendable, Equatable {
         return value
     }
 }
+
+/// What a node writes to Consul right before it promotes, as one transaction — all of it or none:
+/// - that it holds the lock (check-session on `leader`);
+/// - the timeline it claims (``TimelineClaim``; check-and-set at the index read);
+/// - in synchronous mode, the `sync` key rewritten by this node as the primary that relies on it
+///   (check-and-set at the index read; Patroni writes the same before it promotes): from the promotion
+///   on no record of its predecessor's stands. See ``synchronousRecord(promoting:recorded:)``.
+/// A transaction refused (the lock, the claim or the record changed meanwhile) means: not now.
+public enum PromotionClaim {
+    public static func operations(
+        keys: ClusterKeys, node: NodeName, session: String, timeline: Int, timelineIndex: UInt64,
+        synchronous: (index: UInt64, recorded: SyncRecord?)?
+    ) -> [KVOperation] {
+        var operations = [
+            KVOperation(.checkSession, keys.leader, session: session),
+            KVOperation(.cas, keys.timeline, value: TimelineClaim.record(timeline, node: node).serializedBytes(), index: timelineIndex),
+        ]
+        if let synchronous {
+            let record = synchronousRecord(promoting: node, recorded: synchronous.recorded)
+            operations.append(KVOperation(.cas, keys.sync, value: record.serializedBytes(), index: synchronous.index))
+        }
+        return operations
+    }
+
+    /// The `sync` key as the promoting node writes it: naming itself when it was the recorded standby
+    /// (it holds every acknowledged commit: should the promotion not finish, it is still the one node
+    /// failover may promote — no other node becomes eligible by it), else nobody. Either way the
+    /// record's leader is this node, and once it leads it records a standby of its own.
+    public static func synchronousRecord(promoting node: NodeName, recorded: SyncRecord?) -> JSONValue {
+        if let recorded, recorded.standby == node { return SyncRecord(standby: node, leader: node, position: recorded.position).json }
+        return SyncRecord.cleared(by: node)
+    }
+}

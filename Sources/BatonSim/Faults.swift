@@ -29,6 +29,12 @@ public enum FaultKind: String, Sendable, CaseIterable {
     /// A known setting of the configuration gets a value that does not parse (someone wrote the key by
     /// hand), until the operator writes it back.
     case malformedConfig = "malformed-config"
+    /// The synchronous standby's WAL receiver is killed three times 0.4 s apart (each time it comes back
+    /// after `wal_retrieve_retry_interval`, 500 ms: 1.3 s without streaming).
+    case syncStandbyFlaps = "sync-standby-flaps"
+    /// A switchover to a standby other than the synchronous one is requested (as `baton switchover`
+    /// accepted before finding 8), and the leader's machine dies before it steps down.
+    case switchoverThenDeath = "switchover-then-death"
 }
 
 extension FaultKind {
@@ -69,7 +75,7 @@ enum FaultSchedule {
             let length: Duration
             switch kind {
             case .consulElection: length = random.duration(.seconds(1), .seconds(15))
-            case .nodeDeath: length = random.duration(.seconds(2), .seconds(20))
+            case .nodeDeath, .switchoverThenDeath: length = random.duration(.seconds(2), .seconds(20))
             case .laggingReplicas: length = random.duration(.seconds(4), .seconds(8))
             case .fenceTimeoutLowered: length = .seconds(5)
             default: length = random.duration(.milliseconds(500), .seconds(12))
@@ -143,6 +149,25 @@ extension Simulation {
             }
             _ = try? consul.put(keys.config, json.serializedBytes(), now: instant)  // a plain write is never refused
             return
+        case .syncStandbyFlaps:
+            let leader = leaderIndex
+            let recorded = (try? SyncRecord.parse(consulRead().get(keys.sync)?.value, key: keys.sync)).flatMap { $0 }.flatMap { self.index(of: $0.standby) }
+            let s = recorded ?? (i != leader ? i : (leader + 1) % nodes.count)
+            note("FAULT WAL receiver of \(nodes[s].name) killed three times 0.4 s apart (back at +\(Self.flapping.traceText) s)")
+            nodes[s].db.receiverDownUntil = max(nodes[s].db.receiverDownUntil, now + Self.flapping)
+            return
+        case .switchoverThenDeath:
+            let leader = leaderIndex
+            let recorded = (try? SyncRecord.parse(consulRead().get(keys.sync)?.value, key: keys.sync)).flatMap { $0 }.flatMap { self.index(of: $0.standby) }
+            let others = nodes.indices.filter { $0 != leader && $0 != recorded }
+            guard !others.isEmpty else { return }
+            let to = others[fault.choice % others.count]
+            let request = TakeoverRequest(to: nodes[to].name, from: nodes[leader].name, time: "")
+            _ = try? consul.put(keys.switchover, request.json.serializedBytes(), now: instant)  // a plain write is never refused
+            note("FAULT switchover to \(nodes[to].name) requested; \(nodes[leader].name) dies for \(fault.length.traceText) s before it steps down")
+            faultTargets[index] = leader
+            nodes[leader].alive = false
+            nodes[leader].db.stop()
         case .malformedConfig:
             note("FAULT config's synchronous_mode set to a value that does not parse")
             var json = intended.json
@@ -157,12 +182,8 @@ extension Simulation {
     func heal(_ fault: Fault, index: Int) {
         let target = faultTargets.removeValue(forKey: index)
         switch fault.kind {
-        case .nodeDeath:
-            guard let i = target, !nodes[i].alive else { return }
-            note("HEAL \(nodes[i].name) starts again")
-            nodes[i].restart()
-            schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: nodes[i].generation))
-            schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: nodes[i].generation))
+        case .nodeDeath, .switchoverThenDeath:
+            if let i = target { revive(i) }
         case .nodeFreeze:
             if let i = target, !nodes[i].frozen(now) { note("HEAL \(nodes[i].name) thaws") }
         case .consulCut:
@@ -188,9 +209,21 @@ extension Simulation {
         case .malformedConfig:
             note("HEAL the operator writes the config back")
             writeIntended()
-        case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey:
+        case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey, .syncStandbyFlaps:
             break
         }
+    }
+
+    /// How long the flapping standby streams nothing: three kills 0.4 s apart, back 0.5 s after the last.
+    static let flapping: Duration = .milliseconds(1_300)
+
+    /// A dead machine starts again: PostgreSQL down, the monitor and lease afresh.
+    func revive(_ i: Int) {
+        guard !nodes[i].alive else { return }
+        note("HEAL \(nodes[i].name) starts again")
+        nodes[i].restart()
+        schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: nodes[i].generation))
+        schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: nodes[i].generation))
     }
 
     func writeIntended() {

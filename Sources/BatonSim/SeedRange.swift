@@ -12,8 +12,15 @@ public enum SeedRange {
         /// Promotions while another standby was further ahead (``Simulation/Counts/lessAdvancedPromotions``).
         public var lessAdvancedPromotions = 0
         public var acknowledged = 0
+        /// ``Simulation/Counts/synchronousPrimaryTicks`` and ``Simulation/Counts/unprotectedTicks``.
+        public var synchronousPrimaryTicks = 0
+        public var unprotectedTicks = 0
         public var violations: [Simulation.Violation] = []
         public var seconds = 0.0
+
+        /// The fraction of a synchronous-mode primary's time in which nobody could have been promoted
+        /// automatically without losing an acknowledged commit.
+        public var unprotectedFraction: Double { synchronousPrimaryTicks == 0 ? 0 : Double(unprotectedTicks) / Double(synchronousPrimaryTicks) }
 
         /// Violations by invariant, most first.
         public var byInvariant: [(String, Int)] {
@@ -24,6 +31,9 @@ public enum SeedRange {
             let rate = seconds > 0 ? Double(seeds) / seconds : 0
             var text = "\(seeds) seeds in \(String(format: "%.1f", seconds)) s (\(Int(rate)) seeds/s): \(faults) faults, \(steps) steps, "
             text += "\(promotions) promotions (\(lessAdvancedPromotions) of a standby less advanced than another), \(acknowledged) acknowledged commits; \(violations.count) violations"
+            if synchronousPrimaryTicks > 0 {
+                text += String(format: "\n  %.2f %% of the primary's time with no synchronous standby recorded", unprotectedFraction * 100)
+            }
             for (invariant, count) in byInvariant { text += "\n  \(count) × \(invariant) (first: seed \(violations.first { $0.invariant == invariant }!.seed))" }
             return text
         }
@@ -52,6 +62,8 @@ public enum SeedRange {
                 local.promotions += run.counts.promotions
                 local.lessAdvancedPromotions += run.counts.lessAdvancedPromotions
                 local.acknowledged += run.counts.acknowledged
+                local.synchronousPrimaryTicks += run.counts.synchronousPrimaryTicks
+                local.unprotectedTicks += run.counts.unprotectedTicks
                 seed += UInt64(max(1, workers))
             }
             shared.withLock { all in
@@ -61,6 +73,8 @@ public enum SeedRange {
                 all.report.promotions += local.promotions
                 all.report.lessAdvancedPromotions += local.lessAdvancedPromotions
                 all.report.acknowledged += local.acknowledged
+                all.report.synchronousPrimaryTicks += local.synchronousPrimaryTicks
+                all.report.unprotectedTicks += local.unprotectedTicks
                 all.report.violations += local.violations
                 all.traces.merge(traces) { a, _ in a }
             }

@@ -23,6 +23,9 @@ struct SimDatabase: Sendable {
     var upstream: NodeName?
     /// The WAL receiver is stopped (SIGSTOP): it still says it streams, and receives nothing.
     var receiverFrozen = false
+    /// The WAL receiver was killed and reconnects then (`wal_retrieve_retry_interval` after its last
+    /// death): until then the standby does not stream, and a primary waiting for it acknowledges nothing.
+    var receiverDownUntil: Duration = .zero
     var synchronousStandbyNames = ""
 
     init(standby: Bool) { standbySignal = standby }

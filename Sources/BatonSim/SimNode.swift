@@ -22,8 +22,6 @@ final class SimNode {
     var config = ClusterConfig()
     var lastAction = ""
     var statusWritten: (status: MemberStatus, at: Duration)?
-    /// The primary's position when `synchronous_standby_names` last changed.
-    var waitingSince: LSN?
     /// What this node's API answers from (`MonitorLoop.publishView`): the failsafe grants it makes.
     var view: NodeView
 
@@ -73,7 +71,6 @@ final class SimNode {
         config = ClusterConfig()
         lastAction = ""
         statusWritten = nil
-        waitingSince = nil
         view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil

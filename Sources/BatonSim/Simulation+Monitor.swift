@@ -158,7 +158,7 @@ extension Simulation {
         guard reachesConsul(i) else { return }
         if nodes[i].config.synchronousMode != .off {
             nodes[i].db.synchronousStandbyNames = "*"
-            nodes[i].waitingSince = nil
+            nodes[i].memory.synchronous.waitingSince = nil
         }
         let pair = consulRead().get(keys.timeline)
         let claimed: Int?
@@ -167,8 +167,15 @@ extension Simulation {
             return
         }
         let claim = TimelineClaim(localNewest: nodes[i].db.timeline, claimed: claimed)
-        guard (try? consul.put(keys.timeline, TimelineClaim.record(claim.timeline, node: nodes[i].name).serializedBytes(), mode: .cas(pair?.modifyIndex ?? 0), now: tick())) == true
-        else { return }  // the claim changed meanwhile: not now
+        guard let session = nodes[i].session else { return }
+        var synchronous: (index: UInt64, recorded: SyncRecord?)? = nil
+        if nodes[i].config.synchronousMode != .off {
+            let record = consulRead().get(keys.sync)
+            synchronous = (record?.modifyIndex ?? 0, (try? SyncRecord.parse(record?.value, key: keys.sync)) ?? nil)  // as the monitor: replaced
+        }
+        let operations = PromotionClaim.operations(
+            keys: keys, node: nodes[i].name, session: session, timeline: claim.timeline, timelineIndex: pair?.modifyIndex ?? 0, synchronous: synchronous)
+        guard case .committed? = try? consul.transaction(operations, now: tick()) else { return }  // the lock, claim or record changed: not now
         guard prove(i) else { return }
         let ahead = nodes.indices.filter { m in
             m != i && nodes[m].alive && nodes[m].db.answers(at: now) && nodes[m].db.standbySignal && nodes[m].db.timeline == nodes[i].db.timeline
@@ -188,8 +195,8 @@ extension Simulation {
         if let snapshot { leaderDuties(i, snapshot) }
     }
 
-    /// `MonitorLoop.leaderDuties`, the parts the simulator models: the registrations and the
-    /// synchronous standby.
+    /// `MonitorLoop.leaderDuties`, the parts the simulator models: the registrations, the synchronous
+    /// standby and requests that can never be acted on.
     func leaderDuties(_ i: Int, _ snapshot: ClusterSnapshot) {
         guard reachesConsul(i) else { return }
         let me = nodes[i].name
@@ -201,6 +208,9 @@ extension Simulation {
             _ = try? consul.put(keys.node(name), demoted.json.serializedBytes(), now: tick())  // a plain write is never refused
         }
         manageSynchronousReplication(i, snapshot)
+        if let (index, standing) = nodes[i].memory.finishedRequest(snapshot, at: instant), consul.delete(keys.switchover, cas: index, now: tick()) {
+            note("\(me) removed the request (\(standing))")
+        }
     }
 
     /// `MonitorLoop.manageSynchronousReplication`, with `pg_stat_replication` read off the simulated standbys.
@@ -216,9 +226,10 @@ extension Simulation {
         let candidates = peers.filter { eligible.contains($0.name) }.sorted {
             $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
         }.map(\.name)
-        let action = SynchronousReplication.next(
-            mode: config.synchronousMode, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
-            waitingSince: nodes[i].waitingSince, me: me)
+        let grace = options.mutant == .dropFlappingStandby ? .zero : config.synchronousStandbyGrace.swiftDuration
+        let action = nodes[i].memory.synchronous.next(
+            mode: config.synchronousMode, grace: grace, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
+            me: me, at: instant)
         switch action {
         case .none:
             return
@@ -228,9 +239,9 @@ extension Simulation {
             }
         case .setStandbyNames(let names):
             nodes[i].db.synchronousStandbyNames = names
-            nodes[i].waitingSince = nil
+            nodes[i].memory.synchronous.waitingSince = nil
         case .rememberPosition:
-            nodes[i].waitingSince = nodes[i].db.position
+            nodes[i].memory.synchronous.waitingSince = nodes[i].db.position
         case .record(let standby, let position):
             let record = SyncRecord(standby: standby, leader: me, position: position)
             if (try? consul.put(keys.sync, record.json.serializedBytes(), mode: .cas(snapshot.syncIndex), now: tick())) == true {

@@ -66,6 +66,11 @@ public final class Simulation {
         /// an invariant: asynchronous replication allows it within the lag limit).
         public var lessAdvancedPromotions = 0
         public var acknowledged = 0
+        /// Workload ticks (100 ms) in synchronous mode with one writable primary and a standby alive
+        /// and following it; of them, those in which the `sync` key named no standby — no automatic
+        /// failover could have kept every acknowledged commit (a measurement, not an invariant).
+        public var synchronousPrimaryTicks = 0
+        public var unprotectedTicks = 0
     }
 
     public init(seed: UInt64, options: SimulationOptions) {
@@ -226,6 +231,13 @@ public final class Simulation {
     /// upstream has (unless its WAL receiver is frozen); commits are acknowledged as the primary's
     /// synchronous_standby_names demands.
     private func workload() {
+        let writable = nodes.indices.filter(isWritable)
+        if intended.synchronousMode != .off, writable.count == 1,
+            nodes.contains(where: { $0.alive && $0.db.answers(at: now) && $0.db.standbySignal && $0.db.upstream == nodes[writable[0]].name })
+        {
+            counts.synchronousPrimaryTicks += 1
+            if (try? SyncRecord.parse(consul.get(keys.sync)?.value, key: keys.sync)) ?? nil == nil { counts.unprotectedTicks += 1 }
+        }
         for i in nodes.indices where isWritable(i) {
             nextCommit += 1
             nodes[i].db.wal.append(nextCommit)
@@ -275,7 +287,7 @@ public final class Simulation {
     /// the upstream's.
     func streams(_ i: Int) -> Bool {
         let db = nodes[i].db
-        guard db.answers(at: now), db.standbySignal, !nodes[i].frozen(now), let u = db.upstream.flatMap(index(of:)), u != i else { return false }
+        guard db.answers(at: now), db.standbySignal, now >= db.receiverDownUntil, !nodes[i].frozen(now), let u = db.upstream.flatMap(index(of:)), u != i else { return false }
         return nodes[u].db.answers(at: now) && !nodes[u].frozen(now) && db.isPrefix(of: nodes[u].db)
     }
 

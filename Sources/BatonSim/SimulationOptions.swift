@@ -47,4 +47,7 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// Candidates are ranked on the others' reports alone, never on what their node APIs answer now
     /// (the rule before finding 12). Measured (`lessAdvancedPromotions`), not an invariant.
     case rankOnReports = "rank-on-reports"
+    /// The primary stops relying on its synchronous standby at the first loop that finds it not
+    /// streaming (the rule before finding 14): a flap leaves nobody eligible for a while.
+    case dropFlappingStandby = "drop-flapping-standby"
 }

@@ -196,5 +196,11 @@ struct DayTwoTests {
         #expect(table.contains("* max_connections") && table.contains("nosync") && table.contains("3.0 GB (inactive)"), "\(table)")
         #expect(table.contains("b: baton restart --pending running, asked by a at 10:00") && !table.contains("c: baton restart"), "a finished command is not shown")
         #expect(StatusView.bytes(512) == "512 B" && StatusView.bytes(16 << 10) == "16 kB" && StatusView.bytes(3 << 19) == "1.5 MB")
+
+        // Finding 14: synchronous mode with nobody recorded says that nobody may promote, and what to do.
+        view.config.synchronousMode = .on
+        #expect(view.warnings.count == 4 && view.warnings[0].contains("no node could be promoted automatically") && view.warnings[0].contains("--allow-data-loss"), "\(view.warnings)")
+        view.synchronousStandby = try NodeName("c")
+        #expect(view.warnings.count == 3)
     }
 }

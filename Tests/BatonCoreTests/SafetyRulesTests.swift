@@ -14,7 +14,8 @@ struct SafetyRulesTests {
     func observe(
         _ local: LocalPostgres, leader: LeaderState, silentFor: GoDuration = .zero, promise: GoDuration? = nil,
         previous: PreviousLeader? = nil, primaryReport: PrimaryReport = .down(SafetyRulesTests.other), restored: Bool = false,
-        claimedTimeline: Int? = nil, lastPrimaryPosition: LSN? = LSN(200), config: (inout ClusterConfig) -> Void = { _ in }
+        claimedTimeline: Int? = nil, lastPrimaryPosition: LSN? = LSN(200), request: TakeoverRequest? = nil,
+        config: (inout ClusterConfig) -> Void = { _ in }
     ) -> MonitorObservation {
         var c = ClusterConfig()
         config(&c)
@@ -23,7 +24,7 @@ struct SafetyRulesTests {
             candidates: [
                 CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
                 CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
-            ], lastPrimaryPosition: lastPrimaryPosition, synchronous: nil, paused: false, primaryReport: primaryReport,
+            ], lastPrimaryPosition: lastPrimaryPosition, synchronous: nil, paused: false, primaryReport: primaryReport, request: request,
             leaderPromise: promise, claimedTimeline: claimedTimeline, previousLeader: previous, leaderKeyRestored: restored)
     }
 
@@ -142,6 +143,27 @@ struct SafetyRulesTests {
         }
         let action = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(5)), previous: previous))
         if case .acquireLeader = action { #expect(acquires || goneMilliseconds == nil, "\(action)") } else { #expect(!acquires && goneMilliseconds != nil, "\(action)") }
+    }
+
+    /// Found by the simulator (`switchover-then-death` with `agent-restart`, seed 120): a request naming
+    /// this node made it take a lock freed under a live leader at once — two writable primaries until
+    /// that leader's fence. `baton failover --to` typed while an agent restart has freed the lock does
+    /// the same. Only the leader that handed the lock over lets its target skip its fence.
+    @Test("a request does not let its target take a lock freed under a live leader before that leader's fence, unless that leader handed it over")
+    func requestWaitsOutTheFence() {
+        let previous = PreviousLeader(name: Self.other, goneFor: .milliseconds(1000), promise: .seconds(3), reportedDown: false)
+        for request in [TakeoverRequest(to: Self.me, from: nil, time: "t"), TakeoverRequest(to: Self.me, from: Self.third, time: "t", handedOver: true)] {
+            let action = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(1)), previous: previous, request: request))
+            guard case .wait = action else {
+                Issue.record("\(String(decoding: request.json.serializedBytes(), as: UTF8.self)): \(action)")
+                continue
+            }
+        }
+        let handedOver = TakeoverRequest(to: Self.me, from: Self.other, time: "t", handedOver: true)
+        guard case .acquireLeader = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(1)), previous: previous, request: handedOver)) else {
+            Issue.record("the leader that handed over vouches for its own fence")
+            return
+        }
     }
 
     @Test("a leader that reported its PostgreSQL down is replaced at once; one that is starting is waited for")

@@ -55,6 +55,36 @@ struct SynchronousReplicationTests {
         #expect(next(.strict, recorded: nil, names: "", peers: [], candidates: []) == .setStandbyNames("*"))
     }
 
+    /// Finding 14: a WAL receiver that flaps is waited for during the grace (commits wait for it, so it
+    /// keeps every acknowledged one and stays the node failover may promote); past it, the key is cleared.
+    @Test func anAbsentRecordedStandbyIsWaitedForDuringTheGrace() {
+        func step(_ mode: SynchronousMode, absent: Duration?, peers: [ReplicationPeer], candidates: [NodeName]) -> SyncAction {
+            SynchronousReplication.next(
+                mode: mode, recorded: record(a), standbyNames: "\"a\"", peers: peers, candidates: candidates, waitingSince: LSN(50),
+                recordedAbsentFor: absent, grace: .seconds(2), me: primary)
+        }
+        for mode in [SynchronousMode.on, .strict] {
+            #expect(step(mode, absent: .seconds(1), peers: [peer(a, false), peer(b)], candidates: [b]) == .none, "\(mode): within the grace")
+            #expect(step(mode, absent: .seconds(2), peers: [peer(a, false), peer(b)], candidates: [b]) == .clear, "\(mode): past it, replaced")
+        }
+        #expect(step(.on, absent: .seconds(1), peers: [], candidates: []) == .none)
+        #expect(step(.on, absent: .seconds(3), peers: [], candidates: []) == .clear, "on: asynchronous after the grace")
+
+        // The memory times the absence on the monitor's clock, from the first loop that saw it.
+        var memory = SynchronousMemory()
+        memory.waitingSince = LSN(50)
+        let t0 = ContinuousClock.now
+        func loop(_ peers: [ReplicationPeer], at t: Duration) -> SyncAction {
+            memory.next(mode: .on, grace: .seconds(2), recorded: record(a), standbyNames: "\"a\"", peers: peers, candidates: [b], me: primary, at: t0 + t)
+        }
+        #expect(loop([peer(a), peer(b)], at: .zero) == .none)
+        #expect(loop([peer(b)], at: .seconds(1)) == .none, "gone: first seen")
+        #expect(loop([peer(b)], at: .milliseconds(2_900)) == .none, "1.9 s absent")
+        #expect(loop([peer(a), peer(b)], at: .seconds(3)) == .none, "back: the absence ends")
+        #expect(loop([peer(b)], at: .seconds(4)) == .none, "gone again: timed afresh")
+        #expect(loop([peer(b)], at: .seconds(6)) == .clear, "2 s absent")
+    }
+
     @Test func turningItOffClearsTheKeyBeforeTheSetting() {
         #expect(next(.off, recorded: record(a), names: "\"a\"", peers: [peer(a)]) == .clear)
         #expect(next(.off, recorded: nil, names: "\"a\"", peers: [peer(a)]) == .setStandbyNames(""))

@@ -24,6 +24,44 @@ struct TakeoverTests {
         #expect(TakeoverCheck.switchover(leader: pg1, leaderPosition: nil, target: unregistered, maximumLag: 100)?.contains("not registered") == true)
     }
 
+    /// Finding 8: no switchover to a node failover never promotes; in synchronous mode, only to the
+    /// synchronous standby.
+    @Test func switchoverTargetsOnlyANodeFailoverCouldPromote() {
+        let pg3 = try! NodeName("pg3")
+        let synchronous = FailoverChoice(ranked: [pg3], ineligible: [pg2: .notSynchronousStandby])
+        let refusal = TakeoverCheck.switchover(leader: pg1, leaderPosition: LSN(1000), target: target(), maximumLag: 100, synchronousMode: .on, choice: synchronous)
+        #expect(refusal?.contains("not the synchronous standby") == true && refusal?.contains("switch over to pg3") == true, "\(refusal ?? "")")
+        let nobody = FailoverChoice(ranked: [], ineligible: [pg2: .notSynchronousStandby])
+        #expect(TakeoverCheck.switchover(leader: pg1, leaderPosition: LSN(1000), target: target(), maximumLag: 100, synchronousMode: .strict, choice: nobody)?.contains("wait until the primary records") == true)
+        #expect(TakeoverCheck.switchover(leader: pg1, leaderPosition: LSN(1000), target: target(), maximumLag: 100, synchronousMode: .on, choice: FailoverChoice(ranked: [pg2], ineligible: [:])) == nil)
+        #expect(
+            TakeoverCheck.switchover(leader: pg1, leaderPosition: LSN(1000), target: target(), maximumLag: 100, synchronousMode: .off, choice: synchronous) == nil,
+            "asynchronous: the lag check alone")
+        let noFailover = FailoverChoice(ranked: [], ineligible: [pg2: .noFailover])
+        #expect(TakeoverCheck.switchover(leader: pg1, leaderPosition: LSN(1000), target: target(), maximumLag: 100, choice: noFailover)?.contains("no-failover") == true)
+    }
+
+    /// Finding 8: a request never makes a node lead that failover could not promote.
+    @Test func aRequestNeverBypassesEligibility() {
+        let switchover = TakeoverRequest(to: pg2, from: pg1, time: "t")
+        func standing(_ r: TakeoverRequest, leader: NodeName?, lost: Bool, sync: Bool, eligible: Bool) -> RequestStanding {
+            r.standing(age: .seconds(1), leader: leader, leaderLost: lost, synchronous: sync, targetHealthy: true, targetEligible: eligible)
+        }
+        #expect(standing(switchover, leader: pg1, lost: false, sync: false, eligible: false) == .standing, "asynchronous, the leader hands over: its own checks")
+        #expect(standing(switchover, leader: pg1, lost: true, sync: false, eligible: false) != .standing, "the leader went silent first: a failover")
+        #expect(standing(switchover, leader: nil, lost: true, sync: false, eligible: false) != .standing, "the lock went free without a handover")
+        var handed = switchover
+        handed.handedOver = true
+        #expect(standing(handed, leader: nil, lost: true, sync: false, eligible: false) == .standing, "handed over: the leader saw it receive every record")
+        #expect(standing(switchover, leader: pg1, lost: false, sync: true, eligible: false) != .standing, "synchronous: only to the synchronous standby")
+        #expect(standing(handed, leader: nil, lost: true, sync: true, eligible: false) != .standing)
+        #expect(standing(switchover, leader: pg1, lost: false, sync: true, eligible: true) == .standing)
+        #expect(standing(switchover, leader: nil, lost: true, sync: true, eligible: true) == .standing)
+        let failover = TakeoverRequest(to: pg2, from: nil, time: "t", allowDataLoss: true)
+        #expect(standing(failover, leader: nil, lost: true, sync: true, eligible: false) == .standing, "data loss allowed by the operator")
+        #expect(try! TakeoverRequest(bytes: handed.json.serializedBytes(), key: "k") == handed)
+    }
+
     @Test func manualFailoverNeedsNoLeaderAndConsentToLoseData() {
         let best = FailoverChoice(ranked: [pg2], ineligible: [:])
         #expect(TakeoverCheck.failover(leader: nil, target: target(), choice: best, allowDataLoss: false) == nil)

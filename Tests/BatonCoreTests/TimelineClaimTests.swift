@@ -31,4 +31,24 @@ struct TimelineClaimTests {
             #expect(throws: ValidationProblem.self) { try TimelineClaim.claimed(Array(bad.utf8), key: key) }
         }
     }
+
+    /// Finding 8 (b): the claim, the lock and (synchronous mode) the `sync` key change together, before
+    /// the promotion; the record is the promoting node's from then on.
+    @Test func thePromotionClaimIsOneTransactionWithTheLockAndTheSyncRecord() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        let me = try NodeName("b")
+        let old = try NodeName("a")
+        let asynchronous = PromotionClaim.operations(keys: keys, node: me, session: "s1", timeline: 3, timelineIndex: 7, synchronous: nil)
+        #expect(asynchronous.map(\.verb) == [.checkSession, .cas] && asynchronous[0].key == keys.leader && asynchronous[0].session == "s1")
+        #expect(asynchronous[1].key == keys.timeline && asynchronous[1].index == 7)
+        let mine = SyncRecord(standby: me, leader: old, position: LSN(500))
+        let synchronous = PromotionClaim.operations(keys: keys, node: me, session: "s1", timeline: 3, timelineIndex: 7, synchronous: (9, mine))
+        #expect(synchronous.count == 3 && synchronous[2].verb == .cas && synchronous[2].key == keys.sync && synchronous[2].index == 9)
+        let written = try SyncRecord.parse(synchronous[2].value, key: keys.sync)
+        #expect(written == SyncRecord(standby: me, leader: me, position: LSN(500)), "the recorded standby names itself, as the leader: still eligible should the promotion stop")
+        let other = SyncRecord(standby: try NodeName("c"), leader: old, position: LSN(500))
+        let cleared = PromotionClaim.operations(keys: keys, node: me, session: "s1", timeline: 3, timelineIndex: 7, synchronous: (9, other))
+        #expect(try SyncRecord.parse(cleared[2].value, key: keys.sync) == nil, "another node's record ends: nobody until this one records a standby")
+        #expect(try JSONValue.parse(cleared[2].value ?? []).member("leader")?.stringValue == "b")
+    }
 }
