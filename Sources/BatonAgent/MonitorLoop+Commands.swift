@@ -55,12 +55,12 @@ extension MonitorLoop {
     /// registration — is dropped only after ``orphanSlotGrace``.
     mutating func reconcileSlots(_ snapshot: ClusterSnapshot) async throws {
         let rows = try await database.query(
-            "SELECT slot_name, active, coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0) FROM pg_replication_slots WHERE slot_type = 'physical'",
+            "SELECT slot_name, active, coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0), wal_status FROM pg_replication_slots WHERE slot_type = 'physical'",
             [], timeout: .seconds(2))
         var reports: [SlotReport] = []
         for row in rows {
-            guard row.count == 3, let name = row[0] else { continue }
-            reports.append(SlotReport(name: name, active: row[1] == "t", retainedBytes: row[2].flatMap { UInt64($0) } ?? 0))
+            guard row.count == 4, let name = row[0] else { continue }
+            reports.append(SlotReport(name: name, active: row[1] == "t", retainedBytes: row[2].flatMap { UInt64($0) } ?? 0, walStatus: row[3]))
         }
         let wanted = Set(snapshot.registrations.keys.filter { $0 != me }.map(\.slotName))
         for name in wanted where !reports.contains(where: { $0.name == name }) {

@@ -28,13 +28,16 @@ public struct CandidateState: Sendable, Equatable {
     /// How far its WAL reaches (the greater of received and replayed).
     public var walPosition: LSN
     public var timeline: Int
+    /// Its replication slot on the primary lost WAL it had not received (``SlotReport/lost``).
+    public var slotLost: Bool
 
-    public init(name: NodeName, failoverPriority: Int, healthy: Bool, walPosition: LSN, timeline: Int) {
+    public init(name: NodeName, failoverPriority: Int, healthy: Bool, walPosition: LSN, timeline: Int, slotLost: Bool = false) {
         self.name = name
         self.failoverPriority = failoverPriority
         self.healthy = healthy
         self.walPosition = walPosition
         self.timeline = timeline
+        self.slotLost = slotLost
     }
 }
 
@@ -48,6 +51,8 @@ public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
     case behindSynchronousPosition(position: LSN, recorded: LSN)
     /// Asynchronous mode: further behind the last known primary position than the limit.
     case lagOverLimit(bytes: UInt64, limit: UInt64)
+    /// Asynchronous mode: its slot on the primary lost WAL it had not received.
+    case slotLost
 
     public var description: String {
         switch self {
@@ -56,6 +61,7 @@ public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
         case .notSynchronousStandby: return "not the synchronous standby"
         case .behindSynchronousPosition(let p, let r): return "reports WAL up to \(p), less than the \(r) it had when recorded as the synchronous standby"
         case .lagOverLimit(let bytes, let limit): return "lag \(bytes) bytes over the limit of \(limit)"
+        case .slotLost: return "its replication slot on the primary lost WAL it never received (wal_status lost): it lacks commits; `baton reinit` it"
         }
     }
 }
@@ -97,7 +103,8 @@ public enum FailoverCandidates {
     public static func candidates(
         _ snapshot: ClusterSnapshot, fresh: (NodeName) -> Bool, me: NodeName? = nil, local: LocalPostgres? = nil
     ) -> [CandidateState] {
-        snapshot.registrations.values.sorted { $0.name < $1.name }.map { registration in
+        let lostSlots = Set(snapshot.registeredPrimary(otherThan: nil).flatMap { snapshot.reports[$0.name]?.status.slots.filter(\.lost).map(\.name) } ?? [])
+        return snapshot.registrations.values.sorted { $0.name < $1.name }.map { registration in
             let report = snapshot.reports[registration.name]?.status
             var healthy = report?.role == "standby" && fresh(registration.name)
             var position = report?.position ?? LSN(0)
@@ -112,7 +119,8 @@ public enum FailoverCandidates {
             }
             return CandidateState(
                 name: registration.name, failoverPriority: snapshot.failoverPriority(of: registration.name),
-                healthy: healthy && registration.name != snapshot.leader?.holder, walPosition: position, timeline: timeline)
+                healthy: healthy && registration.name != snapshot.leader?.holder, walPosition: position, timeline: timeline,
+                slotLost: lostSlots.contains(registration.name.slotName))
         }
     }
 
@@ -131,6 +139,10 @@ public enum FailoverCandidates {
                 ineligible[c.name] = .notSynchronousStandby
             } else if synchronousMode != .off, let record = synchronous, c.walPosition < record.position {
                 ineligible[c.name] = .behindSynchronousPosition(position: c.walPosition, recorded: record.position)
+            } else if synchronousMode == .off, c.slotLost {
+                // (In synchronous mode the record decides: a recorded standby has every acknowledged
+                // commit, streaming or not.)
+                ineligible[c.name] = .slotLost
             } else if synchronousMode == .off, let primary = lastPrimaryPosition, primary > c.walPosition,
                 primary.value - c.walPosition.value > maximumLag
             {

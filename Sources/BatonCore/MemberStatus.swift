@@ -129,21 +129,31 @@ public struct SlotReport: Sendable, Equatable {
     public var active: Bool
     /// Bytes of WAL the slot keeps from removal (pg_current_wal_lsn() - restart_lsn).
     public var retainedBytes: UInt64
+    /// `pg_replication_slots.wal_status` (reserved, extended, unreserved, lost); nil in a report of an
+    /// earlier Baton.
+    public var walStatus: String?
 
-    public init(name: String, active: Bool, retainedBytes: UInt64) {
+    public init(name: String, active: Bool, retainedBytes: UInt64, walStatus: String? = nil) {
         self.name = name
         self.active = active
         self.retainedBytes = retainedBytes
+        self.walStatus = walStatus
     }
+
+    /// The WAL its standby had not received yet was removed (`max_slot_wal_keep_size`): the standby can
+    /// no longer catch up by streaming from this primary.
+    public var lost: Bool { walStatus == "lost" }
 
     public init?(json: JSONValue) {
         guard let name = json.member("name")?.stringValue, let active = json.member("active")?.boolValue,
             let retained = json.member("retained_bytes")?.uint64Value
         else { return nil }
-        self.init(name: name, active: active, retainedBytes: retained)
+        self.init(name: name, active: active, retainedBytes: retained, walStatus: json.member("wal_status")?.stringValue)
     }
 
     public var json: JSONValue {
-        .object([("name", .string(name)), ("active", .bool(active)), ("retained_bytes", .number(String(retainedBytes)))])
+        var members: [(String, JSONValue)] = [("name", .string(name)), ("active", .bool(active)), ("retained_bytes", .number(String(retainedBytes)))]
+        if let walStatus { members.append(("wal_status", .string(walStatus))) }
+        return .object(members)
     }
 }

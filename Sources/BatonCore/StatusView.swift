@@ -65,7 +65,10 @@ public struct StatusView: Sendable {
         let registered = Set(nodes.map(\.registration.name.slotName))
         for slot in slots {
             let owner = nodes.first { $0.registration.name.slotName == slot.name }?.registration.name
-            if !registered.contains(slot.name) {
+            if slot.lost, let owner {
+                out.append(
+                    "replication slot \(slot.name) lost WAL \(owner) had not received (wal_status lost, past max_slot_wal_keep_size): \(owner) cannot catch up by streaming and is never promoted in asynchronous mode; `baton reinit \(owner)`")
+            } else if !registered.contains(slot.name) {
                 out.append("replication slot \(slot.name) belongs to no registered node and holds \(Self.bytes(slot.retainedBytes)) of WAL")
             } else if let owner, !slot.active, let live = liveMonitors, !live.contains(owner) {
                 out.append(

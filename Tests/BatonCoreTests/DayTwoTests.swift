@@ -158,6 +158,41 @@ struct DayTwoTests {
         #expect(choice.ineligible[try NodeName("a")] == .noFailover)
     }
 
+    /// Issue 23, finding 1: a standby whose slot on the primary lost WAL it never received
+    /// (`wal_status = lost`) is never promoted in asynchronous mode, whatever the lag limit; in
+    /// synchronous mode the record decides (a recorded standby has every acknowledged commit).
+    @Test("a standby whose replication slot lost WAL is not eligible in asynchronous mode, and status says to reinit it")
+    func lostSlot() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        var pairs: [KVPair] = []
+        for (name, role) in [("a", NodeRole.primary), ("b", .standby), ("c", .standby)] {
+            let registration = NodeRegistration(
+                name: try NodeName(name), address: try HostAddress("10.0.0.1"), port: try TCPPort(5432), role: role, upstream: nil, priority: 100,
+                location: "default")
+            pairs.append(KVPair(key: keys.node(try NodeName(name)), value: registration.json.serializedBytes()))
+            guard role == .standby else { continue }
+            let status = MemberStatus(local: .standby(position: LSN(name == "b" ? 900 : 100), timeline: 1, upstream: nil, streaming: false), decision: "", time: 0)
+            pairs.append(KVPair(key: keys.status(try NodeName(name)), value: status.json.serializedBytes()))
+        }
+        var primary = MemberStatus(local: .down(standbySignal: false), decision: "", time: 0)
+        primary.slots = [SlotReport(name: "baton_b", active: false, retainedBytes: 0, walStatus: "lost"), SlotReport(name: "baton_c", active: true, retainedBytes: 10, walStatus: "reserved")]
+        pairs.append(KVPair(key: keys.status(try NodeName("a")), value: primary.json.serializedBytes()))
+        let snapshot = ClusterSnapshot(pairs: pairs, keys: keys)
+        let a = try NodeName("a")
+        #expect(snapshot.reports[a]?.status.slots == primary.slots, "wal_status travels in the report")
+        let candidates = FailoverCandidates.candidates(snapshot, fresh: { _ in true })
+        let asynchronous = FailoverCandidates.choose(candidates, synchronousMode: .off, synchronous: nil, lastPrimaryPosition: nil, maximumLag: 1 << 40)
+        let b = try NodeName("b")
+        let c = try NodeName("c")
+        #expect(asynchronous.ranked == [c] && asynchronous.ineligible[b] == .slotLost, "b is further ahead, but lost WAL")
+        let record = SyncRecord(standby: b, leader: try NodeName("a"), position: LSN(900))
+        let synchronous = FailoverCandidates.choose(candidates, synchronousMode: .strict, synchronous: record, lastPrimaryPosition: nil, maximumLag: 0)
+        #expect(synchronous.ranked == [b])
+        var view = StatusView(snapshot: snapshot, cluster: try ClusterName("c"), events: 0)
+        view.slots = primary.slots
+        #expect(view.warnings.contains { $0.contains("baton_b lost WAL b had not received") && $0.contains("`baton reinit b`") }, "\(view.warnings)")
+    }
+
     @Test("status warns about slots that hold much WAL or whose node is gone, and shows tags, pending restarts and the last failover")
     func statusWarnings() throws {
         let keys = ClusterKeys(cluster: try ClusterName("c"))
