@@ -111,6 +111,8 @@ public actor Lease {
 
     /// Whether a watchdog answers (one is started if none does): a node without one never leads.
     public func guardianAnswers() async -> Bool { await guardian.ensure() }
+    /// The postmaster the watchdog would fence (``FenceGuard/postmasterSeen()``).
+    public func guardianPostmaster() async -> Int32? { await guardian.postmasterSeen() }
     public var currentSession: String? { session }
 
     /// Time since the last heartbeat that got through was sent (forever when there was none).

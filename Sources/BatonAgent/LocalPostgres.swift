@@ -23,6 +23,8 @@ public protocol LocalDatabase: AnyObject {
     func stop() async throws -> PostgresControl.StopOutcome
     /// Kills every process of the data directory now; returns those still alive.
     func fence() async -> [Int32]
+    /// The postmaster's PID when it runs, found with the paths as they resolve now.
+    func postmasterPID() -> Int32?
     func reload() async throws
     func controlData() async throws -> ControlData
     /// Rewinds the data directory to `source` (a libpq conninfo).
@@ -167,6 +169,8 @@ public final class PostgresNode: LocalDatabase {
         close()
         return await control.fence()
     }
+
+    public func postmasterPID() -> Int32? { control.processes.postmaster() }
 
     public func reload() async throws { try await control.reload() }
     public func controlData() async throws -> ControlData { try await control.controlData() }

@@ -47,6 +47,8 @@ struct MonitorLoop {
     var loggedProblems: Set<String> = []
     /// Warnings that repeat every loop while Consul is out of reach, logged once per 30 s.
     var consulWarnings = RepeatedWarnings()
+    /// The watchdog that does not see the postmaster, logged once per 30 s.
+    var watchdogWarnings = RepeatedWarnings()
     /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
     var keepalivedPeers: KeepalivedPeers
     /// The switchover pause whose end is being awaited in the background.
@@ -333,16 +335,30 @@ struct MonitorLoop {
         return snapshot
     }
 
-    func observe(local: LocalPostgres, snapshot: ClusterSnapshot?, at now: ContinuousClock.Instant) async -> MonitorObservation {
-        memory.observation(
+    mutating func observe(local: LocalPostgres, snapshot: ClusterSnapshot?, at now: ContinuousClock.Instant) async -> MonitorObservation {
+        let guarded = await guardianAnswers()
+        return memory.observation(
             node: me, config: config, local: local, snapshot: snapshot, session: await lease.currentSession, sinceLastHeartbeat: await lease.sinceLastBeat,
-            guarded: await guardianAnswers(),
+            guarded: guarded,
             failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil }, at: now)
     }
 
-    /// Whether a watchdog answers (checked each loop; the monitor never leads without one).
-    func guardianAnswers() async -> Bool {
-        observeOnly ? false : await lease.guardianAnswers()
+    /// Whether a watchdog answers and sees the postmaster this monitor sees (checked each loop; the
+    /// monitor never leads without one): a watchdog that resolves the data directory or the binaries
+    /// elsewhere — a bindir link re-pointed, a data directory mounted since it started — could not
+    /// fence it (issue 23, finding 10). A watchdog from before it could say is trusted as it was.
+    mutating func guardianAnswers() async -> Bool {
+        if observeOnly { return false }
+        guard await lease.guardianAnswers() else { return false }
+        guard let mine = database.postmasterPID(), let seen = await lease.guardianPostmaster() else { return true }
+        guard seen != mine else {
+            watchdogWarnings.clear()
+            return true
+        }
+        watchdogWarnings.warning(
+            logger, "The watchdog does not see this node's postmaster, so it could not fence it: not taking the lock (check pg_bindir and pgdata, or restart the watchdog on a standby)",
+            metadata: ["postgres.pid": "\(mine)", "watchdog.sees": "\(seen == 0 ? "none" : String(seen))"])
+        return false
     }
 
     mutating func publishStatus(local: LocalPostgres, action: MonitorAction) async {

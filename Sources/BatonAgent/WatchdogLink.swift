@@ -23,6 +23,9 @@ public protocol FenceGuard: Sendable {
     func fenceNow() async
     /// The monitor stops cleanly: the guard may exit when it guards nothing.
     func quit() async
+    /// The PID of the postmaster the guard would fence (0: it sees none), or nil when it cannot say (no
+    /// answer, or a watchdog from before it could).
+    func postmasterSeen() async -> Int32?
 }
 
 public struct WatchdogUnavailable: Error, CustomStringConvertible {
@@ -105,6 +108,8 @@ public final class WatchdogLink: FenceGuard, @unchecked Sendable {
     }
 
     public func quit() async { _ = await onQueue { self.request(.quit) } }
+
+    public func postmasterSeen() async -> Int32? { await onQueue { self.request(.whichPostmaster)?.postmaster } }
 
     private func onQueue<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
         await withCheckedContinuation { continuation in queue.async { continuation.resume(returning: body()) } }

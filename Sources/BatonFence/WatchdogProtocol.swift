@@ -12,6 +12,9 @@ public enum WatchdogCommand: Sendable, Equatable {
     case ping
     /// Exit, unless armed: the monitor stops cleanly.
     case quit
+    /// Which postmaster would you fence? (The answer carries its PID; 0: none runs.) An earlier
+    /// watchdog does not answer it.
+    case whichPostmaster
 }
 
 /// One request with the sequence number its answer carries.
@@ -31,6 +34,7 @@ public struct WatchdogRequest: Sendable, Equatable {
         case .fenceNow: return "\(sequence) F"
         case .ping: return "\(sequence) P"
         case .quit: return "\(sequence) Q"
+        case .whichPostmaster: return "\(sequence) W"
         }
     }
 }
@@ -47,17 +51,24 @@ public struct WatchdogReply: Sendable, Equatable {
     }
     public var sequence: UInt64
     public var state: State
+    /// In the answer to ``WatchdogCommand/whichPostmaster``: the postmaster's PID, 0 when none runs.
+    public var postmaster: Int32?
 
-    public init(sequence: UInt64, state: State) {
+    public init(sequence: UInt64, state: State, postmaster: Int32? = nil) {
         self.sequence = sequence
         self.state = state
+        self.postmaster = postmaster
     }
 
     public init?(text: String) {
         let words = text.split(separator: " ")
-        guard words.count == 2, let sequence = UInt64(words[0]), let state = State(rawValue: String(words[1])) else { return nil }
+        guard words.count == 2 || words.count == 3, let sequence = UInt64(words[0]), let state = State(rawValue: String(words[1])) else { return nil }
         self.sequence = sequence
         self.state = state
+        if words.count == 3 {
+            guard let pid = Int32(words[2]), pid >= 0 else { return nil }
+            postmaster = pid
+        }
     }
 }
 

@@ -36,7 +36,10 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
     }
     private var storedOnLaunch: (@Sendable () -> Void)?
 
-    public init(_ state: LocalPostgres) { self.state = state }
+    public init(_ state: LocalPostgres, postmaster: Int32? = nil) {
+        self.state = state
+        self.postmaster = postmaster
+    }
 
     public var conninfo: String? { nil }
 
@@ -102,6 +105,10 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
         return .fast
     }
 
+    /// The postmaster's PID it passes for (nil: no process stands in for it).
+    public let postmaster: Int32?
+    public func postmasterPID() -> Int32? { postmaster }
+
     public func fence() async -> [Int32] {
         note("fence")
         lock.withLock { state = .down(standbySignal: false) }
@@ -150,7 +157,10 @@ public final class FakeGuard: FenceGuard {
 
     private let state = Mutex((armings: [Arming](), standDowns: 0, fences: 0, available: true))
 
-    public init(available: Bool = true) { state.withLock { $0.available = available } }
+    public init(available: Bool = true, seen: Int32? = nil) {
+        self.seen = seen
+        state.withLock { $0.available = available }
+    }
 
     public var armings: [Arming] { state.withLock { $0.armings } }
     public var fences: Int { state.withLock { $0.fences } }
@@ -168,6 +178,9 @@ public final class FakeGuard: FenceGuard {
     public func standDown() async { state.withLock { $0.standDowns += 1 } }
     public func fenceNow() async { state.withLock { $0.fences += 1 } }
     public func quit() async {}
+    /// The postmaster it says it would fence (nil: it cannot say, as an earlier watchdog).
+    public let seen: Int32?
+    public func postmasterSeen() async -> Int32? { seen }
 
     /// How far each deadline had run out when the next arming came (nanoseconds), for every gap in
     /// which the watchdog would have fenced: empty when the guard never lapsed.

@@ -8,8 +8,9 @@
  *
  * The wire format (one datagram each way; `Sources/BatonFence/WatchdogProtocol.swift` is the monitor's
  * side): requests `<sequence> L <deadline>` (lead: fence unless renewed before `deadline`, CLOCK_MONOTONIC
- * nanoseconds), `<sequence> N` (stand down), `F` (fence now), `P` (ping), `Q` (quit unless armed);
- * replies `<sequence> armed|idle|refused`. */
+ * nanoseconds), `<sequence> N` (stand down), `F` (fence now), `P` (ping), `Q` (quit unless armed), `W`
+ * (which postmaster would you fence?); replies `<sequence> armed|idle|refused`, to `W` with the
+ * postmaster's PID after the state (0: none runs). */
 #define _GNU_SOURCE
 #include "CBatonFence.h"
 
@@ -86,35 +87,55 @@ static void write_atomically(const char *text, const char *path) {
 }
 
 /* MARK: The kernel's watchdog device (`/dev/watchdog`, e.g. the softdog module), as Patroni uses it:
- * while this node leads it is petted at least once a second; if the whole machine freezes — this process
- * with it, so that it cannot fence — the device resets the machine before a replica may take over. On
- * standing down it is closed with the magic 'V', which disarms it. */
+ * if the whole machine freezes — this process with it, so that it cannot fence — the device resets the
+ * machine before a replica may take over. Sized and petted so that it never fires under a leader whose
+ * watchdog runs:
+ * - its timeout T is set when leading starts, from the lease then: the whole seconds of what is left of
+ *   it plus the takeover margin, less one (at least 1 s);
+ * - it is petted every PET_INTERVAL while `now + T` is within the deadline plus the margin — so that,
+ *   should the machine freeze right after a pet, it fires before a replica may take over — and not after;
+ * - at the deadline this process closes it with the magic 'V' (which disarms it), then fences: the last
+ *   pet came no sooner than `deadline + margin − T − PET_INTERVAL`, so the device would fire no sooner
+ *   than `deadline + margin − PET_INTERVAL`.
+ * A lease too short for a whole second is refused (`required`) or leads without the device. */
+
+/* Replicas take over no sooner than this after the leader's deadline: ClusterConfig.fenceMargin, less
+ * 100 ms for the time between the device firing and the machine stopping. */
+#define TAKEOVER_MARGIN_NS 400000000ull
+#define PET_INTERVAL_NS 100000000ull
 
 static int kernel_fd = -1;
-static uint64_t last_pet = 0;
+static uint64_t last_pet = 0, kernel_timeout_ns = 0;
 
 static void pet(void) {
     if (write(kernel_fd, "1", 1) < 0) { /* the next pet tries again; the device fires if none gets through */ }
     last_pet = monotonic_ns();
 }
 
-/* Opens the device as leading starts (or pets it if open). Its timeout is what is left of the first
- * lease less a second, at least a second: the device fires before a replica may take over. 0: it
- * cannot guard as required. */
+/* Whether a pet now keeps the promise: the device, if not petted again, fires by deadline + margin. */
+static int kernel_may_pet(uint64_t deadline, uint64_t now) { return now + kernel_timeout_ns <= deadline + TAKEOVER_MARGIN_NS; }
+
+/* Opens the device as leading starts (or pets it if open and the new deadline allows). 0: it cannot
+ * guard as required. */
 static int kernel_arm(uint64_t deadline, uint64_t now) {
     if (options.kernel == KERNEL_OFF) return 1;
     if (kernel_fd >= 0) {
-        pet();
+        if (kernel_may_pet(deadline, now)) pet();
         return 1;
     }
     int required = options.kernel == KERNEL_REQUIRED;
+    long long left = deadline > now ? (long long)((deadline - now + TAKEOVER_MARGIN_NS) / 1000000000ull) - 1 : 0;
+    if (left < 1) {
+        say("the lease (%llu ms) is too short for the kernel watchdog's whole seconds%s", (unsigned long long)(deadline > now ? (deadline - now) / 1000000 : 0),
+            required ? "; refusing to lead" : "; leading without it");
+        return !required;
+    }
     int fd = open(options.device, O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
         say("cannot open the kernel watchdog %s: %s%s", options.device, strerror(errno), required ? "; refusing to lead" : "; leading without it");
         return !required;
     }
-    long long left = ((long long)deadline - (long long)now) / 1000000000ll - 1;
-    int seconds = left < 1 ? 1 : (int)left, timeout = seconds;
+    int seconds = (int)left, timeout = seconds;
     if (ioctl(fd, WDIOC_SETTIMEOUT, &timeout) != 0) {
         const char *reason = strerror(errno);
         if (required) {
@@ -126,13 +147,14 @@ static int kernel_arm(uint64_t deadline, uint64_t now) {
         say("the kernel watchdog %s does not accept a %d s timeout (%s); it keeps its own", options.device, seconds, reason);
     }
     kernel_fd = fd;
+    kernel_timeout_ns = (uint64_t)seconds * 1000000000ull;
     say("kernel watchdog %s armed (%d s)", options.device, seconds);
     pet();
     return 1;
 }
 
-static void kernel_keep_alive(uint64_t now, int armed) {
-    if (armed && kernel_fd >= 0 && now - last_pet >= 1000000000ull) pet();
+static void kernel_keep_alive(uint64_t deadline, uint64_t now, int armed) {
+    if (armed && kernel_fd >= 0 && now - last_pet >= PET_INTERVAL_NS && kernel_may_pet(deadline, now)) pet();
 }
 
 static void kernel_stand_down(void) {
@@ -145,14 +167,43 @@ static void kernel_stand_down(void) {
 
 /* MARK: Fencing */
 
+/* The data directory and `<bindir>/postgres` resolved now: a symbolic link re-pointed (a bindir link
+ * moved to another installation) or a data directory mounted since this process started changes what
+ * they resolve to, and the processes to fence are found by what they resolve to now — and by what they
+ * resolved to at the start, for a postmaster started before the change. */
+static void resolve_now(char *data_directory, char *executable) {
+    char given[BATON_FENCE_PATH_MAX + 16];
+    baton_fence_resolve(options.data_directory_given, data_directory, BATON_FENCE_PATH_MAX);
+    snprintf(given, sizeof given, "%s/postgres", options.bin_directory);
+    baton_fence_resolve(given, executable, BATON_FENCE_PATH_MAX);
+}
+
+/* The postmaster this watchdog would fence first (0: none runs). */
+static pid_t postmaster_seen(void) {
+    char data_directory[BATON_FENCE_PATH_MAX], executable[BATON_FENCE_PATH_MAX];
+    resolve_now(data_directory, executable);
+    pid_t pid = baton_fence_postmaster(data_directory, executable);
+    return pid ? pid : baton_fence_postmaster(options.data_directory, options.executable);
+}
+
 static void fence(const char *why) {
     say("%s: stopping PostgreSQL (SIGKILL of every process of %s)", why, options.data_directory_given);
     if (options.track_file) write_atomically("-254\n", options.track_file);
     if (options.legacy_track_file) write_atomically("1\n", options.legacy_track_file);
+    char data_directory[BATON_FENCE_PATH_MAX], executable[BATON_FENCE_PATH_MAX];
+    resolve_now(data_directory, executable);
+    int moved = strcmp(data_directory, options.data_directory) != 0 || strcmp(executable, options.executable) != 0;
     pid_t none[1];
-    size_t before = baton_fence_running(options.data_directory, options.executable, none, 0);
+    size_t before = baton_fence_running(data_directory, executable, none, 0);
+    if (moved) before += baton_fence_running(options.data_directory, options.executable, none, 0);
     pid_t left[64];
-    size_t count = baton_fence_kill_all(options.data_directory, options.executable, 5000, left, 64);
+    size_t count = baton_fence_kill_all(data_directory, executable, 5000, left, 64);
+    if (moved) {
+        say("the paths resolve elsewhere than at the start (%s, %s): fencing the processes of both", data_directory, executable);
+        pid_t more[64];
+        size_t also = baton_fence_kill_all(options.data_directory, options.executable, 5000, more, 64);
+        for (size_t i = 0; i < also && count < 64; i++) left[count++] = more[i];
+    }
     if (count == 0) {
         say("fenced: %zu process(es) killed, none left", before);
         return;
@@ -164,7 +215,7 @@ static void fence(const char *why) {
 
 /* MARK: Requests */
 
-enum verb { LEAD, STAND_DOWN, FENCE_NOW, PING, QUIT };
+enum verb { LEAD, STAND_DOWN, FENCE_NOW, PING, QUIT, WHICH_POSTMASTER };
 
 /* A whole unsigned decimal number. */
 static int parse_u64(const char *text, uint64_t *out) {
@@ -192,15 +243,20 @@ static int parse_request(char *text, uint64_t *sequence, enum verb *verb, uint64
     case 'F': *verb = FENCE_NOW; break;
     case 'P': *verb = PING; break;
     case 'Q': *verb = QUIT; break;
+    case 'W': *verb = WHICH_POSTMASTER; break;
     default: return 0;
     }
     return count == 2;
 }
 
+static void reply_text(int socket_fd, const struct sockaddr_un *sender, socklen_t length, const char *text, int n) {
+    if (sendto(socket_fd, text, (size_t)n, MSG_NOSIGNAL, (const struct sockaddr *)sender, length) < 0) { /* the monitor asks again */ }
+}
+
 static void reply(int socket_fd, const struct sockaddr_un *sender, socklen_t length, uint64_t sequence, const char *state) {
     char text[64];
     int n = snprintf(text, sizeof text, "%llu %s", (unsigned long long)sequence, state);
-    if (sendto(socket_fd, text, (size_t)n, MSG_NOSIGNAL, (const struct sockaddr *)sender, length) < 0) { /* the monitor asks again */ }
+    reply_text(socket_fd, sender, length, text, n);
 }
 
 /* MARK: Start */
@@ -300,15 +356,17 @@ int main(int argc, char **argv) {
     for (;;) {
         uint64_t now = monotonic_ns();
         if (armed && now >= deadline) {
+            /* Disarmed first: the fence may take seconds, the device fires soon after the deadline. */
+            kernel_stand_down();
             fence("deadline passed without a renewal");
             armed = 0;
-            kernel_stand_down();
             continue;
         }
-        kernel_keep_alive(now, armed);
+        kernel_keep_alive(deadline, now, armed);
         uint64_t until = armed ? (deadline - now) / 1000000 + 1 : 1000;
+        uint64_t most = armed && kernel_fd >= 0 ? PET_INTERVAL_NS / 1000000 : 500;
         struct pollfd ready = {.fd = listener, .events = POLLIN};
-        if (poll(&ready, 1, until < 500 ? (int)until : 500) <= 0) continue;
+        if (poll(&ready, 1, until < most ? (int)until : (int)most) <= 0) continue;
         char text[512];
         struct sockaddr_un sender;
         socklen_t length = sizeof sender;
@@ -339,13 +397,19 @@ int main(int argc, char **argv) {
             kernel_stand_down();
             break;
         case FENCE_NOW:
+            kernel_stand_down();
             fence("the monitor asked");
             armed = 0;
-            kernel_stand_down();
             break;
         case PING:
             state = armed ? "armed" : "idle";
             break;
+        case WHICH_POSTMASTER: {
+            char text[96];
+            int written = snprintf(text, sizeof text, "%llu %s %d", (unsigned long long)sequence, armed ? "armed" : "idle", (int)postmaster_seen());
+            reply_text(listener, &sender, length, text, written);
+            continue;
+        }
         case QUIT:
             if (!armed) {
                 reply(listener, &sender, length, sequence, "idle");

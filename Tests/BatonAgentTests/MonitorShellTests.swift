@@ -307,6 +307,23 @@ struct MonitorShellTests {
         }
     }
 
+    /// Issue 23, finding 10: a watchdog that would fence another postmaster than the one this monitor
+    /// sees (paths resolved elsewhere) cannot guard it: the node does not take the lock. One that sees
+    /// the same one (or an earlier watchdog that cannot say) guards as before.
+    @Test("a watchdog that does not see this node's postmaster does not guard it: the node never takes the lock")
+    func watchdogMustSeeThePostmaster() async throws {
+        for (seen, leads) in [(Int32(4321), false), (0, false), (1234, true), (nil, true)] as [(Int32?, Bool)] {
+            try await withFixture { f in
+                try await register(f, primary: nil)
+                let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: nil, streaming: true), postmaster: 1234)
+                try await withMonitor(f, database: database, guardian: FakeGuard(seen: seen)) {
+                    let led = await eventually(timeout: .seconds(4)) { (try? await leader(f)) == "pg2" }
+                    #expect(led == leads, "the watchdog sees \(seen.map(String.init) ?? "(cannot say)")")
+                }
+            }
+        }
+    }
+
     /// Freshness is judged by a report's modify index moving on the observer's own clock: a peer whose
     /// clock is 30 s ahead does not look alive once it stopped, nor one 30 s behind look dead.
     @Test("clock skew: a dead peer whose clock runs 30 s ahead is not a candidate; a live one 30 s behind is")
