@@ -35,6 +35,8 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         // glibc's malloc.h (malloc_trim).
         .systemLibrary(name: "CMalloc"),
+        // OpenSSL's libcrypto (HMAC-SHA-256), from Debian's libssl-dev.
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Consul's wire format: durations, keys, JSON shapes. Pure, shared by client and server.
         .target(name: "ConsulAPI", swiftSettings: simulatedSettings),
@@ -98,11 +100,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Signing and checking the node API's writes between members.
+        .target(name: "BatonSigning", dependencies: ["BatonCore", "CLibCrypto"], swiftSettings: swiftSettings),
         // What runs on a node after bootstrap: keepalived's notify hook, status, cluster settings.
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "CMalloc", "ConsulAPI",
+                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "BatonSigning", "CMalloc", "ConsulAPI",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -151,12 +155,17 @@ let package = Package(
         .testTarget(name: "BatonSimTests", dependencies: ["BatonSim", "BatonCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "BatonBootstrapTests",
-            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonTestSupport", "ConsulAPI"],
+            dependencies: [
+                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonSigning",
+                "BatonTestSupport", "ConsulAPI",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "BatonAgentTests",
-            dependencies: ["BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonTestSupport", "ConsulAPI"],
+            dependencies: [
+                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonSigning", "BatonTestSupport", "ConsulAPI",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

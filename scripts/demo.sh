@@ -23,6 +23,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 [ -f /usr/include/postgresql/libpq-fe.h ] || missing+=(libpq-dev)
 [ -f /usr/include/x86_64-linux-gnu/curl/curl.h ] || [ -f /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+[ -f /usr/include/openssl/hmac.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if { [ "$(id -u)" = 0 ] || [ ${#as_root[@]} -gt 0 ]; } && command -v apt-get >/dev/null; then
     say "installing ${missing[*]} (apt-get)…"

@@ -2,6 +2,7 @@ import BatonBootstrap
 import BatonConsul
 import BatonCore
 import BatonFence
+import BatonSigning
 import ConsulAPI
 import Foundation
 import Logging
@@ -22,6 +23,9 @@ import Logging
 public actor Lease {
     let client: ConsulClient
     let guardian: any FenceGuard
+    /// Signs failsafe requests to the other members (nil: this node could not read its passfile; the
+    /// members refuse what it asks).
+    let signer: NodeAPISigner?
     /// The leader key as the monitor's watch sees it.
     let sightings: LeaderSightings
     let logger: Logger
@@ -77,10 +81,11 @@ public actor Lease {
 
     public init(
         client: ConsulClient, guardian: any FenceGuard, node: NodeName, cluster: ClusterName, stateDirectory: String, logger: Logger,
-        apiTLS: TLSFiles = TLSFiles(), sightings: LeaderSightings = LeaderSightings(), wake: @escaping @Sendable () -> Void,
-        published: @escaping @Sendable (_ leading: Bool, _ deadline: UInt64) -> Void = { _, _ in }
+        apiTLS: TLSFiles = TLSFiles(), signer: NodeAPISigner? = nil, sightings: LeaderSightings = LeaderSightings(),
+        wake: @escaping @Sendable () -> Void, published: @escaping @Sendable (_ leading: Bool, _ deadline: UInt64) -> Void = { _, _ in }
     ) {
         self.published = published
+        self.signer = signer
         self.client = client
         self.sightings = sightings
         self.transport = CurlTransport(tls: apiTLS)
@@ -462,13 +467,16 @@ public actor Lease {
         let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
         let timeout = failsafeRoundTimeout
         let body = JSONValue.object([("leader", .string(node.value)), ("fence_after", .string(config.fenceAfter.description))]).serializedBytes()
+        // Members grant only what a member signed (issue 23, finding 7).
+        let signature = signer.map { $0.authorization(method: "POST", path: "/failsafe", body: body, time: Int64(Date().timeIntervalSince1970)) }
+        let headers = [("Content-Type", "application/json")] + (signature.map { [("Authorization", $0)] } ?? [])
         let transport = self.transport
         let confirmations = await withTaskGroup(of: (NodeName, Bool).self) { group in
             for (name, api) in members {
                 group.addTask {
                     guard let api else { return (name, false) }
                     let request = HTTPRequest(
-                        method: "POST", url: api.url + "/failsafe", headers: [("Content-Type", "application/json")], body: body, timeout: timeout)
+                        method: "POST", url: api.url + "/failsafe", headers: headers, body: body, timeout: timeout)
                     return (name, (try? await transport.send(request))?.status == 200)  // a member that cannot be asked has not confirmed
                 }
             }

@@ -2,6 +2,7 @@ import BatonBootstrap
 import BatonConsul
 import BatonCore
 import BatonPostgres
+import BatonSigning
 import ConsulAPI
 import Foundation
 import Logging
@@ -59,14 +60,28 @@ public struct Monitor: Service {
         self.reloadSettings = reloadSettings
     }
 
+    /// The node API's signer, keyed by the replication password in this node's passfile (bootstrap
+    /// wrote it); without one, failsafe requests are neither signed nor granted.
+    static func signer(_ settings: BootstrapSettings, logger: Logger) -> NodeAPISigner? {
+        guard let text = try? String(contentsOfFile: settings.passfile.value, encoding: .utf8), let password = PostgresFiles.password(fromPassfile: text)
+        else {
+            logger.warning(
+                "Cannot read the replication password from the passfile: failsafe requests are neither signed nor granted (bootstrap writes it)",
+                metadata: ["monitor.passfile": "\(settings.passfile.value)"])
+            return nil
+        }
+        return NodeAPISigner(replicationPassword: password, cluster: settings.cluster)
+    }
+
     public func run() async throws {
         let (wakes, wake) = AsyncStream<MonitorWake>.makeStream(bufferingPolicy: .bufferingNewest(8))
         let (jobs, background) = AsyncStream<@Sendable () async -> Void>.makeStream()
         let apiTLS = settings.apiTLS.map { TLSFiles(caFile: $0.clientCA?.value, certFile: $0.certificate.value, keyFile: $0.key.value) } ?? TLSFiles()
-        let state = NodeState(node: settings.node, cluster: settings.cluster)
+        let signer = Self.signer(settings, logger: logger)
+        let state = NodeState(node: settings.node, cluster: settings.cluster, signer: signer)
         let lease = Lease(
             client: client, guardian: guardian, node: settings.node, cluster: settings.cluster, stateDirectory: settings.stateDirectory.value,
-            logger: logger, apiTLS: apiTLS, sightings: LeaderSightings(), wake: { wake.yield(.look) },
+            logger: logger, apiTLS: apiTLS, signer: signer, sightings: LeaderSightings(), wake: { wake.yield(.look) },
             published: { leading, deadline in
                 state.update { v in
                     v.leading = leading

@@ -3,6 +3,7 @@ import BatonConsul
 import BatonCore
 import BatonFence
 import BatonHTTP
+import BatonSigning
 import ConsulAPI
 import Foundation
 import Logging
@@ -14,10 +15,14 @@ public final class NodeState: Sendable {
     private let view: Mutex<NodeView>
     private let lastSnapshot = Mutex<ClusterSnapshot?>(nil)
     let cluster: ClusterName
+    /// Checks that a write (`POST /failsafe`) comes from a member of this cluster; nil: this node could
+    /// not read its passfile, and refuses every write.
+    let signer: NodeAPISigner?
 
-    public init(node: NodeName, cluster: ClusterName) {
+    public init(node: NodeName, cluster: ClusterName, signer: NodeAPISigner? = nil) {
         view = Mutex(NodeView(node: node))
         self.cluster = cluster
+        self.signer = signer
     }
 
     public var current: NodeView { view.withLock { $0 } }
@@ -106,6 +111,15 @@ public enum NodeAPI {
         case ("GET", "/metrics"):
             return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))
         case ("POST", "/failsafe"):
+            // Only a member may ask for the promise: a forged request would hold a failover off.
+            guard let signer = state.signer else {
+                return .text(401, "this node cannot check signatures (its passfile in the state directory is unreadable): it grants nothing\n")
+            }
+            if let refusal = signer.refusal(
+                request.header("authorization"), method: method, path: path, body: request.body, now: Int64(Date().timeIntervalSince1970))
+            {
+                return .text(401, refusal + "\n")
+            }
             // ignored: any malformed body or name gets the same 400, which says what is expected
             guard let body = try? JSONValue.parse(request.body), let text = body.member("leader")?.stringValue, let leader = try? NodeName(text) else {
                 return .text(400, "expected {\"leader\": \"<node name>\", \"fence_after\": \"<Go duration>\"}\n")

@@ -111,6 +111,29 @@ public enum PostgresFiles {
         return "*:*:*:\(replicationUser):\(escaped)\n"
     }
 
+    /// The replication password back from a passfile ``passfile(password:)`` wrote; nil when it holds no
+    /// line for the replication role.
+    public static func password(fromPassfile text: String) -> String? {
+        for line in text.split(separator: "\n") {
+            var fields: [String] = [""]
+            var escaped = false
+            for c in line {
+                if escaped {
+                    fields[fields.count - 1].append(c)
+                    escaped = false
+                } else if c == "\\" {
+                    escaped = true
+                } else if c == ":" {
+                    fields.append("")
+                } else {
+                    fields[fields.count - 1].append(c)
+                }
+            }
+            if fields.count == 5, fields[3] == replicationUser, !fields[4].isEmpty { return fields[4] }
+        }
+        return nil
+    }
+
     /// The replication password read from a file or the environment: one line, no control characters.
     public static func validatePassword(_ password: String, source: String) throws(ValidationProblem) -> String {
         var p = password

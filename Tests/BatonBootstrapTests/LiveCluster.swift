@@ -3,6 +3,7 @@ import BatonConsul
 import BatonConsulServer
 import BatonCore
 import BatonPostgres
+import BatonSigning
 import BatonTestSupport
 import ConsulAPI
 import Foundation
@@ -40,6 +41,12 @@ final class LiveCluster: @unchecked Sendable {
     }
 
     var passwordFile: String { root + "/replication-password" }
+
+    /// Signs node API writes as the cluster's members do.
+    var signer: NodeAPISigner {
+        let password = (try? String(contentsOfFile: passwordFile, encoding: .utf8))?.trimmingCharacters(in: .newlines) ?? ""
+        return NodeAPISigner(replicationPassword: password, cluster: try! ClusterName("live"))  // a valid literal
+    }
 
     /// Each node's API port, picked once.
     func apiPort(_ node: String) -> Int {

@@ -106,9 +106,10 @@ struct MonitorLiveTests {
     /// Whether `node`'s API refuses a failsafe request because failsafe_mode is off in its configuration.
     func refusesFailsafe(_ c: LiveCluster, _ node: String) async -> Bool {
         let body = JSONValue.object([("leader", .string(node))]).serializedBytes()
+        let signature = c.signer.authorization(method: "POST", path: "/failsafe", body: body, time: Int64(Date().timeIntervalSince1970))
         let request = HTTPRequest(
-            method: "POST", url: "http://127.0.0.1:\(c.apiPort(node))/failsafe", headers: [("Content-Type", "application/json")], body: body,
-            timeout: .seconds(2))
+            method: "POST", url: "http://127.0.0.1:\(c.apiPort(node))/failsafe", headers: [("Content-Type", "application/json"), ("Authorization", signature)],
+            body: body, timeout: .seconds(2))
         // ignored: an API that does not answer has not been seen to refuse
         guard let response = try? await CurlTransport().send(request) else { return false }
         return response.status == 409 && response.text.contains("failsafe_mode is off")

@@ -1,6 +1,7 @@
 import BatonConsul
 import BatonCore
 import BatonPostgres
+import BatonSigning
 import BatonTestSupport
 import ConsulAPI
 import Foundation
@@ -77,6 +78,33 @@ extension MonitorLiveTests {
                 ((try? await c.client.healthService("live", passing: true, tag: "replica").value) ?? []).count == 2
             }
             #expect(replicas)
+
+            // Issue 23, finding 7: only a member may ask for the failsafe promise. On main an unsigned
+            // request for the leader was granted (200), and the replica then would not take over.
+            let ask = JSONValue.object([("leader", .string("pg1")), ("fence_after", .string("3s"))]).serializedBytes()
+            let now = Int64(Date().timeIntervalSince1970)
+            func failsafe(_ authorization: String?) async -> HTTPResponse? {
+                let request = HTTPRequest(
+                    method: "POST", url: "http://127.0.0.1:\(c.apiPort("pg2"))/failsafe",
+                    headers: [("Content-Type", "application/json")] + (authorization.map { [("Authorization", $0)] } ?? []), body: ask, timeout: .seconds(3))
+                return try? await CurlTransport().send(request)
+            }
+            let unsigned = await failsafe(nil)
+            #expect(unsigned?.status == 401 && unsigned?.text.contains("unsigned") == true, "\(unsigned?.text ?? "no answer")")
+            let stranger = NodeAPISigner(replicationPassword: "not-the-password", cluster: try ClusterName("live"))
+            let forged = await failsafe(stranger.authorization(method: "POST", path: "/failsafe", body: ask, time: now))
+            #expect(forged?.status == 401 && forged?.text.contains("does not match") == true, "\(forged?.text ?? "no answer")")
+            let replayed = await failsafe(c.signer.authorization(method: "POST", path: "/failsafe", body: ask, time: now - 3600))
+            #expect(replayed?.status == 401, "\(replayed?.text ?? "no answer")")
+            // A member's signed request is judged by the rules (asked for pg3, which does not hold the
+            // lock: refused — a promise to pg1 now would hold the failover below off for its period).
+            let other = JSONValue.object([("leader", .string("pg3")), ("fence_after", .string("3s"))]).serializedBytes()
+            let member = try? await CurlTransport().send(
+                HTTPRequest(
+                    method: "POST", url: "http://127.0.0.1:\(c.apiPort("pg2"))/failsafe",
+                    headers: [("Content-Type", "application/json"), ("Authorization", c.signer.authorization(method: "POST", path: "/failsafe", body: other, time: now))],
+                    body: other, timeout: .seconds(3)))
+            #expect(member?.status == 409 && member?.text.contains("pg1 holds the leader lock") == true, "\(member?.text ?? "no answer")")
 
             // Bounds: an oversized body gets 413, a connection beyond the limit 503; it keeps serving.
             let big = await api(c, "pg1", "/failsafe", method: "POST", body: [UInt8](repeating: 32, count: 100_000))
