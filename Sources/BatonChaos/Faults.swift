@@ -145,6 +145,35 @@ struct FaultInjector {
                 let result = try await lab.runner.run(
                     lab.baton, ["switchover", "--config", lab.configPath(to), "--to", to, "--timeout", "30"], timeout: .seconds(40))
                 done.note = result.succeeded ? "switched over to \(to)" : "switchover refused or failed: " + result.output.trimmingCharacters(in: .whitespacesAndNewlines).suffix(200)
+            case .configChange:
+                guard let leader else { return note(done, "no leader to freeze") }
+                done.targets = [leader]
+                func set(_ value: String) async throws {
+                    let result = try await lab.runner.run(lab.baton, ["config", "set", "--config", lab.configPath(leader), value], timeout: .seconds(20))
+                    if !result.succeeded { done.note += "config set \(value) refused: " + result.output.trimmingCharacters(in: .whitespacesAndNewlines).suffix(120) + "; " }
+                }
+                try await set("fence_timeout=6s")
+                // Every monitor reads it within a loop; the leader arms 6 s from its next beat on.
+                try? await Task.sleep(for: .seconds(2))
+                let frozen = await lab.monitor(leader) + (await lab.watchdog(leader))
+                lab.signal(frozen, SIGSTOP)
+                try await set("fence_timeout=2s")
+                try? await Task.sleep(for: hold)
+                lab.signal(frozen, SIGCONT)
+                try await set("fence_timeout=3s")
+                done.note += "fence_timeout 6s → 2s with \(leader)'s monitor frozen \((fault.duration * 10).rounded() / 10) s → 3s"
+            case .laggingCrash:
+                guard let leader else { return note(done, "no leader to crash") }
+                let standbys = lab.names.filter { $0 != leader }
+                var receivers: [Int32] = []
+                for standby in standbys { if let pid = await lab.walReceiver(standby) { receivers.append(pid) } }
+                done.targets = [leader] + standbys
+                lab.signal(receivers, SIGSTOP)
+                try? await Task.sleep(for: hold)
+                lab.signal(receivers, SIGCONT)
+                guard let pid = lab.postmaster(leader) else { return note(done, "no postmaster on \(leader)") }
+                lab.signal([pid], SIGKILL)
+                done.note = "\(receivers.count) WAL receiver(s) stopped \((fault.duration * 10).rounded() / 10) s, then \(leader)'s postmaster killed"
             case .overlap:
                 break
             }

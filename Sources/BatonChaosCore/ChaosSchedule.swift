@@ -50,6 +50,13 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     case consulHang = "consul-hang"
     /// The sessions of the target's Consul agent are invalidated (a restarted agent): its locks go free.
     case agentRestart = "agent-restart"
+    /// A configuration change mid-run (issue 23, finding 2): `baton config set fence_timeout=6s`, then —
+    /// with the leader's monitor and watchdog frozen — `fence_timeout=2s`, held, then thawed and set
+    /// back to 3s.
+    case configChange = "config-change"
+    /// Every standby's WAL receiver stopped (SIGSTOP) while the writers write, then the primary's
+    /// postmaster killed as they continue (issue 23, finding 1).
+    case laggingCrash = "lagging-crash"
 
     /// Consul's own trouble, never the database's: a failover during a fault of these kinds alone is an
     /// unnecessary one (a node cut from Consul is one too: the members vouch for it in failsafe mode).
@@ -63,7 +70,7 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     /// Which node a fault of this kind is aimed at, when it is aimed at one.
     public var aimed: Bool {
         switch self {
-        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap, .consulElection, .consulHang: return false
+        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap, .consulElection, .consulHang, .configChange, .laggingCrash: return false
         default: return true
         }
     }
@@ -81,6 +88,8 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
         case .consulElection: return 1...15
         case .consulHang: return 1...10
         case .agentRestart: return 0...0
+        case .configChange: return 2...10
+        case .laggingCrash: return 2...6
         case .syncLinkFlap: return 2...8
         case .overlap: return 0...0
         }
