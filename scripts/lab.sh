@@ -18,6 +18,8 @@
 #   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
 #   scripts/lab.sh consul-fault KIND [--for D] [--delay L] [--node N]   Consul misbehaves as a real one
 #                                    does (`baton consul fault`: election, hang, slow, agent-restart, clear)
+#   scripts/lab.sh consul-snapshot save|restore FILE   the embedded server's whole store saved, or put
+#                                    back (keys, sessions and indexes roll back, as a Consul restore does)
 #   scripts/lab.sh kill-keepalived N kill -9 of node N's keepalived; start-keepalived N starts it again
 #   scripts/lab.sh start-daemon N monitor|pgbouncer-agent|pgbouncer   start one daemon of node N again
 #   scripts/lab.sh vip               the node holding the VIP;   scripts/lab.sh leader   the lock holder
@@ -256,6 +258,7 @@ case "$cmd" in
   stop-consul) pid=$(awk '$2 == "consul" {print $1}' "$lab/pids" | tail -1); kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done ;;
   start-consul) start_consul ;;
   consul-fault) "$baton" consul fault --control "$fault_control" "$@" ;;
+  consul-snapshot) "$baton" consul snapshot "$1" --consul "$(consul_listen)" "$2" ;;
   kill-keepalived) for p in $(ip netns pids "$(ns "$1")"); do if grep -q '^keepalived' "/proc/$p/comm" 2>/dev/null; then kill -9 "$p"; fi; done ;;
   start-keepalived)
     d="$lab/n$1"; rm -f "$d"/keepalived.pid "$d"/vrrp.pid "$d"/checkers.pid

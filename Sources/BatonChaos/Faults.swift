@@ -174,6 +174,12 @@ struct FaultInjector {
                 guard let pid = lab.postmaster(leader) else { return note(done, "no postmaster on \(leader)") }
                 lab.signal([pid], SIGKILL)
                 done.note = "\(receivers.count) WAL receiver(s) stopped \((fault.duration * 10).rounded() / 10) s, then \(leader)'s postmaster killed"
+            case .consulRestore:
+                let file = "\(lab.directory)/consul-snapshot.json"
+                _ = try await lab.lab("consul-snapshot", "save", file)
+                try? await Task.sleep(for: hold)
+                _ = try await lab.lab("consul-snapshot", "restore", file)
+                done.note = "Consul's store rolled back \((fault.duration * 10).rounded() / 10) s"
             case .overlap:
                 break
             }

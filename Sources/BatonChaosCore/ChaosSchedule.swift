@@ -57,6 +57,9 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     /// Every standby's WAL receiver stopped (SIGSTOP) while the writers write, then the primary's
     /// postmaster killed as they continue (issue 23, finding 1).
     case laggingCrash = "lagging-crash"
+    /// Consul's store saved, the run goes on for the duration, then the store is restored from that
+    /// snapshot: keys, sessions and indexes roll back (issue 23, finding 9).
+    case consulRestore = "consul-restore"
 
     /// Consul's own trouble, never the database's: a failover during a fault of these kinds alone is an
     /// unnecessary one (a node cut from Consul is one too: the members vouch for it in failsafe mode).
@@ -70,7 +73,7 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
     /// Which node a fault of this kind is aimed at, when it is aimed at one.
     public var aimed: Bool {
         switch self {
-        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap, .consulElection, .consulHang, .configChange, .laggingCrash: return false
+        case .consulStop, .consulSlow, .switchover, .overlap, .syncLinkFlap, .consulElection, .consulHang, .configChange, .laggingCrash, .consulRestore: return false
         default: return true
         }
     }
@@ -90,6 +93,7 @@ public enum FaultKind: String, Sendable, CaseIterable, Codable {
         case .agentRestart: return 0...0
         case .configChange: return 2...10
         case .laggingCrash: return 2...6
+        case .consulRestore: return 1...20
         case .syncLinkFlap: return 2...8
         case .overlap: return 0...0
         }

@@ -162,6 +162,9 @@ final class HTTPAPI: Sendable {
             try await api.kv(call)
         },
         Route(prefix: "/v1/txn", isPrefix: false, methods: ["PUT"]) { try await $0.transaction($1) },
+        Route(prefix: "/v1/snapshot", isPrefix: false, methods: ["GET", "PUT"]) { api, call in
+            call.request.method == "GET" ? try api.saveSnapshot(call) : try await api.restoreSnapshot(call)
+        },
         Route(prefix: "/v1/session/create", isPrefix: false, methods: ["PUT"]) { try await $0.createSession($1) },
         Route(prefix: "/v1/session/destroy/", isPrefix: true, methods: ["PUT"]) { try await $0.destroySession($1) },
         Route(prefix: "/v1/session/renew/", isPrefix: true, methods: ["PUT"]) { try await $0.renewSession($1) },

@@ -17,6 +17,9 @@ final class Store: Sendable {
     private let waiters = Mutex<Waiters>(Waiters())
     /// Writes fail with this once the disk failed: better to stop acknowledging than to lie.
     private let broken = Mutex<String?>(nil)
+    /// Snapshots restored so far: a blocked query that sees this change answers at once, whatever the
+    /// index (Consul abandons every watch on a restore).
+    private let restores = Mutex<UInt64>(0)
 
     /// Wakes the timer task (``CheckRunner``) when a deadline comes before the one it sleeps until.
     let alarm = Alarm()
@@ -132,6 +135,31 @@ final class Store: Sendable {
         return .success(plan.result)
     }
 
+    /// Replaces the whole state with a snapshot's (`PUT /v1/snapshot`): made durable first (the log
+    /// starts again from it), then visible; every blocked reader wakes — indexes may go backwards,
+    /// which Consul's clients answer by reading afresh.
+    func restore(_ restored: State) async throws(APIError) {
+        let outcome: Result<Void, APIError> = await withCheckedContinuation { continuation in
+            commitQueue.async { continuation.resume(returning: self.replace(with: restored)) }
+        }
+        try outcome.get()
+    }
+
+    private func replace(with restored: State) -> Result<Void, APIError> {
+        if let reason = broken.withLock({ $0 }) { return .failure(APIError(500, "storage failed, writes are refused: \(reason)")) }
+        if let log {
+            do { try log.compact(restored) } catch {
+                broken.withLock { $0 = "\(error)" }
+                return .failure(APIError(500, "cannot persist the restored snapshot: \(error)"))
+            }
+        }
+        state.withLock { $0 = restored }
+        restores.withLock { $0 += 1 }
+        if let deadline = restored.nextDeadline() { alarm.request(deadline) }
+        wakeAll()
+        return .success(())
+    }
+
     // MARK: Blocking
 
     /// The current change version, to wait on with ``waitForChange(after:until:)``.
@@ -189,10 +217,12 @@ final class Store: Sendable {
         } else {
             deadline = .now
         }
+        let restoredBefore = restores.withLock { $0 }
         while true {
             let version = self.version
             let (index, missing, value) = try read(evaluate)
             if requested == 0 { return (index, value) }
+            if restores.withLock({ $0 }) != restoredBefore { return (index, value) }
             if index > threshold {
                 if !(missing && previouslyMissing) { return (index, value) }
                 threshold = index

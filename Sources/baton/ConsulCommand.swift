@@ -41,7 +41,7 @@ struct ConsulCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "consul",
         abstract: "The embedded Consul-compatible server, and a small Consul client.",
-        subcommands: [Serve.self, KV.self, Fault.self]
+        subcommands: [Serve.self, KV.self, Snapshot.self, Fault.self]
     )
 }
 
@@ -212,6 +212,48 @@ extension ConsulCommand {
             func run() async throws {
                 let client = try consul.client()
                 for pair in try await client.list(prefix).value { print("\(pair.key):\(pair.stringValue)") }
+            }
+        }
+    }
+
+    struct Snapshot: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save or restore the whole store of an embedded server (GET and PUT /v1/snapshot).",
+            discussion: """
+                save FILE      writes the store (keys, sessions, services, checks, indexes) to FILE, as JSON
+                restore FILE   replaces the store with FILE's: keys, sessions and indexes roll back to it
+                The format is the embedded server's own; Consul's archives (`consul snapshot`) restore only into Consul.
+                """,
+            subcommands: [Save.self, Restore.self])
+
+        struct Save: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Write the store to FILE.")
+            @OptionGroup var consul: ConsulOptions
+            @Argument(help: "Where to write the snapshot.") var file: String
+
+            func run() async throws {
+                let response = try await consul.client().send("GET", "/v1/snapshot", timeout: .seconds(60))
+                guard response.status == 200 else { throw ValidationError("the server refused: \(response.status) \(response.text)") }
+                do {
+                    // The store may hold secrets (a replication password in a config key): owner only.
+                    FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600])
+                    try Data(response.body).write(to: URL(fileURLWithPath: file), options: .atomic)
+                    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
+                } catch { throw ValidationError("cannot write \(file): \(error)") }
+                print("Saved snapshot to \(file) (index \(response.header("x-consul-index") ?? "?"), \(response.body.count) bytes)")
+            }
+        }
+
+        struct Restore: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Replace the store with FILE's snapshot.")
+            @OptionGroup var consul: ConsulOptions
+            @Argument(help: "A snapshot `baton consul snapshot save` wrote.") var file: String
+
+            func run() async throws {
+                guard let body = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
+                let response = try await consul.client().send("PUT", "/v1/snapshot", body: Array(body), timeout: .seconds(60))
+                guard response.status == 200 else { throw ValidationError("the server refused the snapshot: \(response.status) \(response.text)") }
+                print("Restored snapshot from \(file)")
             }
         }
     }

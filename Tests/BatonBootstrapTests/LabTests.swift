@@ -360,8 +360,9 @@ extension LabTests {
     }
 
     /// The chaos suite's short seeded run (the full run of at least 100 faults is a benchmark,
-    /// `scripts/chaos.sh --faults 100`): the schedule of seed 7 puts the primary through a frozen node, a
-    /// partition, a crashed postmaster during a Consul outage, flapping synchronous replication.
+    /// `scripts/chaos.sh --faults 100`): the schedule of seed 7 (since the kinds of 2026-12-06) puts the
+    /// primary through a cut from Consul, a frozen monitor, a killed backend, a crashed postmaster, a frozen
+    /// synchronous standby while its link flaps, flapping synchronous replication and a Consul outage.
     @Test("a short seeded chaos run (10 faults, synchronous mode): no split brain, no acknowledged commit lost, every fault converges")
     func shortChaosRun() async throws {
         let directory = NSTemporaryDirectory() + "baton-chaos-test-" + UUID().uuidString.prefix(6).lowercased()

@@ -37,6 +37,55 @@ struct DurabilityTests {
         await server.shutdown()
     }
 
+    /// Issue 24: `GET /v1/snapshot` saves the store, `PUT /v1/snapshot` brings it back as Consul's
+    /// restore does — keys, sessions and indexes roll back, a blocked reader wakes, it survives a
+    /// restart — and a body that is not such a snapshot changes nothing.
+    @Test("a snapshot saved and restored rolls keys, sessions and indexes back, wakes blocked readers and survives a restart; a bad one changes nothing")
+    func snapshotSaveAndRestore() async throws {
+        let directory = Harness.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var server = try await Harness.startServer(directory: directory, sessionTTLMin: .seconds(10))
+        var t = Harness.target(for: server, directory: directory)
+        try await t.client.put("k/a", "one")
+        let session = try await t.session(#"{"TTL":"60s","LockDelay":"0s"}"#)
+        #expect(try await t.client.put("leader", "me", mode: .acquire(session: session)))
+        let saved = try await t.http("GET", "/v1/snapshot")
+        #expect(saved.status == 200 && saved.header("content-type") == "application/json")
+        let savedIndex = try #require(saved.header("x-consul-index").flatMap { UInt64($0) })
+
+        try await t.client.put("k/a", "two")
+        try await t.client.put("k/b", "new")
+        try await t.client.destroySession(session)
+        let later = try await t.client.list("k/").index
+        #expect(later > savedIndex)
+        // A reader blocked on the current index wakes when the store rolls back under it.
+        let reader = t.client
+        let blocked = ContinuousClock.now
+        async let woken = reader.list("k/", QueryOptions(index: later, wait: .seconds(60)))
+        try await Task.sleep(for: .milliseconds(200))
+        let restored = try await t.http("PUT", "/v1/snapshot", body: saved.text)
+        #expect(restored.status == 200, "\(restored.text)")
+        let afterWake = try await woken
+        #expect(ContinuousClock.now - blocked < .seconds(30), "woken by the restore, not by its 60 s wait running out")
+        #expect(afterWake.value.map(\.stringValue) == ["one"], "woken with the restored keys")
+        #expect(afterWake.index <= later, "the index went back (Consul's clients then read afresh)")
+        #expect(try await t.client.get("leader").value?.session == session, "the session and its lock came back")
+        #expect(try await t.client.sessionInfo(session).value != nil)
+
+        for bad in ["", "{}", #"{"format":"consul 1.18 archive"}"#, #"{"format":"baton-consul-snapshot 1","changes":"x"}"#] {
+            let refused = try await t.http("PUT", "/v1/snapshot", body: bad)
+            #expect(refused.status == 400, "\(bad): \(refused.status) \(refused.text)")
+        }
+        #expect(try await t.client.get("k/a").value?.stringValue == "one", "a refused snapshot changed nothing")
+
+        await server.shutdown()
+        server = try await Harness.startServer(directory: directory, sessionTTLMin: .seconds(10))
+        t = Harness.target(for: server, directory: directory)
+        #expect(try await t.client.list("k/").value.map(\.stringValue) == ["one"], "the restore is durable")
+        #expect(try await t.client.get("leader").value?.session == session)
+        await server.shutdown()
+    }
+
     @Test("a write torn by a crash is cut off on start, never loaded in part; damage in the middle refuses to start")
     func tornWrite() async throws {
         let directory = Harness.temporaryDirectory()
