@@ -45,15 +45,26 @@ public struct Takeover {
     /// - Returns: how long the handover took, from the request to the new leader being writable.
     public func switchover(to name: NodeName, timeout: Duration) async throws -> Duration {
         let v = try await view()
+        if let refusal = Self.switchoverRefusal(to: name, v) { throw AgentError("switchover refused: \(refusal)") }
+        return try await request(
+            TakeoverRequest(to: name, from: v.snapshot.leader?.holder, time: rfc3339Now(), timeout: GoDuration(timeout)), timeout: timeout)
+    }
+
+    /// `baton switchover --to NAME --check`: why a switchover to `name` would be refused now, or nil
+    /// when it would be asked for; nothing is changed.
+    public func checkSwitchover(to name: NodeName) async throws -> String? { Self.switchoverRefusal(to: name, try await view()) }
+
+    static func switchoverRefusal(to name: NodeName, _ v: View) -> String? {
         let leader = v.snapshot.leader?.holder
-        let leaderPosition = leader.flatMap { v.snapshot.reports[$0]?.status.position }
-        if let refusal = TakeoverCheck.switchover(
-            leader: leader, leaderPosition: leaderPosition, target: v.target(name), maximumLag: v.snapshot.config.maximumLagOnFailover,
-            synchronousMode: v.snapshot.config.synchronousMode, choice: v.choice)
-        {
-            throw AgentError("switchover refused: \(refusal)")
-        }
-        return try await request(TakeoverRequest(to: name, from: leader, time: rfc3339Now(), timeout: GoDuration(timeout)), timeout: timeout)
+        return TakeoverCheck.switchover(
+            leader: leader, leaderPosition: leader.flatMap { v.snapshot.reports[$0]?.status.position }, target: v.target(name),
+            maximumLag: v.snapshot.config.maximumLagOnFailover, synchronousMode: v.snapshot.config.synchronousMode, choice: v.choice)
+    }
+
+    /// `baton explain`: what would happen if the primary died now.
+    public func explain() async throws -> FailoverExplanation {
+        let v = try await view()
+        return FailoverExplanation(snapshot: v.snapshot, live: v.live)
     }
 
     /// A manual failover when no node leads. In synchronous mode the recorded synchronous standby has

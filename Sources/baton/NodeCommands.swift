@@ -217,16 +217,48 @@ struct SwitchoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchover",
         abstract: "Planned change of primary: the leader stops cleanly and NODE takes over.",
-        discussion: "Refused, with the reason, unless NODE is a healthy standby within maximum_lag_on_failover of the leader.")
+        discussion: """
+            Refused, with the reason, unless NODE is a healthy standby within maximum_lag_on_failover of the leader that \
+            failover could promote (not nofailover; in synchronous mode the synchronous standby). --check says whether it \
+            would be, changing nothing (exit status 0: it would go ahead, 1: refused).
+            """)
     @OptionGroup var node: NodeOptions
     @Option(help: "The standby that becomes the primary.") var to: String
     @Option(help: "Seconds to wait for the handover.") var timeout = 60
+    @Flag(help: "Only say whether the switchover would be asked for, and why not; change nothing.") var check = false
 
     func run() async throws {
         try await reportingErrors("switchover") {
             let config = try node.load()
-            let took = try await Takeover(config: config, client: try config.client()).switchover(to: try NodeName(to), timeout: .seconds(timeout))
+            let takeover = Takeover(config: config, client: try config.client())
+            let target = try NodeName(to)
+            if check {
+                if let refusal = try await takeover.checkSwitchover(to: target) {
+                    print("switchover to \(to) would be refused: \(refusal)")
+                    throw ExitCode(1)
+                }
+                print("switchover to \(to) would be asked for: it is a healthy standby failover could promote, within the lag limit")
+                return
+            }
+            let took = try await takeover.switchover(to: target, timeout: .seconds(timeout))
             print("\(to) is the primary (switchover took \(took.millisecondCount) ms)")
+        }
+    }
+}
+
+struct ExplainCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain",
+        abstract: "What would happen if the primary died now: who would take over, the ranking, and why each other node would not.",
+        discussion: "The same ranking the monitors decide with, from the same reports. Changes nothing.")
+    @OptionGroup var node: NodeOptions
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() async throws {
+        try await reportingErrors("explain") {
+            let config = try node.load()
+            let explanation = try await Takeover(config: config, client: try config.client()).explain()
+            print(json ? explanation.json.serialized() : explanation.text, terminator: json ? "\n" : "")
         }
     }
 }

@@ -235,6 +235,18 @@ struct MonitorLiveTests {
             _ = await eventually(timeout: .seconds(10)) {
                 (try? await c.client.get("baton/live/status/pg2").value?.stringValue.contains("streaming\":true")) == true
             }
+            // `--check` says whether it would go ahead and changes nothing; `explain` names who would
+            // take over if pg1 died now (issue 25).
+            let check = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg2", "--check"])
+            #expect(check.status == 0 && check.output.contains("would be asked for"), "\(check.output)")
+            let refusedCheck = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg1", "--check"])
+            #expect(refusedCheck.status == 1 && refusedCheck.output.contains("already the leader"), "\(refusedCheck.output)")
+            #expect(try await c.client.get("baton/live/switchover").value == nil, "--check wrote no request")
+            let explain = try await runCommand(BatonProcess.executable, ["explain", "--config", config, "--json"])
+            let explained = try JSONValue.parse(explain.output)
+            #expect(explained.member("leader")?.stringValue == "pg1", "\(explain.output)")
+            #expect(["pg2", "pg3"].contains(explained.member("winner")?.stringValue ?? ""), "\(explain.output)")
+            #expect(explained.member("ineligible")?.arrayValue?.contains { $0.member("node")?.stringValue == "pg1" } == true)
             let probe = WriteProbe()
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(1))
