@@ -4,6 +4,14 @@ import Testing
 
 @Suite("day-2: parameters, commands, tags, status warnings")
 struct DayTwoTests {
+    /// The registration pair of node `name` with `role`.
+    static func registration(_ name: String, _ role: NodeRole, keys: ClusterKeys) throws -> KVPair {
+        let registration = NodeRegistration(
+            name: try NodeName(name), address: try HostAddress("10.0.0.1"), port: try TCPPort(5432), role: role, upstream: nil, priority: 100,
+            location: "default")
+        return KVPair(key: keys.node(try NodeName(name)), value: registration.json.serializedBytes())
+    }
+
     let workMem = PostgresSettingDefinition(
         name: "work_mem", kind: .integer, unit: "kB", minimum: 64, maximum: 2_147_483_647, enumValues: [], context: "user")
     let sharedBuffers = PostgresSettingDefinition(
@@ -166,10 +174,7 @@ struct DayTwoTests {
         let keys = ClusterKeys(cluster: try ClusterName("c"))
         var pairs: [KVPair] = []
         for (name, role) in [("a", NodeRole.primary), ("b", .standby), ("c", .standby)] {
-            let registration = NodeRegistration(
-                name: try NodeName(name), address: try HostAddress("10.0.0.1"), port: try TCPPort(5432), role: role, upstream: nil, priority: 100,
-                location: "default")
-            pairs.append(KVPair(key: keys.node(try NodeName(name)), value: registration.json.serializedBytes()))
+            pairs.append(try Self.registration(name, role, keys: keys))
             guard role == .standby else { continue }
             let status = MemberStatus(local: .standby(position: LSN(name == "b" ? 900 : 100), timeline: 1, upstream: nil, streaming: false), decision: "", time: 0)
             pairs.append(KVPair(key: keys.status(try NodeName(name)), value: status.json.serializedBytes()))
@@ -198,10 +203,7 @@ struct DayTwoTests {
         let keys = ClusterKeys(cluster: try ClusterName("c"))
         var pairs: [KVPair] = []
         for (name, role) in [("a", NodeRole.primary), ("b", .standby), ("c", .standby)] {
-            let registration = NodeRegistration(
-                name: try NodeName(name), address: try HostAddress("10.0.0.1"), port: try TCPPort(5432), role: role, upstream: nil, priority: 100,
-                location: "default")
-            pairs.append(KVPair(key: keys.node(try NodeName(name)), value: registration.json.serializedBytes()))
+            pairs.append(try Self.registration(name, role, keys: keys))
         }
         var primary = MemberStatus(local: .primary(position: LSN(1 << 40), timeline: 2), decision: "keep leading", time: 0)
         primary.slots = [

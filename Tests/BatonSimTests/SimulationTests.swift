@@ -128,22 +128,33 @@ struct SimulationTests {
     /// they would promise again and again not to take over — no primary for as long as the cut lasts.
     /// The run ends 27 s in, the cut still on: one node must lead a writable primary by then.
     static func cutThenKilled(mutant: Mutant? = nil) -> SimulationOptions {
-        var options = Self.options(sync: .off, kinds: [.consulCut, .postmasterKill], mutant: mutant)
-        options.script = [Fault(kind: .consulCut, at: .seconds(10), length: .seconds(40)), Fault(kind: .postmasterKill, at: .seconds(12), length: .zero)]
+        scripted(
+            sync: .off, [Fault(kind: .consulCut, at: .seconds(10), length: .seconds(40)), Fault(kind: .postmasterKill, at: .seconds(12), length: .zero)],
+            mutant: mutant)
+    }
+
+    /// A scenario spelled out: `script` from 10 s in, the run ending 27 s in (before faults of 40 s heal).
+    static func scripted(sync: SynchronousMode, _ script: [Fault], mutant: Mutant? = nil) -> SimulationOptions {
+        let kinds = script.map(\.kind).reduce(into: [FaultKind]()) { if !$0.contains($1) { $0.append($1) } }
+        var options = Self.options(sync: sync, kinds: kinds, mutant: mutant)
+        options.script = script
         options.faultPhase = .seconds(15)
         options.quietPhase = .seconds(12)
         return options
     }
 
-    @Test("a leader cut from Consul whose PostgreSQL died asks for no failsafe grant: a replica takes over while the cut lasts")
-    func failsafeNotForADeadPrimary() {
+    /// Seeds 1–20 of a scripted scenario: no invariant broken, and exactly one failover.
+    static func expectOneFailover(_ options: SimulationOptions) {
         for seed: UInt64 in 1...20 {
-            let run = Simulation(seed: seed, options: Self.cutThenKilled())
+            let run = Simulation(seed: seed, options: options)
             let violation = run.run()
             #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
             #expect(run.counts.promotions == 1, "seed \(seed): one failover")
         }
     }
+
+    @Test("a leader cut from Consul whose PostgreSQL died asks for no failsafe grant: a replica takes over while the cut lasts")
+    func failsafeNotForADeadPrimary() { Self.expectOneFailover(Self.cutThenKilled()) }
 
     /// Issue 23, finding 14: synchronous mode on, the synchronous standby's WAL receiver killed three
     /// times 0.4 s apart, and the primary's machine dies as the standby streams again (for 40 s; the run
@@ -151,40 +162,21 @@ struct SimulationTests {
     /// first disconnect and recorded it again only a loop after it caught up, nobody may promote: no
     /// primary until the old one returns.
     static func flapsThenDeath(mutant: Mutant? = nil) -> SimulationOptions {
-        var options = Self.options(sync: .on, kinds: [.syncStandbyFlaps], mutant: mutant)
-        options.script = [
-            Fault(kind: .syncStandbyFlaps, at: .seconds(10), length: .zero), Fault(kind: .nodeDeath, at: .milliseconds(11_300), length: .seconds(40)),
-        ]
-        options.faultPhase = .seconds(15)
-        options.quietPhase = .seconds(12)
-        return options
+        scripted(
+            sync: .on,
+            [Fault(kind: .syncStandbyFlaps, at: .seconds(10), length: .zero), Fault(kind: .nodeDeath, at: .milliseconds(11_300), length: .seconds(40))],
+            mutant: mutant)
     }
 
     @Test("a synchronous standby whose receiver flaps stays recorded: when the primary then dies it takes over, every acknowledged commit kept")
-    func flappingSynchronousStandby() {
-        for seed: UInt64 in 1...20 {
-            let run = Simulation(seed: seed, options: Self.flapsThenDeath())
-            let violation = run.run()
-            #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
-            #expect(run.counts.promotions == 1, "seed \(seed): one failover")
-        }
-    }
+    func flappingSynchronousStandby() { Self.expectOneFailover(Self.flapsThenDeath()) }
 
     /// Issue 23, finding 8 (a): synchronous mode on, a switchover to the asynchronous standby requested,
     /// and the leader's machine dies before it steps down. The request must not make its target the
     /// one node that takes over: it may lack acknowledged commits.
     @Test("a pending switchover never promotes a standby that may lack acknowledged commits when the leader dies first")
     func switchoverThenDeath() {
-        var options = Self.options(sync: .on, kinds: [.switchoverThenDeath])
-        options.script = [Fault(kind: .switchoverThenDeath, at: .seconds(10), length: .seconds(40))]
-        options.faultPhase = .seconds(15)
-        options.quietPhase = .seconds(12)
-        for seed: UInt64 in 1...20 {
-            let run = Simulation(seed: seed, options: options)
-            let violation = run.run()
-            #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
-            #expect(run.counts.promotions == 1, "seed \(seed): the synchronous standby takes over")
-        }
+        Self.expectOneFailover(Self.scripted(sync: .on, [Fault(kind: .switchoverThenDeath, at: .seconds(10), length: .seconds(40))]))
     }
 
     /// Finding 14, measured: runs of eight flaps each in synchronous mode, the share of the primary's
