@@ -60,10 +60,29 @@ public final class ConsulClient: Sendable {
     }
 
     /// Sends one call to Consul and returns its answer whatever the status; the caller interprets it.
+    /// A `500` — what Consul answers while it elects a leader, or when a server cannot reach the
+    /// leader — is asked again after 50, 100, 200… ms (at most 400) as long as the call's time allows
+    /// (at least 100 ms left), as Consul's own clients do; the last answer is returned.
     /// - Throws: ``ConsulError`` `.unreachable` when no address answered.
     public func send(
         _ method: String, _ path: String, query: [(String, String?)] = [], body: [UInt8]? = nil,
         timeout: Duration? = nil
+    ) async throws -> HTTPResponse {
+        let budget = timeout ?? configuration.requestTimeout
+        let deadline = ContinuousClock.now + budget
+        var backoff = Duration.milliseconds(50)
+        while true {
+            let left = deadline - ContinuousClock.now
+            let response = try await sendOnce(method, path, query: query, body: body, timeout: max(left, .milliseconds(100)))
+            guard response.status == 500, deadline - ContinuousClock.now >= backoff + .milliseconds(100) else { return response }
+            Self.retries.increment()
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .milliseconds(400))
+        }
+    }
+
+    private func sendOnce(
+        _ method: String, _ path: String, query: [(String, String?)], body: [UInt8]?, timeout: Duration
     ) async throws -> HTTPResponse {
         var queryText = ""
         for (i, (name, value)) in query.enumerated() {
@@ -82,8 +101,7 @@ public final class ConsulClient: Sendable {
             let which = (first + attempt) % count
             let address = configuration.addresses[which]
             let request = HTTPRequest(
-                method: method, url: address.description + path + queryText, headers: headers, body: body,
-                timeout: timeout ?? configuration.requestTimeout)
+                method: method, url: address.description + path + queryText, headers: headers, body: body, timeout: timeout)
             do {
                 let response = try await transport.send(request)
                 if attempt > 0 { preferred.withLock { $0 = which } }
@@ -102,6 +120,8 @@ public final class ConsulClient: Sendable {
     /// daemon bootstraps a backend).
     static let duration = CoreMetrics.Timer(label: "baton_consul_request_duration_seconds")
     static let errors = Counter(label: "baton_consul_request_errors_total")
+    /// Calls asked again after Consul answered 500.
+    static let retries = Counter(label: "baton_consul_request_retries_total")
 
     /// Turns a non-success answer into a typed error.
     func failure(_ response: HTTPResponse, _ what: String) -> ConsulError {

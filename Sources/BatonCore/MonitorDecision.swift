@@ -163,9 +163,10 @@ public struct MonitorObservation: Sendable, Equatable {
     }
 
     /// Whether the leader holding the lock is beating (its heartbeats keep changing the key): it may be
-    /// followed, and a data directory may be rewound or cloned from it.
+    /// followed, and a data directory may be rewound or cloned from it. Two loops without a new beat, and
+    /// the same slack a takeover allows (``ClusterConfig/fenceMargin``).
     public var leaderAlive: Bool {
-        leaderSilentFor.nanoseconds < config.loopWait.nanoseconds * 2 + 500_000_000
+        leaderSilentFor.nanoseconds < config.loopWait.nanoseconds * 2 + ClusterConfig.fenceMargin.nanoseconds
     }
 }
 

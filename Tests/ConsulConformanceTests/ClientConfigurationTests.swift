@@ -1,4 +1,5 @@
 import BatonConsul
+import BatonConsulServer
 import BatonTestSupport
 import ConsulAPI
 import Foundation
@@ -79,5 +80,34 @@ struct ClientConfigurationTests {
         await server.shutdown()
         guard case .failure(let error)? = await iterator.next() else { Issue.record("no failure while down"); return }
         #expect(error.code == .unreachable)
+    }
+
+    /// Issue 24: a `500 No cluster leader` (a Consul leader election) is asked again with backoff as long
+    /// as the call's time allows, so a short election costs a call nothing; a longer one still fails in
+    /// time, with Consul's answer.
+    @Test("a 500 is retried with backoff within the call's time: a short election is ridden out, a long one fails in time")
+    func retriesAnElectionWithinTheBudget() async throws {
+        let server = try await ConsulServer(
+            host: "127.0.0.1", port: 0, dataDirectory: nil, settings: ServerSettings(), faultControl: ("127.0.0.1", 0), logger: Harness.logger)
+        do {
+            try await ridesOutShortElections(server)
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    func ridesOutShortElections(_ server: ConsulServer) async throws {
+        let client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(server.localAddress.port)")]))
+        try await client.put("k", "v")
+        let faults = try #require(server.faults)
+        faults.election(for: .milliseconds(300))
+        #expect(try await client.get("k", timeout: .seconds(2)).value?.stringValue == "v", "the 300 ms election is ridden out")
+        faults.election(for: .seconds(5))
+        let started = ContinuousClock.now
+        await #expect(throws: ConsulError.self) { _ = try await client.get("k", timeout: .seconds(1)) }
+        #expect(ContinuousClock.now - started < .seconds(3), "it gives up when the call's time is up")
+        faults.clear()
     }
 }
