@@ -176,6 +176,7 @@ struct MonitorLoop {
             }
         }
         metrics.decided(action)
+        if snapshot != nil { metrics.decision(observation, leader: snapshot?.leader?.holder) }
         if action.description != lastAction {
             logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
             lastAction = action.description
@@ -281,6 +282,8 @@ struct MonitorLoop {
             })
         }
         if let snapshot { metrics.bouncers(snapshot.bouncers) }
+        if leading { metrics.slots(slots) }
+        metrics.pendingRestart.record(pendingRestart.count)
     }
 
     /// This node as a Consul service named after the cluster: its PostgreSQL's address and port, tagged
@@ -337,6 +340,7 @@ struct MonitorLoop {
 
     mutating func observe(local: LocalPostgres, snapshot: ClusterSnapshot?, at now: ContinuousClock.Instant) async -> MonitorObservation {
         let guarded = await guardianAnswers()
+        metrics.watchdog.record(guarded ? 1 : 0)
         return memory.observation(
             node: me, config: config, local: local, snapshot: snapshot, session: await lease.currentSession, sinceLastHeartbeat: await lease.sinceLastBeat,
             guarded: guarded,

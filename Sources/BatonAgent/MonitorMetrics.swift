@@ -16,6 +16,8 @@ struct MonitorMetrics {
     let consulReachable = Gauge(label: "baton_consul_reachable")
     let failsafe = Gauge(label: "baton_failsafe_active")
     let watchdog = Gauge(label: "baton_watchdog_answers")
+    /// Settings of the local PostgreSQL waiting for a restart.
+    let pendingRestart = Gauge(label: "baton_pending_restart")
 
     /// 1 for the local PostgreSQL's role, 0 for the others.
     func role(_ local: LocalPostgres) {
@@ -49,6 +51,43 @@ struct MonitorMetrics {
         for lag in lags {
             Gauge(label: "baton_replication_lag_bytes", dimensions: [("standby", lag.standby)]).record(Double(lag.bytes))
             Gauge(label: "baton_replication_lag_seconds", dimensions: [("standby", lag.standby)]).record(lag.seconds ?? 0)
+        }
+    }
+
+    /// Every reason `baton_failover_eligible` may carry: eligible, the leader itself, or why not.
+    static let eligibilityReasons = ["eligible", "leader"] + Ineligibility.keys
+
+    /// What this monitor would decide if the lock were lost now (issue 25): for each registered node,
+    /// `baton_failover_eligible{node,reason}` is 1 for its reason and 0 for the others (so that a reason
+    /// that no longer holds never lingers), its rank among the eligible (0: not eligible), its lag
+    /// behind the primary's last known position; the time since the leader's last heartbeat as this
+    /// monitor saw it; whether automatic failover is paused.
+    func decision(_ o: MonitorObservation, leader: NodeName?) {
+        let choice = FailoverCandidates.choose(
+            o.candidates, synchronousMode: o.config.synchronousMode, synchronous: o.synchronous, lastPrimaryPosition: o.lastPrimaryPosition,
+            maximumLag: o.config.maximumLagOnFailover)
+        for candidate in o.candidates {
+            let node = candidate.name.value
+            let reason = candidate.name == leader ? "leader" : choice.ineligible[candidate.name]?.key ?? "eligible"
+            for r in Self.eligibilityReasons {
+                Gauge(label: "baton_failover_eligible", dimensions: [("node", node), ("reason", r)]).record(r == reason ? 1 : 0)
+            }
+            Gauge(label: "baton_failover_rank", dimensions: [("node", node)]).record((choice.ranked.firstIndex(of: candidate.name) ?? -1) + 1)
+            if let primary = o.lastPrimaryPosition {
+                let lag = primary > candidate.walPosition ? primary.value - candidate.walPosition.value : 0
+                Gauge(label: "baton_candidate_lag_bytes", dimensions: [("node", node)]).record(Double(lag))
+            }
+        }
+        if let primary = o.lastPrimaryPosition { Gauge(label: "baton_primary_position_bytes").record(Double(primary.value)) }
+        Gauge(label: "baton_leader_silence_seconds").record(Double(o.leaderSilentFor.nanoseconds) / 1e9)
+        Gauge(label: "baton_failover_paused").record(o.paused ? 1 : 0)
+    }
+
+    /// On the leader: each replication slot's retained WAL and whether it lost WAL its standby needed.
+    func slots(_ slots: [SlotReport]) {
+        for slot in slots {
+            Gauge(label: "baton_slot_retained_bytes", dimensions: [("slot", slot.name)]).record(Double(slot.retainedBytes))
+            Gauge(label: "baton_slot_lost", dimensions: [("slot", slot.name)]).record(slot.lost ? 1 : 0)
         }
     }
 

@@ -54,6 +54,21 @@ public enum Ineligibility: Sendable, Equatable, CustomStringConvertible {
     /// Asynchronous mode: its slot on the primary lost WAL it had not received.
     case slotLost
 
+    /// Its name as a metric label (`baton_failover_eligible{reason=…}`).
+    public var key: String {
+        switch self {
+        case .unhealthy: return "unhealthy"
+        case .noFailover: return "no_failover"
+        case .notSynchronousStandby: return "not_synchronous_standby"
+        case .behindSynchronousPosition: return "behind_synchronous_position"
+        case .lagOverLimit: return "lag_over_limit"
+        case .slotLost: return "slot_lost"
+        }
+    }
+
+    /// Every ``key``, for metrics that record each one.
+    public static let keys = ["unhealthy", "no_failover", "not_synchronous_standby", "behind_synchronous_position", "lag_over_limit", "slot_lost"]
+
     public var description: String {
         switch self {
         case .unhealthy: return "unhealthy or not reporting"

@@ -62,10 +62,18 @@ extension MonitorLiveTests {
             for name in [
                 "baton_leader_lock_held", "baton_postgres_role", "baton_timeline", "baton_wal_position_bytes", "baton_heartbeat_age_seconds",
                 "baton_loop_duration_seconds", "baton_decisions", "baton_consul_request_duration_seconds", "baton_replication_lag_bytes",
+                // The decision's metrics, which Deploy/prometheus/baton-alerts.yml alerts on (issue 25).
+                "baton_failover_eligible", "baton_failover_rank", "baton_candidate_lag_bytes", "baton_primary_position_bytes",
+                "baton_leader_silence_seconds", "baton_failover_paused", "baton_watchdog_answers", "baton_consul_reachable", "baton_slot_retained_bytes",
+                "baton_slot_lost", "baton_pending_restart",
             ] {
                 #expect(families.contains(name), "\(name) in \(families)")
             }
             #expect(metrics?.text.contains("baton_leader_lock_held 1") == true)
+            #expect(metrics?.text.contains("baton_watchdog_answers 1") == true)
+            // pg1 leads; the replicas are eligible as pg1's monitor sees them.
+            #expect(metrics?.text.contains(#"baton_failover_eligible{node="pg1",reason="leader"} 1"#) == true, "\(metrics?.text ?? "")")
+            #expect(metrics?.text.contains(#"baton_failover_eligible{node="pg2",reason="eligible"} 1"#) == true)
 
             // Consul names only the leader as primary (its check is the node's own /primary).
             let primaries = await eventually(timeout: .seconds(15)) {
