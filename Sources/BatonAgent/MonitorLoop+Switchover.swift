@@ -39,8 +39,13 @@ extension MonitorLoop {
         // frees, which it may not for a request whose leader was lost (finding 8).
         var handed = request
         handed.handedOver = true
-        guard let pending = snapshot.request, try await client.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(pending.modifyIndex)) else {
-            try await callOff(snapshot, "the request was withdrawn or changed meanwhile")
+        var marked = false
+        if let pending = snapshot.request {
+            // ignored: a write that fails calls the switchover off, as one that finds the request changed
+            marked = (try? await client.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(pending.modifyIndex))) == true
+        }
+        guard marked else {
+            try await callOff(snapshot, "the request could not be marked handed over (withdrawn, changed, or Consul did not answer)")
             return
         }
         // This node follows the target from now on: it cannot race the target for the free lock.
