@@ -49,6 +49,9 @@ struct MonitorLoop {
     var consulWarnings = RepeatedWarnings()
     /// The watchdog that does not see the postmaster, logged once per 30 s.
     var watchdogWarnings = RepeatedWarnings()
+    /// The postmaster the watchdog last said it would fence, as this monitor sees it too: asked again
+    /// only when PostgreSQL was started anew (or the answer differed), not every loop.
+    var watchdogSeesPostmaster: Int32?
     /// This node's unicast VRRP peers in keepalived.conf (with `vrrp-unicast`).
     var keepalivedPeers: KeepalivedPeers
     /// The switchover pause whose end is being awaited in the background.
@@ -347,15 +350,21 @@ struct MonitorLoop {
             failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil }, at: now)
     }
 
-    /// Whether a watchdog answers and sees the postmaster this monitor sees (checked each loop; the
-    /// monitor never leads without one): a watchdog that resolves the data directory or the binaries
+    /// Whether a watchdog answers (checked each loop) and sees the postmaster this monitor sees (asked
+    /// once per start of PostgreSQL; the monitor never leads without one): a watchdog that resolves the data directory or the binaries
     /// elsewhere — a bindir link re-pointed, a data directory mounted since it started — could not
     /// fence it (issue 23, finding 10). A watchdog from before it could say is trusted as it was.
     mutating func guardianAnswers() async -> Bool {
         if observeOnly { return false }
         guard await lease.guardianAnswers() else { return false }
-        guard let mine = database.postmasterPID(), let seen = await lease.guardianPostmaster() else { return true }
+        guard let mine = database.postmasterPID() else { return true }
+        if mine == watchdogSeesPostmaster { return true }
+        guard let seen = await lease.guardianPostmaster() else {
+            watchdogSeesPostmaster = mine  // an earlier watchdog cannot say: asked again at the next start only
+            return true
+        }
         guard seen != mine else {
+            watchdogSeesPostmaster = mine
             watchdogWarnings.clear()
             return true
         }
