@@ -13,7 +13,8 @@ import Synchronization
 /// ``State/tombstoneTTL``.
 final class CheckRunner: Sendable {
     private let store: Store
-    private let probes = Mutex<[String: Task<Void, Never>]>([:])
+    /// The probe loop of each HTTP or TCP check, with the definition it probes.
+    private let probes = Mutex<[String: (probed: ProbedDefinition, task: Task<Void, Never>)]>([:])
     private let sweeper = Mutex<Task<Void, Never>?>(nil)
     private let http = CurlTransport()
     /// The longest the timer task sleeps with nothing due.
@@ -48,7 +49,7 @@ final class CheckRunner: Sendable {
         sweeper.withLock { $0?.cancel() }
         let tasks = probes.withLock { p -> [Task<Void, Never>] in
             defer { p.removeAll() }
-            return Array(p.values)
+            return p.values.map(\.task)
         }
         for t in tasks { t.cancel() }
     }
@@ -98,7 +99,17 @@ final class CheckRunner: Sendable {
         }
     }
 
-    /// Starts a probe loop for every HTTP or TCP check that has none, and stops those whose check is gone.
+    /// What a probe loop was started with: a check registered again with another target, interval or
+    /// timeout (a node's service moving from `/replica` to `/primary`) gets a new loop.
+    struct ProbedDefinition: Equatable {
+        let kind: CheckRecord.Kind
+        let interval: GoDuration?
+        let timeout: GoDuration?
+        init(_ check: CheckRecord) { (kind, interval, timeout) = (check.kind, check.interval, check.timeout) }
+    }
+
+    /// Starts a probe loop for every HTTP or TCP check that has none or whose definition changed, and
+    /// stops those whose check is gone or changed.
     func reconcile() {
         let wanted: [String: CheckRecord] = (try? store.read { s in
             s.checks.filter { entry in
@@ -109,12 +120,12 @@ final class CheckRunner: Sendable {
             }
         }) ?? [:]
         probes.withLock { running in
-            for (id, task) in running where wanted[id] == nil {
-                task.cancel()
+            for (id, loop) in running where wanted[id].map(ProbedDefinition.init) != loop.probed {
+                loop.task.cancel()
                 running[id] = nil
             }
             for (id, check) in wanted where running[id] == nil {
-                running[id] = Task { [self] in await probeLoop(check) }
+                running[id] = (ProbedDefinition(check), Task { [self] in await probeLoop(check) })
             }
         }
     }

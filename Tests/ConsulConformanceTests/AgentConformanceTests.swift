@@ -99,6 +99,29 @@ struct AgentConformanceTests {
         }
     }
 
+    @Test("a service registered again with another check target (a node's /replica becoming /primary) is probed at the new one")
+    func reregisteredCheckIsProbedAtItsNewTarget() async throws {
+        try await Harness.withTarget { (t: Target) async throws in
+            guard let server = t.server else { return }
+            let port = server.localAddress.port
+            let name = "moved-\(UUID().uuidString.prefix(6))"
+            func register(_ path: String) async throws {
+                try await t.client.registerService(
+                    ServiceRegistration(
+                        id: name, name: name,
+                        checks: [CheckDefinition(name: "http", kind: .http(url: "http://127.0.0.1:\(port)\(path)", interval: .seconds(1), timeout: .seconds(1)))]))
+            }
+            try await register("/v1/status/leader")
+            #expect(try await eventually(timeout: .seconds(5)) { try await t.client.healthService(name, passing: true).value.count == 1 })
+            // A key that does not exist answers 404: the check at the new target fails.
+            try await register("/v1/kv/\(name)-absent")
+            let critical = try await eventually(timeout: .seconds(5)) {
+                try await t.client.healthService(name).value.first?.checks["service:\(name)"] == "critical"
+            }
+            #expect(critical, "the check kept the status of its old target")
+        }
+    }
+
     @Test("45-46: health, catalog, status and agent/self views")
     func views() async throws {
         try await Harness.withTarget { (t: Target) async throws in
