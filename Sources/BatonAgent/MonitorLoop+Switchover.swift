@@ -154,7 +154,8 @@ extension MonitorLoop {
         }
     }
 
-    /// Records events from background work (the loop's own ``event(_:_:)`` needs the loop).
+    /// Records events — logged, handed to the event command, written to Consul's history — also from
+    /// background work, which cannot call the loop's own ``event(_:_:)``.
     func eventRecorder() -> @Sendable (String, String) async -> Void {
         let client = self.client
         let keys = self.keys
@@ -163,6 +164,7 @@ extension MonitorLoop {
         let logger = self.logger
         return { kind, detail in
             let event = ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail)
+            logger.notice("Cluster event", metadata: ["event": "\(kind)", "reason": "\(detail)"])
             events?.submit(event)
             do { try await recordEvent(event, keys: keys, client: client) } catch {
                 logger.warning("Cannot record an event", metadata: ["event.kind": "\(kind)", "error": "\(error)"])

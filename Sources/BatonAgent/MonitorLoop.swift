@@ -181,7 +181,9 @@ struct MonitorLoop {
         metrics.decided(action)
         if snapshot != nil { metrics.decision(observation, leader: snapshot?.leader?.holder) }
         if action.description != lastAction {
-            logger.info("Decision", metadata: ["monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"])
+            var about: Logger.Metadata = ["event": "decision: \(action.kind)", "monitor.action": "\(action)", "monitor.observe_only": "\(observeOnly)"]
+            if let reason = action.reason { about["reason"] = "\(reason)" }
+            logger.info("Decision", metadata: about)
             lastAction = action.description
         }
         var commanded = false
@@ -388,13 +390,7 @@ struct MonitorLoop {
         }
     }
 
-    func event(_ kind: String, _ detail: String) async {
-        let event = ClusterEvent(time: rfc3339Now(), node: me, kind: kind, detail: detail)
-        events?.submit(event)
-        do { try await recordEvent(event, keys: keys, client: client) } catch {
-            logger.warning("Cannot record an event", metadata: ["event.kind": "\(kind)", "error": "\(error)"])
-        }
-    }
+    func event(_ kind: String, _ detail: String) async { await eventRecorder()(kind, detail) }
 
     /// Graceful stop: a leading primary stops PostgreSQL (while the lease still beats), then releases
     /// the lock; the session is destroyed and the watchdog told it may exit.

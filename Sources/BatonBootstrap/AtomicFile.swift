@@ -22,7 +22,12 @@ public enum AtomicFile {
     /// - Returns: whether the file changed.
     @discardableResult
     public static func write(_ contents: String, to path: String, mode: mode_t, owner: String? = nil, durable: Bool = true) throws -> Bool {
-        let data = Data(contents.utf8)
+        try write(Data(contents.utf8), to: path, mode: mode, owner: owner, durable: durable)
+    }
+
+    /// Writes `data` to `path` unless it already holds exactly that (see the text form).
+    @discardableResult
+    public static func write(_ data: Data, to path: String, mode: mode_t, owner: String? = nil, durable: Bool = true) throws -> Bool {
         if let existing = FileManager.default.contents(atPath: path), existing == data {
             try applyOwnership(path, mode: mode, owner: owner)
             return false

@@ -26,7 +26,7 @@ public enum BootstrapOption {
         "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int, "kernel-watchdog": .string,
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
-        "max-slot-wal-keep-size": .string,
+        "max-slot-wal-keep-size": .string, "log-format": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -112,6 +112,8 @@ public struct BootstrapSettings: Sendable {
     /// Whether the watchdog also uses the kernel's watchdog device, which resets a frozen machine.
     public var kernelWatchdog: KernelWatchdogMode = .off
     public var kernelWatchdogDevice: SafePath = try! SafePath("/dev/watchdog")
+    /// How the monitor and the pgbouncer agent write their logs (`log-format: text|json`).
+    public var logFormat: LogFormat = .text
     /// Where the monitor's HTTP API listens (`--api-listen HOST:PORT`; default this node's address, port 8008).
     public var apiListen = APIListen(host: "0.0.0.0", port: try! TCPPort(8008))
     /// TLS for the HTTP API: certificate and key, and the CA client certificates must be signed by.
@@ -137,6 +139,15 @@ public struct BootstrapSettings: Sendable {
 }
 
 /// Whether a node's watchdog also drives the kernel's watchdog device (like Patroni's `watchdog.mode`).
+/// How the daemons write their log lines on standard error.
+public enum LogFormat: String, Sendable, CaseIterable {
+    /// logfmt: `ts=… level=info msg="…" key=value`.
+    case text
+    /// One JSON object a line with fixed keys (time, level, node, cluster, event, reason, message),
+    /// for log shippers that should need no parser.
+    case json
+}
+
 public enum KernelWatchdogMode: String, Sendable, CaseIterable {
     /// Not used.
     case off
@@ -332,6 +343,10 @@ extension BootstrapSettings {
             p.add("--kernel-watchdog must be one of \(KernelWatchdogMode.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("kernel-watchdog") ?? ""))")
         }
         let kernelDevice = path("kernel-watchdog-device", "/dev/watchdog")
+        let logFormat = LogFormat(rawValue: string("log-format") ?? "text")
+        if logFormat == nil {
+            p.add("--log-format must be one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("log-format") ?? ""))")
+        }
         var apiListen: APIListen? = nil
         if let text = string("api-listen") {
             apiListen = p.check { () throws(ValidationProblem) in try APIListen(parsing: text) }
@@ -374,6 +389,7 @@ extension BootstrapSettings {
             apiListen: apiListen ?? APIListen(host: "0.0.0.0", port: try! TCPPort(8008)), apiTLS: apiTLS, vrrpUnicast: vrrpUnicast,
             keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
         validated.maxSlotWalKeepSize = maxSlotWalKeepSize
+        validated.logFormat = logFormat ?? .text
         return validated
     }
 }
@@ -405,6 +421,7 @@ extension BootstrapSettings {
             lines.append("api-tls-key: '\(apiTLS.key)'")
             if let ca = apiTLS.clientCA { lines.append("api-tls-client-ca: '\(ca)'") }
         }
+        if logFormat != .text { lines.append("log-format: '\(logFormat.rawValue)'") }
         if kernelWatchdog != .off {
             lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")
             lines.append("kernel-watchdog-device: '\(kernelWatchdogDevice)'")

@@ -225,6 +225,15 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Why, for the actions that carry a reason (logs' `reason`); nil for the others.
+    public var reason: String? {
+        switch self {
+        case .acquireLeader(let r), .takeOver(_, let r), .releaseLeader(let r), .fence(let r), .wait(let r): return r
+        case .stepDown(let to): return "switchover to \(to)"
+        case .keepLeading, .promote, .follow, .startStandby, .rejoin: return nil
+        }
+    }
+
     /// A short name for counting decisions (metrics, logs).
     public var kind: String {
         switch self {

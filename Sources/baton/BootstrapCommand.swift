@@ -63,6 +63,7 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "Also use the kernel's watchdog device, which resets a frozen machine: off, automatic or required (default off).")
     var kernelWatchdog: String?
     @Option(help: "The kernel watchdog device (default /dev/watchdog; `modprobe softdog` provides one).") var kernelWatchdogDevice: String?
+    @Option(help: "How the monitor and the pgbouncer agent log: text (logfmt) or json (one object a line) (default text).") var logFormat: String?
     @Option(help: "Where the monitor's HTTP API listens, HOST:PORT (default this node's address, port 8008).") var apiListen: String?
     @Option(help: "The HTTP API's TLS certificate (PEM); with --api-tls-key it serves HTTPS.") var apiTlsCertificate: String?
     @Option(help: "The HTTP API's TLS private key (PEM).") var apiTlsKey: String?
@@ -88,7 +89,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("kernel-watchdog", kernelWatchdog); set("kernel-watchdog-device", kernelWatchdogDevice)
         set("api-listen", apiListen); set("api-tls-certificate", apiTlsCertificate); set("api-tls-key", apiTlsKey)
         set("api-tls-client-ca", apiTlsClientCa); set("keepalived-pid-file", keepalivedPidFile)
-        set("max-slot-wal-keep-size", maxSlotWalKeepSize)
+        set("max-slot-wal-keep-size", maxSlotWalKeepSize); set("log-format", logFormat)
         if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

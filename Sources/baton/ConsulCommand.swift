@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonAgent
+import BatonBootstrap
 import BatonConsul
 import BatonConsulServer
 import ConsulAPI
@@ -234,12 +235,9 @@ extension ConsulCommand {
             func run() async throws {
                 let response = try await consul.client().send("GET", "/v1/snapshot", timeout: .seconds(60))
                 guard response.status == 200 else { throw ValidationError("the server refused: \(response.status) \(response.text)") }
-                do {
-                    // The store may hold secrets (a replication password in a config key): owner only.
-                    FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600])
-                    try Data(response.body).write(to: URL(fileURLWithPath: file), options: .atomic)
-                    try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: file)
-                } catch { throw ValidationError("cannot write \(file): \(error)") }
+                // The store may hold secrets (a replication password in a config key): owner only, from
+                // the first byte written.
+                do { try AtomicFile.write(Data(response.body), to: file, mode: 0o600) } catch { throw ValidationError("cannot write \(file): \(error)") }
                 print("Saved snapshot to \(file) (index \(response.header("x-consul-index") ?? "?"), \(response.body.count) bytes)")
             }
         }

@@ -1,4 +1,5 @@
 import BatonAgent
+import BatonBootstrap
 import Foundation
 import Logging
 
@@ -28,11 +29,22 @@ struct LogfmtHandler: LogHandler {
 }
 
 enum Logs {
+    /// logfmt on stderr: the one-shot commands, and the daemons until they have read their config.
     static func bootstrap(level: Logger.Level = .info) {
         LoggingSystem.bootstrap { label in
             var handler = LogfmtHandler(label: label)
             handler.logLevel = level
             return handler
+        }
+    }
+
+    /// The daemons' logs as the node's config asks (`log-format`); read once at start (a change needs a
+    /// restart of the daemon).
+    static func bootstrap(_ settings: BootstrapSettings) {
+        switch settings.logFormat {
+        case .text: bootstrap()
+        case .json:
+            LoggingSystem.bootstrap { label in JSONLinesHandler(label: label, node: settings.node.value, cluster: settings.cluster.value) }
         }
     }
 }

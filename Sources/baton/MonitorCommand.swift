@@ -26,11 +26,11 @@ struct MonitorCommand: AsyncParsableCommand {
     @Flag(help: "Decide and log, but take no action.") var observe = false
 
     func run() async throws {
-        Logs.bootstrap()
         // A peer that went away (the watchdog, Consul, PostgreSQL) is an error to handle, not a reason to die.
         signal(SIGPIPE, SIG_IGN)
-        let logger = Logger(label: "baton.monitor")
         let settings = try Self.loadOrExit(config, command: "monitor")
+        Logs.bootstrap(settings)
+        let logger = Logger(label: "baton.monitor")
         let client = try Self.daemonClient(settings)
         let state = settings.stateDirectory.value
         let guardian = WatchdogLink(

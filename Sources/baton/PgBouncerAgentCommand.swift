@@ -25,13 +25,13 @@ struct PgBouncerAgentCommand: AsyncParsableCommand {
     var pauseTimeout: Double = 5
 
     func run() async throws {
-        Logs.bootstrap()
         signal(SIGPIPE, SIG_IGN)
-        let logger = Logger(label: "baton.pgbouncer-agent")
         guard pauseTimeout > 0, pauseTimeout <= 300 else {
             throw ValidationError("--pause-timeout must be more than 0 and at most 300 seconds")
         }
         let settings = try MonitorCommand.loadOrExit(config, command: "pgbouncer-agent")
+        Logs.bootstrap(settings)
+        let logger = Logger(label: "baton.pgbouncer-agent")
         let agent = PgBouncerAgent(
             settings: settings, client: try MonitorCommand.daemonClient(settings), logger: logger, pauseBound: .milliseconds(Int64(pauseTimeout * 1000)))
         logger.info("pgbouncer agent starting", metadata: ["agent.node": "\(settings.node)", "agent.ini": "\(settings.pgbouncerIni)"])

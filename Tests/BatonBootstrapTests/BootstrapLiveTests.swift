@@ -291,6 +291,20 @@ struct BootstrapInputTests {
         #expect(reread.vrrpUnicast && reread.keepalivedPidFile == s.keepalivedPidFile, "the node's file reads back the same")
     }
 
+    @Test("log-format: text (default) or json, kept in the node's file; anything else is refused")
+    func logFormat() throws {
+        let env = [BootstrapSettings.passwordVariable: "x"]
+        let plain = try BootstrapSettings.validate(mode: .master, options: ["address": .string("10.0.0.1")], environment: env, hostname: "h")
+        #expect(plain.logFormat == .text && !plain.nodeConfigYAML().contains("log-format"))
+        let json = try BootstrapSettings.validate(mode: .master, options: ["address": .string("10.0.0.1"), "log-format": .string("json")], environment: env, hostname: "h")
+        let reread = try BootstrapSettings.validate(
+            mode: .master, options: try BootstrapOption.load(yaml: json.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h")
+        #expect(json.logFormat == .json && reread.logFormat == .json)
+        #expect {
+            try BootstrapSettings.validate(mode: .master, options: ["address": .string("10.0.0.1"), "log-format": .string("xml")], environment: env, hostname: "h")
+        } throws: { "\($0)".contains("--log-format must be one of text, json, not \"xml\"") }
+    }
+
     @Test func thePasswordComesFromAFileOrTheEnvironmentOnly() throws {
         #expect(throws: ValidationProblems.self) {
             try BootstrapSettings.validate(mode: .master, options: ["address": .string("127.0.0.1")], environment: [:], hostname: "h")

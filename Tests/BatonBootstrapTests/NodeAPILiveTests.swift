@@ -1,3 +1,4 @@
+import BatonBootstrap
 import BatonConsul
 import BatonCore
 import BatonPostgres
@@ -32,7 +33,9 @@ extension MonitorLiveTests {
     @Test("the node API: health endpoints answer 200 or 503 by role, /cluster and /metrics (parsed by Prometheus' own parser), Consul lists only the leader as primary; oversized requests and too many connections are refused and it keeps serving")
     func nodeAPI() async throws {
         try await LiveCluster.with { c in
-            let nodes = try await threeNodes(c)
+            // The replicas log JSON lines (log-format: json), checked after the failover below.
+            let json: [String: RawValue] = ["log-format": .string("json")]
+            let nodes = try await threeNodes(c, options: ["pg2": json, "pg3": json])
             #expect(await reportsStreaming(c, "pg2", within: .seconds(15)))
             #expect(await eventually(timeout: .seconds(10)) { await apiStatus(c, "pg1", "/primary") == 200 })
             for (path, status) in [("/primary", 200), ("/replica", 503), ("/read-only", 200), ("/health", 200), ("/liveness", 200), ("/readiness", 200)] {
@@ -135,6 +138,19 @@ extension MonitorLiveTests {
                 return passing.map(\.serviceID) == ["baton-live-\(newLeader)"]
             }
             #expect(moved)
+
+            // The new leader's log: every line one JSON object with the fixed keys; its promotion a
+            // cluster event, its decision to take the lock with the reason.
+            let monitor = try #require(c.trackedProcesses.first { $0.process.arguments == ["monitor", "--config", c.directory(newLeader) + "/baton.yaml"] })
+            var events: [String] = []
+            for line in monitor.output.split(separator: "\n") {
+                let object = try? JSONValue.parse(Array(line.utf8))
+                #expect(object?.member("time")?.stringValue != nil && object?.member("level")?.stringValue != nil, "not a JSON log line: \(line)")
+                #expect(object?.member("node")?.stringValue == newLeader && object?.member("cluster")?.stringValue == "live", "\(line)")
+                #expect(object?.member("reason") != nil && object?.member("message")?.stringValue != nil, "\(line)")
+                if let event = object?.member("event")?.stringValue { events.append(event) }
+            }
+            #expect(events.contains("promote") && events.contains { $0.hasPrefix("decision: ") }, "\(events)")
         }
     }
 
