@@ -1,5 +1,6 @@
 import BatonBootstrap
 import BatonConsul
+import BatonFence
 import BatonCore
 import BatonPostgres
 import BatonSigning
@@ -42,13 +43,16 @@ public struct Monitor: Service {
     let metrics: @Sendable () -> String
     /// Whether to serve the node API.
     let serveAPI: Bool
+    /// systemd's notification socket (`Type=notify`, `WatchdogSec`); nil when not run by systemd.
+    let systemd: SystemdNotifier?
 
     public init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, guardian: any FenceGuard,
         makeDatabase: @escaping @Sendable (BootstrapSettings) -> any LocalDatabase = { PostgresNode(settings: $0) },
         reloadSettings: (@Sendable () throws -> BootstrapSettings)? = nil, metrics: @escaping @Sendable () -> String = { "" },
-        serveAPI: Bool = true
+        serveAPI: Bool = true, systemd: SystemdNotifier? = nil
     ) {
+        self.systemd = systemd
         self.metrics = metrics
         self.serveAPI = serveAPI
         self.settings = settings
@@ -122,6 +126,11 @@ public struct Monitor: Service {
                         for await job in jobs { work.addTask { await job() } }
                     }
                 }
+                if let systemd, let interval = systemd.watchdogInterval {
+                    group.addTask { [logger] in
+                        await pingSystemd(systemd, policy: SystemdWatchdogPolicy(interval: interval), state: state, logger: logger)
+                    }
+                }
                 if let reloadSettings, !observeOnly {
                     group.addTask { [logger] in
                         for await _ in await UnixSignalsSequence(trapping: .sighup) {
@@ -133,9 +142,13 @@ public struct Monitor: Service {
                         }
                     }
                 }
+                // Ready once the API serves and the loop is about to run (not after the first loop,
+                // which may wait minutes for PostgreSQL's crash recovery).
+                systemd?.notify("READY=1\nSTATUS=monitoring \(settings.cluster) as \(settings.node)")
                 await withGracefulShutdownHandler {
                     await loop.run(wakes)
-                } onGracefulShutdown: {
+                } onGracefulShutdown: { [systemd] in
+                    systemd?.notify("STOPPING=1")
                     wake.yield(.stop)
                 }
                 await loop.shutdown()
@@ -145,6 +158,26 @@ public struct Monitor: Service {
             events?.finish()
         }
         await api?.shutdown()
+    }
+}
+
+/// Tells systemd the monitor is alive while ``SystemdWatchdogPolicy`` says so; runs until cancelled.
+func pingSystemd(_ systemd: SystemdNotifier, policy: SystemdWatchdogPolicy, state: NodeState, logger: Logger) async {
+    let startedAt = MonotonicClock.nanoseconds()
+    var wedged = false
+    while !Task.isCancelled {
+        let alive = policy.alive(
+            now: MonotonicClock.nanoseconds(), loopRanAt: state.current.loopRanAt, startedAt: startedAt,
+            programsRunning: CommandRunner.running.load(ordering: .relaxed))
+        if alive {
+            systemd.notify("WATCHDOG=1")
+        } else if !wedged {
+            logger.critical(
+                "The monitor's loop has made no progress and waits for no program: no longer telling systemd it is alive, which restarts the monitor",
+                metadata: ["monitor.stall_limit": "\(policy.stallLimit)"])
+        }
+        wedged = !alive
+        try? await Task.sleep(for: policy.pingEvery)  // ignored: cancelled, the loop ends
     }
 }
 

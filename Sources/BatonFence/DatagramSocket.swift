@@ -37,6 +37,12 @@ public final class DatagramSocket {
         chmod(path, 0o600)
     }
 
+    /// A socket bound to no name, for sending only (to systemd's notification socket).
+    public init() throws(SocketError) {
+        descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw SocketError("socket: \(String(cString: strerror(errno)))") }
+    }
+
     private init(address: UnixAddress?, mode: mode_t?) throws(SocketError) {
         guard let address else { throw SocketError("the socket name is too long") }
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)

@@ -1,5 +1,6 @@
 import CBatonSpawn
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -22,6 +23,10 @@ public struct CommandRunner: Sendable {
 
     public static var isRoot: Bool { getuid() == 0 }
 
+    /// How many programs this process is waiting for now (pg_basebackup, pg_rewind, pg_ctl …): a
+    /// monitor whose loop is inside one is busy, not wedged (``SystemdWatchdogPolicy``).
+    public static let running = Atomic<Int>(0)
+
     /// Runs `executable arguments…`, returning its status and combined output (the last 64 KiB). With
     /// a `timeout`, a command still running then is killed (SIGKILL) and its status is 137.
     public func run(
@@ -35,6 +40,8 @@ public struct CommandRunner: Sendable {
         }
         let finalProgram = program
         let finalArgs = args
+        Self.running.add(1, ordering: .relaxed)
+        defer { Self.running.subtract(1, ordering: .relaxed) }
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(

@@ -45,10 +45,19 @@ struct MonitorCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let monitor = Monitor(
             settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) },
-            metrics: { registry.emitToString() })
+            metrics: { registry.emitToString() }, systemd: Self.takeSystemdNotifier())
         logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
         try await Daemon.run(monitor, logger: logger)
         logger.info("Monitor stopped")
+    }
+
+    /// systemd's notification socket, if the unit is `Type=notify`; the variables are then removed from
+    /// the environment, so that the processes the monitor starts (the watchdog, PostgreSQL, which
+    /// speaks the same protocol) do not talk to systemd in its name.
+    static func takeSystemdNotifier() -> SystemdNotifier? {
+        let notifier = SystemdNotifier(environment: ProcessInfo.processInfo.environment)
+        for variable in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] { unsetenv(variable) }
+        return notifier
     }
 
     /// `baton-watchdog`, installed next to `baton`.
