@@ -155,7 +155,7 @@ struct MonitorLoop {
         let snapshot = await readSnapshot(at: now)
         if let snapshot {
             await lease.update(config, members: snapshot.registrations.mapValues(\.api))
-            state.publish(snapshot)
+            state.publish(snapshot, reporting: Set(snapshot.registrations.keys.filter { memory.isFresh($0, config: config, at: now) }))
             // A lock this node's session holds from before a monitor restart: adopt it (prove it first).
             if let leader = snapshot.leader, leader.holder == me, leader.session == (await lease.currentSession), !(await lease.isLeading) {
                 _ = await lease.prove()

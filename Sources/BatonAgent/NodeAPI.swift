@@ -13,7 +13,8 @@ import Synchronization
 /// the loop to keep. Shared by the loop (writer) and the API's handlers (readers).
 public final class NodeState: Sendable {
     private let view: Mutex<NodeView>
-    private let lastSnapshot = Mutex<ClusterSnapshot?>(nil)
+    /// The last read of Consul, and whose monitors were reporting then (as this monitor judges it).
+    private let lastSnapshot = Mutex<(snapshot: ClusterSnapshot, reporting: Set<NodeName>)?>(nil)
     let cluster: ClusterName
     /// Checks that a write (`POST /failsafe`) comes from a member of this cluster; nil: this node could
     /// not read its passfile, and refuses every write.
@@ -29,9 +30,12 @@ public final class NodeState: Sendable {
 
     func update(_ body: (inout NodeView) -> Void) { view.withLock { body(&$0) } }
 
-    func publish(_ snapshot: ClusterSnapshot) { lastSnapshot.withLock { $0 = snapshot } }
+    func publish(_ snapshot: ClusterSnapshot, reporting: Set<NodeName>) { lastSnapshot.withLock { $0 = (snapshot, reporting) } }
 
-    var snapshot: ClusterSnapshot? { lastSnapshot.withLock { $0 } }
+    var snapshot: ClusterSnapshot? { lastSnapshot.withLock { $0?.snapshot } }
+
+    /// What would happen if the primary died now, as this monitor sees the cluster.
+    var explanation: FailoverExplanation? { lastSnapshot.withLock { last in last.map { FailoverExplanation(snapshot: $0.snapshot, live: $0.reporting) } } }
 
     /// A leader cut off from Consul asks this node not to take over (failsafe mode); the answer, and the
     /// promise recorded when granted.
@@ -105,9 +109,10 @@ public enum NodeAPI {
         }
         switch (method, path) {
         case ("GET", "/cluster"):
-            guard var snapshot = state.snapshot else { return .text(503, "Consul has not been read yet\n") }
+            guard var snapshot = state.snapshot, let explanation = state.explanation else { return .text(503, "Consul has not been read yet\n") }
             snapshot.addEvents(events)
-            return json(200, StatusView(snapshot: snapshot, cluster: state.cluster, events: 10).json)
+            // The status, and the verdict of `baton explain`: who would take over, each other node's reason.
+            return json(200, .object(StatusView(snapshot: snapshot, cluster: state.cluster, events: 10).jsonMembers + [("explain", explanation.json)]))
         case ("GET", "/metrics"):
             return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))
         case ("POST", "/failsafe"):

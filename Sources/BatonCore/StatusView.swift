@@ -177,7 +177,10 @@ public struct StatusView: Sendable {
         return out
     }
 
-    public var json: JSONValue {
+    public var json: JSONValue { .object(jsonMembers) }
+
+    /// The members of ``json``, for answers that add their own (the node API's `/cluster`).
+    public var jsonMembers: [(String, JSONValue)] {
         let nodeObjects: [JSONValue] = nodes.map(nodeJSON)
         var members: [(String, JSONValue)] = [("cluster", .string(cluster.value))]
         members.append(("system_identifier", claim?.systemIdentifier.map { .string($0) } ?? .null))
@@ -192,7 +195,7 @@ public struct StatusView: Sendable {
         members.append(("last_failover", lastFailover?.json ?? .null))
         members.append(("commands", .object(commands.keys.sorted().map { ($0.value, commands[$0]!.json) })))
         members.append(("events", .array(events.map(\.json))))
-        return .object(members)
+        return members
     }
 
     func row(_ n: Node) -> [String] {

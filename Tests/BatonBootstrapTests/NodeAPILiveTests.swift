@@ -57,6 +57,10 @@ extension MonitorLiveTests {
             let cluster = try JSONValue.parse(await api(c, "pg2", "/cluster")?.body ?? [])
             #expect(cluster.member("leader")?.stringValue == "pg1")
             #expect(cluster.member("nodes")?.arrayValue?.count == 3)
+            // The verdict of `baton explain` as pg2's monitor sees it: a replica would take over; pg1 leads.
+            let verdict = cluster.member("explain")
+            #expect(["pg2", "pg3"].contains(verdict?.member("winner")?.stringValue ?? ""), "\(String(describing: verdict))")
+            #expect(verdict?.member("ineligible")?.arrayValue?.contains { $0.member("node")?.stringValue == "pg1" && $0.member("reason")?.stringValue?.contains("leader lock") == true } == true)
 
             // Metrics: Prometheus' text format, as Prometheus parses it.
             let metrics = await api(c, "pg1", "/metrics")
