@@ -12,8 +12,12 @@ public struct JSONLinesHandler: LogHandler {
     let label: String
     let node: String
     let cluster: String
+    /// Where the last lines are also kept (`GET /report`).
+    let recent: RecentLogLines?
 
-    public init(label: String, node: String, cluster: String) { (self.label, self.node, self.cluster) = (label, node, cluster) }
+    public init(label: String, node: String, cluster: String, recent: RecentLogLines? = nil) {
+        (self.label, self.node, self.cluster, self.recent) = (label, node, cluster, recent)
+    }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -21,7 +25,9 @@ public struct JSONLinesHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        FileHandle.standardError.write(Data((line(event.level, event.message.description, metadata: event.metadata, time: rfc3339Now()) + "\n").utf8))
+        let text = line(event.level, event.message.description, metadata: event.metadata, time: rfc3339Now())
+        recent?.append(text)
+        FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
     /// The line for one log call (without its newline).

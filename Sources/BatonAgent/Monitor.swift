@@ -45,14 +45,17 @@ public struct Monitor: Service {
     let serveAPI: Bool
     /// systemd's notification socket (`Type=notify`, `WatchdogSec`); nil when not run by systemd.
     let systemd: SystemdNotifier?
+    /// The daemon's last log lines, for `GET /report`.
+    let recentLog: RecentLogLines?
 
     public init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, guardian: any FenceGuard,
         makeDatabase: @escaping @Sendable (BootstrapSettings) -> any LocalDatabase = { PostgresNode(settings: $0) },
         reloadSettings: (@Sendable () throws -> BootstrapSettings)? = nil, metrics: @escaping @Sendable () -> String = { "" },
-        serveAPI: Bool = true, systemd: SystemdNotifier? = nil
+        serveAPI: Bool = true, systemd: SystemdNotifier? = nil, recentLog: RecentLogLines? = nil
     ) {
         self.systemd = systemd
+        self.recentLog = recentLog
         self.metrics = metrics
         self.serveAPI = serveAPI
         self.settings = settings
@@ -103,7 +106,7 @@ public struct Monitor: Service {
                     let database = makeDatabase(settings)
                     defer { database.close() }
                     return await database.observe()
-                }, logger: logger)
+                }, diagnostics: { [settings, recentLog] in await NodeDiagnostics.collect(settings: settings, recentLog: recentLog) }, logger: logger)
             : nil
         let events = settings.eventCommand.map { EventCommand(program: $0.value, cluster: settings.cluster, logger: logger) }
         var loop = MonitorLoop(

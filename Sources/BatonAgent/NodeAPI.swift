@@ -64,7 +64,8 @@ public enum NodeAPI {
     ///     lock asks; the view may be a loop old).
     public static func serve(
         settings: BootstrapSettings, state: NodeState, metrics: @escaping @Sendable () -> String,
-        events: @escaping @Sendable () async -> [KVPair], observe: @escaping @Sendable () async -> LocalPostgres, logger: Logger
+        events: @escaping @Sendable () async -> [KVPair], observe: @escaping @Sendable () async -> LocalPostgres,
+        diagnostics: @escaping @Sendable () async -> JSONValue = { .object([]) }, logger: Logger
     ) async throws -> HTTPServer {
         let tls = settings.apiTLS.map { HTTPServer.TLSFiles(certificate: $0.certificate.value, key: $0.key.value, clientCA: $0.clientCA?.value) }
         let server = try await HTTPServer(
@@ -74,6 +75,11 @@ public enum NodeAPI {
             if request.method == "GET", request.path == "/position" {
                 return json(200, LivePosition.json(node: settings.node, local: await observe()))
             }
+            if request.method == "GET", request.path == "/report" {
+                // Logs and files of this node: for members only.
+                if let refused = unsigned(request, state: state) { return refused }
+                return json(200, await diagnostics())
+            }
             return handle(request, state: state, metrics: metrics, events: request.path == "/cluster" ? await events() : [])
         }
         logger.info("Node API listening", metadata: ["api.address": "\(settings.apiListen.text)", "api.tls": "\(tls != nil)"])
@@ -82,6 +88,19 @@ public enum NodeAPI {
 
     static func json(_ status: Int, _ value: JSONValue) -> APIResponse {
         APIResponse(status: status, headers: [("Content-Type", "application/json")], body: value.serializedBytes() + [10])
+    }
+
+    /// A 401 unless a member of the cluster signed the request (``NodeAPISigner``); nil when it did.
+    static func unsigned(_ request: APIRequest, state: NodeState) -> APIResponse? {
+        guard let signer = state.signer else {
+            return .text(401, "this node cannot check signatures (its passfile in the state directory is unreadable): it grants nothing\n")
+        }
+        if let refusal = signer.refusal(
+            request.header("authorization"), method: request.method, path: request.path, body: request.body, now: Int64(Date().timeIntervalSince1970))
+        {
+            return .text(401, refusal + "\n")
+        }
+        return nil
     }
 
     /// One request; pure but for reading the state. `events`: the event history, read for `/cluster`.
@@ -117,14 +136,7 @@ public enum NodeAPI {
             return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))
         case ("POST", "/failsafe"):
             // Only a member may ask for the promise: a forged request would hold a failover off.
-            guard let signer = state.signer else {
-                return .text(401, "this node cannot check signatures (its passfile in the state directory is unreadable): it grants nothing\n")
-            }
-            if let refusal = signer.refusal(
-                request.header("authorization"), method: method, path: path, body: request.body, now: Int64(Date().timeIntervalSince1970))
-            {
-                return .text(401, refusal + "\n")
-            }
+            if let refused = unsigned(request, state: state) { return refused }
             // ignored: any malformed body or name gets the same 400, which says what is expected
             guard let body = try? JSONValue.parse(request.body), let text = body.member("leader")?.stringValue, let leader = try? NodeName(text) else {
                 return .text(400, "expected {\"leader\": \"<node name>\", \"fence_after\": \"<Go duration>\"}\n")

@@ -131,9 +131,11 @@ public struct PostgresControl: Sendable {
     }
 
     /// What the control file says (pg_controldata): the cluster's state and its last checkpoint.
-    public func controlData() async throws -> ControlData {
-        let output = try await runner.check(tool("pg_controldata"), ["-D", dataDirectory], what: "pg_controldata")
-        return ControlData(pgControldataOutput: output)
+    public func controlData() async throws -> ControlData { ControlData(pgControldataOutput: try await controlDataText()) }
+
+    /// pg_controldata's whole output, as it prints it (for `baton report`).
+    public func controlDataText() async throws -> String {
+        try await runner.check(tool("pg_controldata"), ["-D", dataDirectory], what: "pg_controldata")
     }
 
     public func reload() async throws {

@@ -45,7 +45,8 @@ struct MonitorCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let monitor = Monitor(
             settings: settings, client: client, logger: logger, observeOnly: observe, guardian: guardian, reloadSettings: { try Self.load(path) },
-            metrics: { registry.emitToString() }, systemd: Self.takeSystemdNotifier())
+            metrics: { registry.emitToString() }, systemd: Self.takeSystemdNotifier(),
+            recentLog: Logs.recent)
         logger.info("Monitor starting", metadata: ["monitor.node": "\(settings.node)", "monitor.cluster": "\(settings.cluster)", "monitor.observe_only": "\(observe)"])
         try await Daemon.run(monitor, logger: logger)
         logger.info("Monitor stopped")

@@ -282,3 +282,41 @@ struct FailoverCommand: AsyncParsableCommand {
         }
     }
 }
+
+struct ReportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Collect what a bug report needs into one archive: status, explain, config, events, Consul's keys, and each node's monitor log, pg_controldata and PostgreSQL log.",
+        discussion: """
+            Run it on a node, as root (it signs its requests to the other nodes' APIs with the \
+            replication password in this node's passfile). Secrets are removed: passwords in \
+            values, conninfo and URLs. Each item collected, or why not, is listed. Changes nothing.
+            """)
+    @OptionGroup var node: NodeOptions
+    @Option(help: "The archive to write (default ./baton-report-CLUSTER-TIME.tar.gz).") var output: String?
+
+    func run() async throws {
+        try await reportingErrors("report") {
+            // Everything it writes, the archive too, is for its owner only.
+            umask(0o077)
+            let config = try node.load()
+            let settings = try node.path.map { path in
+                do { return try MonitorCommand.load(path) } catch { throw AgentError("\(path): \(error)") }
+            }
+            let stamp = rfc3339Now().replacingOccurrences(of: ":", with: "")
+            let name = "baton-report-\(config.cluster)-\(stamp)"
+            let archive = output ?? FileManager.default.currentDirectoryPath + "/" + name + ".tar.gz"
+            guard archive.hasSuffix(".tar.gz") || archive.hasSuffix(".tgz") else { throw AgentError("--output must end in .tar.gz or .tgz") }
+            let work = NSTemporaryDirectory() + "baton-report-" + UUID().uuidString.prefix(8)
+            defer { try? FileManager.default.removeItem(atPath: work) }  // ignored: a temporary directory left behind
+            print("Collecting for cluster \(config.cluster):")
+            let report = BugReport(config: config, client: try config.client(), settings: settings, version: Baton.configuration.version)
+            let missing = try await report.collect(into: work + "/" + name) { print($0) }
+            let tar = try await CommandRunner().run("/bin/tar", ["-czf", archive, "-C", work, name])
+            guard tar.succeeded else { throw AgentError("tar could not write \(archive): \(tar.output)") }
+            chmod(archive, 0o600)
+            let size = (try? FileManager.default.attributesOfItem(atPath: archive)[.size] as? Int) ?? 0
+            print("Wrote \(archive) (\(size) bytes)" + (missing > 0 ? "; \(missing) item(s) could not be collected, see above" : ""))
+        }
+    }
+}

@@ -32,3 +32,19 @@ struct JSONLinesHandlerTests {
         #expect(plain.member("reason") == .null && plain.member("event")?.stringValue == "Monitor starting")
     }
 }
+
+@Suite("recent log lines")
+struct RecentLogLinesTests {
+    @Test("keeps the last lines, oldest first")
+    func ring() {
+        let recent = RecentLogLines(capacity: 3)
+        #expect(recent.all.isEmpty)
+        for i in 1...2 { recent.append("\(i)") }
+        #expect(recent.all == ["1", "2"])
+        for i in 3...7 { recent.append("\(i)") }
+        #expect(recent.all == ["5", "6", "7"])
+        let handler = JSONLinesHandler(label: "l", node: "pg1", cluster: "c", recent: recent)
+        handler.log(event: LogEvent(level: .info, message: "kept", metadata: nil, source: "t", file: #fileID, function: #function, line: #line))
+        #expect(recent.all.last?.contains("\"message\":\"kept\"") == true)
+    }
+}

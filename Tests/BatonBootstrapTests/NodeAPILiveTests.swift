@@ -62,7 +62,9 @@ extension MonitorLiveTests {
             #expect(["pg2", "pg3"].contains(verdict?.member("winner")?.stringValue ?? ""), "\(String(describing: verdict))")
             #expect(verdict?.member("ineligible")?.arrayValue?.contains { $0.member("node")?.stringValue == "pg1" && $0.member("reason")?.stringValue?.contains("leader lock") == true } == true)
 
-            // Metrics: Prometheus' text format, as Prometheus parses it.
+            // Metrics: Prometheus' text format, as Prometheus parses it — once the leader has seen the
+            // replicas' slots (a loop after they stream).
+            #expect(await eventually(timeout: .seconds(10)) { await api(c, "pg1", "/metrics")?.text.contains("baton_slot_retained_bytes{") == true })
             let metrics = await api(c, "pg1", "/metrics")
             #expect(metrics?.header("content-type")?.hasPrefix("text/plain") == true)
             let families = try await prometheusFamilies(metrics?.text ?? "")
@@ -131,6 +133,25 @@ extension MonitorLiveTests {
             #expect(crowded.hasPrefix("HTTP/1.1 503") && crowded.contains("too many connections"), "\(crowded)")
             for fd in held { close(fd) }
             #expect(await eventually(timeout: .seconds(5)) { await apiStatus(c, "pg1", "/health") == 200 }, "serving again")
+
+            // baton report: one archive with the cluster's state and every node's diagnostics, no secret in it.
+            let unsignedReport = await api(c, "pg2", "/report")
+            #expect(unsignedReport?.status == 401, "\(unsignedReport?.text ?? "no answer")")
+            let archive = c.root + "/report.tar.gz"
+            let report = try await runCommand(BatonProcess.executable, ["report", "--config", c.directory("pg1") + "/baton.yaml", "--output", archive])
+            #expect(report.status == 0 && report.output.contains("✓ node pg3") && !report.output.contains("✗"), "\(report.output)")
+            let unpacked = c.root + "/report"
+            try FileManager.default.createDirectory(atPath: unpacked, withIntermediateDirectories: true)
+            let untar = try await runCommand("/bin/tar", ["-xzf", archive, "-C", unpacked])
+            #expect(untar.status == 0, "\(untar.output)")
+            let top = try #require(try FileManager.default.contentsOfDirectory(atPath: unpacked).first)
+            func file(_ name: String) -> String { (try? String(contentsOfFile: unpacked + "/" + top + "/" + name, encoding: .utf8)) ?? "" }
+            #expect(file("status.txt").contains("pg1") && file("explain.txt").contains("would take over") && file("consul-keys.json").contains("/leader"))
+            #expect(file("nodes/pg2/pg_controldata.txt").contains("Database system identifier"))
+            #expect(file("nodes/pg3/monitor.log").contains("Monitor starting") && file("nodes/pg1/postgresql.log").count > 0)
+            let password = try String(contentsOfFile: c.passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let everything = (FileManager.default.enumerator(atPath: unpacked + "/" + top)?.allObjects as? [String] ?? []).map(file).joined()
+            #expect(!password.isEmpty && !everything.contains(password), "the replication password is in the report")
 
             // A failover moves the primary tag.
             kill(try postmasterPID(c, "pg1"), SIGKILL)
