@@ -136,7 +136,41 @@ extension MonitorLoop {
             await event("switchover", "removed the request for \(pending.request.to) (\(standing))")
         }
         if let pause = snapshot.bouncerPause, pause.to == me { finishBouncerPause(pause, index: snapshot.bouncerPauseIndex) }
+        try await runScheduledSwitchover(snapshot)
         try await moveLegacyEvents(snapshot)
+    }
+
+    /// A scheduled switchover (``ScheduledSwitchover``) that fell due is checked as `baton switchover`
+    /// would check it now: if it stands, the ordinary request is written and the schedule removed in one
+    /// transaction (every rule of a switchover then applies as usual); if not, or if it can never run,
+    /// the schedule is removed and the event says why.
+    func runScheduledSwitchover(_ snapshot: ClusterSnapshot) async throws {
+        guard let (schedule, index) = snapshot.scheduled else { return }
+        let at = schedule.atText
+        func drop(_ reason: String) async throws {
+            if try await client.delete(keys.scheduledSwitchover, cas: index) {
+                await event("switchover", "dropped the switchover to \(schedule.to) scheduled at \(at): \(reason)")
+            }
+        }
+        switch schedule.verdict(now: Int64(Date().timeIntervalSince1970), leader: snapshot.leader?.holder) {
+        case .wait:
+            return
+        case .drop(let reason):
+            try await drop(reason)
+        case .due:
+            // A request already pending runs first; the schedule waits for the next loop.
+            guard snapshot.request == nil else { return }
+            let view = Takeover.View(snapshot: snapshot, live: Set(snapshot.registrations.keys.filter { memory.isFresh($0, config: config, at: .now) }))
+            if let refusal = Takeover.switchoverRefusal(to: schedule.to, view) { return try await drop("refused now: \(refusal)") }
+            let request = TakeoverRequest(to: schedule.to, from: me, time: rfc3339Now())
+            let outcome = try await client.transaction([
+                KVOperation(.cas, keys.switchover, value: request.json.serializedBytes(), index: 0),
+                KVOperation(.deleteCAS, keys.scheduledSwitchover, index: index),
+            ])
+            if case .committed = outcome {
+                await event("switchover", "the switchover to \(schedule.to) scheduled at \(at) by \(schedule.by) is due: asked for it")
+            }
+        }
     }
 
     /// Events an earlier Baton kept under the cluster's prefix move beside it (``ClusterKeys/eventsPrefix``),

@@ -50,6 +50,29 @@ public struct Takeover {
             TakeoverRequest(to: name, from: v.snapshot.leader?.holder, time: rfc3339Now(), timeout: GoDuration(timeout)), timeout: timeout)
     }
 
+    /// `baton switchover --to NAME --at TIME`: checked now as a switchover would be (so that a schedule
+    /// that could not run is refused at once), then written for the leader to run when it is due.
+    public func schedule(to name: NodeName, at: Int64, now: Int64) async throws -> ScheduledSwitchover {
+        if let refusal = ScheduledSwitchover.refusal(at: at, now: now) { throw AgentError("scheduling refused: \(refusal)") }
+        let v = try await view()
+        if let refusal = Self.switchoverRefusal(to: name, v) { throw AgentError("scheduling refused: \(refusal)") }
+        guard let leader = v.snapshot.leader?.holder else { throw AgentError("scheduling refused: no node holds the leader lock") }
+        let schedule = ScheduledSwitchover(to: name, from: leader, at: at, asked: rfc3339Now(), by: config.node?.value ?? "operator")
+        guard try await client.put(config.keys.scheduledSwitchover, schedule.json.serializedBytes(), mode: .cas(0)) else {
+            throw AgentError("a switchover is already scheduled (`baton status` shows it); `baton switchover --cancel` removes it")
+        }
+        return schedule
+    }
+
+    /// `baton switchover --cancel`: removes the scheduled switchover; the one it removed, or nil.
+    public func cancelScheduled() async throws -> ScheduledSwitchover? {
+        let key = config.keys.scheduledSwitchover
+        guard let pair = try await client.get(key, .consistent).value else { return nil }
+        let schedule = try ScheduledSwitchover(bytes: pair.value, key: key)
+        guard try await client.delete(key, cas: pair.modifyIndex) else { throw AgentError("the schedule changed meanwhile; look at `baton status` and try again") }
+        return schedule
+    }
+
     /// `baton switchover --to NAME --check`: why a switchover to `name` would be refused now, or nil
     /// when it would be asked for; nothing is changed.
     public func checkSwitchover(to name: NodeName) async throws -> String? { Self.switchoverRefusal(to: name, try await view()) }

@@ -29,6 +29,8 @@ public struct ClusterKeys: Sendable, Equatable {
     public var sync: String { prefix + "sync" }
     /// A pending `baton switchover` / `baton failover`: the node that takes over.
     public var switchover: String { prefix + "switchover" }
+    /// A switchover scheduled for later (``ScheduledSwitchover``).
+    public var scheduledSwitchover: String { prefix + "scheduled-switchover" }
     /// The highest timeline a promotion has claimed (``TimelineClaim``).
     public var timeline: String { prefix + "timeline" }
     /// A switchover's request that every pgbouncer pause (``PauseRequest``).

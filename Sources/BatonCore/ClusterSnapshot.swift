@@ -54,6 +54,8 @@ public struct ClusterSnapshot: Sendable {
     /// The `sync` key's modify index (0 when there is none).
     public var syncIndex: UInt64 = 0
     public var request: Request?
+    /// A switchover scheduled for later, with its modify index (for a check-and-set delete).
+    public var scheduled: (switchover: ScheduledSwitchover, modifyIndex: UInt64)?
     /// Why and since when automatic failover is paused, when it is.
     public var pause: String?
     public var keepalived = KeepalivedNodes()
@@ -136,6 +138,7 @@ public struct ClusterSnapshot: Sendable {
         let postgresql: String
         let statusPrefix: String
         let switchover: String
+        let scheduledSwitchover: String
         let sync: String
         let tagsPrefix: String
 
@@ -154,6 +157,7 @@ public struct ClusterSnapshot: Sendable {
             postgresql = keys.postgresql
             statusPrefix = keys.statusPrefix
             switchover = keys.switchover
+            scheduledSwitchover = keys.scheduledSwitchover
             sync = keys.sync
             tagsPrefix = keys.tagsPrefix
         }
@@ -190,6 +194,8 @@ public struct ClusterSnapshot: Sendable {
             sync = try SyncRecord.parse(pair.value, key: key)
         case keys.switchover:
             request = Request(request: try TakeoverRequest(bytes: pair.value, key: key), modifyIndex: pair.modifyIndex)
+        case keys.scheduledSwitchover:
+            scheduled = (try ScheduledSwitchover(bytes: pair.value, key: key), pair.modifyIndex)
         case keys.pause:
             let json = try? JSONValue.parse(pair.value ?? [])
             pause = "since \(json?.member("time")?.stringValue ?? "?"): \(json?.member("reason")?.stringValue ?? "no reason given")"

@@ -34,6 +34,8 @@ public struct StatusView: Sendable {
     public var events: [ClusterEvent]
     /// Why and since when automatic failover is paused, if it is.
     public var paused: String?
+    /// A switchover scheduled for later (`baton switchover --at`).
+    public var scheduledSwitchover: ScheduledSwitchover?
     /// Each monitor's last decision, by node.
     public var decisions: [NodeName: String]
     /// The synchronous standby recorded in `sync`, if any.
@@ -133,6 +135,7 @@ public struct StatusView: Sendable {
         slots = s.leader.flatMap { s.reports[$0.holder]?.status.slots } ?? []
         lastFailover = s.events.last { $0.kind == "promote" }
         commands = s.commands.compactMapValues { $0.command.state.isFinished ? nil : $0.command }
+        scheduledSwitchover = s.scheduled?.switchover
     }
 
     /// A table in the manner of `patronictl list`.
@@ -143,6 +146,9 @@ public struct StatusView: Sendable {
         out += "Leader lock: " + (leader.map { "held by \($0)" } ?? "not held") + "   synchronous_mode: \(config.synchronousMode.rawValue)"
         out += (synchronousStandby.map { "   synchronous standby: \($0)" } ?? "") + "\n"
         if let paused { out += "Automatic failover: PAUSED (\(paused))\n" }
+        if let s = scheduledSwitchover {
+            out += "Scheduled switchover: \(s.from) → \(s.to) at \(s.atText) (asked by \(s.by) at \(s.asked); `baton switchover --cancel` removes it)\n"
+        }
         if let lastFailover { out += "Last failover: \(lastFailover.time) (\(lastFailover.node) \(lastFailover.detail))\n" }
         let header = [
             "Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "Tags", "Pending restart", "Slot WAL", "VRRP", "VRRP prio",
@@ -187,6 +193,7 @@ public struct StatusView: Sendable {
         members.append(("leader", leader.map { .string($0.value) } ?? .null))
         members.append(("config", config.json))
         members.append(("paused", paused.map { .string($0) } ?? .null))
+        members.append(("scheduled_switchover", scheduledSwitchover.map { .object(($0.json.objectValue ?? []) + [("at_text", .string($0.atText))]) } ?? .null))
         members.append(("synchronous_standby", synchronousStandby.map { .string($0.value) } ?? .null))
         members.append(("decisions", .object(decisions.keys.sorted().map { ($0.value, .string(decisions[$0]!)) })))
         members.append(("nodes", .array(nodeObjects)))

@@ -220,28 +220,58 @@ struct SwitchoverCommand: AsyncParsableCommand {
         discussion: """
             Refused, with the reason, unless NODE is a healthy standby within maximum_lag_on_failover of the leader that \
             failover could promote (not nofailover; in synchronous mode the synchronous standby). --check says whether it \
-            would be, changing nothing (exit status 0: it would go ahead, 1: refused).
+            would be, changing nothing (exit status 0: it would go ahead, 1: refused). --at TIME schedules it             (ISO 8601 with a zone, such as 2026-12-24T03:00:00Z or 2026-12-24T04:00:00+01:00; at most 30 days             ahead): the leader asks for it when the time comes, checked again then; `baton status` lists it,             --cancel removes it.
             """)
     @OptionGroup var node: NodeOptions
-    @Option(help: "The standby that becomes the primary.") var to: String
+    @Option(help: "The standby that becomes the primary.") var to: String?
     @Option(help: "Seconds to wait for the handover.") var timeout = 60
     @Flag(help: "Only say whether the switchover would be asked for, and why not; change nothing.") var check = false
+    @Option(help: "Schedule it for this time (ISO 8601 with a zone) instead of now.") var at: String?
+    @Flag(help: "Remove the scheduled switchover.") var cancel = false
+
+    func validate() throws {
+        if cancel {
+            guard to == nil, at == nil, !check else { throw ValidationError("--cancel takes no --to, --at or --check") }
+        } else {
+            guard to != nil else { throw ValidationError("--to NODE is required (or --cancel)") }
+            if at != nil, check { throw ValidationError("--check says whether a switchover now would be asked for; give --at or --check") }
+        }
+    }
+
+    /// `text` as seconds since 1970: ISO 8601 with a zone (Z or ±hh:mm), whole seconds or fractions.
+    static func parseTime(_ text: String) throws -> Int64 {
+        let formatter = ISO8601DateFormatter()
+        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970) }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970) }
+        throw AgentError("--at \(Quote.show(text)) is not an ISO 8601 time with a zone, such as 2026-12-24T03:00:00Z")
+    }
 
     func run() async throws {
         try await reportingErrors("switchover") {
             let config = try node.load()
             let takeover = Takeover(config: config, client: try config.client())
-            let target = try NodeName(to)
+            if cancel {
+                guard let removed = try await takeover.cancelScheduled() else { throw AgentError("no switchover is scheduled") }
+                print("cancelled the switchover to \(removed.to) scheduled at \(removed.atText)")
+                return
+            }
+            let target = try NodeName(to ?? "")
+            if let at {
+                let schedule = try await takeover.schedule(to: target, at: try Self.parseTime(at), now: Int64(Date().timeIntervalSince1970))
+                print("scheduled: \(schedule.from) hands over to \(schedule.to) at \(schedule.atText), checked again then (`baton switchover --cancel` removes it)")
+                return
+            }
             if check {
                 if let refusal = try await takeover.checkSwitchover(to: target) {
-                    print("switchover to \(to) would be refused: \(refusal)")
+                    print("switchover to \(target) would be refused: \(refusal)")
                     throw ExitCode(1)
                 }
-                print("switchover to \(to) would be asked for: it is a healthy standby failover could promote, within the lag limit")
+                print("switchover to \(target) would be asked for: it is a healthy standby failover could promote, within the lag limit")
                 return
             }
             let took = try await takeover.switchover(to: target, timeout: .seconds(timeout))
-            print("\(to) is the primary (switchover took \(took.millisecondCount) ms)")
+            print("\(target) is the primary (switchover took \(took.millisecondCount) ms)")
         }
     }
 }

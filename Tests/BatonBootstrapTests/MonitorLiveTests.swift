@@ -219,7 +219,7 @@ struct MonitorLiveTests {
         }
     }
 
-    @Test("switchover under writes: the named standby takes over, the old primary follows, no acknowledged write is lost; bad requests are refused")
+    @Test("switchover under writes: the named standby takes over, the old primary follows, no acknowledged write is lost; bad requests are refused; a scheduled one (--at) runs when due, a cancelled one never")
     func switchover() async throws {
         try await LiveCluster.with { c in
             let nodes = try await threeNodes(c)
@@ -263,6 +263,33 @@ struct MonitorLiveTests {
             let acknowledged = probe.acknowledged
             let present = try await presentCount(c, port: nodes[1].1, ids: acknowledged)
             #expect(present == acknowledged.count, "acknowledged \(acknowledged.count) writes, \(present) on the new primary")
+
+            // Scheduled (`--at`): refused in the past or malformed; listed in status; cancelled; then one
+            // that falls due hands over to pg1 (issue 25).
+            func inSeconds(_ n: Double) -> String { Date(timeIntervalSinceNow: n).formatted(.iso8601) }
+            for (at, fragment) in [(inSeconds(-60), "in the past"), ("tomorrow", "not an ISO 8601 time")] {
+                let refused = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg1", "--at", at])
+                #expect(refused.status != 0 && refused.output.contains(fragment), "\(at): \(refused.output)")
+            }
+            let later = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg3", "--at", inSeconds(3600)])
+            #expect(later.status == 0 && later.output.contains("scheduled: pg2 hands over to pg3"), "\(later.output)")
+            let status = try await runCommand(BatonProcess.executable, ["status", "--config", config])
+            #expect(status.output.contains("Scheduled switchover: pg2 → pg3"), "\(status.output)")
+            let second = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg1", "--at", inSeconds(3600)])
+            #expect(second.status != 0 && second.output.contains("already scheduled"), "\(second.output)")
+            let cancelled = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--cancel"])
+            #expect(cancelled.status == 0 && cancelled.output.contains("cancelled the switchover to pg3"), "\(cancelled.output)")
+            #expect(try await c.client.get("baton/live/scheduled-switchover").value == nil)
+            _ = await eventually(timeout: .seconds(30)) {
+                (try? await c.client.get("baton/live/status/pg1").value?.stringValue.contains("streaming\":true")) == true
+            }
+            let soon = try await runCommand(BatonProcess.executable, ["switchover", "--config", config, "--to", "pg1", "--at", inSeconds(3)])
+            #expect(soon.status == 0, "\(soon.output)")
+            #expect(try await c.leader() == "pg2", "nothing happens before the time")
+            #expect(await eventually(timeout: .seconds(40)) { (try? await c.leader()) == "pg1" }, "the scheduled switchover did not run")
+            #expect(try await c.client.get("baton/live/scheduled-switchover").value == nil)
+            let events = try await runCommand(BatonProcess.executable, ["events", "--config", config, "--kind", "switchover"])
+            #expect(events.output.contains("scheduled at") && events.output.contains("is due"), "\(events.output)")
         }
     }
 
