@@ -80,7 +80,7 @@ public enum NodeAPI {
                 if let refused = unsigned(request, state: state) { return refused }
                 return json(200, await diagnostics())
             }
-            return handle(request, state: state, metrics: metrics, events: request.path == "/cluster" ? await events() : [])
+            return handle(request, state: state, metrics: metrics, events: ["/cluster", "/"].contains(request.path) ? await events() : [])
         }
         logger.info("Node API listening", metadata: ["api.address": "\(settings.apiListen.text)", "api.tls": "\(tls != nil)"])
         return server
@@ -132,6 +132,18 @@ public enum NodeAPI {
             snapshot.addEvents(events)
             // The status, and the verdict of `baton explain`: who would take over, each other node's reason.
             return json(200, .object(StatusView(snapshot: snapshot, cluster: state.cluster, events: 10).jsonMembers + [("explain", explanation.json)]))
+        case ("GET", "/"):
+            // The cluster at a glance, for a browser (``StatusPage``).
+            guard var snapshot = state.snapshot, let explanation = state.explanation else {
+                return APIResponse(
+                    status: 503, headers: [("Content-Type", "text/html; charset=utf-8"), ("Refresh", "2")],
+                    body: Array("<!DOCTYPE html><title>Baton</title><p>This node's monitor has not read Consul yet; this page refreshes itself.</p>\n".utf8))
+            }
+            snapshot.addEvents(events)
+            let page = StatusPage.html(
+                status: StatusView(snapshot: snapshot, cluster: state.cluster, events: 10), explanation: explanation, answeredBy: state.current.node,
+                time: rfc3339Now())
+            return APIResponse(status: 200, headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")], body: Array(page.utf8))
         case ("GET", "/metrics"):
             return APIResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(metrics().utf8))
         case ("POST", "/failsafe"):

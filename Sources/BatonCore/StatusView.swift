@@ -138,6 +138,12 @@ public struct StatusView: Sendable {
         scheduledSwitchover = s.scheduled?.switchover
     }
 
+    /// The columns of ``table()`` and of the status page, one ``row(_:)`` cell each.
+    static let columns = [
+        "Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "Tags", "Pending restart", "Slot WAL", "VRRP", "VRRP prio",
+        "Location", "pgbouncer",
+    ]
+
     /// A table in the manner of `patronictl list`.
     public func table() -> String {
         var out = "Cluster: \(cluster)"
@@ -150,10 +156,7 @@ public struct StatusView: Sendable {
             out += "Scheduled switchover: \(s.from) → \(s.to) at \(s.atText) (asked by \(s.by) at \(s.asked); `baton switchover --cancel` removes it)\n"
         }
         if let lastFailover { out += "Last failover: \(lastFailover.time) (\(lastFailover.node) \(lastFailover.detail))\n" }
-        let header = [
-            "Node", "Address", "Role", "State", "TL", "Lag", "Upstream", "Lock", "Priority", "Tags", "Pending restart", "Slot WAL", "VRRP", "VRRP prio",
-            "Location", "pgbouncer",
-        ]
+        let header = Self.columns
         var rows: [[String]] = []
         var problems = self.problems
         for n in nodes {
