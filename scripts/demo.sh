@@ -84,6 +84,10 @@ watch_cluster & watcher=$!
 set +m
 sleep 3
 primary=$("$lab" leader | tr -d '\n')
+say "baton explain — if $primary's PostgreSQL died now:"
+explained=$("$lab" explain)
+echo "$explained"
+predicted=$(echo "$explained" | sed -n 's/^If .* failed now: \([^ ]*\) would take over\.$/\1/p')
 say ">>> kill -9 of $primary's PostgreSQL (its postmaster)"
 "$lab" kill-postgres "${primary#n}"
 for _ in $(seq 600); do
@@ -94,4 +98,6 @@ done
 sleep 2
 kill -- -"$watcher" 2>/dev/null || true; watcher=""
 say "done: $new leads, $primary rejoined as its replica"
+if [ "$new" = "$predicted" ]; then say "as baton explain predicted before the kill"; else say "baton explain had predicted $predicted (see the events for why $new took over)"; fi
 "$lab" status
+say "every node's API serves a status page, e.g. $("$lab" page-url 1) (open it while the lab runs: scripts/lab.sh up 3)"

@@ -11,6 +11,8 @@
 #   scripts/lab.sh up [N]            build nothing; start N nodes (default 3) — run `swift build` first
 #   scripts/lab.sh down              stop everything the lab started, delete namespaces, bridge, files
 #   scripts/lab.sh status            baton status
+#   scripts/lab.sh explain [--json]  baton explain: who would take over if the primary died now
+#   scripts/lab.sh page-url N        the address of node N's status page (GET / on its API)
 #   scripts/lab.sh kill-postgres N   kill -9 of node N's postmaster
 #   scripts/lab.sh kill-node N       kill -9 of every process of node N (the node dies)
 #   scripts/lab.sh start-node N      start node N's daemons again (after kill-node)
@@ -248,6 +250,8 @@ case "$cmd" in
   up) up "${1:-3}" ;;
   down) down ;;
   status) "$baton" status --cluster lab --consul "$(consul_addr)" ;;
+  explain) "$baton" explain --cluster lab --consul "$(consul_addr)" "$@" ;;
+  page-url) echo "http://$(address "$1"):$(apiport "$1")/" ;;
   kill-postgres) kill -9 "$(postmaster "$1")" ;;
   kill-node)
     if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9 2>/dev/null || true

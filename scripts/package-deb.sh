@@ -51,11 +51,13 @@ install -m 0644 Deploy/baton-monitor.service Deploy/baton-pgbouncer-agent.servic
   "$root/lib/systemd/system/"
 install -m 0644 Deploy/keepalived.service.d/baton.conf "$root/lib/systemd/system/keepalived.service.d/"
 install -m 0644 Deploy/consul.service "$root/usr/share/doc/baton/consul.service.example"
-# Alerting rules for Prometheus and a Grafana dashboard (README: "Monitoring").
+# Alerting rules for Prometheus and a Grafana dashboard (docs/api.md).
 install -d "$root/usr/share/baton/prometheus" "$root/usr/share/baton/grafana"
 install -m 0644 Deploy/prometheus/baton-alerts.yml Deploy/prometheus/baton-alerts.test.yml "$root/usr/share/baton/prometheus/"
 install -m 0644 Deploy/grafana/baton-dashboard.json "$root/usr/share/baton/grafana/"
+install -d "$root/usr/share/doc/baton/docs"
 install -m 0644 README.md "$root/usr/share/doc/baton/"
+install -m 0644 docs/*.md docs/*.png "$root/usr/share/doc/baton/docs/"
 gzip -9n -c > "$root/usr/share/doc/baton/changelog.Debian.gz" <<CHANGES
 baton ($version) unstable; urgency=medium
 
