@@ -18,10 +18,10 @@ public enum StatusPage {
             h1{font-size:1.4em;margin:0 0 .3em} h2{font-size:1.1em;margin:1.4em 0 .4em}
             .banner{padding:.6em .9em;border-radius:6px;margin:.4em 0;font-weight:600}
             .ok{background:#dff3e4;color:#14532d} .bad{background:#fde2e1;color:#7f1d1d} .warn{background:#fef3c7;color:#78350f}
-            table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001} th,td{padding:.35em .7em;border-bottom:1px solid #e5e7eb;text-align:left;white-space:nowrap}
+            table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0001} th,td{padding:.3em .55em;border-bottom:1px solid #e5e7eb;text-align:left;white-space:nowrap}
             th{background:#eef1f5;font-weight:600} tr.leader td{background:#eef8f0;font-weight:600}
             ul{margin:.2em 0;padding-left:1.3em} code{background:#eef1f5;padding:0 .3em;border-radius:3px}
-            footer{margin-top:2em;color:#6b7280;font-size:.9em}
+            footer{margin-top:2em;color:#6b7280;font-size:.9em} .wide{overflow-x:auto}
             </style></head><body>
 
             """
@@ -39,12 +39,12 @@ public enum StatusPage {
         if let s = status.scheduledSwitchover {
             out += "<div class=\"banner warn\">Scheduled switchover: \(escape("\(s.from.value) → \(s.to.value) at \(s.atText), asked by \(s.by)"))</div>\n"
         }
-        out += "<h2>Nodes</h2>\n<table id=\"nodes\"><tr>" + StatusView.columns.map { "<th>\(escape($0))</th>" }.joined() + "</tr>\n"
+        out += "<h2>Nodes</h2>\n<div class=\"wide\"><table id=\"nodes\"><tr>" + StatusView.columns.map { "<th>\(escape($0))</th>" }.joined() + "</tr>\n"
         for node in status.nodes.sorted(by: { $0.registration.name < $1.registration.name }) {
             let leading = node.holdsLeaderLock ? " class=\"leader\"" : ""
             out += "<tr\(leading) data-node=\"\(escape(node.registration.name.value))\">" + status.row(node).map { "<td>\(escape($0))</td>" }.joined() + "</tr>\n"
         }
-        out += "</table>\n"
+        out += "</table></div>\n"
         out += "<h2>If the primary failed now</h2>\n<div id=\"explain\">"
         if explanation.paused {
             out += "<div class=\"banner warn\">Nobody would take over: automatic failover is paused.</div>"
