@@ -116,33 +116,39 @@ public struct NodeRemoval {
     /// - Returns: what was done, line by line.
     public func remove(_ node: NodeName, force: Bool, timeout: Duration) async throws -> [String] {
         let keys = config.keys
-        let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
-        let live = try await liveMonitors(client, cluster: config.cluster)
-        if snapshot.leader?.holder == node { throw AgentError("\(node) holds the leader lock: switch over to another node first") }
-        guard snapshot.registrations[node] != nil || snapshot.reports[node] != nil || snapshot.keepalived.node(node) != nil else {
-            throw AgentError("\(node) is not part of cluster \(config.cluster)")
-        }
         var done: [String] = []
-        if live.contains(node) {
-            guard force else {
+        // One transaction: the node's keys go, its keepalived priority is freed, and only if the leader
+        // key and the priorities are as just read — a node that took the lock meanwhile is not removed.
+        for attempt in 0..<20 {
+            let pairs = try await client.list(keys.prefix, .consistent).value
+            let snapshot = ClusterSnapshot(pairs: pairs, keys: keys)
+            let live = try await liveMonitors(client, cluster: config.cluster)
+            if snapshot.leader?.holder == node { throw AgentError("\(node) holds the leader lock: switch over to another node first") }
+            guard snapshot.registrations[node] != nil || snapshot.reports[node] != nil || snapshot.keepalived.node(node) != nil else {
+                if attempt > 0 { throw AgentError("\(node) was removed meanwhile (by another `baton remove`?)") }
+                throw AgentError("\(node) is not part of cluster \(config.cluster)")
+            }
+            if live.contains(node), !force, attempt == 0 {
                 throw AgentError("\(node)'s monitor is running: stop it (and PostgreSQL) on that node first, or give --force to remove it anyway")
             }
-            done.append("warning: \(node)'s monitor is running; stop it, or it may register the node again")
-        }
-        for key in [keys.node(node), keys.status(node), keys.tags(node), keys.command(node), keys.pgbouncerAgent(node)] {
-            if try await client.delete(key) { done.append("deleted \(key)") }
-        }
-        for _ in 0..<20 {
-            guard let pair = try await client.get(keys.keepalivedNodes, .consistent).value else { break }
-            let nodes: KeepalivedNodes
-            do { nodes = try KeepalivedNodes(bytes: pair.value, key: pair.key) } catch { throw AgentError(error.message) }
-            guard nodes.node(node) != nil else { break }
-            let freed = KeepalivedNodes(nodes: nodes.nodes.filter { $0.name != node })
-            if try await client.put(keys.keepalivedNodes, freed.json.serializedBytes(), mode: .cas(pair.modifyIndex)) {
-                done.append("freed its keepalived priority in \(keys.keepalivedNodes)")
-                break
+            let present = Set(pairs.map(\.key))
+            let owned = [keys.node(node), keys.status(node), keys.tags(node), keys.command(node), keys.pgbouncerAgent(node)].filter(present.contains)
+            var operations = owned.map { KVOperation(.delete, $0) }
+            operations.append(
+                snapshot.leaderKeyIndex == 0 ? KVOperation(.checkNotExists, keys.leader) : KVOperation(.checkIndex, keys.leader, index: snapshot.leaderKeyIndex))
+            var freesPriority = false
+            if let pair = pairs.first(where: { $0.key == keys.keepalivedNodes }), snapshot.keepalived.node(node) != nil {
+                let freed = KeepalivedNodes(nodes: snapshot.keepalived.nodes.filter { $0.name != node })
+                operations.append(KVOperation(.cas, keys.keepalivedNodes, value: freed.json.serializedBytes(), index: pair.modifyIndex))
+                freesPriority = true
             }
+            guard case .committed = try await client.transaction(operations) else { continue }
+            if live.contains(node) { done.append("warning: \(node)'s monitor is running; stop it, or it may register the node again") }
+            done += owned.map { "deleted \($0)" }
+            if freesPriority { done.append("freed its keepalived priority in \(keys.keepalivedNodes)") }
+            break
         }
+        guard !done.isEmpty else { throw AgentError("the cluster kept changing while \(node) was being removed; try again") }
         // The service of a dead node's own Consul agent goes with that agent; this agent's copy (a shared
         // or embedded server) is removed here.
         do {
