@@ -45,7 +45,9 @@ public struct PgBouncerAgent: Service {
         let (wakes, wake) = AsyncStream<Bool>.makeStream(bufferingPolicy: .bufferingNewest(4))
         var loop = PgBouncerAgentLoop(settings: settings, client: client, logger: logger, pauseBound: pauseBound)
         let keys = settings.keys
+        let leaderNode = loop.leaderNode
         await withDiscardingTaskGroup { group in
+            group.addTask { await leaderNode.run(wake: { wake.yield(true) }) }
             group.addTask { [client] in await watchLeaderHolder(client: client, key: keys.leader, wake: { wake.yield(true) }) }
             group.addTask { [client] in
                 for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.list(keys.nodesPrefix, $0) }) { wake.yield(true) }
@@ -107,6 +109,8 @@ struct PgBouncerAgentLoop {
     private var targetAPI: NodeAPIAddress?
     private var lastFailsafeNote: String?
     private let transport = CurlTransport()
+    /// The node of the leader routed to, watched so that its death pauses clients at once.
+    let leaderNode: LeaderNodeWatch
     /// Pause requests by id, with when this agent first saw them (they stand for their timeout).
     private var requestsSeen: [String: ContinuousClock.Instant] = [:]
 
@@ -115,6 +119,7 @@ struct PgBouncerAgentLoop {
         self.client = client
         self.logger = logger
         self.pauseBound = pauseBound
+        leaderNode = LeaderNodeWatch(transport: transport)
     }
 
     /// The agent checks every second that the leader it routes to still holds the lock (one small read):
@@ -233,7 +238,12 @@ struct PgBouncerAgentLoop {
             do { leader = .held(try NodeName(pair.stringValue, field: "leader")) } catch { leader = .malformed(error.message) }
         }
         if case .held(let name) = leader { targetAPI = registrations[name]?.api } else { targetAPI = nil }
-        return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request)
+        var followed: LeaderNodeWatch.Target? = nil
+        if case .held(let name) = leader, let registration = registrations[name], registration.role == .primary, let api = registration.api {
+            followed = LeaderNodeWatch.Target(node: name, api: api, postgres: (registration.address, registration.port))
+        }
+        leaderNode.follow(followed)
+        return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request, nodeGone: leaderNode.gone)
     }
 
     /// Whether the primary's API says it holds the lock with its lease running (`/primary` answers 200).

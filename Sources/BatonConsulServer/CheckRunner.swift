@@ -1,5 +1,6 @@
 import BatonConsul
 import BatonConsulStore
+import BatonHTTP
 import ConsulAPI
 import Foundation
 import Synchronization
@@ -171,33 +172,10 @@ final class CheckRunner: Sendable {
     }
 
     /// Whether a TCP connection to `host:port` opens within `timeout`.
+    /// Whether `host:port` accepts a TCP connection (Consul's TCP check).
     static func tcpConnect(_ address: String, timeout: Duration) async -> Bool {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(returning: blockingConnect(address, timeoutMS: Int32(timeout.millisecondCount)))
-            }
-        }
-    }
-
-    private static func blockingConnect(_ address: String, timeoutMS: Int32) -> Bool {
-        guard let colon = address.lastIndex(of: ":") else { return false }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else { return false }
         let host = address[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-        let port = String(address[address.index(after: colon)...])
-        var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>? = nil
-        guard getaddrinfo(host, port, &hints, &result) == 0, let info = result else { return false }
-        defer { freeaddrinfo(result) }
-        let fd = socket(info.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        if connect(fd, info.pointee.ai_addr, info.pointee.ai_addrlen) == 0 { return true }
-        guard errno == EINPROGRESS else { return false }
-        var pfd = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-        guard poll(&pfd, 1, timeoutMS) == 1 else { return false }
-        var error: Int32 = 0
-        var length = socklen_t(MemoryLayout<Int32>.size)
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-        return error == 0
+        return await TCPProbe.isReachable(host: host, port: port, timeout: timeout)
     }
 }

@@ -173,9 +173,16 @@ public enum PgBouncerRouting: Sendable, Equatable {
     /// The pure decision: pgbouncer routes only to the node that holds the lock *and* has registered
     /// as primary (it registers after its promotion completes), and never while a switchover from
     /// that node is pausing clients.
-    /// - Parameter request: the pause request, when it still stands (the agent judges its age on its
-    ///   own clock).
-    public static func decide(leader: AgentLeaderView, registrations: [NodeName: NodeRegistration], request active: PauseRequest?) -> PgBouncerRouting {
+    /// - Parameters:
+    ///   - request: the pause request, when it still stands (the agent judges its age on its own
+    ///     clock).
+    ///   - nodeGone: a node whose PostgreSQL the agent found gone, and how (its idle connection to the
+    ///     node closed, and neither its API nor its PostgreSQL answers): while it still holds the lock —
+    ///     until its fence runs out and another takes over — clients wait instead of failing on it.
+    public static func decide(
+        leader: AgentLeaderView, registrations: [NodeName: NodeRegistration], request active: PauseRequest?,
+        nodeGone: (node: NodeName, how: String)? = nil
+    ) -> PgBouncerRouting {
         switch leader {
         case .malformed(let reason):
             return .untouched(reason: "the leader key is malformed (\(reason)); pgbouncer left as it is")
@@ -190,6 +197,9 @@ public enum PgBouncerRouting: Sendable, Equatable {
             }
             guard registration.role == .primary else {
                 return .hold(reason: "\(leader) holds the lock and is not yet promoted", acknowledge: active?.acknowledgement(.paused))
+            }
+            if let gone = nodeGone, gone.node == leader {
+                return .hold(reason: "the leader \(leader) is gone (\(gone.how)): clients wait for the next leader", acknowledge: active?.acknowledgement(.paused))
             }
             return .route(host: registration.address, port: registration.port, acknowledge: active?.acknowledgement(.resumed))
         }

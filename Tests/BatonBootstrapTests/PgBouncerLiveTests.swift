@@ -266,3 +266,31 @@ extension MonitorLiveTests {
         }
     }
 }
+
+extension MonitorLiveTests {
+    @Test(
+        "an unplanned failover under eight clients writing through a replica's pgbouncer — the primary's whole node dies, or its postmaster: clients wait for the new primary instead of failing, at most one failed transaction each (issue 26)",
+        arguments: ["node", "postmaster"])
+    func unplannedFailoverIsAPause(_ fault: String) async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[1].2) == "\(nodes[0].1):false" })
+            let clients = (0..<8).map { _ in BouncerClient() }
+            for client in clients { client.start(bouncerPort: nodes[1].2) }
+            try await Task.sleep(for: .seconds(2))
+            if fault == "node" { try killNode(c, "pg1") } else { kill(try postmasterPID(c, "pg1"), SIGKILL) }
+            let newLeader = await newWritableLeader(c, nodes.map { ($0.0, $0.1) }, replacing: "pg1")
+            let leaderPort = String(nodes.first { $0.0 == newLeader }?.1 ?? 0)
+            let moved = await eventually(timeout: .seconds(30)) { clients.allSatisfy { $0.ports.suffix(3) == Array(repeating: leaderPort, count: 3) } }
+            try await Task.sleep(for: .seconds(1))
+            for client in clients { await client.stop() }
+            let digest = moved ? "" : await c.digest()
+            #expect(moved, "every client ends on the new primary \(newLeader ?? "?"): \(clients.map { $0.ports.suffix(3) }) \(digest)")
+            let failures = clients.map(\.failures)
+            let pause = clients.map(\.longestGap).max() ?? .zero
+            print("\(fault) killed, 8 clients through a replica's pgbouncer: failed transactions per client \(failures), longest pause \(pause.millisecondCount) ms")
+            #expect(failures.allSatisfy { $0 <= 1 }, "failed transactions per client: \(failures)")
+        }
+    }
+}

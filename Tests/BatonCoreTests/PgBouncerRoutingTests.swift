@@ -32,6 +32,23 @@ struct PgBouncerRoutingTests {
         }
     }
 
+    @Test("a leader whose node is gone holds clients until another leads; a gone node that does not lead changes nothing")
+    func aGoneLeaderHoldsClients() throws {
+        let primary = registrations(primary: Self.pg1)
+        let gone = (node: Self.pg1, how: "neither its API nor its PostgreSQL answers")
+        guard case .hold(let reason, nil) = PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: primary, request: nil, nodeGone: gone) else {
+            Issue.record("a dead leader's node must not be routed to while it still holds the lock")
+            return
+        }
+        #expect(reason.contains("pg1 is gone") && reason.contains("neither its API"))
+        #expect(
+            PgBouncerRouting.decide(leader: .held(Self.pg1), registrations: primary, request: nil, nodeGone: (Self.pg2, "gone"))
+                == .route(host: try HostAddress("198.18.0.1"), port: try TCPPort(5432), acknowledge: nil))
+        #expect(
+            PgBouncerRouting.decide(leader: .held(Self.pg2), registrations: registrations(primary: Self.pg2), request: nil, nodeGone: gone)
+                == .route(host: try HostAddress("198.18.0.2"), port: try TCPPort(5432), acknowledge: nil), "the next leader is routed to at once")
+    }
+
     @Test func badDataInConsulLeavesPgBouncerAlone() {
         for (leader, registrations) in [
             (AgentLeaderView.malformed("not a node name"), registrations(primary: Self.pg1)),

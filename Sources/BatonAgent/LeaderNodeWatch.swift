@@ -1,0 +1,93 @@
+import BatonConsul
+import BatonCore
+import BatonHTTP
+import ConsulAPI
+import Synchronization
+
+/// The pgbouncer agent's watch on the node of the leader it routes to, so that an unplanned failover is
+/// a pause for clients, not a stream of errors (issue 26): the lock of a node that died stays held
+/// until its fence runs out, and meanwhile every query pgbouncer sends there fails. The watch holds an
+/// idle TCP connection to the leader's node API; a dead process or node closes it at once. Then it asks
+/// the API whether the node still leads (`/primary`) and, if the API does not answer, whether its
+/// PostgreSQL still accepts connections (a monitor restarting is no reason to stop routing). The
+/// routing holds clients (``PgBouncerRouting``) while the node is gone, and routes again when it
+/// answers or when another node leads.
+final class LeaderNodeWatch: Sendable {
+    struct Target: Sendable, Equatable {
+        var node: NodeName
+        var api: NodeAPIAddress
+        var postgres: (host: HostAddress, port: TCPPort)
+        static func == (a: Target, b: Target) -> Bool {
+            a.node == b.node && a.api == b.api && a.postgres.host == b.postgres.host && a.postgres.port == b.postgres.port
+        }
+    }
+
+    private let state = Mutex<(target: Target?, gone: String?)>((nil, nil))
+    private let transport: CurlTransport
+
+    init(transport: CurlTransport) { self.transport = transport }
+
+    /// The node routed to now (nil: none); a new one is watched afresh.
+    func follow(_ target: Target?) {
+        state.withLock { s in
+            if s.target != target { s = (target, nil) }
+        }
+    }
+
+    /// The followed node, if it is gone, and how.
+    var gone: (node: NodeName, how: String)? {
+        state.withLock { s in s.target.flatMap { t in s.gone.map { (t.node, $0) } } }
+    }
+
+    private var target: Target? { state.withLock { $0.target } }
+
+    /// Records what the probe found for `target`; whether that changed anything.
+    private func found(_ how: String?, for target: Target) -> Bool {
+        state.withLock { s in
+            guard s.target == target, s.gone != how else { return false }
+            s.gone = how
+            return true
+        }
+    }
+
+    /// Runs until cancelled; `wake` when the followed node is found gone or back.
+    func run(wake: @escaping @Sendable () -> Void) async {
+        while !Task.isCancelled {
+            guard let target else {
+                try? await Task.sleep(for: .milliseconds(100))  // ignored: cancelled, the loop ends
+                continue
+            }
+            if gone == nil {
+                // The connection is held on a thread of its own, which cannot see this task's cancellation.
+                let cancelled = CancellationFlag()
+                let ending = await withTaskCancellationHandler {
+                    await TCPProbe.holdIdle(
+                        host: target.api.host.value, port: target.api.port.value, connectTimeout: .milliseconds(500),
+                        stillWanted: { [weak self] in !cancelled.isSet && self?.target == target })
+                } onCancel: {
+                    cancelled.set()
+                }
+                if ending == .unwanted { continue }
+                let verdict = await probe(target)
+                if found(verdict, for: target) { wake() }
+                // The API refuses while its PostgreSQL answers (a monitor restarting): looked at again
+                // in a second, not in a busy loop of connections.
+                if ending == .refused, verdict == nil { try? await Task.sleep(for: .seconds(1)) }  // ignored: cancelled, the loop ends
+            } else {
+                // Gone: looked at again five times a second, so that routing resumes as soon as it answers.
+                try? await Task.sleep(for: .milliseconds(200))  // ignored: cancelled, the loop ends
+                if found(await probe(target), for: target) { wake() }
+            }
+        }
+    }
+
+    /// nil when the node still leads or its PostgreSQL still answers; else how it is gone.
+    func probe(_ target: Target) async -> String? {
+        let request = HTTPRequest(method: "GET", url: target.api.url + "/primary", timeout: .milliseconds(300))
+        let answer = try? await transport.send(request)  // ignored: no answer is asked of PostgreSQL below
+        if answer?.status == 200 { return nil }
+        if let answer { return "its API answers \(answer.status) to /primary: \(answer.text.prefix(200))" }
+        if await TCPProbe.isReachable(host: target.postgres.host.value, port: target.postgres.port.value, timeout: .milliseconds(300)) { return nil }
+        return "neither its API nor its PostgreSQL at \(target.postgres.host):\(target.postgres.port) answers"
+    }
+}
