@@ -52,6 +52,9 @@ final class LeaderNodeWatch: Sendable {
 
     /// Runs until cancelled; `wake` when the followed node is found gone or back.
     func run(wake: @escaping @Sendable () -> Void) async {
+        // When the API went away while PostgreSQL still answered: a monitor restarting, or the first
+        // process of a dying node — looked at every 100 ms for two seconds, then every second.
+        var apiLostAt: ContinuousClock.Instant? = nil
         while !Task.isCancelled {
             guard let target else {
                 try? await Task.sleep(for: .milliseconds(100))  // ignored: cancelled, the loop ends
@@ -67,12 +70,20 @@ final class LeaderNodeWatch: Sendable {
                 } onCancel: {
                     cancelled.set()
                 }
-                if ending == .unwanted { continue }
+                if ending == .unwanted {
+                    apiLostAt = nil
+                    continue
+                }
                 let verdict = await probe(target)
                 if found(verdict, for: target) { wake() }
-                // The API refuses while its PostgreSQL answers (a monitor restarting): looked at again
-                // in a second, not in a busy loop of connections.
-                if ending == .refused, verdict == nil { try? await Task.sleep(for: .seconds(1)) }  // ignored: cancelled, the loop ends
+                if verdict == nil, ending == .refused {
+                    // The API refuses while its PostgreSQL answers: not a busy loop of connections.
+                    let since = apiLostAt ?? .now
+                    apiLostAt = since
+                    try? await Task.sleep(for: ContinuousClock.now - since < .seconds(2) ? .milliseconds(100) : .seconds(1))  // ignored: cancelled, the loop ends
+                } else if verdict == nil {
+                    apiLostAt = ending == .closed ? .now : nil
+                }
             } else {
                 // Gone: looked at again five times a second, so that routing resumes as soon as it answers.
                 try? await Task.sleep(for: .milliseconds(200))  // ignored: cancelled, the loop ends
