@@ -105,12 +105,16 @@ struct PgBouncerAgentLoop {
     private var decidedLeader: [UInt8] = []
     /// The leader's fence deadline as last read: how long a target stays trustworthy without Consul.
     private var fenceAfter = ClusterConfig().fenceAfter.swiftDuration
+    /// The cluster's loop_wait as last read: how fresh this node's own report must be.
+    private var loopWait = ClusterConfig().loopWait
     /// The API of the leader routed to: asked whether it still leads when Consul cannot be read.
     private var targetAPI: NodeAPIAddress?
     private var lastFailsafeNote: String?
     private let transport = CurlTransport()
     /// The node of the leader routed to, watched so that its death pauses clients at once.
     let leaderNode: LeaderNodeWatch
+    /// Where the read-only aliases should point, as last decided (nil: leave them).
+    private var readOnly: Endpoint?
     /// Pause requests by id, with when this agent first saw them (they stand for their timeout).
     private var requestsSeen: [String: ContinuousClock.Instant] = [:]
 
@@ -196,6 +200,7 @@ struct PgBouncerAgentLoop {
                 acknowledge = ack
                 problem = nil
             }
+            if let readOnly { try await routeReadOnly(readOnly) }
         } catch {
             problem = "\(error)"
             logger.warning("Cannot apply the routing to pgbouncer; retrying", metadata: ["error": "\(error)"])
@@ -210,6 +215,7 @@ struct PgBouncerAgentLoop {
         decidedLeader = Self.identity(leaderPair)
         if let pair = try await client.get(keys.config, .consistent).value, let config = try? ClusterConfig(bytes: pair.value, key: pair.key) {
             fenceAfter = config.fenceAfter.swiftDuration
+            loopWait = config.loopWait
         }
         var registrations: [NodeName: NodeRegistration] = [:]
         for pair in try await client.list(keys.nodesPrefix, .consistent).value {
@@ -243,7 +249,47 @@ struct PgBouncerAgentLoop {
             followed = LeaderNodeWatch.Target(node: name, api: api, postgres: (registration.address, registration.port))
         }
         leaderNode.follow(followed)
+        readOnly = try await decideReadOnly(leader: leader, registrations: registrations)
         return PgBouncerRouting.decide(leader: leader, registrations: registrations, request: request, nodeGone: leaderNode.gone)
+    }
+
+    /// Where this node's read-only aliases should point (``ReadOnlyRouting``), from this node's own
+    /// report (written by the monitor on this machine: its time is this clock's) and the leader's.
+    func decideReadOnly(leader: AgentLeaderView, registrations: [NodeName: NodeRegistration]) async throws -> Endpoint? {
+        guard !settings.readOnlyDatabases.isEmpty else { return nil }
+        func report(_ node: NodeName) async throws -> MemberStatus? {
+            try await client.get(keys.status(node), .consistent).value.flatMap { MemberStatus(bytes: $0.value) }
+        }
+        let me = settings.node
+        let mine = try await report(me)
+        var holder: NodeName? = nil
+        if case .held(let name) = leader { holder = name }
+        var leaderPosition: LSN? = nil
+        if let holder, holder != me, let primary = try await report(holder), primary.role == "primary" { leaderPosition = primary.position }
+        let freshFor = Double(MemberStatus.freshness(loopWait: loopWait).components.seconds) + 2
+        let fresh = mine.map { Date().timeIntervalSince1970 - $0.time < freshFor } ?? false
+        return ReadOnlyRouting.decide(
+            me: me, report: mine, reportFresh: fresh, leader: holder, leaderPosition: leaderPosition, maximumLag: settings.readOnlyMaximumLag,
+            registrations: registrations)
+    }
+
+    /// Points the read-only aliases at `wanted` when they point elsewhere: RELOAD, then RECONNECT of
+    /// each alias (their server connections close as they are released).
+    mutating func routeReadOnly(_ wanted: Endpoint) async throws {
+        let path = settings.pgbouncerIni.value
+        let suffix = settings.readOnlySuffix
+        let text: String
+        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch { throw AgentError("cannot read \(path): \(error.localizedDescription)") }
+        guard PgBouncerIni.hasReadOnlyAliases(text, suffix: suffix), PgBouncerIni.readOnlyTarget(text, suffix: suffix) != wanted else { return }
+        let host: HostAddress
+        let port: TCPPort
+        do { (host, port) = (try HostAddress(wanted.host), try TCPPort(wanted.port)) } catch { throw AgentError("read-only target \(wanted): \(error.message)") }
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let mode = (attributes?[.posixPermissions] as? NSNumber)?.uint16Value ?? 0o644
+        try AtomicFile.write(PgBouncerIni.retargetReadOnly(text, suffix: suffix, host: host, port: port), to: path, mode: mode_t(mode), owner: attributes?[.ownerAccountName] as? String)
+        try await command("RELOAD")
+        for alias in PgBouncerIni.readOnlyAliases(text, suffix: suffix) { try await command("RECONNECT \(alias)") }
+        logger.notice("pgbouncer read-only aliases rewritten", metadata: ["pgbouncer.read_only_target": "\(wanted)"])
     }
 
     /// Whether the primary's API says it holds the lock with its lease running (`/primary` answers 200).
@@ -327,10 +373,11 @@ struct PgBouncerAgentLoop {
             throw AgentError("cannot read \(path): \(error.localizedDescription)")
         }
         let wanted = Endpoint(host: host.value, port: port.value)
-        let rewrite = PgBouncerIni.target(text) != wanted
+        let suffix = settings.readOnlySuffix
+        let rewrite = PgBouncerIni.target(text, readOnlySuffix: suffix) != wanted
         if rewrite {
             let rewritten: String
-            do { rewritten = try PgBouncerIni.retarget(text, host: host, port: port) } catch { throw AgentError("\(path): \(error.message)") }
+            do { rewritten = try PgBouncerIni.retarget(text, host: host, port: port, readOnlySuffix: suffix) } catch { throw AgentError("\(path): \(error.message)") }
             let attributes = try? FileManager.default.attributesOfItem(atPath: path)
             let mode = (attributes?[.posixPermissions] as? NSNumber)?.uint16Value ?? 0o644
             let owner = attributes?[.ownerAccountName] as? String
@@ -352,7 +399,8 @@ struct PgBouncerAgentLoop {
     // MARK: Consul
 
     mutating func report(acknowledge: PauseAcknowledgement?) async {
-        let target = (try? String(contentsOfFile: settings.pgbouncerIni.value, encoding: .utf8)).flatMap(PgBouncerIni.target)
+        let suffix = settings.readOnlySuffix
+        let target = (try? String(contentsOfFile: settings.pgbouncerIni.value, encoding: .utf8)).flatMap { PgBouncerIni.target($0, readOnlySuffix: suffix) }
         let now = Date().timeIntervalSince1970
         var status = BouncerStatus(
             target: target?.description, paused: held, acknowledged: acknowledge ?? lastReport?.acknowledged, problem: problem, time: now)

@@ -338,13 +338,16 @@ public final class Bootstrap {
 
     // MARK: Helpers
 
+    /// pgbouncer.ini from its template, with the read-only aliases the node's settings ask for (pointed
+    /// at the primary until the agent decides).
     func renderPgBouncer(host: HostAddress, port: TCPPort, directory: String, template: Template) throws -> String {
         do {
-            return try PgBouncerSettings(
+            let text = try PgBouncerSettings(
                 node: settings.node, primaryHost: host, primaryPort: port, listenAddress: settings.pgbouncerListen,
                 listenPort: settings.pgbouncerPort, socketDirectory: settings.pgSocketDirectory, authFile: settings.pgbouncerAuthFile,
                 adminUser: "pgbouncer", logFile: try SafePath(directory + "/pgbouncer.log"), pidFile: try SafePath(directory + "/pgbouncer.pid")
             ).render(template)
+            return PgBouncerIni.addingReadOnlyAliases(text, databases: settings.readOnlyDatabases, suffix: settings.readOnlySuffix, host: host, port: port)
         } catch {
             throw BootstrapError(error.message)
         }

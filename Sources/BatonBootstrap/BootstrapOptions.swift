@@ -26,7 +26,8 @@ public enum BootstrapOption {
         "baton-executable": .string, "baton-config": .string, "streaming-timeout": .int, "kernel-watchdog": .string,
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
-        "max-slot-wal-keep-size": .string, "log-format": .string,
+        "max-slot-wal-keep-size": .string, "log-format": .string, "read-only-databases": .list, "read-only-suffix": .string,
+        "read-only-max-lag": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -114,6 +115,12 @@ public struct BootstrapSettings: Sendable {
     public var kernelWatchdogDevice: SafePath = try! SafePath("/dev/watchdog")
     /// How the monitor and the pgbouncer agent write their logs (`log-format: text|json`).
     public var logFormat: LogFormat = .text
+    /// Read-only aliases in this node's pgbouncer: for each of these databases `<db><suffix>`, routed to
+    /// this node's standby while it streams within `readOnlyMaximumLag` bytes of the primary, else to
+    /// the primary (``ReadOnlyRouting``). Empty: no aliases.
+    public var readOnlyDatabases: [String] = []
+    public var readOnlySuffix = "_ro"
+    public var readOnlyMaximumLag: UInt64 = 16 << 20
     /// Where the monitor's HTTP API listens (`--api-listen HOST:PORT`; default this node's address, port 8008).
     public var apiListen = APIListen(host: "0.0.0.0", port: try! TCPPort(8008))
     /// TLS for the HTTP API: certificate and key, and the CA client certificates must be signed by.
@@ -343,6 +350,20 @@ extension BootstrapSettings {
             p.add("--kernel-watchdog must be one of \(KernelWatchdogMode.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("kernel-watchdog") ?? ""))")
         }
         let kernelDevice = path("kernel-watchdog-device", "/dev/watchdog")
+        let readOnlyDatabases = list("read-only-databases") ?? []
+        for db in readOnlyDatabases where db.isEmpty || db.count > 63 || !db.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            p.add("--read-only-databases: \(Quote.show(db)) is not a database name pgbouncer's [databases] can hold (letters, digits, _ and -)")
+        }
+        let readOnlySuffix = string("read-only-suffix") ?? "_ro"
+        if readOnlySuffix.isEmpty || readOnlySuffix.count > 16 || !readOnlySuffix.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }) {
+            p.add("--read-only-suffix must be 1 to 16 letters, digits, _ or -, not \(Quote.show(readOnlySuffix))")
+        }
+        var readOnlyMaximumLag: UInt64 = 16 << 20
+        if let text = string("read-only-max-lag") {
+            do throws(ValidationProblem) { readOnlyMaximumLag = try NodeHealth.bytes(text) } catch {
+                p.add("--read-only-max-lag \(Quote.show(text)) is not a size such as 1048576, 16kB or 16MB")
+            }
+        }
         let logFormat = LogFormat(rawValue: string("log-format") ?? "text")
         if logFormat == nil {
             p.add("--log-format must be one of \(LogFormat.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("log-format") ?? ""))")
@@ -390,6 +411,7 @@ extension BootstrapSettings {
             keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
         validated.maxSlotWalKeepSize = maxSlotWalKeepSize
         validated.logFormat = logFormat ?? .text
+        (validated.readOnlyDatabases, validated.readOnlySuffix, validated.readOnlyMaximumLag) = (readOnlyDatabases, readOnlySuffix, readOnlyMaximumLag)
         return validated
     }
 }
@@ -422,6 +444,11 @@ extension BootstrapSettings {
             if let ca = apiTLS.clientCA { lines.append("api-tls-client-ca: '\(ca)'") }
         }
         if logFormat != .text { lines.append("log-format: '\(logFormat.rawValue)'") }
+        if !readOnlyDatabases.isEmpty {
+            lines.append("read-only-databases: [\(readOnlyDatabases.map { "'\($0)'" }.joined(separator: ", "))]")
+            lines.append("read-only-suffix: '\(readOnlySuffix)'")
+            lines.append("read-only-max-lag: \(readOnlyMaximumLag)")
+        }
         if kernelWatchdog != .off {
             lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")
             lines.append("kernel-watchdog-device: '\(kernelWatchdogDevice)'")

@@ -3,9 +3,34 @@ import ConsulAPI
 /// The [databases] target of a pgbouncer.ini, read and rewritten in place: only the `host=` and
 /// `port=` of each database line change; every other line, comment and setting stays as written.
 public enum PgBouncerIni {
-    /// Where the database lines point: the `host` and `port` of the first one in [databases].
-    public static func target(_ text: String) -> Endpoint? {
-        for line in databaseLines(text) {
+    /// Where the database lines point: the `host` and `port` of the first one in [databases] (the
+    /// read-only aliases, named with `readOnlySuffix`, aside).
+    public static func target(_ text: String, readOnlySuffix: String? = nil) -> Endpoint? {
+        endpoint(of: databaseLines(text).filter { !isReadOnly($0.name, suffix: readOnlySuffix) })
+    }
+
+    /// Where the read-only aliases point (the first one), or nil when there is none.
+    public static func readOnlyTarget(_ text: String, suffix: String) -> Endpoint? {
+        endpoint(of: databaseLines(text).filter { isReadOnly($0.name, suffix: suffix) })
+    }
+
+    /// The names of the read-only aliases.
+    public static func readOnlyAliases(_ text: String, suffix: String) -> [String] {
+        databaseLines(text).map(\.name).filter { isReadOnly($0, suffix: suffix) }
+    }
+
+    /// Whether the file has read-only aliases.
+    public static func hasReadOnlyAliases(_ text: String, suffix: String) -> Bool {
+        databaseLines(text).contains { isReadOnly($0.name, suffix: suffix) }
+    }
+
+    static func isReadOnly(_ name: String, suffix: String?) -> Bool {
+        guard let suffix, !suffix.isEmpty else { return false }
+        return name.count > suffix.count && name.hasSuffix(suffix)
+    }
+
+    static func endpoint(of lines: [DatabaseLine]) -> Endpoint? {
+        for line in lines {
             let pairs = connectionPairs(line.connection)
             if let host = pairs.first(where: { $0.key == "host" })?.value, let port = pairs.first(where: { $0.key == "port" })?.value {
                 return Endpoint(host: host, port: Int(port) ?? 0)
@@ -14,12 +39,34 @@ public enum PgBouncerIni {
         return nil
     }
 
-    /// The file with every database line in [databases] pointed at `host:port`.
-    public static func retarget(_ text: String, host: HostAddress, port: TCPPort) throws(ValidationProblem) -> String {
-        let lines = databaseLines(text)
+    /// The file with every database line in [databases] — but the read-only aliases — pointed at
+    /// `host:port`.
+    public static func retarget(_ text: String, host: HostAddress, port: TCPPort, readOnlySuffix: String? = nil) throws(ValidationProblem) -> String {
+        let lines = databaseLines(text).filter { !isReadOnly($0.name, suffix: readOnlySuffix) }
         guard !lines.isEmpty else {
             throw ValidationProblem("pgbouncer.ini has no database line in [databases] (such as `* = host=… port=…`); nothing to point at the primary")
         }
+        return point(lines, of: text, at: host, port: port)
+    }
+
+    /// The file with its read-only aliases (named with `suffix`) pointed at `host:port`.
+    public static func retargetReadOnly(_ text: String, suffix: String, host: HostAddress, port: TCPPort) -> String {
+        point(databaseLines(text).filter { isReadOnly($0.name, suffix: suffix) }, of: text, at: host, port: port)
+    }
+
+    /// The file with a read-only alias `<db><suffix>` for each of `databases` that has none, right after
+    /// the [databases] header, pointed at `host:port` (bootstrap: the primary, until the agent decides).
+    public static func addingReadOnlyAliases(_ text: String, databases: [String], suffix: String, host: HostAddress, port: TCPPort) -> String {
+        let existing = Set(databaseLines(text).map(\.name))
+        let wanted = databases.filter { !existing.contains($0 + suffix) }
+        var all = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard !wanted.isEmpty, let header = all.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces).lowercased() == "[databases]" }) else { return text }
+        let lines = wanted.map { "\($0)\(suffix) = host=\(host.value) port=\(port.value) dbname=\($0)" }
+        all.insert(contentsOf: [";; read-only aliases: this node's standby while it streams with little lag, else the primary (baton pgbouncer-agent)"] + lines, at: header + 1)
+        return all.joined(separator: "\n")
+    }
+
+    static func point(_ lines: [DatabaseLine], of text: String, at host: HostAddress, port: TCPPort) -> String {
         var all = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for line in lines {
             var pairs = connectionPairs(line.connection).filter { $0.key != "host" && $0.key != "port" }
@@ -260,5 +307,30 @@ extension PauseRequest {
         let acknowledged = reporting.filter { $0.value.acknowledged == wanted }.keys.sorted()
         let awaited = reporting.filter { $0.value.acknowledged != wanted }.keys.sorted()
         return (acknowledged, awaited)
+    }
+}
+
+/// Where a node's read-only aliases (`<db>_ro`) point: its own standby while that streams with lag
+/// under the limit — reads spread over the replicas, each node's clients reading next to them — else
+/// the primary (this node is the primary, its standby lags, stopped streaming or is down).
+public enum ReadOnlyRouting {
+    /// - Parameters:
+    ///   - me: this node; `report` its monitor's last report, `reportFresh` whether it keeps coming.
+    ///   - leader: the node holding the lock, if any; `leaderPosition` its last reported WAL position.
+    ///   - maximumLag: bytes behind the leader past which the standby no longer serves reads.
+    /// - Returns: the target, or nil when there is none (no primary leads and the standby cannot serve):
+    ///   the aliases are left as they are.
+    public static func decide(
+        me: NodeName, report: MemberStatus?, reportFresh: Bool, leader: NodeName?, leaderPosition: LSN?, maximumLag: UInt64,
+        registrations: [NodeName: NodeRegistration]
+    ) -> Endpoint? {
+        if let report, reportFresh, leader != me, report.role == "standby", report.streaming == true, let position = report.position,
+            let leaderPosition, (leaderPosition > position ? leaderPosition.value - position.value : 0) <= maximumLag,
+            let mine = registrations[me]
+        {
+            return Endpoint(host: mine.address.value, port: mine.port.value)
+        }
+        guard let leader, let primary = registrations[leader], primary.role == .primary else { return nil }
+        return Endpoint(host: primary.address.value, port: primary.port.value)
     }
 }

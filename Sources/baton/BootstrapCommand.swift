@@ -64,6 +64,11 @@ struct BootstrapCommand: AsyncParsableCommand {
     var kernelWatchdog: String?
     @Option(help: "The kernel watchdog device (default /dev/watchdog; `modprobe softdog` provides one).") var kernelWatchdogDevice: String?
     @Option(help: "How the monitor and the pgbouncer agent log: text (logfmt) or json (one object a line) (default text).") var logFormat: String?
+    @Option(help: "Databases that get a read-only alias DB_ro in this node's pgbouncer, served by this node's standby while it streams with little lag, else by the primary (comma-separated).")
+    var readOnlyDatabases: String?
+    @Option(help: "The read-only aliases' suffix (default _ro).") var readOnlySuffix: String?
+    @Option(help: "How far behind the primary this node's standby may be and still serve the read-only aliases (default 16MB).")
+    var readOnlyMaxLag: String?
     @Option(help: "Where the monitor's HTTP API listens, HOST:PORT (default this node's address, port 8008).") var apiListen: String?
     @Option(help: "The HTTP API's TLS certificate (PEM); with --api-tls-key it serves HTTPS.") var apiTlsCertificate: String?
     @Option(help: "The HTTP API's TLS private key (PEM).") var apiTlsKey: String?
@@ -90,6 +95,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("api-listen", apiListen); set("api-tls-certificate", apiTlsCertificate); set("api-tls-key", apiTlsKey)
         set("api-tls-client-ca", apiTlsClientCa); set("keepalived-pid-file", keepalivedPidFile)
         set("max-slot-wal-keep-size", maxSlotWalKeepSize); set("log-format", logFormat)
+        list("read-only-databases", readOnlyDatabases); set("read-only-suffix", readOnlySuffix); set("read-only-max-lag", readOnlyMaxLag)
         if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

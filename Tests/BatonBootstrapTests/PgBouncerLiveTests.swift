@@ -67,10 +67,11 @@ extension MonitorLiveTests {
     /// Three nodes, each with PostgreSQL, pgbouncer (as the postgres OS user), `baton monitor` and
     /// `baton pgbouncer-agent`, all set up by bootstrap; an application role `app`. Returns the nodes
     /// as (name, PostgreSQL port, pgbouncer port).
-    func bouncedNodes(_ c: LiveCluster, settings: [String] = []) async throws -> [(String, Int, Int)] {
+    func bouncedNodes(_ c: LiveCluster, settings: [String] = [], options: [String: RawValue] = [:]) async throws -> [(String, Int, Int)] {
         let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick(), try FreePort.pick()) }
         for (i, (name, port, bouncer)) in nodes.enumerated() {
-            _ = try await c.bootstrap(i == 0 ? .master : .join([c.consulAddress]), name, port: port, extra: ["pgbouncer-port": .int(bouncer)])
+            _ = try await c.bootstrap(
+                i == 0 ? .master : .join([c.consulAddress]), name, port: port, extra: options.merging(["pgbouncer-port": .int(bouncer)]) { $1 })
         }
         let primary = try await c.connect(port: nodes[0].1)
         try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
@@ -102,10 +103,10 @@ extension MonitorLiveTests {
         c.trackedProcesses.last { $0.process.arguments?.contains(c.directory(node) + "/pgbouncer/pgbouncer.ini") == true && $0.isRunning }
     }
 
-    /// Where a node's pgbouncer routes, by asking through it.
-    func routedPort(bouncerPort: Int) async -> String? {
+    /// Where a node's pgbouncer routes `database`, by asking through it: "port:in recovery".
+    func routedPort(bouncerPort: Int, database: String = "postgres") async -> String? {
         let conninfo = ConnInfo.make([
-            ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+            ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", database),
             ("connect_timeout", "2"),
         ])
         guard let conn = try? await PostgresConnection.connect(conninfo) else { return nil }
@@ -295,6 +296,31 @@ extension MonitorLiveTests {
             // 1–2 for a postmaster; now 1–2 for both in most runs, up to 4 for a postmaster:
             // scripts/bench-pause.sh).
             #expect(failures.allSatisfy { $0 <= (fault == "node" ? 3 : 5) }, "failed transactions per client: \(failures)")
+        }
+    }
+}
+
+extension MonitorLiveTests {
+    @Test("reads on replicas: each node's postgres_ro alias is served by its own standby while it streams, by the primary on the primary's node, and follows a failover and a rejoin (issue 26)")
+    func readOnlyAliasesFollowTheNodesState() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c, options: ["read-only-databases": .list(["postgres"])])
+            let ini = try String(contentsOfFile: c.directory("pg2") + "/pgbouncer/pgbouncer.ini", encoding: .utf8)
+            #expect(ini.contains("postgres_ro = host="), "bootstrap wrote the alias: \(ini)")
+            func reads(_ i: Int) async -> String? { await routedPort(bouncerPort: nodes[i].2, database: "postgres_ro") }
+            #expect(await eventually(timeout: .seconds(30)) { await reads(1) == "\(nodes[1].1):true" }, "pg2's reads on pg2")
+            #expect(await eventually(timeout: .seconds(30)) { await reads(2) == "\(nodes[2].1):true" }, "pg3's reads on pg3")
+            #expect(await eventually(timeout: .seconds(30)) { await reads(0) == "\(nodes[0].1):false" }, "pg1's reads on the primary, pg1")
+            #expect(await routedPort(bouncerPort: nodes[1].2) == "\(nodes[0].1):false", "writes still go to the primary")
+
+            kill(try postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = try #require(await newWritableLeader(c, nodes.map { ($0.0, $0.1) }, replacing: "pg1"))
+            let leaderIndex = try #require(nodes.firstIndex { $0.0 == newLeader })
+            let other = [1, 2].first { $0 != leaderIndex }!
+            #expect(await eventually(timeout: .seconds(30)) { await reads(leaderIndex) == "\(nodes[leaderIndex].1):false" }, "the new primary's reads on itself")
+            #expect(await eventually(timeout: .seconds(40)) { await reads(other) == "\(nodes[other].1):true" }, "the other standby's reads on itself, following \(newLeader)")
+            #expect(await eventually(timeout: .seconds(60)) { await reads(0) == "\(nodes[0].1):true" }, "pg1 rejoined: its reads on its own standby")
         }
     }
 }

@@ -146,3 +146,57 @@ struct PgBouncerRoutingTests {
         #expect(throws: ValidationProblem.self) { try HostAddress("10.0.0.1 port=1") }
     }
 }
+
+@Suite("read-only aliases")
+struct ReadOnlyRoutingTests {
+    let pg1 = try! NodeName("pg1")
+    let pg2 = try! NodeName("pg2")
+
+    var registrations: [NodeName: NodeRegistration] {
+        [
+            pg1: NodeRegistration(name: pg1, address: try! HostAddress("10.0.0.1"), port: try! TCPPort(5432), role: .primary, upstream: nil, priority: 100, location: "d"),
+            pg2: NodeRegistration(name: pg2, address: try! HostAddress("10.0.0.2"), port: try! TCPPort(5432), role: .standby, upstream: pg1, priority: 100, location: "d"),
+        ]
+    }
+
+    func standby(at position: UInt64, streaming: Bool = true) -> MemberStatus {
+        MemberStatus(local: .standby(position: LSN(position), timeline: 1, upstream: "pg1", streaming: streaming), decision: "", time: 0)
+    }
+
+    @Test("this node's standby while it streams within the limit and its report is fresh; else the primary; nobody leading and no standby: left alone")
+    func decisions() {
+        let local = Endpoint(host: "10.0.0.2", port: 5432)
+        let primary = Endpoint(host: "10.0.0.1", port: 5432)
+        func decide(_ report: MemberStatus?, fresh: Bool = true, leader: NodeName? = try! NodeName("pg1"), at position: UInt64? = 1000) -> Endpoint? {
+            ReadOnlyRouting.decide(
+                me: pg2, report: report, reportFresh: fresh, leader: leader, leaderPosition: position.map { LSN($0) }, maximumLag: 100,
+                registrations: registrations)
+        }
+        #expect(decide(standby(at: 950)) == local)
+        #expect(decide(standby(at: 900)) == local, "exactly at the limit")
+        #expect(decide(standby(at: 899)) == primary, "over the limit")
+        #expect(decide(standby(at: 1000, streaming: false)) == primary, "not streaming")
+        #expect(decide(standby(at: 1000), fresh: false) == primary, "a stale report: the monitor may be gone")
+        #expect(decide(standby(at: 1000), at: nil) == primary, "the primary's position unknown")
+        #expect(decide(nil) == primary)
+        #expect(decide(standby(at: 1000), leader: pg2) == nil, "this node leads but is not registered primary yet")
+        #expect(decide(nil, leader: nil) == nil)
+    }
+
+    @Test("the aliases are added once after [databases], followed apart from the primary's lines, and rewritten alone")
+    func iniLines() throws {
+        let ini = "[databases]\n* = host=10.0.0.1 port=5432\n\n[pgbouncer]\nlisten_port = 6432\n"
+        let added = PgBouncerIni.addingReadOnlyAliases(ini, databases: ["app", "postgres"], suffix: "_ro", host: try HostAddress("10.0.0.1"), port: try TCPPort(5432))
+        #expect(added.contains("app_ro = host=10.0.0.1 port=5432 dbname=app") && added.contains("postgres_ro = host=10.0.0.1 port=5432 dbname=postgres"))
+        #expect(PgBouncerIni.addingReadOnlyAliases(added, databases: ["app"], suffix: "_ro", host: try HostAddress("10.0.0.9"), port: try TCPPort(1)) == added)
+        #expect(PgBouncerIni.readOnlyAliases(added, suffix: "_ro") == ["app_ro", "postgres_ro"])
+        let reads = PgBouncerIni.retargetReadOnly(added, suffix: "_ro", host: try HostAddress("10.0.0.2"), port: try TCPPort(5433))
+        #expect(PgBouncerIni.readOnlyTarget(reads, suffix: "_ro") == Endpoint(host: "10.0.0.2", port: 5433))
+        #expect(PgBouncerIni.target(reads, readOnlySuffix: "_ro") == Endpoint(host: "10.0.0.1", port: 5432), "the primary's line is untouched")
+        #expect(reads.contains("app_ro = host=10.0.0.2 port=5433 dbname=app"))
+        let failedOver = try PgBouncerIni.retarget(reads, host: try HostAddress("10.0.0.3"), port: try TCPPort(5432), readOnlySuffix: "_ro")
+        #expect(PgBouncerIni.target(failedOver, readOnlySuffix: "_ro") == Endpoint(host: "10.0.0.3", port: 5432))
+        #expect(PgBouncerIni.readOnlyTarget(failedOver, suffix: "_ro") == Endpoint(host: "10.0.0.2", port: 5433), "the aliases are left to their own decision")
+        #expect(PgBouncerIni.readOnlyTarget(ini, suffix: "_ro") == nil && !PgBouncerIni.hasReadOnlyAliases(ini, suffix: "_ro"))
+    }
+}
