@@ -137,7 +137,19 @@ extension MonitorLoop {
         }
         if let pause = snapshot.bouncerPause, pause.to == me { finishBouncerPause(pause, index: snapshot.bouncerPauseIndex) }
         try await runScheduledSwitchover(snapshot)
+        await checkRoutingAgreement(snapshot)
         try await moveLegacyEvents(snapshot)
+    }
+
+    /// The lock holder, the VIP holder and every live pgbouncer's target must agree once a failover is
+    /// over (``RoutingAgreement``): what disagrees past the patience goes into this node's report (status
+    /// warns), the metric, and an event when it starts.
+    mutating func checkRoutingAgreement(_ snapshot: ClusterSnapshot) async {
+        let now = ContinuousClock.now
+        let live = Set(memory.bouncerReports.fresh(within: BouncerStatus.liveness, at: now))
+        let (lasting, new) = memory.routing.observe(RoutingAgreement.disagreements(snapshot, liveBouncers: live), at: now)
+        disagreements = lasting
+        for what in new { await event("routing", "disagreement for over \(RoutingAgreement.patience.components.seconds) s: \(what)") }
     }
 
     /// A scheduled switchover (``ScheduledSwitchover``) that fell due is checked as `baton switchover`

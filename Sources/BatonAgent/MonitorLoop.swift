@@ -66,6 +66,8 @@ struct MonitorLoop {
     /// The leader's replication slots as last seen, and what it knows of their nodes.
     var slots: [SlotReport] = []
     var slotsRegisteredBefore: Set<String> = []
+    /// On the leader: what has disagreed about who serves past the patience (``RoutingAgreement``).
+    var disagreements: [String] = []
     var orphanSlotsSince: [String: ContinuousClock.Instant] = [:]
     /// The pending command's id, when this monitor first saw it, and whether it was asked while this
     /// monitor ran (not already there at its first look).
@@ -208,7 +210,11 @@ struct MonitorLoop {
         case .down: await lease.setLocal(writablePrimary: false, vacant: !observeOnly)
         default: await lease.setLocal(writablePrimary: false, vacant: false)
         }
-        if !leading { slots = [] }
+        if !leading {
+            slots = []
+            disagreements = []
+            memory.routing = DisagreementMemory()
+        }
         await refreshPendingRestart(local: after)
         await publishStatus(local: after, action: action)
         publishView(local: after, snapshot: snapshot)
@@ -217,6 +223,7 @@ struct MonitorLoop {
             await refreshRegistration(snapshot)
             await registerService(local: after, leading: leading)
             keepalivedPeers.reconcile(settings: settings, registrations: snapshot.registrations)
+            await redeliverVRRPNotification(snapshot)
         }
     }
 
@@ -265,6 +272,7 @@ struct MonitorLoop {
         metrics.role(local)
         metrics.lockHeld.record(leading ? 1 : 0)
         metrics.consulReachable.record(snapshot != nil ? 1 : 0)
+        metrics.routingDisagreement.record(Double(disagreements.count))
         metrics.failsafe.record(await lease.failsafeActive ? 1 : 0)
         metrics.loopDuration.record(Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
         if leading {
@@ -314,6 +322,27 @@ struct MonitorLoop {
     }
 
     var serviceID: String { "baton-\(settings.cluster)-\(me)" }
+
+    /// keepalived's last notification on this node, delivered again when Consul records an older state
+    /// for it (`baton notify` could not reach Consul: the node was cut off as keepalived changed state).
+    func redeliverVRRPNotification(_ snapshot: ClusterSnapshot) async {
+        let path = KeepalivedSettings.lastNotificationPath(stateDirectory: settings.stateDirectory.value)
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return }  // ignored: none kept yet (no keepalived, or no transition)
+        let kept: VRRPNotification
+        do { kept = try VRRPNotification(spool: text) } catch {
+            logger.warning("Ignoring a malformed kept VRRP notification", metadata: ["path": "\(path)", "error": "\(error.message)"])
+            return
+        }
+        guard let recorded = snapshot.keepalived.node(me), (recorded.stateSequence ?? 0) < kept.sequence else { return }
+        do {
+            let config = NodeConfig(cluster: settings.cluster, node: me, consul: settings.consulAddresses)
+            if try await Notify(config: config, client: client).record(kept) {
+                logger.notice("Delivered keepalived's last notification that Consul had missed", metadata: ["vrrp.state": "\(kept.state)"])
+            }
+        } catch {
+            logger.warning("Cannot deliver keepalived's last notification", metadata: ["error": "\(error)"])
+        }
+    }
 
     /// The whole cluster prefix, read once, and what the trackers learn from it; nil when Consul does
     /// not answer.
@@ -380,6 +409,7 @@ struct MonitorLoop {
         var status = memory.report(local, decision: action.description, time: Date().timeIntervalSince1970)
         status.pendingRestart = local.isUp ? pendingRestart : []
         if case .primary = local { status.slots = slots }
+        status.disagreements = disagreements
         let now = ContinuousClock.now
         guard status.due(after: statusWritten?.status, writtenAgo: statusWritten.map { now - $0.at }, loopWait: config.loopWait) else { return }
         do {

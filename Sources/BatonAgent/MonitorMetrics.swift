@@ -18,6 +18,8 @@ struct MonitorMetrics {
     let watchdog = Gauge(label: "baton_watchdog_answers")
     /// Settings of the local PostgreSQL waiting for a restart.
     let pendingRestart = Gauge(label: "baton_pending_restart")
+    /// On the leader: how many things have disagreed about who serves past the patience (0 elsewhere).
+    let routingDisagreement = Gauge(label: "baton_routing_disagreement")
 
     /// 1 for the local PostgreSQL's role, 0 for the others.
     func role(_ local: LocalPostgres) {

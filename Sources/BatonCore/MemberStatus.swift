@@ -15,6 +15,8 @@ public struct MemberStatus: Sendable, Equatable {
     public var pendingRestart: [String] = []
     /// The primary's replication slots: how much WAL each holds back.
     public var slots: [SlotReport] = []
+    /// On the leader: what has disagreed about who serves for longer than a failover takes (``RoutingAgreement``).
+    public var disagreements: [String] = []
     /// While this node's PostgreSQL is down or does not answer: how far its WAL reached, and on which
     /// timeline, when it last ran as a writable primary (nil once it follows another node). What a
     /// failover measures the candidates' lag against after the primary crashed (as Patroni's
@@ -61,6 +63,7 @@ public struct MemberStatus: Sendable, Equatable {
         decision = json.member("decision")?.stringValue
         pendingRestart = (json.member("pending_restart")?.arrayValue ?? []).compactMap(\.stringValue)
         slots = (json.member("slots")?.arrayValue ?? []).compactMap(SlotReport.init(json:))
+        disagreements = (json.member("disagreements")?.arrayValue ?? []).compactMap(\.stringValue)
         if let position = json.member("last_primary_position")?.stringValue.flatMap({ try? LSN(parsing: $0) }) {
             lastPrimary = PrimaryPosition(position: position, timeline: Int(json.member("last_primary_timeline")?.int64Value ?? 1))
         }
@@ -83,6 +86,7 @@ public struct MemberStatus: Sendable, Equatable {
         if let decision { members.append(("decision", .string(decision))) }
         if !pendingRestart.isEmpty { members.append(("pending_restart", .array(pendingRestart.map { .string($0) }))) }
         if !slots.isEmpty { members.append(("slots", .array(slots.map(\.json)))) }
+        if !disagreements.isEmpty { members.append(("disagreements", .array(disagreements.map { .string($0) }))) }
         return .object(members)
     }
 

@@ -50,6 +50,8 @@ public struct MonitorState: Sendable {
     /// As the primary in synchronous mode: where PostgreSQL began waiting for its standby, and how long
     /// the recorded one has been absent.
     public var synchronous = SynchronousMemory()
+    /// What has disagreed about who serves, and since when (on the leader).
+    public var routing = DisagreementMemory()
 
     /// Whether a read of the cluster was absorbed yet (since this monitor started).
     public var startedReading = false

@@ -64,6 +64,11 @@ public struct StatusView: Sendable {
             out.append(
                 "synchronous_mode is \(config.synchronousMode.rawValue) but no synchronous standby is recorded: if \(leader) failed now, no node could be promoted automatically (none is known to hold every acknowledged commit). \(leader) records one once a standby streams and has caught up; if \(leader) is lost before that, `baton failover --to NODE --allow-data-loss` promotes a standby by hand, losing the commits it lacks")
         }
+        if let leader, let report = nodes.first(where: { $0.registration.name == leader })?.report {
+            for what in report.disagreements {
+                out.append("who serves is not agreed (for over \(RoutingAgreement.patience.components.seconds) s, as \(leader) sees it): \(what)")
+            }
+        }
         let registered = Set(nodes.map(\.registration.name.slotName))
         for slot in slots {
             let owner = nodes.first { $0.registration.name.slotName == slot.name }?.registration.name

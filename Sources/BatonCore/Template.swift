@@ -74,6 +74,11 @@ public struct KeepalivedSettings: Sendable, Equatable {
     /// Where a node's monitor keeps the file keepalived tracks (``VRRPStanding/trackFileText``).
     public static func trackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-priority" }
 
+    /// Where `baton notify` keeps keepalived's last notification, for the monitor to deliver again when
+    /// Consul did not take it (the node was cut off): otherwise the cluster would believe a state
+    /// keepalived left long ago until its next transition.
+    public static func lastNotificationPath(stateDirectory: String) -> String { stateDirectory + "/vrrp-notification" }
+
     /// The file a keepalived.conf written by an earlier Baton tracks (``VRRPStanding/legacyTrackFileText``).
     public static func legacyTrackFilePath(stateDirectory: String) -> String { stateDirectory + "/vrrp-leading" }
 

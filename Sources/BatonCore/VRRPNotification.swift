@@ -37,6 +37,16 @@ public struct VRRPNotification: Sendable, Equatable {
         self.sequence = sequence
     }
 
+    /// The notification as `baton notify` keeps it for the monitor: `TYPE NAME STATE PRIORITY SEQUENCE`.
+    public var spoolText: String { "\(type) \(instance) \(state) \(priority) \(sequence)\n" }
+
+    /// Reads what ``spoolText`` wrote.
+    public init(spool text: String) throws(ValidationProblem) {
+        let fields = text.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        guard fields.count == 5, let sequence = UInt64(fields[4]) else { throw ValidationProblem("not a kept VRRP notification: \(Quote.show(text))") }
+        try self.init(arguments: Array(fields.prefix(4)), sequence: sequence)
+    }
+
     /// A notification's order from its process's start time and PID (PIDs fit in 22 bits on Linux).
     public static func sequence(startTicks: UInt64, pid: Int32) -> UInt64 { startTicks << 22 | UInt64(UInt32(pid) & 0x3F_FFFF) }
 

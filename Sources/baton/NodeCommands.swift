@@ -67,6 +67,19 @@ struct NotifyCommand: AsyncParsableCommand {
         try await reportingErrors("notify") {
             let notification = try VRRPNotification(arguments: [type, name, state, priority].compactMap { $0 }, sequence: sequence)
             let config = try node.load()
+            // Kept first, so that the monitor delivers it if Consul cannot be reached now (a node cut off
+            // — the very moment keepalived changes state). Only a newer notification replaces it.
+            // ignored: without the node's full file (an older one) nothing is kept; Consul is still told below
+            if let path = node.path, let settings = try? MonitorCommand.load(path) {
+                let spool = KeepalivedSettings.lastNotificationPath(stateDirectory: settings.stateDirectory.value)
+                // ignored: a missing or unreadable kept notification is replaced
+                let kept = (try? String(contentsOfFile: spool, encoding: .utf8)).flatMap { try? VRRPNotification(spool: $0) }
+                if (kept?.sequence ?? 0) < notification.sequence {
+                    do { try AtomicFile.write(notification.spoolText, to: spool, mode: 0o644) } catch {
+                        FileHandle.standardError.write(Data("baton notify: cannot keep the notification in \(spool): \(error)\n".utf8))
+                    }
+                }
+            }
             let recorded = try await Notify(config: config, client: try config.client()).record(notification)
             print(recorded ? "recorded \(notification.state) for \(config.node?.value ?? "?")" : "ignored: a newer VRRP state is already recorded")
         }

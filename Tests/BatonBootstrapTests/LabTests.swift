@@ -211,6 +211,11 @@ struct LabTests {
             // Every write acknowledged through the VIP survives on the final primary, except those an
             // asynchronous failover may lose; this run checks the synchronous case separately.
             #expect(!probe.acknowledged(by: "vip").isEmpty)
+            // One truth about who serves: once converged, the leader sees the VIP and every pgbouncer
+            // agree with the lock past the patience a failover gets (issue 26).
+            try await Task.sleep(until: settledAt + RoutingAgreement.patience + .seconds(2))
+            let status = try await lab.run("status")
+            #expect(!status.contains("who serves is not agreed"), "\(status)")
         }
     }
 

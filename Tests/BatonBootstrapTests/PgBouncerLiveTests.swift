@@ -324,3 +324,45 @@ extension MonitorLiveTests {
         }
     }
 }
+
+extension MonitorLiveTests {
+    /// Whether `baton status` prints what `matches` within `timeout`.
+    static func statusWithin(_ timeout: Duration, _ config: String, _ matches: @escaping @Sendable (String) -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        repeat {
+            if matches(await statusText(config)) { return true }
+            try? await Task.sleep(for: .milliseconds(300))
+        } while ContinuousClock.now < deadline
+        return false
+    }
+
+    /// `baton status` as printed, or "" when it failed.
+    static func statusText(_ config: String) async -> String {
+        guard let result = try? await runCommand(BatonProcess.executable, ["status", "--config", config]), result.status == 0 else { return "" }
+        return result.output
+    }
+
+    @Test("one truth about who serves: a pgbouncer reported routing elsewhere than the lock holder for over 5 s is an event, a status warning and a metric on the leader, until it agrees again (issue 26)")
+    func routingDisagreementIsReported() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c)
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[2].2) == "\(nodes[0].1):false" })
+            let config = c.directory("pg2") + "/baton.yaml"
+            let agreed = try await runCommand(BatonProcess.executable, ["status", "--config", config])
+            #expect(!agreed.output.contains("who serves is not agreed"), "\(agreed.output)")
+            // pg3's agent is made to say it routes elsewhere (its own report comes back within its refresh).
+            let stuck = BouncerStatus(target: "127.0.0.1:1", paused: false, acknowledged: nil, problem: nil, time: Date().timeIntervalSince1970)
+            try await c.client.put("baton/live/pgbouncer/agents/pg3", stuck.json.serializedBytes())
+            let warned = await Self.statusWithin(.seconds(9), config) {
+                $0.contains("who serves is not agreed (for over 5 s, as pg1 sees it): pg3's pgbouncer routes to 127.0.0.1:1 while pg1 leads")
+            }
+            #expect(warned, "the leader warns of pg3's pgbouncer")
+            #expect(await api(c, "pg1", "/metrics")?.text.contains("baton_routing_disagreement 1") == true, "the leader's metric")
+            let events = try await runCommand(BatonProcess.executable, ["events", "--config", config, "--kind", "routing"])
+            #expect(events.output.contains("pg3's pgbouncer routes to 127.0.0.1:1"), "\(events.output)")
+            let healed = await Self.statusWithin(.seconds(20), config) { !$0.isEmpty && !$0.contains("who serves is not agreed") }
+            #expect(healed, "pg3's agent reported its real target again and the warning went")
+        }
+    }
+}

@@ -44,4 +44,12 @@ struct NotificationTests {
         #expect(ClusterEvent.keysToPrune([b, a], keep: 1) == [a])
         #expect(ClusterEvent.keysToPrune([a], keep: 2).isEmpty)
     }
+
+    @Test("a notification kept for the monitor reads back the same; anything else kept is refused")
+    func spool() throws {
+        let n = try VRRPNotification(arguments: ["INSTANCE", "baton_lab", "FAULT", "190"], sequence: 123_456)
+        #expect(try VRRPNotification(spool: n.spoolText) == n)
+        #expect(throws: ValidationProblem.self) { try VRRPNotification(spool: "INSTANCE baton_lab FAULT 190") }
+        #expect(throws: ValidationProblem.self) { try VRRPNotification(spool: "INSTANCE baton_lab HAPPY 190 5") }
+    }
 }
