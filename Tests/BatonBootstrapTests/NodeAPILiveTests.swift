@@ -63,8 +63,14 @@ extension MonitorLiveTests {
             #expect(verdict?.member("ineligible")?.arrayValue?.contains { $0.member("node")?.stringValue == "pg1" && $0.member("reason")?.stringValue?.contains("leader lock") == true } == true)
 
             // Metrics: Prometheus' text format, as Prometheus parses it — once the leader has seen the
-            // replicas' slots (a loop after they stream).
-            #expect(await eventually(timeout: .seconds(10)) { await api(c, "pg1", "/metrics")?.text.contains("baton_slot_retained_bytes{") == true })
+            // replicas' slots and judged pg2 eligible (a loop or two after they stream: its report must
+            // keep moving and reach the primary's position).
+            let settledMetrics = await eventually(timeout: .seconds(15)) {
+                let text = await api(c, "pg1", "/metrics")?.text ?? ""
+                return text.contains("baton_slot_retained_bytes{") && text.contains(#"baton_failover_eligible{node="pg2",reason="eligible"} 1"#)
+            }
+            let notSettled = settledMetrics ? "" : (await api(c, "pg1", "/metrics")?.text ?? "").split(separator: "\n").filter { $0.hasPrefix("baton_failover_eligible") && $0.hasSuffix(" 1") }.joined(separator: "\n")
+            #expect(settledMetrics, "pg1's view of the candidates: \(notSettled)")
             let metrics = await api(c, "pg1", "/metrics")
             #expect(metrics?.header("content-type")?.hasPrefix("text/plain") == true)
             let families = try await prometheusFamilies(metrics?.text ?? "")
