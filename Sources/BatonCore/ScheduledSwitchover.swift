@@ -64,22 +64,8 @@ public struct ScheduledSwitchover: Sendable, Equatable {
     /// `at` as people read it: `2026-12-24T03:00:00Z`.
     public var atText: String { Self.utc(at) }
 
-    /// Seconds since 1970 as an ISO 8601 UTC time (days to civil date: H. Hinnant's algorithm).
-    public static func utc(_ seconds: Int64) -> String {
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let rest = seconds - days * 86_400
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(year)-\(two(month))-\(two(day))T\(two(rest / 3600)):\(two(rest % 3600 / 60)):\(two(rest % 60))Z"
-    }
+    /// Seconds since 1970 as an ISO 8601 UTC time to the second.
+    public static func utc(_ seconds: Int64) -> String { TimeText.rfc3339(seconds: seconds) }
 
     /// Why `at` cannot be scheduled at `now`, or nil.
     public static func refusal(at: Int64, now: Int64) -> String? {

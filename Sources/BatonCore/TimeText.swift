@@ -3,11 +3,16 @@
 public enum TimeText {
     /// RFC 3339 in UTC with milliseconds, `2026-11-28T12:43:57.123Z`, of a time since the Unix epoch.
     public static func rfc3339(seconds: Int64, nanoseconds: Int64) -> String {
-        let milliseconds = nanoseconds / 1_000_000
+        let wholeSeconds = rfc3339(seconds: seconds)
+        return wholeSeconds.dropLast() + ".\(padded(nanoseconds / 1_000_000, 3))Z"
+    }
+
+    /// RFC 3339 in UTC to the second, `2026-11-28T12:43:57Z`, of a time since the Unix epoch.
+    public static func rfc3339(seconds: Int64) -> String {
         let (days, secondOfDay) = floorDivision(seconds, 86_400)
         let (year, month, day) = civilDate(daysSinceEpoch: days)
         return "\(padded(year, 4))-\(padded(month, 2))-\(padded(day, 2))T\(padded(secondOfDay / 3600, 2)):"
-            + "\(padded(secondOfDay / 60 % 60, 2)):\(padded(secondOfDay % 60, 2)).\(padded(milliseconds, 3))Z"
+            + "\(padded(secondOfDay / 60 % 60, 2)):\(padded(secondOfDay % 60, 2))Z"
     }
 
     /// `value` with exactly `places` decimals, rounded half away from zero: `fixed(12.3456, places: 3)` is
