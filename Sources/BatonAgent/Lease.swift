@@ -73,6 +73,8 @@ public actor Lease {
     /// that node's last answers, sent before the fence, late — after the new primary's first.
     private var mayBeVacant = false
     private var trackWritten: VRRPStanding?
+    /// The standing last written into the file an earlier keepalived.conf tracks (always `vip_policy: primary`'s).
+    private var legacyWritten: VRRPStanding?
     /// The state file as last written: rewritten when what `baton check` judges changes, else once
     /// per half loop (it proves the monitor alive; `baton check` counts it stale after three loops).
     private var stateWritten: (leading: Bool, deadline: UInt64, at: UInt64)?
@@ -105,8 +107,10 @@ public actor Lease {
 
     /// The cluster settings and the other members' APIs, as the loop last read them.
     public func update(_ config: ClusterConfig, members: [NodeName: NodeAPIAddress?]) {
+        let policyChanged = config.vipPolicy != self.config.vipPolicy
         self.config = config
         self.members = members.filter { $0.key != node }
+        if policyChanged { publishState() }
     }
 
     public var isLeading: Bool { leading }
@@ -559,17 +563,25 @@ public actor Lease {
             }
         }
         if leading && now >= deadline { mayBeVacant = false }
-        let standing = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
-        switch standing {
+        // What `vip_policy: primary` says; a keepalived.conf from an earlier Baton knows no other.
+        let following = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
+        switch following {
         case .leading: mayBeVacant = true
         case .barred: mayBeVacant = false
-        case .vacant: break
+        case .vacant, .routing: break
         }
-        guard standing != trackWritten else { return }
+        let standing = VRRPStanding(policy: config.vipPolicy, leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
+        let trackFile = KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory)
+        // The watchdog writes FAULT into the file when it fences, behind this actor's back: where the
+        // policy lets a node without a primary hold the address, the file is checked, not remembered.
+        // (A read that fails counts as different: the file is written again.)
+        let overwritten = standing == .routing && (try? String(contentsOfFile: trackFile, encoding: .utf8)) != standing.trackFileText
+        guard standing != trackWritten || following != legacyWritten || overwritten else { return }
         do {
             // The file a keepalived.conf from an earlier Baton tracks, then the one it tracks now.
-            try AtomicFile.write(standing.legacyTrackFileText, to: KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory), mode: 0o644)
-            try AtomicFile.write(standing.trackFileText, to: KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory), mode: 0o644)
+            try AtomicFile.write(following.legacyTrackFileText, to: KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory), mode: 0o644)
+            legacyWritten = following
+            try AtomicFile.write(standing.trackFileText, to: trackFile, mode: 0o644)
             trackWritten = standing
         } catch {
             logger.warning("Cannot write keepalived's tracked file", metadata: ["error": "\(error)"])

@@ -147,7 +147,8 @@ extension MonitorLoop {
     mutating func checkRoutingAgreement(_ snapshot: ClusterSnapshot) async {
         let now = ContinuousClock.now
         let live = Set(memory.bouncerReports.fresh(within: BouncerStatus.liveness, at: now))
-        let (lasting, new) = memory.routing.observe(RoutingAgreement.disagreements(snapshot, liveBouncers: live), at: now)
+        let monitors = Set(memory.reports.fresh(within: MemberStatus.freshness(loopWait: snapshot.config.loopWait), at: now)).union([me])
+        let (lasting, new) = memory.routing.observe(RoutingAgreement.disagreements(snapshot, liveBouncers: live, liveMonitors: monitors), at: now)
         disagreements = lasting
         for what in new { await event("routing", "disagreement for over \(RoutingAgreement.patience.components.seconds) s: \(what)") }
     }

@@ -11,6 +11,18 @@ public enum SynchronousMode: String, Sendable, Equatable, CaseIterable {
     case strict
 }
 
+/// Where keepalived puts the virtual IP.
+public enum VIPPolicy: String, Sendable, Equatable, CaseIterable {
+    /// On the node that leads a writable primary (clients through the VIP reach the primary's own
+    /// pgbouncer); it moves with every failover and switchover.
+    case primary
+    /// keepalived's own priorities decide, among the nodes whose monitor runs: the VIP stays where it
+    /// is through a failover or switchover (its holder's pgbouncer routes to whichever node leads), and
+    /// moves only when its holder's machine, keepalived or monitor goes — e.g. the fastest CPU holds
+    /// the address for the pgbouncers while the fastest disk holds the primary.
+    case priority
+}
+
 /// Cluster-wide settings, in the Consul key `config`, that every monitor reads and follows.
 public struct ClusterConfig: Sendable, Equatable {
     /// The leader session's TTL. Consul keeps a session up to twice this after its last renewal.
@@ -57,6 +69,8 @@ public struct ClusterConfig: Sendable, Equatable {
     /// may promote; without it a flapping standby leaves the cluster with nobody to promote until it is
     /// recorded again. Longer: more flaps ridden out, longer commit stalls when the standby is really gone.
     public var synchronousStandbyGrace: GoDuration = .seconds(2)
+    /// Where keepalived puts the virtual IP (``VIPPolicy``).
+    public var vipPolicy: VIPPolicy = .primary
     /// Settings in the key that this Baton does not know (written by a newer one during a rolling
     /// upgrade): never applied, kept as they are when this Baton writes the key back.
     public var unknownSettings: [UnknownSetting] = []
@@ -105,6 +119,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
             ("fence_timeout", fenceTimeout.description), ("pgbouncer_timeout", pgbouncerTimeout.description),
             ("failsafe_mode", failsafeMode ? "on" : "off"), ("synchronous_standby_grace", synchronousStandbyGrace.description),
+            ("vip_policy", vipPolicy.rawValue),
         ]
     }
 
@@ -170,6 +185,11 @@ public struct ClusterConfig: Sendable, Equatable {
                 throw ValidationProblem("\(source): failsafe_mode must be on or off, not \(Quote.show(value))")
             }
             failsafeMode = value == "on"
+        case "vip_policy":
+            guard let policy = VIPPolicy(rawValue: value) else {
+                throw ValidationProblem("\(source): vip_policy must be primary or priority, not \(Quote.show(value))")
+            }
+            vipPolicy = policy
         case "maximum_lag_on_failover":
             guard let bytes = UInt64(value) else {
                 throw ValidationProblem("\(source): maximum_lag_on_failover must be a number of bytes, not \(Quote.show(value))")

@@ -1,5 +1,6 @@
 /// One truth about who serves (issue 26): the node holding the lock, the node holding the virtual IP
-/// (keepalived's notify reports) and every pgbouncer's target must agree once a failover is over. The
+/// (keepalived's notify reports; with `vip_policy: priority` any one node may hold it) and every
+/// pgbouncer's target must agree once a failover is over. The
 /// leader checks every loop; a disagreement that lasts longer than ``patience`` is an event, a warning in
 /// `baton status` (through the leader's report) and the metric `baton_routing_disagreement`.
 public enum RoutingAgreement {
@@ -9,18 +10,29 @@ public enum RoutingAgreement {
     /// What disagrees now with `leader` leading a registered primary, each in one sentence. Nothing while
     /// nobody leads, the leader is not registered primary yet, or a switchover pauses the pgbouncers (the
     /// lock and routing are in transit then). A pgbouncer agent whose report stopped is not counted.
-    /// - Parameter liveBouncers: the nodes whose pgbouncer agent keeps reporting.
-    public static func disagreements(_ snapshot: ClusterSnapshot, liveBouncers: Set<NodeName>) -> [String] {
+    /// - Parameters:
+    ///   - liveBouncers: the nodes whose pgbouncer agent keeps reporting.
+    ///   - liveMonitors: the nodes whose monitor keeps reporting, nil to count every node. The VRRP state
+    ///     of a node whose monitor went silent is not counted: a node that died said nothing of the
+    ///     address it lost with it (its last notification may still say MASTER).
+    public static func disagreements(_ snapshot: ClusterSnapshot, liveBouncers: Set<NodeName>, liveMonitors: Set<NodeName>? = nil) -> [String] {
         guard let leader = snapshot.leader?.holder, let primary = snapshot.registrations[leader], primary.role == .primary,
             snapshot.bouncerPause == nil
         else { return [] }
         var found: [String] = []
-        let masters = snapshot.keepalived.nodes.filter { $0.state == "MASTER" }.map(\.name).sorted()
-        if snapshot.keepalived.nodes.contains(where: { $0.state != nil }) {
+        let counted = snapshot.keepalived.nodes.filter { liveMonitors?.contains($0.name) ?? true }
+        let masters = counted.filter { $0.state == "MASTER" }.map(\.name).sorted()
+        if counted.contains(where: { $0.state != nil }) {
             if masters.isEmpty {
                 found.append("no keepalived holds the virtual IP while \(leader) leads")
-            } else if masters != [leader] {
-                found.append("the virtual IP is on \(masters.map(\.value).joined(separator: " and ")) while \(leader) leads")
+            } else {
+                switch snapshot.config.vipPolicy {
+                case .primary where masters != [leader]:
+                    found.append("the virtual IP is on \(masters.map(\.value).joined(separator: " and ")) while \(leader) leads")
+                case .priority where masters.count > 1:
+                    found.append("the virtual IP is on \(masters.map(\.value).joined(separator: " and ")) at once (vip_policy priority)")
+                case .primary, .priority: break
+                }
             }
         }
         let target = Endpoint(host: primary.address.value, port: primary.port.value).description

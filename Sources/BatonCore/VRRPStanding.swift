@@ -15,9 +15,22 @@ public enum VRRPStanding: Sendable, Equatable {
     /// Anything else — a standby, a PostgreSQL starting or being fenced, a primary without the lock:
     /// keepalived's FAULT state, the address off.
     case barred
+    /// `vip_policy: priority`: every node whose monitor runs may hold the address at its own keepalived
+    /// priority, the leader no more than the others — its pgbouncer routes to whichever node leads, so
+    /// a failover or switchover does not move the address. (keepalived's check still takes a node whose
+    /// monitor died or hangs to FAULT.)
+    case routing
 
     public init(leadingWritable: Bool, vacant: Bool) {
         self = leadingWritable ? .leading : vacant ? .vacant : .barred
+    }
+
+    /// The standing under `policy`.
+    public init(policy: VIPPolicy, leadingWritable: Bool, vacant: Bool) {
+        switch policy {
+        case .primary: self.init(leadingWritable: leadingWritable, vacant: vacant)
+        case .priority: self = .routing
+        }
     }
 
     /// The content of the file keepalived.conf tracks with weight 1 (``KeepalivedSettings/trackFilePath(stateDirectory:)``):
@@ -28,8 +41,14 @@ public enum VRRPStanding: Sendable, Equatable {
         case .leading: return "0\n"
         case .vacant: return "-253\n"
         case .barred: return "\(Self.faultValue)\n"
+        case .routing: return "\(Self.routingValue)\n"
         }
     }
+
+    /// What ``routing`` writes: every node's priority one lower, their order kept, and not 0 — the
+    /// check script (``CheckState/besideTrackFile(_:trackFiles:now:boot:)``) holds a node whose file
+    /// says 0 to a leader's full verdict.
+    public static let routingValue = -1
 
     /// The value that keeps keepalived in FAULT (what the watchdog writes when it fences).
     public static let faultValue = -254
@@ -37,6 +56,7 @@ public enum VRRPStanding: Sendable, Equatable {
     /// The content of the file a keepalived.conf from an earlier Baton tracks with weight 0
     /// (``KeepalivedSettings/legacyTrackFilePath(stateDirectory:)``, kept up to date until bootstrap is
     /// rerun): 0 leads, anything else is FAULT. It knows no vacant node.
+    /// It knows no other policy than `primary`: the monitor writes it the standing that policy gives.
     public var legacyTrackFileText: String { self == .leading ? "0\n" : "1\n" }
 
     /// Whether a tracked file's content says this node leads (0 in either file).

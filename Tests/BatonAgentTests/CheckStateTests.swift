@@ -50,6 +50,13 @@ struct CheckStateTests {
         #expect(VRRPStanding(leadingWritable: false, vacant: false) == .barred)
         #expect([VRRPStanding.leading, .vacant, .barred].map(\.trackFileText) == ["0\n", "-253\n", "-254\n"])
         #expect([VRRPStanding.leading, .vacant, .barred].map(\.legacyTrackFileText) == ["0\n", "1\n", "1\n"])
+        // vip_policy priority: every node the same, leader or not, its PostgreSQL up or not — keepalived's
+        // own priorities decide, one lower each, and never the 0 the check holds to a leader's verdict.
+        for (writable, vacant) in [(true, false), (false, true), (false, false)] {
+            #expect(VRRPStanding(policy: .priority, leadingWritable: writable, vacant: vacant) == .routing)
+            #expect(VRRPStanding(policy: .primary, leadingWritable: writable, vacant: vacant) == VRRPStanding(leadingWritable: writable, vacant: vacant))
+        }
+        #expect(VRRPStanding.routing.trackFileText == "-1\n" && !VRRPStanding.saysLeading(VRRPStanding.routing.trackFileText))
         // keepalived: weight 1 adds the value to the priority (clamped to 1…254); below -253 is FAULT.
         func effective(_ standing: VRRPStanding, base: Int) -> Int? {
             let value = Int(standing.trackFileText.dropLast())!
@@ -59,6 +66,7 @@ struct CheckStateTests {
             #expect(effective(.leading, base: base) == base)
             #expect(effective(.vacant, base: base) == 1, "below every leader's priority")
             #expect(effective(.barred, base: base) == nil)
+            #expect(effective(.routing, base: base) == base - 1, "every node one lower: their order kept")
         }
         #expect(VRRPStanding.saysLeading(" 0\n") && !VRRPStanding.saysLeading("-253\n") && !VRRPStanding.saysLeading(nil) && !VRRPStanding.saysLeading(""))
     }

@@ -387,3 +387,110 @@ extension LabTests {
         #expect(!FileManager.default.fileExists(atPath: directory), "the lab was torn down")
     }
 }
+
+extension LabTests {
+    /// The node that clients of the VIP's pgbouncer reach ("n2"), or "" when none answers.
+    func servingThroughVIP(_ lab: Lab) async -> String {
+        let address = (try? await lab.run("psql", "vip", "-c", "SELECT inet_server_addr()::text")) ?? ""
+        guard address.hasPrefix("198.18.0."), let slash = address.firstIndex(of: "/") else { return "" }
+        return "n" + address["198.18.0.".endIndex..<slash]
+    }
+
+    /// `baton` run against node `n`'s configuration.
+    func baton(_ lab: Lab, _ n: Int, _ arguments: [String]) async throws -> String {
+        let result = try await runCommand(BatonProcess.executable, arguments + ["--config", lab.directory + "/n\(n)/baton.yaml"])
+        guard result.status == 0 else { throw LabError("baton \(arguments.joined(separator: " ")) failed (\(result.status)): \(result.output)") }
+        return result.output
+    }
+
+    /// Issue 26, item 3. keepalived's priorities put the VIP on n1 (the highest) and keep it there while the
+    /// primary moves; writes through it follow the primary, because n1's pgbouncer routes there. It moves
+    /// only with its holder's node, and comes back with it. (`vip_policy: primary` — the VIP on the
+    /// primary, moving with it — is what every other lab test asserts.)
+    @Test("vip_policy priority: the VIP stays on the node its priority chooses through a switchover and a postmaster kill, writes through it reach each new primary; it moves only when its node dies, and comes back")
+    func vipByPriority() async throws {
+        try await Lab.with { lab in
+            #expect(await settled(lab, on: "n1") == "n1")
+            _ = try await baton(lab, 1, ["config", "set", "vip_policy=priority"])
+            let everyNodeRoutes = await eventually(timeout: .seconds(15)) {
+                (1...3).allSatisfy { n in
+                    (try? String(contentsOfFile: lab.directory + "/n\(n)/state/vrrp-priority", encoding: .utf8)) == VRRPStanding.routing.trackFileText
+                }
+            }
+            #expect(everyNodeRoutes, "every monitor tells keepalived its own priority decides")
+            let probe = WriteProbe()
+            probe.startInLab()
+            try await Task.sleep(for: .seconds(1))
+
+            // 1. A switchover to n2: the VIP stays on n1; writes through it land on n2.
+            async let afterSwitchover = lab.vipSamples(
+                until: {
+                    await eventually(timeout: .seconds(60)) {
+                        let leader = await lab.leader()
+                        let serving = await servingThroughVIP(lab)
+                        return leader == "n2" && serving == "n2"
+                    } ? ContinuousClock.now : nil
+                }, andFor: .seconds(2), limit: .seconds(70))
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await baton(lab, 1, ["switchover", "--to", "n2"])
+            let (switchSamples, switched) = await afterSwitchover
+            let switchDigest = switched == nil ? await lab.digest() : ""
+            #expect(switched != nil, "n2 leads and the VIP's pgbouncer routes there: \(switchDigest)")
+            let movedOnSwitchover = switchSamples.filter { $0.holders != ["n1"] }
+            #expect(movedOnSwitchover.isEmpty, "the VIP left n1 during the switchover in \(movedOnSwitchover.count) of \(switchSamples.count) samples: \(movedOnSwitchover.prefix(3).map(\.holders))")
+
+            // 2. kill -9 of the new primary's postmaster: a failover, and still the VIP on n1.
+            async let afterFailover = lab.vipSamples(
+                until: {
+                    await eventually(timeout: .seconds(60)) {
+                        let leader = await lab.leader()
+                        let serving = await servingThroughVIP(lab)
+                        return !leader.isEmpty && leader != "n2" && serving == leader
+                    } ? ContinuousClock.now : nil
+                }, andFor: .seconds(2), limit: .seconds(70))
+            try await Task.sleep(for: .milliseconds(200))
+            try await lab.run("kill-postgres", "2")
+            let (failoverSamples, failedOver) = await afterFailover
+            let failoverDigest = failedOver == nil ? await lab.digest() : ""
+            #expect(failedOver != nil, "another node leads and the VIP's pgbouncer routes there: \(failoverDigest)")
+            let movedOnFailover = failoverSamples.filter { $0.holders != ["n1"] }
+            #expect(movedOnFailover.isEmpty, "the VIP left n1 during the failover in \(movedOnFailover.count) of \(failoverSamples.count) samples")
+
+            // 3. The VIP's node dies: the next priority (n2, whose PostgreSQL is a standby again) takes it,
+            // and clients through it reach the primary. n1 comes back: the address returns to it. (The
+            // lab kills a node's processes; the address its keepalived had stays on its interface, unused
+            // once n2 announced it, until keepalived starts there again — so n1 is not counted meanwhile.)
+            let leaderBefore = await lab.leader()
+            try await lab.run("kill-node", "1")
+            let taken = await eventually(timeout: .seconds(30)) {
+                let leader = await lab.leader()
+                let holders = await lab.vipHolders().filter { $0 != "n1" }
+                let serving = await servingThroughVIP(lab)
+                return holders == ["n2"] && !leader.isEmpty && serving == leader
+            }
+            let takenDigest = taken ? "" : await lab.digest()
+            #expect(taken, "n2 took the VIP and routes to the primary: \(takenDigest)")
+            try await lab.run("start-node", "1")
+            let back = await eventually(timeout: .seconds(60)) {
+                let leader = await lab.leader()
+                let holders = await lab.vipHolders()
+                let serving = await servingThroughVIP(lab)
+                return holders == ["n1"] && !leader.isEmpty && serving == leader
+            }
+            let backDigest = back ? "" : await lab.digest()
+            #expect(back, "the VIP is back on n1 and routes to the primary: \(backDigest)")
+            let settledAt = ContinuousClock.now
+            let leaderAfter = await lab.leader()
+            if leaderBefore != "n1" { #expect(leaderAfter == leaderBefore, "a replica's node dying moves the VIP, not the primary") }
+
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds(among: WriteProbe.labNodes).isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds(among: WriteProbe.labNodes).prefix(3))")
+            #expect(!probe.acknowledged(by: "vip").isEmpty)
+            // The VIP on a node that does not lead is the policy, not a disagreement.
+            try await Task.sleep(until: settledAt + RoutingAgreement.patience + .seconds(2))
+            let status = try await lab.run("status")
+            #expect(!status.contains("who serves is not agreed"), "\(status)")
+        }
+    }
+}

@@ -114,6 +114,12 @@ struct SafetyRulesTests {
         #expect(throws: ValidationProblem.self) { try ClusterConfig(bytes: Array(#"{"synchronous_mode":"maybe"}"#.utf8), key: "config") }
         var set = ClusterConfig()
         #expect(throws: ValidationProblem.self) { try set.set("a_newer_setting", "x") }
+        try set.set("vip_policy", "priority")
+        #expect(set.vipPolicy == .priority)
+        #expect(throws: ValidationProblem.self) { try set.set("vip_policy", "fastest") }
+        #expect(set.vipPolicy == .priority, "a refused value changes nothing")
+        #expect(try ClusterConfig(bytes: Array(#"{"vip_policy":"priority"}"#.utf8), key: "config").vipPolicy == .priority)
+        #expect(ClusterConfig().vipPolicy == .primary, "the VIP follows the primary unless told otherwise")
     }
 
     @Test("a monitor runs on the last configuration it read when the key turns unreadable, never on defaults")
