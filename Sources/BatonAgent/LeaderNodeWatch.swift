@@ -9,8 +9,18 @@ import Synchronization
 /// until its fence runs out, and meanwhile every query pgbouncer sends there fails. The watch holds an
 /// idle TCP connection to the leader's node API; a dead process or node closes it at once. Then it asks
 /// the API whether the node still leads (`/primary`) and, if the API does not answer, whether its
-/// PostgreSQL still accepts connections (a monitor restarting is no reason to stop routing). The
-/// routing holds clients (``PgBouncerRouting``) while the node is gone, and routes again when it
+/// PostgreSQL still accepts connections (a monitor restarting is no reason to stop routing).
+///
+/// It also holds an idle connection to the leader's PostgreSQL (a TCP connection that never sends a
+/// startup packet: no login, nothing logged; PostgreSQL closes it after `authentication_timeout` and
+/// the watch opens another). A postmaster killed takes its children with it, this connection's too, so
+/// the agent learns of it at once — before the leader's monitor has released the lock and Consul has
+/// told the agents — and clients wait from then on instead of failing against a server that refuses
+/// them (pgbouncer answers every query that finds no server "cannot connect to server" until it
+/// is paused). A PostgreSQL that refuses connections counts as gone whatever the API says: its monitor
+/// may not have noticed yet.
+///
+/// The routing holds clients (``PgBouncerRouting``) while the node is gone, and routes again when it
 /// answers or when another node leads.
 final class LeaderNodeWatch: Sendable {
     struct Target: Sendable, Equatable {
@@ -52,6 +62,40 @@ final class LeaderNodeWatch: Sendable {
 
     /// Runs until cancelled; `wake` when the followed node is found gone or back.
     func run(wake: @escaping @Sendable () -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.watchAPI(wake: wake) }
+            group.addTask { await self.watchPostgres(wake: wake) }
+        }
+    }
+
+    /// The idle connection to the followed leader's PostgreSQL: when it closes and PostgreSQL refuses
+    /// new connections, the node is gone (its API then brings it back, through ``probe(_:)``, once
+    /// PostgreSQL answers again).
+    private func watchPostgres(wake: @escaping @Sendable () -> Void) async {
+        while !Task.isCancelled {
+            guard let target, gone == nil else {
+                try? await Task.sleep(for: .milliseconds(100))  // ignored: cancelled, the loop ends
+                continue
+            }
+            let cancelled = CancellationFlag()
+            let ending = await withTaskCancellationHandler {
+                await TCPProbe.holdIdle(
+                    host: target.postgres.host.value, port: target.postgres.port.value, connectTimeout: .milliseconds(500),
+                    stillWanted: { [weak self] in !cancelled.isSet && self?.target == target && self?.gone == nil })
+            } onCancel: {
+                cancelled.set()
+            }
+            if ending == .unwanted { continue }
+            let verdict = await probe(target)
+            if found(verdict, for: target) { wake() }
+            // Closed while PostgreSQL still answers (its authentication_timeout, a backend's crash
+            // recovery): held again — after a pause when it refused this one, not a busy loop.
+            if verdict == nil, ending == .refused { try? await Task.sleep(for: .milliseconds(200)) }  // ignored: cancelled, the loop ends
+        }
+    }
+
+    /// The idle connection to the followed leader's node API, and the follow-up of a node found gone.
+    private func watchAPI(wake: @escaping @Sendable () -> Void) async {
         // When the API went away while PostgreSQL still answered: a monitor restarting, or the first
         // process of a dying node — looked at every 100 ms for two seconds, then every second.
         var apiLostAt: ContinuousClock.Instant? = nil
@@ -92,13 +136,16 @@ final class LeaderNodeWatch: Sendable {
         }
     }
 
-    /// nil when the node still leads or its PostgreSQL still answers; else how it is gone.
+    /// nil when the node still leads or, its API silent, its PostgreSQL still answers; else how it is gone.
+    /// A PostgreSQL that refuses connections is gone even while the API still says the node leads.
     func probe(_ target: Target) async -> String? {
         let request = HTTPRequest(method: "GET", url: target.api.url + "/primary", timeout: .milliseconds(300))
-        let answer = try? await transport.send(request)  // ignored: no answer is asked of PostgreSQL below
-        if answer?.status == 200 { return nil }
+        async let answered = try? await transport.send(request)  // ignored: no answer is asked of PostgreSQL below
+        let postgresAnswers = await TCPProbe.isReachable(host: target.postgres.host.value, port: target.postgres.port.value, timeout: .milliseconds(300))
+        let answer = await answered
+        let postgres = "\(target.postgres.host):\(target.postgres.port)"
+        if answer?.status == 200 { return postgresAnswers ? nil : "its PostgreSQL at \(postgres) refuses connections (its monitor has not released the lock yet)" }
         if let answer { return "its API answers \(answer.status) to /primary: \(answer.text.prefix(200))" }
-        if await TCPProbe.isReachable(host: target.postgres.host.value, port: target.postgres.port.value, timeout: .milliseconds(300)) { return nil }
-        return "neither its API nor its PostgreSQL at \(target.postgres.host):\(target.postgres.port) answers"
+        return postgresAnswers ? nil : "neither its API nor its PostgreSQL at \(postgres) answers"
     }
 }

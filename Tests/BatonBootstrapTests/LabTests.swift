@@ -494,3 +494,64 @@ extension LabTests {
         }
     }
 }
+
+extension LabTests {
+    /// The VIP path's figures are a benchmark (`scripts/bench-pause.sh N vip`), not a CI test: each run
+    /// is a lab of its own.
+    static var benchmarkingTheVIP: Bool { ProcessInfo.processInfo.environment["BATON_BENCH_VIP"] == "1" }
+
+    /// Issue 26, item 1, through the VIP: eight clients write through 198.18.0.100:6432 while n1 — the
+    /// primary, holding the VIP — loses its postmaster or its whole machine (its link cut, then every
+    /// process killed: silent, as a dead machine is). With `vip_policy: primary` the address moves to
+    /// the new primary and every client's session to the old holder breaks; with `priority` it stays
+    /// (postmaster) or goes to the next priority (node), whose pgbouncer holds clients until the new
+    /// primary leads.
+    @Test(
+        "an unplanned failover through the VIP: per-client failed transactions and the longest pause (benchmark)",
+        .enabled(if: benchmarkingTheVIP, "a benchmark: scripts/bench-pause.sh N vip"),
+        arguments: ["postmaster", "node"], ["primary", "priority"])
+    func unplannedFailoverThroughTheVIP(_ fault: String, _ policy: String) async throws {
+        try await Lab.with { lab in
+            #expect(await settled(lab, on: "n1") == "n1")
+            if policy == "priority" {
+                _ = try await baton(lab, 1, ["config", "set", "vip_policy=priority"])
+                let routing = await eventually(timeout: .seconds(15)) {
+                    (1...3).allSatisfy { n in
+                        (try? String(contentsOfFile: lab.directory + "/n\(n)/state/vrrp-priority", encoding: .utf8)) == VRRPStanding.routing.trackFileText
+                    }
+                }
+                #expect(routing)
+                #expect(await eventually(timeout: .seconds(10)) { await lab.vipHolders() == ["n1"] })
+            }
+            let conninfo = ConnInfo.make([
+                ("host", "198.18.0.100"), ("port", "6432"), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+                ("connect_timeout", "10"), ("keepalives_idle", "1"), ("keepalives_interval", "1"), ("keepalives_count", "2"), ("tcp_user_timeout", "3000"),
+            ])
+            let clients = (0..<8).map { _ in BouncerClient() }
+            for client in clients {
+                client.start(conninfo: conninfo, statement: "INSERT INTO writes (node) VALUES ('vip') RETURNING id::text, host(inet_server_addr())")
+            }
+            try await Task.sleep(for: .seconds(2))
+            if fault == "node" {
+                try await lab.run("partition", "1")
+                try await lab.run("kill-node", "1")
+            } else {
+                try await lab.run("kill-postgres", "1")
+            }
+            let led = await eventually(timeout: .seconds(30)) {
+                let leader = await lab.leader()
+                return !leader.isEmpty && leader != "n1"
+            }
+            let newLeader = await lab.leader()
+            let address = "198.18.0.\(newLeader.dropFirst())"
+            let moved = await eventually(timeout: .seconds(30)) { clients.allSatisfy { $0.ports.suffix(3) == Array(repeating: address, count: 3) } }
+            try await Task.sleep(for: .seconds(1))
+            for client in clients { await client.stop() }
+            let digest = led && moved ? "" : await lab.digest()
+            #expect(led && moved, "every client ends on the new primary \(newLeader): \(clients.map { $0.ports.suffix(3) }) \(digest)")
+            let failures = clients.map(\.failures)
+            let pause = clients.map(\.longestGap).max() ?? .zero
+            print("\(fault) killed, 8 clients through the VIP, vip_policy \(policy): failed transactions per client \(failures), longest pause \(pause.millisecondCount) ms")
+        }
+    }
+}

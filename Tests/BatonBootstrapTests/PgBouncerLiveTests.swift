@@ -20,7 +20,7 @@ final class BouncerClient: @unchecked Sendable {
     /// How many times an established session broke (the application had to reconnect).
     var brokenSessions: Int { lock.withLock { stats.brokenSessions } }
     var longestGap: Duration { lock.withLock { stats.longestGap } }
-    /// The PostgreSQL port that committed each write, in order.
+    /// Where each write committed, in order (the PostgreSQL port, or what the statement returns).
     var ports: [String] { lock.withLock { stats.ports } }
 
     func start(bouncerPort: Int, interval: Duration = .zero) {
@@ -28,13 +28,18 @@ final class BouncerClient: @unchecked Sendable {
             ("host", "127.0.0.1"), ("port", String(bouncerPort)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
             ("connect_timeout", "10"),
         ])
+        start(conninfo: conninfo, statement: "INSERT INTO baton_writes (node) VALUES ('app') RETURNING id::text, current_setting('port')", interval: interval)
+    }
+
+    /// Writes in a loop through `conninfo`; `statement` returns the write's id and where it committed.
+    func start(conninfo: String, statement: String, interval: Duration = .zero) {
         task = Task {
             var connection: PostgresConnection? = nil
             var last = ContinuousClock.now
             while !Task.isCancelled {
                 do {
                     if connection == nil { connection = try await PostgresConnection.connect(conninfo) }
-                    let row = try await connection!.query("INSERT INTO baton_writes (node) VALUES ('app') RETURNING id::text, current_setting('port')")
+                    let row = try await connection!.query(statement)
                     let now = ContinuousClock.now
                     lock.withLock {
                         stats.committed.append(row[0][0] ?? "")
