@@ -86,11 +86,16 @@ final class LeaderNodeWatch: Sendable {
                 cancelled.set()
             }
             if ending == .unwanted { continue }
-            let verdict = await probe(target)
-            if found(verdict, for: target) { wake() }
-            // Closed while PostgreSQL still answers (its authentication_timeout, a backend's crash
-            // recovery): held again — after a pause when it refused this one, not a busy loop.
-            if verdict == nil, ending == .refused { try? await Task.sleep(for: .milliseconds(200)) }  // ignored: cancelled, the loop ends
+            // Its refusal alone says it: no need to wait for the API's answer (the API watch, which
+            // follows a gone node up, asks it).
+            let postgres = target.postgres
+            if await TCPProbe.isReachable(host: postgres.host.value, port: postgres.port.value, timeout: .milliseconds(300)) {
+                // Closed while PostgreSQL still answers (its authentication_timeout, a backend's crash
+                // recovery): held again — after a pause when it refused this one, not a busy loop.
+                if ending == .refused { try? await Task.sleep(for: .milliseconds(200)) }  // ignored: cancelled, the loop ends
+                continue
+            }
+            if found(Self.refusing(postgres), for: target) { wake() }
         }
     }
 
@@ -136,6 +141,10 @@ final class LeaderNodeWatch: Sendable {
         }
     }
 
+    static func refusing(_ postgres: (host: HostAddress, port: TCPPort)) -> String {
+        "its PostgreSQL at \(postgres.host):\(postgres.port) refuses connections (its monitor may not have released the lock yet)"
+    }
+
     /// nil when the node still leads or, its API silent, its PostgreSQL still answers; else how it is gone.
     /// A PostgreSQL that refuses connections is gone even while the API still says the node leads.
     func probe(_ target: Target) async -> String? {
@@ -144,7 +153,7 @@ final class LeaderNodeWatch: Sendable {
         let postgresAnswers = await TCPProbe.isReachable(host: target.postgres.host.value, port: target.postgres.port.value, timeout: .milliseconds(300))
         let answer = await answered
         let postgres = "\(target.postgres.host):\(target.postgres.port)"
-        if answer?.status == 200 { return postgresAnswers ? nil : "its PostgreSQL at \(postgres) refuses connections (its monitor has not released the lock yet)" }
+        if answer?.status == 200 { return postgresAnswers ? nil : Self.refusing(target.postgres) }
         if let answer { return "its API answers \(answer.status) to /primary: \(answer.text.prefix(200))" }
         return postgresAnswers ? nil : "neither its API nor its PostgreSQL at \(postgres) answers"
     }

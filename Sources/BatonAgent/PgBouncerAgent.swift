@@ -148,6 +148,12 @@ struct PgBouncerAgentLoop {
     // MARK: One pass
 
     mutating func iterate(full: Bool = true) async {
+        // The node routed to is gone (its PostgreSQL or machine died): clients wait from this moment,
+        // before the reads of Consul below — a client retrying meanwhile would meet pgbouncer's "cannot
+        // connect to server". The full decision then holds too, until another node leads.
+        if case .route? = lastRouting, !held, leaderNode.gone != nil {
+            do { try await hold() } catch { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
+        }
         // The tick between full decisions: confirm that the leader decided from still holds the lock (a
         // failed read is not ignored: the full decision below meets the same failure and handles it).
         if !full, problem == nil, lastRouting != nil, let decided = fullyDecidedAt, ContinuousClock.now - decided < .seconds(BouncerStatus.refresh),
