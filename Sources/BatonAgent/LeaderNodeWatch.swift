@@ -1,6 +1,7 @@
 import BatonConsul
 import BatonCore
 import BatonHTTP
+import BatonPostgres
 import ConsulAPI
 import Synchronization
 
@@ -11,14 +12,15 @@ import Synchronization
 /// the API whether the node still leads (`/primary`) and, if the API does not answer, whether its
 /// PostgreSQL still accepts connections (a monitor restarting is no reason to stop routing).
 ///
-/// It also holds an idle connection to the leader's PostgreSQL (a TCP connection that never sends a
-/// startup packet: no login, nothing logged; PostgreSQL closes it after `authentication_timeout` and
-/// the watch opens another). A postmaster killed takes its children with it, this connection's too, so
-/// the agent learns of it at once — before the leader's monitor has released the lock and Consul has
-/// told the agents — and clients wait from then on instead of failing against a server that refuses
-/// them (pgbouncer answers every query that finds no server "cannot connect to server" until it
-/// is paused). A PostgreSQL that refuses connections counts as gone whatever the API says: its monitor
-/// may not have noticed yet.
+/// It also holds an idle session on the leader's PostgreSQL (the replication role, database
+/// `postgres`, the node's passfile — what pg_rewind uses). A postmaster killed takes its backends with
+/// it, this session's too, so the agent learns of it at once — before the leader's monitor has released
+/// the lock and Consul has told the agents — and clients wait from then on instead of failing against
+/// a server that refuses them (pgbouncer answers every query that finds no server "cannot connect to
+/// server" until it is paused). A PostgreSQL that refuses connections counts as gone whatever the API
+/// says: its monitor may not have noticed yet. (A logged-in session, not a bare TCP connection: one
+/// that never sent its startup packet, opened while PostgreSQL shuts down, would hold the shutdown up
+/// until `authentication_timeout`; a login is told "shutting down" at once.)
 ///
 /// The routing holds clients (``PgBouncerRouting``) while the node is gone, and routes again when it
 /// answers or when another node leads.
@@ -34,8 +36,13 @@ final class LeaderNodeWatch: Sendable {
 
     private let state = Mutex<(target: Target?, gone: String?)>((nil, nil))
     private let transport: CurlTransport
+    /// This node's replication passfile (``BootstrapSettings/passfile``).
+    private let passfile: SafePath
 
-    init(transport: CurlTransport) { self.transport = transport }
+    init(transport: CurlTransport, passfile: SafePath) {
+        self.transport = transport
+        self.passfile = passfile
+    }
 
     /// The node routed to now (nil: none); a new one is watched afresh.
     func follow(_ target: Target?) {
@@ -68,31 +75,44 @@ final class LeaderNodeWatch: Sendable {
         }
     }
 
-    /// The idle connection to the followed leader's PostgreSQL: when it closes and PostgreSQL refuses
-    /// new connections, the node is gone (its API then brings it back, through ``probe(_:)``, once
+    /// The idle session on the followed leader's PostgreSQL: when it ends and PostgreSQL refuses new
+    /// connections, the node is gone (its API then brings it back, through ``probe(_:)``, once
     /// PostgreSQL answers again).
     private func watchPostgres(wake: @escaping @Sendable () -> Void) async {
+        // Logins refused in a row while PostgreSQL answers (starting, shutting down, or a passfile that
+        // does not let the agent in): each doubles the wait before the next, up to 30 s, so that a
+        // wrong password is not a line in PostgreSQL's log five times a second.
+        var refusedLogins = 0
         while !Task.isCancelled {
             guard let target, gone == nil else {
                 try? await Task.sleep(for: .milliseconds(100))  // ignored: cancelled, the loop ends
                 continue
             }
-            let cancelled = CancellationFlag()
-            let ending = await withTaskCancellationHandler {
-                await TCPProbe.holdIdle(
-                    host: target.postgres.host.value, port: target.postgres.port.value, connectTimeout: .milliseconds(500),
-                    stillWanted: { [weak self] in !cancelled.isSet && self?.target == target && self?.gone == nil })
-            } onCancel: {
-                cancelled.set()
+            let postgres = target.postgres
+            let conninfo = ConnInfo.make([
+                ("host", postgres.host.value), ("port", String(postgres.port.value)), ("user", PostgresFiles.replicationUser),
+                ("dbname", "postgres"), ("passfile", passfile.value), ("connect_timeout", "1"), ("application_name", "baton-pgbouncer-agent"),
+            ])
+            let connection = try? await PostgresConnection.connect(conninfo)  // ignored: judged by the TCP probe below
+            if let connection {
+                refusedLogins = 0
+                let cancelled = CancellationFlag()
+                await withTaskCancellationHandler {
+                    await connection.waitUntilServerSpeaks { [weak self] in cancelled.isSet || self?.target != target || self?.gone != nil }
+                } onCancel: {
+                    cancelled.set()
+                }
+                connection.close()
+                guard self.target == target, gone == nil else { continue }
             }
-            if ending == .unwanted { continue }
             // Its refusal alone says it: no need to wait for the API's answer (the API watch, which
             // follows a gone node up, asks it).
-            let postgres = target.postgres
             if await TCPProbe.isReachable(host: postgres.host.value, port: postgres.port.value, timeout: .milliseconds(300)) {
-                // Closed while PostgreSQL still answers (its authentication_timeout, a backend's crash
-                // recovery): held again — after a pause when it refused this one, not a busy loop.
-                if ending == .refused { try? await Task.sleep(for: .milliseconds(200)) }  // ignored: cancelled, the loop ends
+                // Ended while PostgreSQL still answers (a backend's crash recovery, a shutdown under
+                // way, a server that will not let the agent in): looked at again, not a busy loop.
+                if connection == nil { refusedLogins += 1 }
+                let wait = min(Duration.milliseconds(200) * (1 << min(refusedLogins, 8)), .seconds(30))
+                try? await Task.sleep(for: wait)  // ignored: cancelled, the loop ends
                 continue
             }
             if found(Self.refusing(postgres), for: target) { wake() }

@@ -123,7 +123,7 @@ struct PgBouncerAgentLoop {
         self.client = client
         self.logger = logger
         self.pauseBound = pauseBound
-        leaderNode = LeaderNodeWatch(transport: transport)
+        leaderNode = LeaderNodeWatch(transport: transport, passfile: settings.passfile)
     }
 
     /// The agent checks every second that the leader it routes to still holds the lock (one small read):
@@ -152,7 +152,7 @@ struct PgBouncerAgentLoop {
         // before the reads of Consul below — a client retrying meanwhile would meet pgbouncer's "cannot
         // connect to server". The full decision then holds too, until another node leads.
         if case .route? = lastRouting, !held, leaderNode.gone != nil {
-            do { try await hold() } catch { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
+            do { try await hold(acknowledging: false) } catch { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
         }
         // The tick between full decisions: confirm that the leader decided from still holds the lock (a
         // failed read is not ignored: the full decision below meets the same failure and handles it).
@@ -198,7 +198,7 @@ struct PgBouncerAgentLoop {
                 logger.error("Not touching pgbouncer", metadata: ["reason": "\(reason)"])
                 problem = reason
             case .hold(let reason, let ack):
-                try await hold()
+                try await hold(acknowledging: ack != nil)
                 acknowledge = ack
                 problem = decidedAt.map { ContinuousClock.now - $0 < fenceAfter } ?? false ? nil : reason
             case .route(let host, let port, let ack):
@@ -335,38 +335,48 @@ struct PgBouncerAgentLoop {
         }
     }
 
-    /// PAUSE: new transactions wait, those in flight finish. Bounded: past `pauseBound` the remaining
-    /// connections are killed (their clients see one error) so the switchover is never held forever.
-    mutating func hold() async throws {
+    /// PAUSE: new transactions wait, those in flight finish. pgbouncer holds new queries from the moment
+    /// it takes the command, but answers it only once every server connection is released — never, for
+    /// one whose server died silently (a machine gone from the network), until TCP gives up. So the agent
+    /// waits for that answer only when a switchover asked for it (`acknowledging`: the old primary stops
+    /// once every pgbouncer says its transactions finished), and then at most `pauseBound`, after which it
+    /// asks pgbouncer to kill what remains (their clients see one error; pgbouncer 1.18 refuses while
+    /// paused, and those connections end with their server). For a failover it waits a moment at most:
+    /// nothing in flight on a dead server will finish, and the agent must be free to route clients to
+    /// the next leader the moment it leads. Either way pgbouncer stays paused until the agent resumes it.
+    mutating func hold(acknowledging: Bool) async throws {
         let connection = try await console()
-        let bound = pauseBound
-        enum Outcome: Sendable { case paused(PostgresError?), timedOut }
-        let outcome = try await withThrowingTaskGroup(of: Outcome.self) { group in
-            group.addTask {
-                do { try await connection.simpleQuery("PAUSE") } catch let error as PostgresError { return .paused(error) }
-                return .paused(nil)
-            }
-            group.addTask {
-                try await Task.sleep(for: bound)
-                return .timedOut
-            }
-            var first = try await group.next()
-            if case .timedOut? = first {
+        let bound = acknowledging ? pauseBound : .milliseconds(200)
+        do {
+            try await connection.simpleQuery("PAUSE", timeout: bound)
+        } catch let error as PostgresError where error.message.contains("already suspended/paused") {
+            // Paused already: nothing to do.
+        } catch let error as PostgresError where error.sqlState == "57014" {
+            admin = nil  // the bounded query closed the console; pgbouncer stays paused
+            if acknowledging {
                 logger.warning("PAUSE did not finish in time; killing the remaining connections", metadata: ["pgbouncer.bound": "\(bound)"])
-                let side = try await connectToConsole()
-                defer { side.close() }
-                for row in try await side.simpleQuery("SHOW DATABASES") {
-                    guard let name = row.first ?? nil, name != "pgbouncer" else { continue }
-                    _ = try? await side.simpleQuery("KILL \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\"")  // ignored: the PAUSE answer says the rest
-                }
-                first = try await group.next()
+                try await killRemainingConnections()
+            } else {
+                logger.info("Paused; transactions in flight on the old leader are left to end with it")
             }
-            group.cancelAll()
-            return first
         }
-        if case .paused(let error?)? = outcome, !error.message.contains("already suspended/paused") { throw error }
         if !held { logger.notice("pgbouncer paused") }
         held = true
+    }
+
+    /// KILL of every database's connections, for a PAUSE that did not finish in time.
+    func killRemainingConnections() async throws {
+        let side = try await connectToConsole()
+        defer { side.close() }
+        for row in try await side.simpleQuery("SHOW DATABASES", timeout: .seconds(2)) {
+            guard let name = row.first ?? nil, name != "pgbouncer" else { continue }
+            do {
+                try await side.simpleQuery("KILL \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\"", timeout: .seconds(2))
+            } catch {
+                logger.warning("pgbouncer does not kill the remaining connections", metadata: ["pgbouncer.database": "\(name)", "error": "\(error)"])
+                return
+            }
+        }
     }
 
     /// Points pgbouncer at `host:port` (the file first, atomically, then RELOAD) and lets clients in.

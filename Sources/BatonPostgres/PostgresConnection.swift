@@ -183,16 +183,35 @@ public final class PostgresConnection: @unchecked Sendable {
         if let raw { PQfinish(raw) }
     }
 
-    /// Sends the query, then waits on the socket until the whole answer is in or the deadline passes.
-    private func boundedQuery(_ sql: String, _ parameters: [String?], deadline: ContinuousClock.Instant, timeout: Duration) throws -> [[String?]] {
-        guard let raw else { throw PostgresError("the connection is closed") }
-        let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
-        defer { cStrings.forEach { free($0) } }
-        let sent: Int32 = cStrings.withUnsafeBufferPointer { buffer in
-            buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { values in
-                PQsendQueryParams(raw, sql, Int32(parameters.count), nil, parameters.isEmpty ? nil : values, nil, nil, 0)
+    /// ``simpleQuery(_:)`` bounded like ``query(_:_:timeout:)``: past `timeout` the query is cancelled
+    /// and the connection closed, and the error (SQLSTATE 57014) says so.
+    @discardableResult
+    public func simpleQuery(_ sql: String, timeout: Duration) async throws -> [[String?]] {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(
+                    with: Result { try self.bounded(deadline: ContinuousClock.now + timeout, timeout: timeout) { PQsendQuery($0, sql) } })
             }
         }
+    }
+
+    /// Sends the query, then waits on the socket until the whole answer is in or the deadline passes.
+    private func boundedQuery(_ sql: String, _ parameters: [String?], deadline: ContinuousClock.Instant, timeout: Duration) throws -> [[String?]] {
+        let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
+        defer { cStrings.forEach { free($0) } }
+        return try bounded(deadline: deadline, timeout: timeout) { raw in
+            cStrings.withUnsafeBufferPointer { buffer in
+                buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: max(buffer.count, 1)) { values in
+                    PQsendQueryParams(raw, sql, Int32(parameters.count), nil, parameters.isEmpty ? nil : values, nil, nil, 0)
+                }
+            }
+        }
+    }
+
+    /// Sends with `send`, then waits on the socket until the whole answer is in or the deadline passes.
+    private func bounded(deadline: ContinuousClock.Instant, timeout: Duration, send: (OpaquePointer) -> Int32) throws -> [[String?]] {
+        guard let raw else { throw PostgresError("the connection is closed") }
+        let sent = send(raw)
         guard sent == 1 else { throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)) }
         var pfd = pollfd(fd: PQsocket(raw), events: Int16(POLLIN), revents: 0)
         while PQisBusy(raw) == 1 {

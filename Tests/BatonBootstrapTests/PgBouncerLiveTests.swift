@@ -296,11 +296,12 @@ extension MonitorLiveTests {
             let failures = clients.map(\.failures)
             let pause = clients.map(\.longestGap).max() ?? .zero
             print("\(fault) killed, 8 clients through a replica's pgbouncer: failed transactions per client \(failures), longest pause \(pause.millisecondCount) ms")
-            // The transaction in flight fails; the client's retries 20 ms apart may meet pgbouncer's failed
-            // login to the dead server before the PAUSE lands (main: 43–54 failures per client for a node,
-            // 1–2 for a postmaster; now 1–2 for both in most runs, up to 4 for a postmaster:
-            // scripts/bench-pause.sh).
-            #expect(failures.allSatisfy { $0 <= (fault == "node" ? 3 : 5) }, "failed transactions per client: \(failures)")
+            // The transaction in flight fails; nothing else should: the agents PAUSE the moment the
+            // leader's API or PostgreSQL connection closes and it does not answer (main: 43–54 failures per
+            // client for a node, 1–2 for a postmaster; now at most 1 in 20 of 20 runs of
+            // scripts/bench-pause.sh 10). One more is tolerated here for a loaded CI machine, where a
+            // client's retry 20 ms after its error may still beat the PAUSE.
+            #expect(failures.allSatisfy { $0 <= 2 }, "failed transactions per client: \(failures)")
         }
     }
 }
