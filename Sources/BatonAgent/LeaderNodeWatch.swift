@@ -3,6 +3,7 @@ import BatonCore
 import BatonHTTP
 import BatonPostgres
 import ConsulAPI
+import Logging
 import Synchronization
 
 /// The pgbouncer agent's watch on the node of the leader it routes to, so that an unplanned failover is
@@ -34,20 +35,30 @@ final class LeaderNodeWatch: Sendable {
         }
     }
 
-    private let state = Mutex<(target: Target?, gone: String?)>((nil, nil))
+    private struct State {
+        var target: Target?
+        var gone: String?
+        /// An emergency PAUSE (`run`'s `pauseNow`) is under way.
+        var pausing = false
+    }
+
+    private let state = Mutex(State())
     private let transport: CurlTransport
     /// This node's replication passfile (``BootstrapSettings/passfile``).
     private let passfile: SafePath
 
-    init(transport: CurlTransport, passfile: SafePath) {
+    private let logger: Logger
+
+    init(transport: CurlTransport, passfile: SafePath, logger: Logger) {
         self.transport = transport
         self.passfile = passfile
+        self.logger = logger
     }
 
     /// The node routed to now (nil: none); a new one is watched afresh.
     func follow(_ target: Target?) {
         state.withLock { s in
-            if s.target != target { s = (target, nil) }
+            if s.target != target { (s.target, s.gone) = (target, nil) }
         }
     }
 
@@ -58,27 +69,53 @@ final class LeaderNodeWatch: Sendable {
 
     private var target: Target? { state.withLock { $0.target } }
 
-    /// Records what the probe found for `target`; whether that changed anything.
-    private func found(_ how: String?, for target: Target) -> Bool {
+    /// Records what the probe found for `target`: whether that changed anything, and whether the node
+    /// just went from answering to gone (an emergency PAUSE is then under way until ``pauseDelivered()``).
+    private func found(_ how: String?, for target: Target) -> (changed: Bool, wentGone: Bool) {
         state.withLock { s in
-            guard s.target == target, s.gone != how else { return false }
+            guard s.target == target, s.gone != how else { return (false, false) }
+            let wentGone = s.gone == nil
             s.gone = how
-            return true
+            if wentGone { s.pausing = true }
+            return (true, wentGone)
+        }
+    }
+
+    private func pauseDelivered() { state.withLock { $0.pausing = false } }
+
+    /// Returns once no emergency PAUSE is under way (at most `limit`): the agent resumes pgbouncer only
+    /// after, so that a PAUSE sent for the old leader never lands after the RESUME for the new one.
+    func untilNoPauseUnderWay(limit: Duration = .seconds(3)) async {
+        let end = ContinuousClock.now + limit
+        while state.withLock({ $0.pausing }), ContinuousClock.now < end {
+            try? await Task.sleep(for: .milliseconds(5))  // ignored: cancelled, the agent stops anyway
         }
     }
 
     /// Runs until cancelled; `wake` when the followed node is found gone or back.
-    func run(wake: @escaping @Sendable () -> Void) async {
+    /// - Parameter pauseNow: called the moment the followed node is found gone, before `wake`: holds
+    ///   pgbouncer's clients at once, without waiting for the agent's loop to come round.
+    func run(wake: @escaping @Sendable () -> Void, pauseNow: @escaping @Sendable () async -> Void = {}) async {
+        let report: @Sendable (String?, Target) async -> Void = { [weak self] verdict, target in
+            guard let self else { return }
+            let (changed, wentGone) = self.found(verdict, for: target)
+            guard changed else { return }
+            if wentGone {
+                await pauseNow()
+                self.pauseDelivered()
+            }
+            wake()
+        }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.watchAPI(wake: wake) }
-            group.addTask { await self.watchPostgres(wake: wake) }
+            group.addTask { await self.watchAPI(report: report) }
+            group.addTask { await self.watchPostgres(report: report) }
         }
     }
 
     /// The idle session on the followed leader's PostgreSQL: when it ends and PostgreSQL refuses new
     /// connections, the node is gone (its API then brings it back, through ``probe(_:)``, once
     /// PostgreSQL answers again).
-    private func watchPostgres(wake: @escaping @Sendable () -> Void) async {
+    private func watchPostgres(report: @Sendable (String?, Target) async -> Void) async {
         // Logins refused in a row while PostgreSQL answers (starting, shutting down, or a passfile that
         // does not let the agent in): each doubles the wait before the next, up to 30 s, so that a
         // wrong password is not a line in PostgreSQL's log five times a second.
@@ -92,8 +129,20 @@ final class LeaderNodeWatch: Sendable {
             let conninfo = ConnInfo.make([
                 ("host", postgres.host.value), ("port", String(postgres.port.value)), ("user", PostgresFiles.replicationUser),
                 ("dbname", "postgres"), ("passfile", passfile.value), ("connect_timeout", "1"), ("application_name", "baton-pgbouncer-agent"),
+                // A machine that vanished closes nothing: keepalives end the session 1–2 s after its last answer.
+                ("keepalives", "1"), ("keepalives_idle", "1"), ("keepalives_interval", "1"), ("keepalives_count", "1"),
             ])
-            let connection = try? await PostgresConnection.connect(conninfo)  // ignored: judged by the TCP probe below
+            var connection: PostgresConnection? = nil
+            do {
+                connection = try await PostgresConnection.connect(conninfo)
+            } catch {
+                // Judged by the TCP probe below; said once, since without the session a dead postmaster
+                // is seen only once its monitor released the lock.
+                if refusedLogins == 0 {
+                    logger.warning(
+                        "Cannot hold a session on the leader's PostgreSQL; its death will be seen later", metadata: ["leader": "\(target.node)", "error": "\(error)"])
+                }
+            }
             if let connection {
                 refusedLogins = 0
                 let cancelled = CancellationFlag()
@@ -115,12 +164,12 @@ final class LeaderNodeWatch: Sendable {
                 try? await Task.sleep(for: wait)  // ignored: cancelled, the loop ends
                 continue
             }
-            if found(Self.refusing(postgres), for: target) { wake() }
+            await report(Self.refusing(postgres), target)
         }
     }
 
     /// The idle connection to the followed leader's node API, and the follow-up of a node found gone.
-    private func watchAPI(wake: @escaping @Sendable () -> Void) async {
+    private func watchAPI(report: @Sendable (String?, Target) async -> Void) async {
         // When the API went away while PostgreSQL still answered: a monitor restarting, or the first
         // process of a dying node — looked at every 100 ms for two seconds, then every second.
         var apiLostAt: ContinuousClock.Instant? = nil
@@ -135,7 +184,9 @@ final class LeaderNodeWatch: Sendable {
                 let ending = await withTaskCancellationHandler {
                     await TCPProbe.holdIdle(
                         host: target.api.host.value, port: target.api.port.value, connectTimeout: .milliseconds(500),
-                        stillWanted: { [weak self] in !cancelled.isSet && self?.target == target })
+                        // Let go once the node is found gone (by the PostgreSQL watch): this loop
+                        // then looks at it until it answers again.
+                        stillWanted: { [weak self] in !cancelled.isSet && self?.target == target && self?.gone == nil })
                 } onCancel: {
                     cancelled.set()
                 }
@@ -144,7 +195,7 @@ final class LeaderNodeWatch: Sendable {
                     continue
                 }
                 let verdict = await probe(target)
-                if found(verdict, for: target) { wake() }
+                await report(verdict, target)
                 if verdict == nil, ending == .refused {
                     // The API refuses while its PostgreSQL answers: not a busy loop of connections.
                     let since = apiLostAt ?? .now
@@ -156,7 +207,7 @@ final class LeaderNodeWatch: Sendable {
             } else {
                 // Gone: looked at again five times a second, so that routing resumes as soon as it answers.
                 try? await Task.sleep(for: .milliseconds(200))  // ignored: cancelled, the loop ends
-                if found(await probe(target), for: target) { wake() }
+                await report(await probe(target), target)
             }
         }
     }

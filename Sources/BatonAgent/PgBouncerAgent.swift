@@ -47,7 +47,25 @@ public struct PgBouncerAgent: Service {
         let keys = settings.keys
         let leaderNode = loop.leaderNode
         await withDiscardingTaskGroup { group in
-            group.addTask { await leaderNode.run(wake: { wake.yield(true) }) }
+            let settings = settings
+            let logger = logger
+            group.addTask {
+                await leaderNode.run(
+                    wake: { wake.yield(true) },
+                    pauseNow: {
+                        // A console connection of its own: the loop's may be busy with Consul's reads.
+                        // The loop's next pass finds pgbouncer paused ("already suspended/paused").
+                        do {
+                            let console = try await PgBouncerAgentLoop.connectToConsole(settings)
+                            defer { console.close() }
+                            try await console.simpleQuery("PAUSE", timeout: .milliseconds(200))
+                        } catch let error as PostgresError where error.message.contains("already suspended/paused") || error.sqlState == "57014" {
+                            // Paused already, or paused with transactions still in flight on the gone node.
+                        } catch {
+                            logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"])
+                        }
+                    })
+            }
             group.addTask { [client] in await watchLeaderHolder(client: client, key: keys.leader, wake: { wake.yield(true) }) }
             group.addTask { [client] in
                 for await _ in ConsulWatch(wait: .seconds(30), query: { try await client.list(keys.nodesPrefix, $0) }) { wake.yield(true) }
@@ -123,7 +141,7 @@ struct PgBouncerAgentLoop {
         self.client = client
         self.logger = logger
         self.pauseBound = pauseBound
-        leaderNode = LeaderNodeWatch(transport: transport, passfile: settings.passfile)
+        leaderNode = LeaderNodeWatch(transport: transport, passfile: settings.passfile, logger: logger)
     }
 
     /// The agent checks every second that the leader it routes to still holds the lock (one small read):
@@ -152,7 +170,14 @@ struct PgBouncerAgentLoop {
         // before the reads of Consul below — a client retrying meanwhile would meet pgbouncer's "cannot
         // connect to server". The full decision then holds too, until another node leads.
         if case .route? = lastRouting, !held, leaderNode.gone != nil {
-            do { try await hold(acknowledging: false) } catch { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
+            do {
+                try await hold(acknowledging: false)
+                // Idle server connections to the gone node are closed now (a vanished machine's would
+                // hang the first query given one until TCP gives up); busy ones when released.
+                try await command("RECONNECT")
+            } catch {
+                logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"])
+            }
         }
         // The tick between full decisions: confirm that the leader decided from still holds the lock (a
         // failed read is not ignored: the full decision below meets the same failure and handles it).
@@ -317,7 +342,10 @@ struct PgBouncerAgentLoop {
     }
 
     /// A new connection to the admin console.
-    func connectToConsole() async throws -> PostgresConnection {
+    func connectToConsole() async throws -> PostgresConnection { try await Self.connectToConsole(settings) }
+
+    /// A new connection to the admin console of the pgbouncer `settings` describe.
+    static func connectToConsole(_ settings: BootstrapSettings) async throws -> PostgresConnection {
         let conninfo = ConnInfo.make([
             ("host", settings.pgSocketDirectory.value), ("port", String(settings.pgbouncerPort.value)), ("user", "pgbouncer"),
             ("dbname", "pgbouncer"), ("connect_timeout", "2"),
@@ -407,6 +435,7 @@ struct PgBouncerAgentLoop {
             try await command("RECONNECT")
             consoleUnreloaded = false
         }
+        await leaderNode.untilNoPauseUnderWay()
         try await command("RESUME", tolerating: "not paused")
         if held { logger.notice("pgbouncer resumed", metadata: ["pgbouncer.target": "\(wanted)"]) }
         held = false
