@@ -93,18 +93,20 @@ final class LeaderNodeWatch: Sendable {
     }
 
     /// Runs until cancelled; `wake` when the followed node is found gone or back.
-    /// - Parameter pauseNow: called the moment the followed node is found gone, before `wake`: holds
-    ///   pgbouncer's clients at once, without waiting for the agent's loop to come round.
+    /// - Parameter pauseNow: called the moment the followed node is found gone, beside `wake`: holds
+    ///   pgbouncer's clients at once, without waiting for a busy agent loop to come round.
     func run(wake: @escaping @Sendable () -> Void, pauseNow: @escaping @Sendable () async -> Void = {}) async {
         let report: @Sendable (String?, Target) async -> Void = { [weak self] verdict, target in
             guard let self else { return }
             let (changed, wentGone) = self.found(verdict, for: target)
             guard changed else { return }
+            // The loop first: when idle, it pauses at once over the console it holds open; the
+            // emergency PAUSE covers a loop busy reading Consul. Whichever lands first holds clients.
+            wake()
             if wentGone {
                 await pauseNow()
                 self.pauseDelivered()
             }
-            wake()
         }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.watchAPI(report: report) }
