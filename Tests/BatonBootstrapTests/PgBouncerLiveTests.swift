@@ -298,9 +298,9 @@ extension MonitorLiveTests {
             print("\(fault) killed, 8 clients through a replica's pgbouncer: failed transactions per client \(failures), longest pause \(pause.millisecondCount) ms")
             // The transaction in flight fails; nothing else should: the agents PAUSE the moment the
             // leader's API or PostgreSQL connection closes and it does not answer (main: 43–54 failures per
-            // client for a node, 1–2 for a postmaster; now at most 1 in 20 of 20 runs of
-            // scripts/bench-pause.sh 10). One more is tolerated here for a loaded CI machine, where a
-            // client's retry 20 ms after its error may still beat the PAUSE.
+            // client for a node, 1–2 for a postmaster; now at most 1 in 17 of 20 runs of
+            // scripts/bench-pause.sh 10, 2 in the others: a client's retry 20 ms after its error may
+            // still beat the PAUSE). Hence 2, not 1.
             #expect(failures.allSatisfy { $0 <= 2 }, "failed transactions per client: \(failures)")
         }
     }
