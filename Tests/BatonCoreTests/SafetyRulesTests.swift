@@ -83,6 +83,20 @@ struct SafetyRulesTests {
         #expect(snapshot([("pg1", MemberStatus(local: .down(standbySignal: false), decision: "", time: 1))]).lastPrimaryPosition == nil)
     }
 
+    @Test("a local PostgreSQL that just stopped answering is looked at again within 100 ms for 2 s, then every loop_wait")
+    func unresponsiveLookedAtSoon() {
+        let start = ContinuousClock.now
+        let config = ClusterConfig()
+        var memory = MonitorState()
+        #expect(memory.nextInterval(config: config, at: start) == config.loopWait.swiftDuration, "answering: every loop_wait")
+        memory.noteLocal(.unresponsive(standbySignal: false, postmaster: true), at: start)
+        for (after, expected) in [(0, 100), (500, 100), (1999, 100), (2000, 1000), (30_000, 1000)] {
+            #expect(memory.nextInterval(config: config, at: start + .milliseconds(after)) == .milliseconds(expected), "\(after) ms after it stopped answering")
+        }
+        memory.noteLocal(.down(standbySignal: false), at: start + .milliseconds(300))
+        #expect(memory.nextInterval(config: config, at: start + .milliseconds(300)) == config.loopWait.swiftDuration, "down is not unresponsive")
+    }
+
     @Test("the monitor remembers the primary's position through a crash and a restart of its own")
     func monitorRemembersThePrimary() throws {
         let start = ContinuousClock.now
