@@ -13,9 +13,10 @@ import Synchronization
 /// the API whether the node still leads (`/primary`) and, if the API does not answer, whether its
 /// PostgreSQL still accepts connections (a monitor restarting is no reason to stop routing).
 ///
-/// It also holds an idle session on the leader's PostgreSQL (the replication role, database
-/// `postgres`, the node's passfile — what pg_rewind uses). A postmaster killed takes its backends with
-/// it, this session's too, so the agent learns of it at once — before the leader's monitor has released
+/// It also holds a session on the leader's PostgreSQL (the replication role, database `postgres`, the
+/// node's passfile — what pg_rewind uses), pinging it (`SELECT 1`) four times a second so that a machine
+/// gone silent is found within about a second. A postmaster killed takes its backends with it, this
+/// session's too, so the agent learns of it at once — before the leader's monitor has released
 /// the lock and Consul has told the agents — and clients wait from then on instead of failing against
 /// a server that refuses them (pgbouncer answers every query that finds no server "cannot connect to
 /// server" until it is paused). A PostgreSQL that refuses connections counts as gone whatever the API
@@ -130,13 +131,18 @@ final class LeaderNodeWatch: Sendable {
             let postgres = target.postgres
             let conninfo = ConnInfo.make([
                 ("host", postgres.host.value), ("port", String(postgres.port.value)), ("user", PostgresFiles.replicationUser),
-                ("dbname", "postgres"), ("passfile", passfile.value), ("connect_timeout", "1"), ("application_name", "baton-pgbouncer-agent"),
-                // A machine that vanished closes nothing: keepalives end the session 1–2 s after its last answer.
+                ("dbname", "postgres"), ("passfile", passfile.value), ("application_name", "baton-pgbouncer-agent"),
+                // A machine that vanished closes nothing: the pings find it (keepalives are the backstop).
                 ("keepalives", "1"), ("keepalives_idle", "1"), ("keepalives_interval", "1"), ("keepalives_count", "1"),
             ])
             var connection: PostgresConnection? = nil
+            var unanswered = false
             do {
-                connection = try await PostgresConnection.connect(conninfo)
+                connection = try await PostgresConnection.connect(conninfo, timeout: Self.connectTimeout)
+            } catch let error as PostgresError where error.sqlState == "08001" {
+                // Accepted but not answered (a frozen or overloaded machine): not a refusal, so no
+                // backoff — the TCP probe below tells whether it is still there, each round.
+                unanswered = true
             } catch {
                 // Judged by the TCP probe below; said once, since without the session a dead postmaster
                 // is seen only once its monitor released the lock.
@@ -147,12 +153,7 @@ final class LeaderNodeWatch: Sendable {
             }
             if let connection {
                 refusedLogins = 0
-                let cancelled = CancellationFlag()
-                await withTaskCancellationHandler {
-                    await connection.waitUntilServerSpeaks { [weak self] in cancelled.isSet || self?.target != target || self?.gone != nil }
-                } onCancel: {
-                    cancelled.set()
-                }
+                await holdUntilSilent(connection, target: target)
                 connection.close()
                 guard self.target == target, gone == nil else { continue }
             }
@@ -161,7 +162,7 @@ final class LeaderNodeWatch: Sendable {
             if await TCPProbe.isReachable(host: postgres.host.value, port: postgres.port.value, timeout: .milliseconds(300)) {
                 // Ended while PostgreSQL still answers (a backend's crash recovery, a shutdown under
                 // way, a server that will not let the agent in): looked at again, not a busy loop.
-                if connection == nil { refusedLogins += 1 }
+                if connection == nil, !unanswered { refusedLogins += 1 }
                 let wait = min(Duration.milliseconds(200) * (1 << min(refusedLogins, 8)), .seconds(30))
                 try? await Task.sleep(for: wait)  // ignored: cancelled, the loop ends
                 continue
@@ -169,6 +170,39 @@ final class LeaderNodeWatch: Sendable {
             await report(Self.refusing(postgres), target)
         }
     }
+
+    /// Holds the session until it ends — at once when the postmaster dies (its backends die with it)
+    /// — or the server stops answering: a machine gone from the network closes nothing, and TCP
+    /// keepalives find that out only after 2 s, when pgbouncer's own server connections to it fail
+    /// (`tcp_user_timeout`) and clients would retry into them. So the session pings every
+    /// ``pingEvery`` and lets go when no answer comes within ``pingTimeout``; the caller then tells a
+    /// dead node (nothing accepts a connection) from a busy one. Returns also when the target changes,
+    /// the node is found gone otherwise, or the task is cancelled.
+    private func holdUntilSilent(_ connection: PostgresConnection, target: Target) async {
+        let cancelled = CancellationFlag()
+        await withTaskCancellationHandler {
+            while true {
+                let pingAt = ContinuousClock.now + Self.pingEvery
+                await connection.waitUntilServerSpeaks { [weak self] in
+                    cancelled.isSet || self?.target != target || self?.gone != nil || ContinuousClock.now >= pingAt
+                }
+                guard !cancelled.isSet, self.target == target, gone == nil else { return }
+                // Also after the server spoke unasked: on a closed session the ping fails at once.
+                do { try await connection.ping(timeout: Self.pingTimeout) } catch { return }
+            }
+        } onCancel: {
+            cancelled.set()
+        }
+    }
+
+    /// How often the session on the leader's PostgreSQL is asked whether it still answers, and how long
+    /// an answer may take: a silent machine is found 0.7–1.2 s after its last answer (with the TCP probe
+    /// that follows), before pgbouncer's own server connections give up on it (`tcp_user_timeout` 2 s).
+    static let pingEvery = Duration.milliseconds(250)
+    static let pingTimeout = Duration.milliseconds(400)
+    /// A login takes longer than a ping (SCRAM); a server that accepts TCP but lets nobody in within
+    /// this is looked at again (TCP probe, then a new login) without backing off.
+    static let connectTimeout = Duration.milliseconds(700)
 
     /// The idle connection to the followed leader's node API, and the follow-up of a node found gone.
     private func watchAPI(report: @Sendable (String?, Target) async -> Void) async {

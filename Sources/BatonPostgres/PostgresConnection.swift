@@ -38,6 +38,38 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Connects like ``connect(_:)`` but gives up after `timeout`, which may be under a second (libpq's
+    /// own `connect_timeout` is whole seconds, at least 2): a server that accepts TCP but never answers
+    /// — a frozen machine — costs no more than `timeout`. The error then has SQLSTATE 08001 and says so;
+    /// a server that answered with a refusal gives its own message.
+    public static func connect(_ conninfo: String, timeout: Duration) async throws -> PostgresConnection {
+        let queue = DispatchQueue(label: "baton.pq")
+        return try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: polledConnect(conninfo, deadline: ContinuousClock.now + timeout, timeout: timeout, queue: queue)) }
+        }
+    }
+
+    /// libpq's non-blocking connect (PQconnectStart, then PQconnectPoll whenever the socket is ready)
+    /// with a deadline of the caller's.
+    private static func polledConnect(_ conninfo: String, deadline: ContinuousClock.Instant, timeout: Duration, queue: DispatchQueue) -> Result<PostgresConnection, Error> {
+        guard let conn = PQconnectStart(conninfo) else { return .failure(PostgresError("libpq could not allocate a connection")) }
+        guard PQstatus(conn) != CONNECTION_BAD else { return established(conn, queue: queue) }
+        var state = PGRES_POLLING_WRITING  // libpq's documented first step after PQconnectStart
+        while state != PGRES_POLLING_OK, state != PGRES_POLLING_FAILED {
+            let left = deadline - ContinuousClock.now
+            var pfd = pollfd(fd: PQsocket(conn), events: Int16(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), revents: 0)
+            guard left > .zero, pfd.fd >= 0 else {
+                PQfinish(conn)
+                return .failure(PostgresError(sqlState: "08001", "PostgreSQL did not let this connection in within \(timeout)"))
+            }
+            let milliseconds = left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000
+            // Not ready yet (or interrupted): the deadline is looked at again.
+            guard poll(&pfd, 1, Int32(max(1, min(milliseconds, 1000)))) > 0 else { continue }
+            state = PQconnectPoll(conn)
+        }
+        return established(conn, queue: queue)
+    }
+
     /// Connects over a Unix socket with the peer credentials of `uid` instead of this process's
     /// (pgbouncer lets its own OS user into the admin console without a password): the connecting
     /// thread alone takes that effective user ID for the call, then returns to its own.
@@ -195,6 +227,19 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
+    /// Whether the server still answers: `SELECT 1`, given up after `timeout` — then the connection
+    /// is closed and the error (SQLSTATE 57014) says so. Unlike a bounded query it sends no cancel
+    /// request on timeout: that opens a connection of its own and waits for the server's answer, which
+    /// a machine that went silent never gives.
+    public func ping(timeout: Duration) async throws {
+        _ = try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(
+                    with: Result { try self.bounded(deadline: ContinuousClock.now + timeout, timeout: timeout, cancelling: false) { PQsendQuery($0, "SELECT 1") } })
+            }
+        }
+    }
+
     /// Sends the query, then waits on the socket until the whole answer is in or the deadline passes.
     private func boundedQuery(_ sql: String, _ parameters: [String?], deadline: ContinuousClock.Instant, timeout: Duration) throws -> [[String?]] {
         let cStrings: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
@@ -209,7 +254,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Sends with `send`, then waits on the socket until the whole answer is in or the deadline passes.
-    private func bounded(deadline: ContinuousClock.Instant, timeout: Duration, send: (OpaquePointer) -> Int32) throws -> [[String?]] {
+    private func bounded(deadline: ContinuousClock.Instant, timeout: Duration, cancelling: Bool = true, send: (OpaquePointer) -> Int32) throws -> [[String?]] {
         guard let raw else { throw PostgresError("the connection is closed") }
         let sent = send(raw)
         guard sent == 1 else { throw PostgresError(String(cString: PQerrorMessage(raw)).trimmingCharacters(in: .whitespacesAndNewlines)) }
@@ -218,7 +263,7 @@ public final class PostgresConnection: @unchecked Sendable {
             let left = deadline - ContinuousClock.now
             guard left > .zero else {
                 // Nothing more may come: cancel what runs (the server may be alive) and drop the session.
-                cancel()
+                if cancelling { cancel() }
                 PQfinish(raw)
                 self.raw = nil
                 throw PostgresError(sqlState: "57014", "PostgreSQL did not answer within \(timeout)")
