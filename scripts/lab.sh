@@ -15,6 +15,8 @@
 #   scripts/lab.sh page-url N        the address of node N's status page (GET / on its API)
 #   scripts/lab.sh kill-postgres N   kill -9 of node N's postmaster
 #   scripts/lab.sh kill-node N       kill -9 of every process of node N (the node dies)
+#   scripts/lab.sh freeze-node N     SIGSTOP of every process of node N (a hung machine: nothing it runs
+#                                    says a word, not even a dying keepalived); thaw-node N continues them
 #   scripts/lab.sh start-node N      start node N's daemons again (after kill-node)
 #   scripts/lab.sh partition N       cut node N's link;  scripts/lab.sh heal N  restores it
 #   scripts/lab.sh stop-consul       stop the Consul server;  scripts/lab.sh start-consul  starts it
@@ -48,6 +50,7 @@ host_ip=$net.254
 consul_ip=$net.253
 
 mode() { cat "$lab/mode" 2>/dev/null || echo none; }
+require_netns() { [ "$(mode)" = netns ] || { echo "lab.sh $1: needs the lab in network namespaces (this one runs as '$(mode)')" >&2; exit 2; }; }
 ns() { echo "baton-lab-$1"; }
 nodes() { cat "$lab/nodes" 2>/dev/null || echo 0; }
 # in N CMD…: run CMD in node N's namespace (directly on loopback).
@@ -256,6 +259,8 @@ case "$cmd" in
   kill-node)
     if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9 2>/dev/null || true
     else for p in $(awk '{print $1}' "$lab/pids"); do grep -q "n$1/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done; kill -9 "$(postmaster "$1")" 2>/dev/null || true; fi ;;
+  freeze-node) require_netns freeze-node; ip netns pids "$(ns "$1")" | xargs -r kill -STOP 2>/dev/null || true ;;
+  thaw-node) require_netns thaw-node; ip netns pids "$(ns "$1")" | xargs -r kill -CONT 2>/dev/null || true ;;
   start-node) rm -f "$lab/n$1"/*.pid "$lab/n$1/pgbouncer/pgbouncer.pid"; start_node "$1" ;;
   partition) ip netns exec "$(ns "$1")" ip link set eth0 down ;;
   heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;

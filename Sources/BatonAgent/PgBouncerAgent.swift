@@ -125,6 +125,10 @@ struct PgBouncerAgentLoop {
     private var fenceAfter = ClusterConfig().fenceAfter.swiftDuration
     /// The cluster's loop_wait as last read: how fresh this node's own report must be.
     private var loopWait = ClusterConfig().loopWait
+    /// `query_wait_timeout` while clients are held for a failover, from `pgbouncer_timeout` as last read.
+    private var failoverWait = PgBouncerIni.failoverQueryWaitTimeout(ClusterConfig())
+    /// pgbouncer's `query_wait_timeout` is lowered to ``failoverWait`` now (a failover hold).
+    private var waitBounded = false
     /// The API of the leader routed to: asked whether it still leads when Consul cannot be read.
     private var targetAPI: NodeAPIAddress?
     private var lastFailsafeNote: String?
@@ -247,6 +251,7 @@ struct PgBouncerAgentLoop {
         if let pair = try await client.get(keys.config, .consistent).value, let config = try? ClusterConfig(bytes: pair.value, key: pair.key) {
             fenceAfter = config.fenceAfter.swiftDuration
             loopWait = config.loopWait
+            failoverWait = PgBouncerIni.failoverQueryWaitTimeout(config)
         }
         var registrations: [NodeName: NodeRegistration] = [:]
         for pair in try await client.list(keys.nodesPrefix, .consistent).value {
@@ -390,6 +395,29 @@ struct PgBouncerAgentLoop {
         }
         if !held { logger.notice("pgbouncer paused") }
         held = true
+        if !acknowledging, !waitBounded {
+            // Clients wait for the next primary at most pgbouncer_timeout, then fail with pgbouncer's
+            // "query_wait_timeout" instead of waiting its two minutes (a switchover's pause is bounded by
+            // its own timeout). The file's value is back with the next RELOAD, or set back by `route`.
+            do {
+                try await console().simpleQuery("SET query_wait_timeout = \(failoverWait)")
+                waitBounded = true
+            } catch {
+                logger.warning("Cannot bound how long held clients wait (query_wait_timeout); they wait pgbouncer's own", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Whether the pgbouncer behind a new console connection, its file already pointing at `wanted`,
+    /// must still RELOAD (``PgBouncerIni/reloadNeeded(served:wanted:readOnlySuffix:)``).
+    mutating func reloadNeeded(toRouteTo wanted: Endpoint) async throws -> Bool {
+        let rows = try await console().simpleQuery("SHOW DATABASES")
+        let served = rows.compactMap { row in
+            row.first.flatMap { $0 }.map { name in
+                PgBouncerIni.ServedDatabase(name: name, host: row.count > 1 ? row[1] : nil, port: row.count > 2 ? row[2].flatMap { Int($0) } : nil)
+            }
+        }
+        return PgBouncerIni.reloadNeeded(served: served, wanted: wanted, readOnlySuffix: settings.readOnlySuffix)
     }
 
     /// KILL of every database's connections, for a PAUSE that did not finish in time.
@@ -429,12 +457,18 @@ struct PgBouncerAgentLoop {
             logger.notice("pgbouncer target rewritten", metadata: ["pgbouncer.target": "\(wanted)"])
         }
         _ = try await console()  // connects first when needed, which marks the console unreloaded
+        // A new console: the agent before this one may have left query_wait_timeout lowered.
+        let restoreWait = waitBounded || consoleUnreloaded
+        if consoleUnreloaded, !rewrite, try await !reloadNeeded(toRouteTo: wanted) { consoleUnreloaded = false }
         if rewrite || consoleUnreloaded {
-            try await command("RELOAD")
+            try await command("RELOAD")  // the file's query_wait_timeout too
             // Server connections still open to the old target close as soon as they are released.
             try await command("RECONNECT")
             consoleUnreloaded = false
+        } else if restoreWait {
+            try await command("SET query_wait_timeout = \(PgBouncerIni.queryWaitTimeout(text))")
         }
+        waitBounded = false
         await leaderNode.untilNoPauseUnderWay()
         try await command("RESUME", tolerating: "not paused")
         if held { logger.notice("pgbouncer resumed", metadata: ["pgbouncer.target": "\(wanted)"]) }

@@ -52,7 +52,9 @@ public struct ClusterConfig: Sendable, Equatable {
     public var fenceTimeout: GoDuration = .seconds(3)
     /// How long a switchover waits for every live pgbouncer agent to acknowledge that its pgbouncer
     /// paused (and, after the promotion, resumed); an agent that does not answer in time does not hold
-    /// the switchover up, and the event says which.
+    /// the switchover up, and the event says which. Also how long a client waits in a pgbouncer held
+    /// for a failover (its `query_wait_timeout` meanwhile, in whole seconds) before it fails with
+    /// "query_wait_timeout" rather than waiting on for a primary that does not come.
     public var pgbouncerTimeout: GoDuration = .seconds(5)
     /// A leader that cannot reach Consul keeps PostgreSQL writable as long as every other member
     /// confirms over its node API, each fence period, that it cannot reach Consul either or sees no

@@ -24,6 +24,61 @@ public enum PgBouncerIni {
         databaseLines(text).contains { isReadOnly($0.name, suffix: suffix) }
     }
 
+    /// One row of pgbouncer's `SHOW DATABASES`: a database it serves (a line of its file, or one it
+    /// registered from `*` when a client first asked for it) and where its servers are.
+    public struct ServedDatabase: Sendable, Equatable {
+        public var name: String
+        public var host: String?
+        public var port: Int?
+        public init(name: String, host: String?, port: Int?) {
+            (self.name, self.host, self.port) = (name, host, port)
+        }
+    }
+
+    /// Whether a pgbouncer the agent has just connected to must RELOAD to route to `wanted`, its file
+    /// already saying so: it may have read an older file (restarted while the agent rewrote it, or an
+    /// agent that died between its write and its RELOAD). A RELOAD is not free: pgbouncer counts a
+    /// database registered from `*` as changed on every RELOAD and closes its server connections —
+    /// those still logging in too, which fails the clients waiting for them ("server login has been
+    /// failing"). So it is RELOADed only when a database it serves points elsewhere, or when it serves
+    /// none yet (then it has no server connection a RELOAD could close).
+    public static func reloadNeeded(served: [ServedDatabase], wanted: Endpoint, readOnlySuffix: String?) -> Bool {
+        let routed = served.filter { $0.name != "pgbouncer" && !isReadOnly($0.name, suffix: readOnlySuffix) }
+        return routed.isEmpty || routed.contains { $0.host != wanted.host || $0.port != wanted.port }
+    }
+
+    /// pgbouncer's own default for `query_wait_timeout` (seconds).
+    public static let defaultQueryWaitTimeout = "120"
+
+    /// The `query_wait_timeout` the file sets in [pgbouncer] — a number of seconds, as pgbouncer reads it
+    /// — or pgbouncer's default when it sets none (or something that is not a number: pgbouncer would
+    /// not have started with it).
+    public static func queryWaitTimeout(_ text: String) -> String {
+        var inSettings = false
+        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") {
+                inSettings = line.lowercased() == "[pgbouncer]"
+                continue
+            }
+            guard inSettings, let equals = line.firstIndex(of: "="),
+                line[..<equals].trimmingCharacters(in: .whitespaces).lowercased() == "query_wait_timeout"
+            else { continue }
+            let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+            let isNumber = !value.isEmpty && value.count <= 12 && value.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") }
+            return isNumber ? value : defaultQueryWaitTimeout
+        }
+        return defaultQueryWaitTimeout
+    }
+
+    /// `query_wait_timeout` while an agent holds clients for a failover: `pgbouncer_timeout`, in whole
+    /// seconds (at least 1), so that a client waits that long for the next primary, then fails with
+    /// pgbouncer's "query_wait_timeout" instead of hanging for pgbouncer's two minutes.
+    public static func failoverQueryWaitTimeout(_ config: ClusterConfig) -> String {
+        let nanoseconds = config.pgbouncerTimeout.nanoseconds
+        return String(max(1, (nanoseconds + 999_999_999) / 1_000_000_000))
+    }
+
     static func isReadOnly(_ name: String, suffix: String?) -> Bool {
         guard let suffix, !suffix.isEmpty else { return false }
         return name.count > suffix.count && name.hasSuffix(suffix)

@@ -12,8 +12,9 @@ import Testing
 final class BouncerClient: @unchecked Sendable {
     // @unchecked: the counters are guarded by `lock`; one task writes them.
     private let lock = NSLock()
-    private var stats = (committed: [String](), failures: 0, brokenSessions: 0, longestGap: Duration.zero, ports: [String]())
+    private var stats = (committed: [String](), failures: 0, brokenSessions: 0, longestGap: Duration.zero, ports: [String](), errors: [String]())
     private var task: Task<Void, Never>?
+    private let started = ContinuousClock.now
 
     var committed: [String] { lock.withLock { stats.committed } }
     var failures: Int { lock.withLock { stats.failures } }
@@ -22,6 +23,8 @@ final class BouncerClient: @unchecked Sendable {
     var longestGap: Duration { lock.withLock { stats.longestGap } }
     /// Where each write committed, in order (the PostgreSQL port, or what the statement returns).
     var ports: [String] { lock.withLock { stats.ports } }
+    /// Each failure: milliseconds since the client was made, whether a session broke, and what it said.
+    var errors: [String] { lock.withLock { stats.errors } }
 
     func start(bouncerPort: Int, interval: Duration = .zero) {
         let conninfo = ConnInfo.make([
@@ -48,9 +51,11 @@ final class BouncerClient: @unchecked Sendable {
                     }
                     last = now
                 } catch {
+                    let at = (ContinuousClock.now - started).millisecondCount
                     lock.withLock {
                         stats.failures += 1
                         if connection != nil { stats.brokenSessions += 1 }
+                        stats.errors.append("\(at) ms \(connection == nil ? "connecting" : "in session"): \(String(describing: error).prefix(160))")
                     }
                     connection?.close()
                     connection = nil
@@ -296,11 +301,13 @@ extension MonitorLiveTests {
             let failures = clients.map(\.failures)
             let pause = clients.map(\.longestGap).max() ?? .zero
             print("\(fault) killed, 8 clients through a replica's pgbouncer: failed transactions per client \(failures), longest pause \(pause.millisecondCount) ms")
+            for client in clients where client.failures > 1 { print("  a client failing twice: \(client.errors)") }
             // The transaction in flight fails; nothing else should: the agents PAUSE the moment the
             // leader's API or PostgreSQL connection closes and it does not answer (main: 43–54 failures per
-            // client for a node, 1–2 for a postmaster; now at most 1 in 17 of 20 runs of
-            // scripts/bench-pause.sh 10, 2 in the others: a client's retry 20 ms after its error may
-            // still beat the PAUSE). Hence 2, not 1.
+            // client for a node, 1–2 for a postmaster). At most 1 in 33 of 35 runs of this test on
+            // 2026-12-07; in the other two, several clients lost a second transaction for a cause not
+            // found yet (the runs kept no logs; an agent starting beside busy clients, its RELOAD
+            // failing their logins, was one such cause and is fixed). Hence 2, not 1.
             #expect(failures.allSatisfy { $0 <= 2 }, "failed transactions per client: \(failures)")
         }
     }
@@ -369,6 +376,52 @@ extension MonitorLiveTests {
             #expect(events.output.contains("pg3's pgbouncer routes to 127.0.0.1:1"), "\(events.output)")
             let healed = await Self.statusWithin(.seconds(20), config) { !$0.isEmpty && !$0.contains("who serves is not agreed") }
             #expect(healed, "pg3's agent reported its real target again and the warning went")
+        }
+    }
+}
+
+extension MonitorLiveTests {
+    /// pgbouncer's own setting, as its admin console shows it (`SHOW CONFIG`).
+    func bouncerSetting(_ c: LiveCluster, bouncerPort: Int, _ name: String) async throws -> String? {
+        let shown = try await runCommand(
+            "/usr/sbin/runuser", ["-u", "postgres", "--", "/usr/bin/psql", "-At", "-h", c.root + "/sockets", "-p", String(bouncerPort), "-U", "pgbouncer", "pgbouncer", "-c", "SHOW CONFIG"])
+        return shown.output.split(separator: "\n").first { $0.hasPrefix(name + "|") }.map { String($0.split(separator: "|")[1]) }
+    }
+
+    @Test("a failover that does not come (the cluster paused, the primary's node dead): a client held by pgbouncer fails after pgbouncer_timeout with query_wait_timeout instead of waiting pgbouncer's two minutes; resumed, the next primary serves and pgbouncer's own query_wait_timeout is back (issue 26)")
+    func heldClientsWaitAtMostPgbouncerTimeout() async throws {
+        guard getuid() == 0 else { return }
+        try await LiveCluster.with { c in
+            let nodes = try await bouncedNodes(c, settings: ["pgbouncer_timeout=2s"])
+            #expect(await eventually(timeout: .seconds(20)) { await routedPort(bouncerPort: nodes[1].2) == "\(nodes[0].1):false" })
+            #expect(try await bouncerSetting(c, bouncerPort: nodes[1].2, "query_wait_timeout") == "120", "pgbouncer's default while it routes")
+            let config = c.directory("pg2") + "/baton.yaml"
+            #expect(try await runCommand(BatonProcess.executable, ["pause", "--config", config, "--reason", "no failover"]).status == 0)
+            try killNode(c, "pg1")
+            // Held: pgbouncer_timeout is pgbouncer's query_wait_timeout from its PAUSE on.
+            let held = await eventually(timeout: .seconds(20)) { (try? await bouncerSetting(c, bouncerPort: nodes[1].2, "query_wait_timeout")) == "2" }
+            #expect(held, "pg2's agent holds its clients for the failover, waiting at most pgbouncer_timeout")
+            let conninfo = ConnInfo.make([
+                ("host", "127.0.0.1"), ("port", String(nodes[1].2)), ("user", "app"), ("password", "app-secret"), ("dbname", "postgres"),
+                ("connect_timeout", "40"),
+            ])
+            var failure = "none: the query was answered"
+            do {
+                let connection = try await PostgresConnection.connect(conninfo)
+                defer { connection.close() }
+                // Far past pgbouncer_timeout, far short of pgbouncer's own 120 s.
+                try await connection.query("INSERT INTO baton_writes (node) VALUES ('held')", timeout: .seconds(40))
+            } catch {
+                failure = "\(error)"
+            }
+            #expect(failure.contains("query_wait_timeout"), "a held client fails with pgbouncer's query_wait_timeout: \(failure)")
+
+            #expect(try await runCommand(BatonProcess.executable, ["resume", "--config", config]).status == 0)
+            let newLeader = await newWritableLeader(c, nodes.map { ($0.0, $0.1) }, replacing: "pg1")
+            let leaderPort = nodes.first { $0.0 == newLeader }?.1 ?? 0
+            let routed = await eventually(timeout: .seconds(30)) { await routedPort(bouncerPort: nodes[1].2) == "\(leaderPort):false" }
+            #expect(routed, "resumed: pg2's pgbouncer serves the new primary \(newLeader ?? "?")")
+            #expect(try await bouncerSetting(c, bouncerPort: nodes[1].2, "query_wait_timeout") == "120", "pgbouncer's own value is back")
         }
     }
 }

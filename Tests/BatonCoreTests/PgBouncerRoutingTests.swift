@@ -199,4 +199,44 @@ struct ReadOnlyRoutingTests {
         #expect(PgBouncerIni.readOnlyTarget(failedOver, suffix: "_ro") == Endpoint(host: "10.0.0.2", port: 5433), "the aliases are left to their own decision")
         #expect(PgBouncerIni.readOnlyTarget(ini, suffix: "_ro") == nil && !PgBouncerIni.hasReadOnlyAliases(ini, suffix: "_ro"))
     }
+
+    @Test("a pgbouncer the agent finds already serving the wanted target is not RELOADed (a RELOAD closes the servers of databases registered from *, logins included)")
+    func reloadOnlyWhenServedElsewhere() {
+        typealias Served = PgBouncerIni.ServedDatabase
+        let wanted = Endpoint(host: "127.0.0.1", port: 5432)
+        let admin = Served(name: "pgbouncer", host: nil, port: 6432)
+        let rows: [([Served], Bool, String)] = [
+            ([admin], true, "serves nothing yet: no server connection to close, and its template may be old"),
+            ([], true, "nothing listed"),
+            ([admin, Served(name: "postgres", host: "127.0.0.1", port: 5432)], false, "already there"),
+            ([admin, Served(name: "postgres", host: "127.0.0.1", port: 5433)], true, "another port"),
+            ([admin, Served(name: "postgres", host: "10.0.0.1", port: 5432)], true, "another host"),
+            ([admin, Served(name: "app", host: "127.0.0.1", port: 5432), Served(name: "postgres", host: "10.0.0.1", port: 5432)], true, "one of two elsewhere"),
+            ([admin, Served(name: "postgres", host: "127.0.0.1", port: 5432), Served(name: "postgres_ro", host: "10.0.0.2", port: 5433)], false, "a read-only alias has its own target"),
+            ([admin, Served(name: "postgres_ro", host: "10.0.0.2", port: 5433)], true, "only read-only aliases served"),
+        ]
+        for (served, expected, why) in rows {
+            #expect(PgBouncerIni.reloadNeeded(served: served, wanted: wanted, readOnlySuffix: "_ro") == expected, "\(why)")
+        }
+        #expect(PgBouncerIni.reloadNeeded(served: [Served(name: "postgres_ro", host: "127.0.0.1", port: 5432)], wanted: wanted, readOnlySuffix: nil) == false, "no suffix: an ordinary database")
+    }
+
+    @Test("query_wait_timeout: the file's value to set back after a failover hold (pgbouncer's default when it has none), and pgbouncer_timeout in whole seconds during one")
+    func queryWaitTimeouts() throws {
+        let rows: [(String, String)] = [
+            ("[pgbouncer]\nlisten_port = 6432\n", "120"),
+            ("[pgbouncer]\nquery_wait_timeout = 30\n", "30"),
+            ("[pgbouncer]\n  QUERY_WAIT_TIMEOUT=7.5  \n", "7.5"),
+            ("[databases]\nquery_wait_timeout = host=x\n[pgbouncer]\n", "120"),
+            ("[pgbouncer]\nquery_wait_timeout = 30; DROP\n", "120"),
+            ("", "120"),
+        ]
+        for (text, expected) in rows { #expect(PgBouncerIni.queryWaitTimeout(text) == expected, "\(text)") }
+        var config = ClusterConfig()
+        #expect(PgBouncerIni.failoverQueryWaitTimeout(config) == "5", "the shipped pgbouncer_timeout")
+        config.pgbouncerTimeout = .milliseconds(2500)
+        #expect(PgBouncerIni.failoverQueryWaitTimeout(config) == "3", "rounded up")
+        config.pgbouncerTimeout = .milliseconds(10)
+        #expect(PgBouncerIni.failoverQueryWaitTimeout(config) == "1", "at least a second")
+    }
 }
