@@ -143,6 +143,11 @@ public enum FreePort {
         var yes: Int32 = 1
         // Servers set SO_REUSEADDR too: a port in TIME_WAIT is free for them.
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        return bindLoopback(fd, port: port)
+    }
+
+    /// Binds the TCP socket `fd` to 127.0.0.1:`port`; whether it could.
+    public static func bindLoopback(_ fd: Int32, port: Int) -> Bool {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")

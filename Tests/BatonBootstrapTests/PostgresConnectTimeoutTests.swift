@@ -13,14 +13,7 @@ struct PostgresConnectTimeoutTests {
         init() throws {
             port = try FreePort.pick()
             fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            address.sin_port = UInt16(port).bigEndian
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard bound == 0, listen(fd, 16) == 0 else { throw TestSupportError("cannot listen on 127.0.0.1:\(port)") }
+            guard FreePort.bindLoopback(fd, port: port), listen(fd, 16) == 0 else { throw TestSupportError("cannot listen on 127.0.0.1:\(port)") }
         }
         deinit { close(fd) }
     }
