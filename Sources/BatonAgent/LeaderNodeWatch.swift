@@ -105,6 +105,7 @@ final class LeaderNodeWatch: Sendable {
             // emergency PAUSE covers a loop busy reading Consul. Whichever lands first holds clients.
             wake()
             if wentGone {
+                self.logger.notice("The leader's node is gone; holding clients", metadata: ["leader": "\(target.node)", "how": "\(verdict ?? "")"])
                 await pauseNow()
                 self.pauseDelivered()
             }

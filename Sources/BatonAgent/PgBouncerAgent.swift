@@ -6,6 +6,7 @@ import ConsulAPI
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -46,25 +47,11 @@ public struct PgBouncerAgent: Service {
         var loop = PgBouncerAgentLoop(settings: settings, client: client, logger: logger, pauseBound: pauseBound)
         let keys = settings.keys
         let leaderNode = loop.leaderNode
+        let emergency = EmergencyPause(settings: settings, logger: logger)
         await withDiscardingTaskGroup { group in
-            let settings = settings
-            let logger = logger
             group.addTask {
-                await leaderNode.run(
-                    wake: { wake.yield(true) },
-                    pauseNow: {
-                        // A console connection of its own: the loop's may be busy with Consul's reads.
-                        // The loop's next pass finds pgbouncer paused ("already suspended/paused").
-                        do {
-                            let console = try await PgBouncerAgentLoop.connectToConsole(settings)
-                            defer { console.close() }
-                            try await console.simpleQuery("PAUSE", timeout: .milliseconds(200))
-                        } catch let error as PostgresError where error.message.contains("already suspended/paused") || error.sqlState == "57014" {
-                            // Paused already, or paused with transactions still in flight on the gone node.
-                        } catch {
-                            logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"])
-                        }
-                    })
+                await emergency.prepare()
+                await leaderNode.run(wake: { wake.yield(true) }, pauseNow: { await emergency.pause() })
             }
             group.addTask { [client] in await watchLeaderHolder(client: client, key: keys.leader, wake: { wake.yield(true) }) }
             group.addTask { [client] in
@@ -96,6 +83,67 @@ public struct PgBouncerAgent: Service {
             }
             loop.close()
             group.cancelAll()
+        }
+    }
+}
+
+/// The watch's emergency PAUSE, over a console connection of its own (the loop's may be busy with
+/// Consul's reads; its next pass finds pgbouncer paused), opened ahead and kept idle: opening one — a
+/// thread that takes pgbouncer's OS user, a login — took 2–15 ms after the leader was found gone, in
+/// which clients retrying 20 ms after their error reached pgbouncer and met its failed logins to the
+/// dead server ("server login has been failing").
+final class EmergencyPause: Sendable {
+    private let settings: BootstrapSettings
+    private let logger: Logger
+    private let ready = Mutex<PostgresConnection?>(nil)
+
+    init(settings: BootstrapSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Opens the connection the next PAUSE uses, unless one is ready.
+    func prepare() async {
+        guard ready.withLock({ $0 == nil }) else { return }
+        // Ignored: without it the next PAUSE opens one of its own.
+        guard let connection = try? await PgBouncerAgentLoop.connectToConsole(settings) else { return }
+        let spare = ready.withLock { held -> PostgresConnection? in
+            guard held == nil else { return connection }
+            held = connection
+            return nil
+        }
+        spare?.close()
+    }
+
+    /// PAUSE now: over the ready connection, or — none, or it broke (pgbouncer restarted) — a new one.
+    func pause() async {
+        let prepared = ready.withLock { held -> PostgresConnection? in
+            defer { held = nil }
+            return held
+        }
+        if let prepared, await send(over: prepared) {
+            await prepare()
+            return
+        }
+        do {
+            _ = await send(over: try await PgBouncerAgentLoop.connectToConsole(settings), logging: true)
+        } catch {
+            logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"])
+        }
+        await prepare()
+    }
+
+    /// Sends PAUSE and closes the connection; whether pgbouncer is paused now (or was already).
+    private func send(over console: PostgresConnection, logging: Bool = false) async -> Bool {
+        defer { console.close() }
+        do {
+            try await console.simpleQuery("PAUSE", timeout: .milliseconds(200))
+            return true
+        } catch let error as PostgresError where error.message.contains("already suspended/paused") || error.sqlState == "57014" {
+            return true  // paused already, or paused with transactions still in flight on the gone node
+        } catch {
+            if logging { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
+            return false
         }
     }
 }
