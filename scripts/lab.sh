@@ -259,8 +259,12 @@ case "$cmd" in
   kill-node)
     if [ "$(mode)" = netns ]; then ip netns pids "$(ns "$1")" | xargs -r kill -9 2>/dev/null || true
     else for p in $(awk '{print $1}' "$lab/pids"); do grep -q "n$1/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done; kill -9 "$(postmaster "$1")" 2>/dev/null || true; fi ;;
-  freeze-node) require_netns freeze-node; ip netns pids "$(ns "$1")" | xargs -r kill -STOP 2>/dev/null || true ;;
-  thaw-node) require_netns thaw-node; ip netns pids "$(ns "$1")" | xargs -r kill -CONT 2>/dev/null || true ;;
+  freeze-node|thaw-node)
+    require_netns "$cmd"
+    [ -n "${1:-}" ] || { echo "usage: lab.sh $cmd N (the node)" >&2; exit 2; }
+    pids=$(ip netns pids "$(ns "$1")" 2>/dev/null) || { echo "lab.sh $cmd: this lab has no node '$1'" >&2; exit 2; }
+    if [ "$cmd" = freeze-node ]; then signal=STOP; else signal=CONT; fi
+    echo "$pids" | xargs -r kill -"$signal" 2>/dev/null || true ;;
   start-node) rm -f "$lab/n$1"/*.pid "$lab/n$1/pgbouncer/pgbouncer.pid"; start_node "$1" ;;
   partition) ip netns exec "$(ns "$1")" ip link set eth0 down ;;
   heal) ip netns exec "$(ns "$1")" ip link set eth0 up ;;
