@@ -39,15 +39,16 @@ public actor Lease {
     /// answers `/primary` from them, current even while the monitor's loop waits on a slow Consul.
     let published: @Sendable (_ leading: Bool, _ deadline: UInt64) -> Void
 
-    private var config = ClusterConfig()
+    /// The rules and what they remember: leading, its term, the last beat, the watchdog's deadline,
+    /// failsafe, what the loop saw of PostgreSQL.
+    private var state: LeaseState
+    private var config: ClusterConfig { state.config }
     /// The other members' APIs, for failsafe rounds (as the loop last read them); nil for a member
     /// that has not published one, which can never confirm.
     private var members: [NodeName: NodeAPIAddress?] = [:]
     /// Warnings that repeat every beat while Consul is out of reach, logged once per 30 s.
     private var consulWarnings = RepeatedWarnings()
     private let transport: CurlTransport
-    /// Whether the last beats came from failsafe rounds instead of Consul.
-    private(set) var inFailsafe = false
     private var session: String?
     /// The monitor stops (``close()``): no session is made or adopted any more.
     private var closed = false
@@ -56,22 +57,6 @@ public actor Lease {
     private var sessionTTL: GoDuration?
     /// When the session was last renewed, created or adopted (this process's clock).
     private var sessionConfirmed: ContinuousClock.Instant?
-    private var leading = false
-    /// Bumped whenever leading starts or stops: a beat that began under another term changes nothing.
-    private var term: UInt64 = 0
-    /// When the last beat that got through was sent (this process's clock).
-    private var lastBeat: ContinuousClock.Instant?
-    /// The watchdog's deadline (CLOCK_MONOTONIC nanoseconds).
-    private var deadline: UInt64 = 0
-    private var writablePrimary = false
-    /// No process of this node's PostgreSQL runs (see ``setLocal(writablePrimary:vacant:)``).
-    private var vacant = false
-    /// Whether keepalived may be told ``VRRPStanding/vacant``: only straight from leading with a live
-    /// lease — the old primary whose PostgreSQL died keeps the address it holds. Once its lease ran out
-    /// (the watchdog fences and says FAULT then) or it was barred (a standby, a start), the node stays
-    /// off until it leads again: an address that came back to a node fenced a moment ago would deliver
-    /// that node's last answers, sent before the fence, late — after the new primary's first.
-    private var mayBeVacant = false
     private var trackWritten: VRRPStanding?
     /// The standing last written into the file an earlier keepalived.conf tracks (always `vip_policy: primary`'s).
     private var legacyWritten: VRRPStanding?
@@ -93,6 +78,7 @@ public actor Lease {
         self.transport = CurlTransport(tls: apiTLS)
         self.guardian = guardian
         self.node = node
+        self.state = LeaseState(node: node)
         self.cluster = cluster
         self.keys = ClusterKeys(cluster: cluster)
         self.stateDirectory = stateDirectory
@@ -107,16 +93,17 @@ public actor Lease {
 
     /// The cluster settings and the other members' APIs, as the loop last read them.
     public func update(_ config: ClusterConfig, members: [NodeName: NodeAPIAddress?]) {
-        let policyChanged = config.vipPolicy != self.config.vipPolicy
-        self.config = config
+        let policyChanged = config.vipPolicy != state.config.vipPolicy
+        state.config = config
         self.members = members.filter { $0.key != node }
         if policyChanged { publishState() }
     }
 
-    public var isLeading: Bool { leading }
+    public var isLeading: Bool { state.leading }
     /// The watchdog's deadline (CLOCK_MONOTONIC nanoseconds; 0 when not leading).
-    public var leaseDeadline: UInt64 { leading ? deadline : 0 }
-    public var failsafeActive: Bool { leading && inFailsafe }
+    public var leaseDeadline: UInt64 { state.leaseDeadline }
+    public var failsafeActive: Bool { state.failsafeActive }
+    private var leading: Bool { state.leading }
 
     /// Whether a watchdog answers (one is started if none does): a node without one never leads.
     public func guardianAnswers() async -> Bool { await guardian.ensure() }
@@ -125,15 +112,12 @@ public actor Lease {
     public var currentSession: String? { session }
 
     /// Time since the last heartbeat that got through was sent (forever when there was none).
-    public var sinceLastBeat: GoDuration {
-        guard leading, let lastBeat else { return .seconds(86_400 * 365) }
-        return GoDuration(ContinuousClock.now - lastBeat)
-    }
+    public var sinceLastBeat: GoDuration { state.sinceLastBeat(now: MonotonicClock.nanoseconds()) }
 
     /// The loop saw (or stopped seeing) a writable primary here, the vacancy as it was: what `baton
     /// check` and keepalived learn.
     public func setWritablePrimary(_ writable: Bool) {
-        setLocal(writablePrimary: writable, vacant: vacant)
+        setLocal(writablePrimary: writable, vacant: state.vacant)
     }
 
     /// What the loop saw of this node's PostgreSQL, both at once: whether it is a writable primary, and
@@ -142,19 +126,14 @@ public actor Lease {
     /// vacant without a moment barred — keepalived keeps the address instead of dropping and taking it
     /// back.
     public func setLocal(writablePrimary writable: Bool, vacant: Bool) {
-        guard writable != writablePrimary || vacant != self.vacant else { return }
-        writablePrimary = writable
-        self.vacant = vacant
-        publishState()
+        if state.setLocal(writablePrimary: writable, vacant: vacant) { publishState() }
     }
 
     /// Before anything starts PostgreSQL here: the node is not vacant any more, and keepalived has been
     /// told so when this returns (unless the file cannot be written — logged; the state file then cannot
     /// be either, and `baton check` takes the node to FAULT within three loops).
     public func leaveVacancy() {
-        guard vacant else { return }
-        vacant = false
-        publishState()
+        if state.setLocal(writablePrimary: state.writablePrimary, vacant: false) { publishState() }
     }
 
     /// Makes sure this node has a session: the one it had before a restart when Consul still knows it
@@ -178,7 +157,7 @@ public actor Lease {
                 guard self.session == session else { return self.session }
                 logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
                 self.session = nil
-                if leading {
+                if state.reacquiresAfterSessionLoss {
                     if await reacquire() {
                         logger.notice("Took the leader lock again with a new session (the old one vanished: a restarted Consul agent?)")
                         return self.session
@@ -230,16 +209,14 @@ public actor Lease {
     /// guarded. A node without a watchdog never leads.
     public func acquire() async -> Bool {
         guard let session = await ensureSession() else { return false }
-        let sent = ContinuousClock.now
-        let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
+        let sent = MonotonicClock.nanoseconds()
+        let (deadline, flags) = state.acquisition(now: sent)
         do { try await guardian.arm(deadline: deadline) } catch {
             logger.error("No watchdog can guard this node; not taking the lock", metadata: ["error": "\(error)"])
             return false
         }
         let acquired: Bool
         do {
-            // The key says what this node's watchdog was armed with (``LeaderFlags``).
-            let flags = LeaderFlags(beats: 0, promise: config.fenceAfter).raw
             acquired = try await client.put(keys.leader, node.value, flags: flags, mode: .acquire(session: session))
         } catch {
             logger.warning("Cannot take the leader lock", metadata: ["error": "\(error)"])
@@ -312,8 +289,7 @@ public actor Lease {
             try? FileManager.default.removeItem(atPath: sessionFile)  // ignored: a stale file is checked against Consul
             self.session = nil
         }
-        writablePrimary = false
-        vacant = false  // nobody watches this node's PostgreSQL any more
+        state.setLocal(writablePrimary: false, vacant: false)  // nobody watches this node's PostgreSQL any more
         publishState()
         if !leading { await guardian.quit() }
     }
@@ -342,115 +318,103 @@ public actor Lease {
 
     private func beatEveryLoop() async {
         while !Task.isCancelled {
-            // Beats start every loop_wait, however long the last one took (a slow Consul must not
-            // stretch the time between beats past the fencing deadline).
             let started = ContinuousClock.now
             if leading {
-                if await beat() == .failed, leading {
-                    if config.failsafeMode { await failsafe() }
-                    // The watchdog fences now; the loop must know at once.
-                    if leading, MonotonicClock.nanoseconds() >= deadline { wake() }
-                } else if inFailsafe, leading {
-                    inFailsafe = false
-                    logger.notice("Consul answers again: failsafe over")
-                }
+                _ = await beat(mayAskMembers: true)
+                // The watchdog fences now; the loop must know at once.
+                if state.deadlinePassed(now: MonotonicClock.nanoseconds()) { wake() }
             }
             publishState()
-            var pause = max(.milliseconds(20), config.loopWait.swiftDuration - (ContinuousClock.now - started))
-            if leading {
-                let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
-                if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
-            }
+            let pause = state.pauseBeforeNextBeat(elapsed: ContinuousClock.now - started, now: MonotonicClock.nanoseconds())
             do { try await Task.sleep(for: pause) } catch { return }
         }
     }
 
-    /// How long one call of a heartbeat may wait for Consul: what is left before the watchdog's
-    /// deadline, less a failsafe round's time when failsafe is on — an answer that comes later is of no
-    /// use, and a Consul that holds calls (an election, an overloaded server) must leave the round time
-    /// to renew the lease through the members. At least 100 ms, at most the configured timeout.
+    /// How long one call of a heartbeat may wait for Consul (``LeaseState/callBudget(configured:now:)``).
     func callBudget() -> Duration {
-        let configured = client.configuration.requestTimeout
-        guard leading else { return configured }
-        let left = Duration.nanoseconds(Int64(deadline) - Int64(MonotonicClock.nanoseconds()))
-        let reserve = config.failsafeMode ? failsafeRoundTimeout + .milliseconds(100) : .zero
-        return min(configured, max(.milliseconds(100), left - reserve))
+        state.callBudget(configured: client.configuration.requestTimeout, now: MonotonicClock.nanoseconds())
     }
 
-    /// How long a failsafe round waits for the members' answers.
-    var failsafeRoundTimeout: Duration { min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3) }
-
-    enum Beat: Equatable { case beat, lost, failed }
-
-    /// One heartbeat: read the key, and write it back with check-and-set if it is still this node's.
-    /// The key as this node's last beat wrote it (the transaction answers with its new index), or as the
-    /// leader watch last saw it when that is newer, stands in for the read while it says the key is this
-    /// node's: a check-and-set at an index that moved on just fails, and the beat reads the key then —
-    /// so a beat is one call to Consul, even when the watch lags (a slow Consul). Only a read decides
-    /// that the lock is lost.
-    func beat() async -> Beat {
-        guard let session else { return .failed }
-        let started = term
-        for attempt in 0..<3 {
-            let pair: KVPair?
-            let known = [ownBeat, sightings.latest].compactMap { $0 }.max { $0.modifyIndex < $1.modifyIndex }
-            if attempt == 0, let known, known.session == session, known.stringValue == node.value {
-                pair = known
-            } else {
-                do { pair = try await client.get(keys.leader, .consistent, timeout: callBudget()).value } catch {
+    /// One heartbeat (``LeaseState``'s steps, carried out against Consul and the watchdog): read the
+    /// key, and write it back with check-and-set if it is still this node's. The key as this node's
+    /// last beat wrote it (the transaction answers with its new index), or as the leader watch last saw
+    /// it when that is newer, stands in for the first read — so a beat is one call to Consul, even when
+    /// the watch lags (a slow Consul). Only a read decides that the lock is lost. A round of the
+    /// heartbeat task goes on to a failsafe round when the beat failed and failsafe is on.
+    func beat(mayAskMembers: Bool = false) async -> LeaseState.Beat {
+        let session = self.session
+        var heartbeat = state.heartbeat(session: session, mayAskMembers: mayAskMembers)
+        let known = [ownBeat, sightings.latest].compactMap { $0 }.max { $0.modifyIndex < $1.modifyIndex }
+        var event = LeaseState.Event.start(known: known)
+        while true {
+            let before = (leading, state.leaseDeadline)
+            let step = state.next(&heartbeat, after: event, now: MonotonicClock.nanoseconds())
+            if before != (leading, state.leaseDeadline) {
+                published(leading, state.leaseDeadline)
+                publishState()
+            }
+            switch step {
+            case .done(let outcome):
+                for notice in heartbeat.notices { log(notice) }
+                return outcome
+            case .readKey:
+                do { event = .keyRead(try await client.get(keys.leader, .consistent, timeout: callBudget()).value) } catch {
                     consulWarnings.warning(logger, "Heartbeat: cannot read the leader key", metadata: ["error": "\(error)"])
-                    return .failed
+                    event = .readFailed
                 }
-            }
-            guard term == started else { return .failed }
-            guard let pair, pair.session == session, pair.stringValue == node.value else {
-                // Free and still naming this node: its session vanished (a restarted Consul agent).
-                // The renewal finds out at once and takes the lock again (``reacquire()``) — the
-                // others wait out this node's promise for a lock freed without a report of its
-                // PostgreSQL gone — or the watchdog fences at the deadline.
-                if pair?.session == nil, pair?.stringValue == node.value {
-                    guard leading else { return .failed }
-                    await ensureSession()
-                    return leading && term == started && self.session != session ? .beat : .failed
+            case .arm(let deadline):
+                do {
+                    try await guardian.arm(deadline: deadline)
+                    event = .armed(true)
+                } catch {
+                    logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
+                    event = .armed(false)
                 }
-                if leading {
-                    await lost("the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
-                    return .lost
+            case .writeKey(let index, let flags):
+                do {
+                    let outcome = try await client.transaction(
+                        [KVOperation(.cas, keys.leader, value: Array(node.value.utf8), flags: flags, index: index)], timeout: callBudget())
+                    if case .committed(let entries) = outcome, var beaten = entries.first {
+                        beaten.value = Array(node.value.utf8)
+                        beaten.session = session
+                        ownBeat = beaten
+                        event = .written(committed: true)
+                    } else {
+                        // Another write of ours (the loop's proof and this task's beat) may have come in between.
+                        event = .written(committed: false)
+                    }
+                } catch {
+                    consulWarnings.warning(logger, "Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
+                    event = .writeFailed
                 }
-                return .failed
+            case .renewSession:
+                await ensureSession()
+                event = .renewed(session: self.session)
+            case .askMembers(let deadline):
+                event = .members(confirmed: await askMembers(until: deadline))
+            case .fence(let why):
+                logger.critical("Lost the leader lock; fencing PostgreSQL", metadata: ["monitor.reason": "\(why)"])
+                await guardian.fenceNow()
+                wake()
+                event = .fenced
+            case .fenceUnguarded:
+                await guardian.fenceNow()
+                await release()
+                wake()
+                event = .fenced
             }
-            let sent = ContinuousClock.now
-            let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
-            // A shorter fence (fence_timeout lowered) is armed before the key promises it: until the new
-            // promise is written the replicas time a takeover by the old one, and the watchdog must
-            // never be later than what the key says. A longer one is armed only after it is written.
-            if leading, deadline < self.deadline {
-                guard await armOrFence(deadline) else { return .failed }
-                self.deadline = deadline
-                published(true, deadline)
-            }
-            let flags = LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter)
-            let outcome: TransactionOutcome
-            do {
-                outcome = try await client.transaction(
-                    [KVOperation(.cas, keys.leader, value: Array(node.value.utf8), flags: flags, index: pair.modifyIndex)], timeout: callBudget())
-            } catch {
-                consulWarnings.warning(logger, "Heartbeat: cannot write the leader key", metadata: ["error": "\(error)"])
-                return .failed
-            }
-            // Another write of ours (the loop's proof and this task's beat) may have come in between.
-            guard case .committed(let entries) = outcome, let entry = entries.first else { continue }
-            var beaten = entry
-            beaten.value = Array(node.value.utf8)
-            beaten.session = session
-            ownBeat = beaten
-            guard term == started else { return .failed }
-            guard await armOrFence(deadline) else { return .failed }
-            if !leading { logger.notice("Leading again under this node's session") }
-            startLeading(sent: sent, deadline: deadline)
-            return .beat
         }
-        return .failed
+    }
+
+    private func log(_ notice: LeaseState.Notice) {
+        switch notice {
+        case .leadingAgain: logger.notice("Leading again under this node's session")
+        case .failsafeOver: logger.notice("Consul answers again: failsafe over")
+        case .failsafeEntered:
+            logger.warning("Consul is out of reach; every member confirmed it will not take over: failsafe", metadata: ["failsafe.members": "\(members.count)"])
+        case .failsafeNotWritable:
+            consulWarnings.warning(logger, "Failsafe: PostgreSQL is not a writable primary here; asking nobody, fencing at the deadline")
+        }
     }
 
     /// Failsafe mode, with Consul out of reach: the lease is renewed for one more fence period only if
@@ -458,18 +422,8 @@ public actor Lease {
     /// Consul either, or sees no other node holding the lock — and so promises to stay put for longer
     /// than this node's new deadline. Any member that does not confirm, and the watchdog fences at the
     /// deadline as without failsafe.
-    func failsafe() async {
-        // Only for a PostgreSQL that runs here as the writable primary: a leader whose database died
-        // while it was cut from Consul must not hold the others off — no primary anywhere for as long as
-        // the cut lasts (issue 23, finding 5).
-        guard writablePrimary else {
-            consulWarnings.warning(logger, "Failsafe: PostgreSQL is not a writable primary here; asking nobody, fencing at the deadline")
-            return
-        }
-        let started = term
-        let sent = ContinuousClock.now
-        let deadline = MonotonicClock.nanoseconds() + UInt64(config.fenceAfter.nanoseconds)
-        let timeout = failsafeRoundTimeout
+    private func askMembers(until deadline: UInt64) async -> Bool {
+        let timeout = state.failsafeRoundTimeout
         let body = JSONValue.object([("leader", .string(node.value)), ("fence_after", .string(config.fenceAfter.description))]).serializedBytes()
         // Members grant only what a member signed (issue 23, finding 7).
         let signature = signer.map { $0.authorization(method: "POST", path: "/failsafe", body: body, time: Int64(Date().timeIntervalSince1970)) }
@@ -489,49 +443,20 @@ public actor Lease {
             return answers
         }
         let missing = confirmations.filter { !$0.1 }.map(\.0.value).sorted()
-        guard missing.isEmpty, term == started, leading else {
-            if !missing.isEmpty {
-                consulWarnings.warning(logger, "Failsafe: not every member confirmed; fencing at the deadline", metadata: ["failsafe.missing": "\(missing)"])
-            }
-            return
+        if !missing.isEmpty {
+            consulWarnings.warning(logger, "Failsafe: not every member confirmed; fencing at the deadline", metadata: ["failsafe.missing": "\(missing)"])
         }
-        guard await armOrFence(deadline) else { return }
-        if !inFailsafe {
-            logger.warning("Consul is out of reach; every member confirmed it will not take over: failsafe", metadata: ["failsafe.members": "\(members.count)"])
-        }
-        inFailsafe = true
-        startLeading(sent: sent, deadline: deadline)
+        return missing.isEmpty
     }
 
-    /// Arms the watchdog with `deadline`; when none answers, a leader cannot stay guarded: PostgreSQL is
-    /// fenced, the lock released and the loop woken. Returns whether the watchdog took the deadline.
-    private func armOrFence(_ deadline: UInt64) async -> Bool {
-        do {
-            try await guardian.arm(deadline: deadline)
-            return true
-        } catch {
-            logger.critical("No watchdog guards this leader; fencing and releasing the lock", metadata: ["error": "\(error)"])
-            await guardian.fenceNow()
-            await release()
-            wake()
-            return false
-        }
-    }
-
-    private func startLeading(sent: ContinuousClock.Instant, deadline: UInt64) {
-        if !leading { term &+= 1 }
-        leading = true
-        lastBeat = sent
-        self.deadline = deadline
+    private func startLeading(sent: UInt64, deadline: UInt64) {
+        state.startLeading(sent: sent, deadline: deadline)
         published(true, deadline)
         publishState()
     }
 
     private func stopLeading() {
-        if leading { term &+= 1 }
-        leading = false
-        lastBeat = nil
-        deadline = 0
+        state.stopLeading()
         published(false, 0)
         publishState()
     }
@@ -548,29 +473,21 @@ public actor Lease {
     /// keepalived tracks.
     private func publishState() {
         let now = MonotonicClock.nanoseconds()
-        let leadingWritable = leading && writablePrimary && now < deadline
-        let state = CheckState(
+        let (leadingWritable, following, standing) = state.standings(now: now)
+        let deadline = state.deadline
+        let check = CheckState(
             leading: leadingWritable, deadline: deadline, written: now, loopWait: UInt64(config.loopWait.nanoseconds), boot: Self.boot)
-        let unchanged = stateWritten.map { $0.leading == state.leading && $0.deadline == state.deadline && now - $0.at < state.loopWait / 2 } ?? false
+        let unchanged = stateWritten.map { $0.leading == check.leading && $0.deadline == check.deadline && now - $0.at < check.loopWait / 2 } ?? false
         if !unchanged {
             // Not fsync'd: a heartbeat for the local `baton check`; after a crash of the machine its
             // content is stale (or empty) whatever was last synced.
             do {
-                try AtomicFile.write(state.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644, durable: false)
-                stateWritten = (state.leading, state.deadline, now)
+                try AtomicFile.write(check.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644, durable: false)
+                stateWritten = (check.leading, check.deadline, now)
             } catch {
                 logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
             }
         }
-        if leading && now >= deadline { mayBeVacant = false }
-        // What `vip_policy: primary` says; a keepalived.conf from an earlier Baton knows no other.
-        let following = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
-        switch following {
-        case .leading: mayBeVacant = true
-        case .barred: mayBeVacant = false
-        case .vacant, .routing: break
-        }
-        let standing = VRRPStanding(policy: config.vipPolicy, leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
         let trackFile = KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory)
         // The watchdog writes FAULT into the file when it fences, behind this actor's back: where the
         // policy lets a node without a primary hold the address, the file is checked, not remembered.

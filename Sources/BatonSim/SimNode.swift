@@ -19,7 +19,11 @@ final class SimNode {
 
     // The monitor.
     var memory = MonitorState()
-    var config = ClusterConfig()
+    /// The configuration the monitor last read (and told its lease).
+    var config: ClusterConfig {
+        get { lease.config }
+        set { lease.config = newValue }
+    }
     var lastAction = ""
     var statusWritten: (status: MemberStatus, at: Duration)?
     /// What this node's API answers from (`MonitorLoop.publishView`): the failsafe grants it makes.
@@ -30,13 +34,8 @@ final class SimNode {
     /// The session ID saved on disk (a restarted monitor adopts it while Consul knows it).
     var sessionFile: String?
     var sessionConfirmed: Duration?
-    var leading = false
-    var lastBeat: Duration?
-    /// The last beats came from failsafe rounds instead of Consul.
-    var inFailsafe = false
-    /// What the loop last told the lease of this node's PostgreSQL: a writable primary
-    /// (`Lease.setLocal`).
-    var writablePrimary = false
+    /// The lease's rules and memory: leading, the last beat, the deadline, failsafe.
+    var lease: LeaseState
 
     // The watchdog.
     var watchdogDeadline: Duration?
@@ -50,6 +49,7 @@ final class SimNode {
         self.name = name
         self.db = SimDatabase(standby: standby)
         self.view = NodeView(node: name)
+        self.lease = LeaseState(node: name)
     }
 
     func frozen(_ now: Duration) -> Bool { nodeFrozenTill > now }
@@ -68,15 +68,12 @@ final class SimNode {
         alive = true
         generation += 1
         memory = MonitorState()
-        config = ClusterConfig()
+        lease = LeaseState(node: name)
         lastAction = ""
         statusWritten = nil
         view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil
-        leading = false
-        writablePrimary = false
-        lastBeat = nil
         watchdogDeadline = nil
         watchdogGeneration += 1
         db.receiverFrozen = false

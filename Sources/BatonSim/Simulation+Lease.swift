@@ -2,15 +2,11 @@ import BatonConsulStore
 import BatonCore
 import ConsulAPI
 
-/// The lease on a simulated node — session, acquire, takeover, heartbeat, release — and its watchdog,
-/// following the live `Lease` actor's rules: the watchdog is armed before the lock is taken, every beat
-/// that got through moves its deadline to `fence_after` after the beat was sent (by the node's own
-/// configuration), a beat that finds the key not this node's fences at once.
+/// The lease on a simulated node — session, acquire, takeover, heartbeat, release — and its watchdog:
+/// the steps of ``LeaseState`` (the live `Lease` actor's rules, the same code) carried out against the
+/// in-memory store and a simulated watchdog, in the order the live lease carries them out.
 extension Simulation {
-    func sinceLastBeat(_ i: Int) -> GoDuration {
-        guard nodes[i].leading, let beat = nodes[i].lastBeat else { return .seconds(86_400 * 365) }
-        return GoDuration(now - beat)
-    }
+    func sinceLastBeat(_ i: Int) -> GoDuration { nodes[i].lease.sinceLastBeat(now: nanoseconds(now)) }
 
     /// `Lease.ensureSession`: renew the session; adopt the saved one after a restart while Consul knows
     /// it; else make one.
@@ -24,7 +20,7 @@ extension Simulation {
             }
             note("\(nodes[i].name) lost its session")
             nodes[i].session = nil
-            if nodes[i].leading {
+            if nodes[i].lease.reacquiresAfterSessionLoss {
                 if reacquire(i) {
                     note("\(nodes[i].name) took the lock again with a new session")
                     return nodes[i].session
@@ -57,15 +53,15 @@ extension Simulation {
     /// `Lease.acquire`: the watchdog armed first, then the lock taken.
     func acquire(_ i: Int) -> Bool {
         guard reachesConsul(i), let session = ensureSession(i) else { return false }
-        let deadline = now + nodes[i].config.fenceAfter.swiftDuration
+        let sent = nanoseconds(now)
+        let (deadline, flags) = nodes[i].lease.acquisition(now: sent)
         arm(i, deadline: deadline)
-        let flags = LeaderFlags(beats: 0, promise: nodes[i].config.fenceAfter).raw
         let acquired = (try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), flags: flags, mode: .acquire(session: session), now: tick())) ?? false
         guard acquired else {
-            if !nodes[i].leading { standDown(i) }
+            if !nodes[i].lease.leading { standDown(i) }
             return false
         }
-        startLeading(i, sent: now)
+        startLeading(i, sent: sent, deadline: deadline)
         return true
     }
 
@@ -94,70 +90,83 @@ extension Simulation {
 
     /// `Lease.run`, one round: renew when due, beat while leading; returns when the next round comes.
     func heartbeat(_ i: Int) -> Duration {
-        let config = nodes[i].config
+        let started = now
         let sinceConfirmed = nodes[i].session == nil ? nil : nodes[i].sessionConfirmed.map { now - $0 }
-        if config.sessionRenewalDue(sinceConfirmed: sinceConfirmed) { ensureSession(i) }
-        if nodes[i].leading, beat(i) == .failed, nodes[i].leading, config.failsafeMode { failsafe(i) }
-        var pause = max(.milliseconds(20), config.loopWait.swiftDuration)
-        if nodes[i].leading, let deadline = nodes[i].watchdogDeadline, deadline > now { pause = min(pause, deadline - now + .milliseconds(1)) }
-        return pause
+        if nodes[i].config.sessionRenewalDue(sinceConfirmed: sinceConfirmed) { ensureSession(i) }
+        if nodes[i].lease.leading { _ = beat(i, mayAskMembers: true) }
+        return nodes[i].lease.pauseBeforeNextBeat(elapsed: now - started, now: nanoseconds(now))
     }
 
-
-    enum Beat { case beat, lost, failed }
-
-    /// `Lease.beat`: read the key; write it back with check-and-set while it is still this node's.
-    func beat(_ i: Int) -> Beat {
-        let outcome = tryBeat(i)
-        if outcome != .beat, options.mutant == .renewAfterLostCAS, nodes[i].leading {
-            // The mutant: the lease moves its deadline on although its write did not get through.
-            arm(i, deadline: now + nodes[i].config.fenceAfter.swiftDuration)
-        }
-        return outcome
-    }
-
-    private func tryBeat(_ i: Int) -> Beat {
-        guard let session = nodes[i].session, reachesConsul(i) else { return .failed }
-        let pair = consulRead().get(keys.leader)
-        guard let pair, pair.session == session, pair.stringValue == nodes[i].name.value else {
-            if pair?.session == nil, pair?.stringValue == nodes[i].name.value {
-                // Its session vanished: renewed at once, and the lock taken again (`Lease.beat`).
-                guard nodes[i].leading else { return .failed }
+    /// `Lease.beat`: ``LeaseState``'s heartbeat carried out — read the key, arm, write it back with
+    /// check-and-set while it is still this node's, fence when it is not; with `mayAskMembers`, a
+    /// failsafe round after a beat that did not get through.
+    func beat(_ i: Int, mayAskMembers: Bool = false) -> LeaseState.Beat {
+        let session = nodes[i].session
+        var heartbeat = nodes[i].lease.heartbeat(session: session, mayAskMembers: mayAskMembers)
+        var event = LeaseState.Event.start(known: nil)
+        while true {
+            let wasLeading = nodes[i].lease.leading
+            let step = nodes[i].lease.next(&heartbeat, after: event, now: nanoseconds(now))
+            if !wasLeading, nodes[i].lease.leading { note("\(nodes[i].name) leads") }
+            switch step {
+            case .done(let outcome):
+                for notice in heartbeat.notices { self.notice(i, notice) }
+                if outcome != .beat, options.mutant == .renewAfterLostCAS, nodes[i].lease.leading {
+                    // The mutant: the lease moves its deadline on although its write did not get through.
+                    arm(i, deadline: nodes[i].lease.fenceDeadline(sentAt: nanoseconds(now)))
+                }
+                return outcome
+            case .readKey:
+                guard reachesConsul(i) else {
+                    event = .readFailed
+                    continue
+                }
+                var pair = consulRead().get(keys.leader)
+                if options.mutant == .renewAfterLostCAS, nodes[i].lease.leading, let read = pair, read.session != session || read.stringValue != nodes[i].name.value {
+                    // The mutant does not fence: it takes the key for its own, at an index no write matches.
+                    pair = KVPair(key: read.key, value: Array(nodes[i].name.value.utf8), flags: read.flags, session: session, modifyIndex: .max)
+                }
+                event = .keyRead(pair)
+            case .arm(let deadline):
+                arm(i, deadline: deadline)
+                event = .armed(true)
+            case .writeKey(let index, var flags):
+                if options.mutant == .noFencingPromise { flags = LeaderFlags(beats: LeaderFlags(raw: flags).beats, promise: nil).raw }
+                guard reachesConsul(i) else {
+                    event = .writeFailed
+                    continue
+                }
+                let written = (try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), flags: flags, mode: .cas(index), now: tick())) ?? false
+                event = .written(committed: written)
+            case .renewSession:
                 ensureSession(i)
-                return nodes[i].leading && nodes[i].session != session ? .beat : .failed
+                event = .renewed(session: nodes[i].session)
+            case .askMembers(let deadline):
+                event = .members(confirmed: askMembers(i, until: deadline))
+            case .fence(let why):
+                note("\(nodes[i].name) lost the lock (\(why)); fencing")
+                fence(i)
+                event = .fenced
+            case .fenceUnguarded:
+                fence(i)
+                release(i)
+                event = .fenced
             }
-            if nodes[i].leading {
-                if options.mutant == .renewAfterLostCAS { return .failed }
-                lost(i, "the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
-                return .lost
-            }
-            return .failed
         }
-        let sent = now
-        let fenceAfter = nodes[i].config.fenceAfter
-        // A shorter fence is armed before the key promises it (`Lease.beat`).
-        if nodes[i].leading, let armed = nodes[i].watchdogDeadline, sent + fenceAfter.swiftDuration < armed {
-            arm(i, deadline: sent + fenceAfter.swiftDuration)
-        }
-        let flags = options.mutant == .noFencingPromise ? pair.flags &+ 1 : LeaderFlags.nextBeat(after: pair.flags, promise: fenceAfter)
-        let written = (try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), flags: flags, mode: .cas(pair.modifyIndex), now: tick())) ?? false
-        guard written else { return .failed }
-        arm(i, deadline: sent + fenceAfter.swiftDuration)
-        if nodes[i].inFailsafe { note("\(nodes[i].name) Consul answers again: failsafe over") }
-        nodes[i].inFailsafe = false
-        startLeading(i, sent: now)
-        return .beat
     }
 
-    /// `Lease.failsafe`: Consul out of reach, the lease is renewed for one more fence period only if
-    /// every other member confirms over its API (``NodeHealth/failsafe(request:view:now:)``) that it
-    /// will not take over. A member whose monitor does not run cannot answer.
-    func failsafe(_ i: Int) {
-        // Only for a PostgreSQL that runs as the writable primary: a leader whose database died must
-        // not hold the others off (issue 23, finding 5).
-        guard nodes[i].writablePrimary || options.mutant == .failsafeForADeadPrimary else { return }
-        let sent = now
-        let deadline = now + nodes[i].config.fenceAfter.swiftDuration
+    private func notice(_ i: Int, _ notice: LeaseState.Notice) {
+        switch notice {
+        case .failsafeOver: note("\(nodes[i].name) Consul answers again: failsafe over")
+        case .failsafeEntered: note("\(nodes[i].name) failsafe: every member confirmed; leading on")
+        case .leadingAgain, .failsafeNotWritable: break
+        }
+    }
+
+    /// `Lease.askMembers`: Consul out of reach, every other member is asked to confirm over its API
+    /// (``NodeHealth/failsafe(request:view:now:)``) that it will not take over. A member whose monitor
+    /// does not run cannot answer.
+    func askMembers(_ i: Int, until deadline: UInt64) -> Bool {
         var confirmed = true
         for m in nodes.indices where m != i {
             _ = tick()
@@ -174,11 +183,15 @@ extension Simulation {
                 confirmed = false
             }
         }
-        guard confirmed, nodes[i].leading else { return }
-        if !nodes[i].inFailsafe { note("\(nodes[i].name) failsafe: every member confirmed; leading on") }
-        nodes[i].inFailsafe = true
-        arm(i, deadline: deadline)
-        startLeading(i, sent: sent)
+        return confirmed
+    }
+
+    /// What the loop tells the lease of node `i`'s PostgreSQL (`Lease.setLocal`).
+    func setWritablePrimary(_ i: Int, _ writable: Bool) {
+        // The mutant: a leader whose PostgreSQL is down still counts as a writable primary, and asks
+        // for failsafe grants (the rule before finding 5).
+        let writable = writable || (options.mutant == .failsafeForADeadPrimary && nodes[i].lease.leading)
+        nodes[i].lease.setLocal(writablePrimary: writable, vacant: nodes[i].lease.vacant)
     }
 
     /// Virtual time as the monotonic nanoseconds the node API's rules count in.
@@ -190,7 +203,7 @@ extension Simulation {
     func publishView(_ i: Int, snapshot: ClusterSnapshot?) {
         let at = nanoseconds(now)
         nodes[i].view.local = observeLocal(i)
-        nodes[i].view.leading = nodes[i].leading
+        nodes[i].view.leading = nodes[i].lease.leading
         nodes[i].view.loopRanAt = at
         nodes[i].view.fenceAfter = nodes[i].config.fenceAfter
         nodes[i].view.failsafeMode = nodes[i].config.failsafeMode
@@ -204,29 +217,30 @@ extension Simulation {
         nodes[i].view.failsafeGrant.flatMap { $0.until > nanoseconds(now) ? $0.leader : nil }
     }
 
-    func startLeading(_ i: Int, sent: Duration) {
-        if !nodes[i].leading { note("\(nodes[i].name) leads") }
-        nodes[i].leading = true
-        nodes[i].lastBeat = sent
+    func startLeading(_ i: Int, sent: UInt64, deadline: UInt64) {
+        if !nodes[i].lease.leading { note("\(nodes[i].name) leads") }
+        nodes[i].lease.startLeading(sent: sent, deadline: deadline)
     }
 
-    func stopLeading(_ i: Int) {
-        nodes[i].leading = false
-        nodes[i].inFailsafe = false
-        nodes[i].lastBeat = nil
-    }
+    func stopLeading(_ i: Int) { nodes[i].lease.stopLeading() }
 
     /// The key is not this node's any more while it led: PostgreSQL killed now.
     func lost(_ i: Int, _ why: String) {
         note("\(nodes[i].name) lost the lock (\(why)); fencing")
         stopLeading(i)
+        fence(i)
+    }
+
+    /// PostgreSQL killed now, the watchdog stood down (`FenceGuard.fenceNow`).
+    func fence(_ i: Int) {
         standDown(i)
         nodes[i].db.stop()
     }
 
     // MARK: The watchdog
 
-    func arm(_ i: Int, deadline: Duration) {
+    func arm(_ i: Int, deadline: UInt64) {
+        let deadline = Duration.nanoseconds(Int64(deadline))
         nodes[i].watchdogDeadline = deadline
         nodes[i].watchdogGeneration += 1
         schedule(at: firesAt(deadline), .watchdog(i, generation: nodes[i].watchdogGeneration))

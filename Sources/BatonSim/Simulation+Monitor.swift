@@ -12,10 +12,10 @@ extension Simulation {
         let observed = observeLocal(i)
         nodes[i].memory.noteLocal(observed, at: instant)
         let local = nodes[i].memory.judged(observed, at: instant)
-        if case .down = local { nodes[i].writablePrimary = false }
+        if case .down = local { setWritablePrimary(i, false) }
         let snapshot = readSnapshot(i)
         if let snapshot {
-            if let leader = snapshot.leader, leader.holder == nodes[i].name, leader.session == nodes[i].session, !nodes[i].leading {
+            if let leader = snapshot.leader, leader.holder == nodes[i].name, leader.session == nodes[i].session, !nodes[i].lease.leading {
                 _ = prove(i)
             }
         }
@@ -38,7 +38,7 @@ extension Simulation {
         }
         carryOut(i, action, snapshot: snapshot, local: local)
         let after = nodes[i].memory.judged(observeLocal(i), at: instant)
-        if case .primary = after { nodes[i].writablePrimary = nodes[i].leading } else { nodes[i].writablePrimary = false }
+        if case .primary = after { setWritablePrimary(i, nodes[i].lease.leading) } else { setWritablePrimary(i, false) }
         publishStatus(i, local: after, action: action)
         publishView(i, snapshot: snapshot)
         return nodes[i].memory.nextInterval(config: nodes[i].config, at: instant)

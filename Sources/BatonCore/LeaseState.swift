@@ -1,0 +1,351 @@
+import ConsulAPI
+
+/// The leader lock held as a lease, as rules: what the lease remembers (leading, its term, the last
+/// beat that got through, the watchdog's deadline, failsafe) and what a heartbeat, an acquisition, a
+/// failsafe round and keepalived's standing do with it. Pure: the live `Lease` actor and the simulator
+/// carry out the same steps — read the key, arm the watchdog, write the key, fence — against Consul and
+/// a watchdog, or against the in-memory store and a simulated one, and feed back what happened.
+///
+/// Time is CLOCK_MONOTONIC nanoseconds (what the watchdog counts in; the simulator's virtual time).
+///
+/// The rules (invariants 10–12 of DESIGN.md):
+/// - the watchdog is armed before the lock is taken; a node without one never leads;
+/// - a heartbeat writes the key with check-and-set at the index it read, bumping the beat count and
+///   promising its `fence_after` (``LeaderFlags``); only a beat that got through moves the watchdog's
+///   deadline — to `fence_after` after the beat was *sent*;
+/// - a shorter promise (fence_timeout lowered) is armed before the key says it, a longer one after;
+/// - a beat that finds the key another's, or gone, while leading fences at once;
+/// - a beat that finds the key free and still naming this node (its session vanished) renews the
+///   session, which takes the lock again;
+/// - with `failsafe_mode`, a failed beat of a writable primary asks every member to confirm; all must.
+public struct LeaseState: Sendable {
+    public let node: NodeName
+    public var config = ClusterConfig()
+    public private(set) var leading = false
+    /// Bumped whenever leading starts or stops: a step that began under another term changes nothing.
+    public private(set) var term: UInt64 = 0
+    /// When the last beat that got through was sent.
+    public private(set) var lastBeat: UInt64?
+    /// The watchdog's deadline while leading.
+    public private(set) var deadline: UInt64 = 0
+    /// Whether the last beats came from failsafe rounds instead of Consul.
+    public private(set) var inFailsafe = false
+    /// What the loop last saw of this node's PostgreSQL: a writable primary.
+    public private(set) var writablePrimary = false
+    /// No process of this node's PostgreSQL runs.
+    public private(set) var vacant = false
+    /// Whether keepalived may be told ``VRRPStanding/vacant``: only straight from leading with a live
+    /// lease — the old primary whose PostgreSQL died keeps the address it holds. Once its lease ran out
+    /// (the watchdog fences and says FAULT then) or it was barred (a standby, a start), the node stays
+    /// off until it leads again: an address that came back to a node fenced a moment ago would deliver
+    /// that node's last answers, sent before the fence, late — after the new primary's first.
+    private var mayBeVacant = false
+
+    public init(node: NodeName) { self.node = node }
+
+    /// The watchdog's deadline (0 when not leading).
+    public var leaseDeadline: UInt64 { leading ? deadline : 0 }
+    public var failsafeActive: Bool { leading && inFailsafe }
+
+    /// Time since the last heartbeat that got through was sent (forever when there was none).
+    public func sinceLastBeat(now: UInt64) -> GoDuration {
+        guard leading, let lastBeat else { return .seconds(86_400 * 365) }
+        return GoDuration(nanoseconds: Int64(now &- lastBeat))
+    }
+
+    /// What the loop saw of this node's PostgreSQL; whether it changed.
+    @discardableResult
+    public mutating func setLocal(writablePrimary writable: Bool, vacant: Bool) -> Bool {
+        guard writable != writablePrimary || vacant != self.vacant else { return false }
+        writablePrimary = writable
+        self.vacant = vacant
+        return true
+    }
+
+    // MARK: Leading
+
+    /// The deadline a watchdog is armed with for a beat (or acquisition) sent at `now`.
+    public func fenceDeadline(sentAt now: UInt64) -> UInt64 { now + UInt64(max(0, config.fenceAfter.nanoseconds)) }
+
+    /// Taking the free lock at `now`: the watchdog's deadline to arm first, and the flags the key is
+    /// written with (they say what the watchdog was armed with).
+    public func acquisition(now: UInt64) -> (deadline: UInt64, flags: UInt64) {
+        (fenceDeadline(sentAt: now), LeaderFlags(beats: 0, promise: config.fenceAfter).raw)
+    }
+
+    /// The lock was taken (or a beat got through) with the watchdog armed until `deadline`.
+    public mutating func startLeading(sent: UInt64, deadline: UInt64) {
+        if !leading { term &+= 1 }
+        leading = true
+        lastBeat = sent
+        self.deadline = deadline
+    }
+
+    public mutating func stopLeading() {
+        if leading { term &+= 1 }
+        leading = false
+        inFailsafe = false
+        lastBeat = nil
+        deadline = 0
+    }
+
+    /// The session vanished under this node. While it leads it tries to take the lock again with a
+    /// new session (``MonitorDecision`` keeps the others off a lock freed without a report of the
+    /// PostgreSQL gone until this node's promise ran out); else nothing depends on it.
+    public var reacquiresAfterSessionLoss: Bool { leading }
+
+    // MARK: The heartbeat
+
+    /// How a heartbeat ended.
+    public enum Beat: Sendable, Equatable { case beat, lost, failed }
+
+    /// What the shell carries out next for a heartbeat, and then reports with ``Event``.
+    public enum Step: Sendable, Equatable {
+        /// Read the leader key (a consistent read): ``Event/keyRead(_:)`` or ``Event/readFailed``.
+        case readKey
+        /// Arm the watchdog with this deadline: ``Event/armed(_:)``.
+        case arm(deadline: UInt64)
+        /// Write the key as this node's, check-and-set at `index`: ``Event/written(committed:)`` or
+        /// ``Event/writeFailed``.
+        case writeKey(index: UInt64, flags: UInt64)
+        /// The session vanished under this leader: renew it (which takes the lock again):
+        /// ``Event/renewed(session:)``.
+        case renewSession
+        /// Ask every other member to confirm a failsafe lease until `deadline`: ``Event/members(confirmed:)``.
+        case askMembers(deadline: UInt64)
+        /// The key is not this node's any more while it led: fence PostgreSQL now and wake the loop;
+        /// then ``Event/fenced``.
+        case fence(why: String)
+        /// No watchdog took a deadline: fence PostgreSQL, stand the watchdog down, release the lock and
+        /// wake the loop; then ``Event/fenced``.
+        case fenceUnguarded
+        /// The heartbeat is over.
+        case done(Beat)
+    }
+
+    /// What happened to the last ``Step``.
+    public enum Event: Sendable, Equatable {
+        /// The heartbeat starts, with the key as this node last knew it written (its last beat's
+        /// answer, or the leader watch), which stands in for the first read while it says the key is
+        /// this node's: a check-and-set at an index that moved on just fails, and the beat reads then.
+        case start(known: KVPair?)
+        case keyRead(KVPair?)
+        case readFailed
+        case armed(Bool)
+        /// Whether the check-and-set got through.
+        case written(committed: Bool)
+        case writeFailed
+        /// The session the renewal left this node with.
+        case renewed(session: String?)
+        case members(confirmed: Bool)
+        case fenced
+    }
+
+    /// Things a heartbeat did that the operator hears of.
+    public enum Notice: Sendable, Equatable {
+        /// A beat got through while this node did not lead (a lock it holds from before a restart).
+        case leadingAgain
+        /// A beat got through after failsafe rounds.
+        case failsafeOver
+        /// Every member confirmed: the lease goes on without Consul.
+        case failsafeEntered
+        /// Failsafe is on, but PostgreSQL is not a writable primary here: nobody is asked.
+        case failsafeNotWritable
+    }
+
+    /// One heartbeat in progress, owned by whoever drives it (two may run at once: the loop's proof and
+    /// the heartbeat task's beat).
+    public struct Heartbeat: Sendable {
+        public let session: String?
+        /// A round of the heartbeat task: a failed beat goes on to a failsafe round when it is on
+        /// (a proof before PostgreSQL becomes writable does not).
+        public let mayAskMembers: Bool
+        fileprivate var term: UInt64
+        fileprivate var attempt = 0
+        fileprivate var phase = Phase.starting
+        fileprivate var sent: UInt64 = 0
+        fileprivate var deadline: UInt64 = 0
+        fileprivate var write: (index: UInt64, flags: UInt64) = (0, 0)
+        public fileprivate(set) var notices: [Notice] = []
+        public fileprivate(set) var outcome: Beat?
+
+        fileprivate enum Phase { case starting, reading, armingShorter, writing, armingAfterWrite, renewing, asking, armingFailsafe, fencing(Beat), done }
+    }
+
+    /// A heartbeat with `session` (nil: the beat fails at once).
+    public func heartbeat(session: String?, mayAskMembers: Bool) -> Heartbeat {
+        Heartbeat(session: session, mayAskMembers: mayAskMembers, term: term)
+    }
+
+    /// How many times a beat reads and writes again when its check-and-set did not get through.
+    public static let beatAttempts = 3
+
+    /// The next step of `beat` after `event`, at `now`.
+    public mutating func next(_ beat: inout Heartbeat, after event: Event, now: UInt64) -> Step {
+        switch (beat.phase, event) {
+        case (.starting, .start(let known)):
+            guard beat.session != nil else { return failed(&beat, now: now) }
+            if let known, owns(known, session: beat.session) { return keyRead(known, &beat, now: now) }
+            beat.phase = .reading
+            return .readKey
+        case (.reading, .keyRead(let pair)):
+            return keyRead(pair, &beat, now: now)
+        case (.reading, .readFailed), (.writing, .writeFailed):
+            return failed(&beat, now: now)
+        case (.armingShorter, .armed(let ok)):
+            guard ok else { return unguarded(&beat) }
+            if term == beat.term { deadline = beat.deadline }
+            beat.phase = .writing
+            return .writeKey(index: beat.write.index, flags: beat.write.flags)
+        case (.writing, .written(let committed)):
+            guard committed else {
+                beat.attempt += 1
+                guard beat.attempt < Self.beatAttempts else { return failed(&beat, now: now) }
+                beat.phase = .reading
+                return .readKey
+            }
+            guard term == beat.term else { return failed(&beat, now: now) }
+            beat.phase = .armingAfterWrite
+            return .arm(deadline: beat.deadline)
+        case (.armingAfterWrite, .armed(let ok)):
+            guard ok else { return unguarded(&beat) }
+            if !leading { beat.notices.append(.leadingAgain) }
+            if inFailsafe && leading { beat.notices.append(.failsafeOver) }
+            inFailsafe = false
+            startLeading(sent: beat.sent, deadline: beat.deadline)
+            return finish(&beat, .beat)
+        case (.renewing, .renewed(let session)):
+            guard leading, term == beat.term, session != nil, session != beat.session else { return failed(&beat, now: now) }
+            if inFailsafe { beat.notices.append(.failsafeOver) }
+            inFailsafe = false
+            return finish(&beat, .beat)
+        case (.asking, .members(let confirmed)):
+            guard confirmed, term == beat.term, leading else { return finish(&beat, .failed) }
+            beat.phase = .armingFailsafe
+            return .arm(deadline: beat.deadline)
+        case (.armingFailsafe, .armed(let ok)):
+            guard ok else { return unguarded(&beat) }
+            if !inFailsafe { beat.notices.append(.failsafeEntered) }
+            inFailsafe = true
+            startLeading(sent: beat.sent, deadline: beat.deadline)
+            return finish(&beat, .failed)
+        case (.fencing(let outcome), .fenced):
+            return finish(&beat, outcome)
+        case (.done, _):
+            return .done(beat.outcome ?? .failed)
+        default:
+            preconditionFailure("LeaseState: \(event) does not answer the step of phase \(beat.phase)")
+        }
+    }
+
+    private func owns(_ pair: KVPair, session: String?) -> Bool {
+        pair.session == session && pair.stringValue == node.value
+    }
+
+    private mutating func keyRead(_ pair: KVPair?, _ beat: inout Heartbeat, now: UInt64) -> Step {
+        guard term == beat.term else { return failed(&beat, now: now) }
+        guard let pair, owns(pair, session: beat.session) else {
+            if pair?.session == nil, pair?.stringValue == node.value {
+                // Free and still naming this node: its session vanished (a restarted Consul agent).
+                // The renewal takes the lock again — the others wait out this node's promise for a
+                // lock freed without a report of its PostgreSQL gone — or the watchdog fences at the
+                // deadline.
+                guard leading else { return failed(&beat, now: now) }
+                beat.phase = .renewing
+                return .renewSession
+            }
+            guard leading else { return failed(&beat, now: now) }
+            stopLeading()
+            beat.phase = .fencing(.lost)
+            return .fence(why: "the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
+        }
+        beat.sent = now
+        beat.deadline = fenceDeadline(sentAt: now)
+        beat.write = (pair.modifyIndex, LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter))
+        // A shorter fence (fence_timeout lowered) is armed before the key promises it: until the new
+        // promise is written the replicas time a takeover by the old one, and the watchdog must never
+        // be later than what the key says. A longer one is armed only after it is written.
+        if leading, beat.deadline < deadline {
+            beat.phase = .armingShorter
+            return .arm(deadline: beat.deadline)
+        }
+        beat.phase = .writing
+        return .writeKey(index: beat.write.index, flags: beat.write.flags)
+    }
+
+    /// The beat did not get through: a heartbeat round of a writable primary in failsafe mode asks the
+    /// members (only for a PostgreSQL that runs here as the writable primary: a leader whose database
+    /// died while it was cut from Consul must not hold the others off — issue 23, finding 5).
+    private mutating func failed(_ beat: inout Heartbeat, now: UInt64) -> Step {
+        guard beat.mayAskMembers, leading, config.failsafeMode else { return finish(&beat, .failed) }
+        guard writablePrimary else {
+            beat.notices.append(.failsafeNotWritable)
+            return finish(&beat, .failed)
+        }
+        beat.term = term
+        beat.sent = now
+        beat.deadline = fenceDeadline(sentAt: now)
+        beat.phase = .asking
+        return .askMembers(deadline: beat.deadline)
+    }
+
+    private mutating func unguarded(_ beat: inout Heartbeat) -> Step {
+        stopLeading()
+        beat.phase = .fencing(.failed)
+        return .fenceUnguarded
+    }
+
+    private func finish(_ beat: inout Heartbeat, _ outcome: Beat) -> Step {
+        beat.phase = .done
+        beat.outcome = outcome
+        return .done(outcome)
+    }
+
+    // MARK: Timing
+
+    /// How long a failsafe round waits for the members' answers.
+    public var failsafeRoundTimeout: Duration { min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3) }
+
+    /// How long one call of a heartbeat may wait for Consul at `now`: what is left before the
+    /// watchdog's deadline, less a failsafe round's time when failsafe is on — an answer that comes
+    /// later is of no use, and a Consul that holds calls (an election, an overloaded server) must leave
+    /// the round time to renew the lease through the members. At least 100 ms, at most `configured`.
+    public func callBudget(configured: Duration, now: UInt64) -> Duration {
+        guard leading else { return configured }
+        let left = Duration.nanoseconds(Int64(deadline) - Int64(now))
+        let reserve = config.failsafeMode ? failsafeRoundTimeout + .milliseconds(100) : .zero
+        return min(configured, max(.milliseconds(100), left - reserve))
+    }
+
+    /// After a heartbeat round at `now`: whether the watchdog fences now (the loop must know at once).
+    public func deadlinePassed(now: UInt64) -> Bool { leading && now >= deadline }
+
+    /// How long the heartbeat task waits before its next round, one that started `elapsed` ago: beats
+    /// start every loop_wait, however long the last one took (a slow Consul must not stretch the time
+    /// between beats past the fencing deadline), and no later than just after the deadline.
+    public func pauseBeforeNextBeat(elapsed: Duration, now: UInt64) -> Duration {
+        var pause = max(.milliseconds(20), config.loopWait.swiftDuration - elapsed)
+        if leading {
+            let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(now))
+            if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
+        }
+        return pause
+    }
+
+    // MARK: What keepalived is told
+
+    /// What the files keepalived tracks say at `now`: the standing under `vip_policy: primary` (the only
+    /// one a keepalived.conf from an earlier Baton knows) and the one under this cluster's policy.
+    public mutating func standings(now: UInt64) -> (leadingWritable: Bool, following: VRRPStanding, standing: VRRPStanding) {
+        let leadingWritable = leading && writablePrimary && now < deadline
+        if leading && now >= deadline { mayBeVacant = false }
+        let following = VRRPStanding(leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
+        switch following {
+        case .leading: mayBeVacant = true
+        case .barred: mayBeVacant = false
+        case .vacant, .routing: break
+        }
+        let standing = VRRPStanding(policy: config.vipPolicy, leadingWritable: leadingWritable, vacant: vacant && mayBeVacant)
+        return (leadingWritable, following, standing)
+    }
+}
