@@ -365,7 +365,14 @@ extension MonitorLiveTests {
             let config = c.directory("pg2") + "/baton.yaml"
             let agreed = try await runCommand(BatonProcess.executable, ["status", "--config", config])
             #expect(!agreed.output.contains("who serves is not agreed"), "\(agreed.output)")
-            // pg3's agent is made to say it routes elsewhere (its own report comes back within its refresh).
+            // pg3's agent is made to say it routes elsewhere: frozen, so that its own report (every 10 s
+            // while nothing changes) cannot put the truth back before the leader's patience ran out — an
+            // unfrozen agent's refresh made this test pass or fail by the phase it started in.
+            let agent = try #require(c.trackedProcesses.last {
+                $0.process.arguments?.first == "pgbouncer-agent" && $0.process.arguments?.contains(c.directory("pg3") + "/baton.yaml") == true
+            })
+            kill(agent.process.processIdentifier, SIGSTOP)
+            defer { kill(agent.process.processIdentifier, SIGCONT) }  // also when a step below throws
             let stuck = BouncerStatus(target: "127.0.0.1:1", paused: false, acknowledged: nil, problem: nil, time: Date().timeIntervalSince1970)
             try await c.client.put("baton/live/pgbouncer/agents/pg3", stuck.json.serializedBytes())
             let warned = await Self.statusWithin(.seconds(9), config) {
@@ -375,6 +382,7 @@ extension MonitorLiveTests {
             #expect(await api(c, "pg1", "/metrics")?.text.contains("baton_routing_disagreement 1") == true, "the leader's metric")
             let events = try await runCommand(BatonProcess.executable, ["events", "--config", config, "--kind", "routing"])
             #expect(events.output.contains("pg3's pgbouncer routes to 127.0.0.1:1"), "\(events.output)")
+            kill(agent.process.processIdentifier, SIGCONT)
             let healed = await Self.statusWithin(.seconds(20), config) { !$0.isEmpty && !$0.contains("who serves is not agreed") }
             #expect(healed, "pg3's agent reported its real target again and the warning went")
         }
