@@ -1,4 +1,4 @@
-import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import BatonPostgres
@@ -137,10 +137,8 @@ final class EmergencyPause: Sendable {
     private func send(over console: PostgresConnection, logging: Bool = false) async -> Bool {
         defer { console.close() }
         do {
-            try await console.simpleQuery("PAUSE", timeout: .milliseconds(200))
+            _ = try await PgBouncerAgentLoop.pause(over: console, bound: .milliseconds(200))
             return true
-        } catch let error as PostgresError where error.message.contains("already suspended/paused") || error.sqlState == "57014" {
-            return true  // paused already, or paused with transactions still in flight on the gone node
         } catch {
             if logging { logger.warning("Cannot pause pgbouncer for a gone leader", metadata: ["error": "\(error)"]) }
             return false
@@ -416,6 +414,30 @@ struct PgBouncerAgentLoop {
         }
     }
 
+    /// How pgbouncer answered a PAUSE.
+    enum PauseAnswer: Equatable {
+        /// Paused: every server connection released.
+        case paused
+        /// It was paused already.
+        case alreadyPaused
+        /// No answer within the bound: paused, with transactions still in flight (on a gone node they
+        /// never finish). The bounded query closed the connection.
+        case inFlight
+    }
+
+    /// Sends PAUSE over `console`, waiting at most `bound` for the answer. pgbouncer is paused when this
+    /// returns; an error it throws means it may not be.
+    static func pause(over console: PostgresConnection, bound: Duration) async throws -> PauseAnswer {
+        do {
+            try await console.simpleQuery("PAUSE", timeout: bound)
+            return .paused
+        } catch let error as PostgresError where error.message.contains("already suspended/paused") {
+            return .alreadyPaused
+        } catch let error as PostgresError where error.sqlState == "57014" {
+            return .inFlight
+        }
+    }
+
     /// PAUSE: new transactions wait, those in flight finish. pgbouncer holds new queries from the moment
     /// it takes the command, but answers it only once every server connection is released — never, for
     /// one whose server died silently (a machine gone from the network), until TCP gives up. So the agent
@@ -428,11 +450,7 @@ struct PgBouncerAgentLoop {
     mutating func hold(acknowledging: Bool) async throws {
         let connection = try await console()
         let bound = acknowledging ? pauseBound : .milliseconds(200)
-        do {
-            try await connection.simpleQuery("PAUSE", timeout: bound)
-        } catch let error as PostgresError where error.message.contains("already suspended/paused") {
-            // Paused already: nothing to do.
-        } catch let error as PostgresError where error.sqlState == "57014" {
+        if try await Self.pause(over: connection, bound: bound) == .inFlight {
             admin = nil  // the bounded query closed the console; pgbouncer stays paused
             if acknowledging {
                 logger.warning("PAUSE did not finish in time; killing the remaining connections", metadata: ["pgbouncer.bound": "\(bound)"])

@@ -54,21 +54,12 @@ public enum PgBouncerIni {
     /// — or pgbouncer's default when it sets none (or something that is not a number: pgbouncer would
     /// not have started with it).
     public static func queryWaitTimeout(_ text: String) -> String {
-        var inSettings = false
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("[") {
-                inSettings = line.lowercased() == "[pgbouncer]"
-                continue
-            }
-            guard inSettings, let equals = line.firstIndex(of: "="),
-                line[..<equals].trimmingCharacters(in: .whitespaces).lowercased() == "query_wait_timeout"
-            else { continue }
-            let value = line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces)
-            let isNumber = !value.isEmpty && value.count <= 12 && value.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") }
-            return isNumber ? value : defaultQueryWaitTimeout
+        guard let entry = entries(in: "pgbouncer", of: text).first(where: { $0.key.lowercased() == "query_wait_timeout" }) else {
+            return defaultQueryWaitTimeout
         }
-        return defaultQueryWaitTimeout
+        let value = entry.value.trimmingCharacters(in: .whitespaces)
+        let isNumber = !value.isEmpty && value.count <= 12 && value.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") }
+        return isNumber ? value : defaultQueryWaitTimeout
     }
 
     /// `query_wait_timeout` while an agent holds clients for a failover: `pgbouncer_timeout`, in whole
@@ -139,17 +130,23 @@ public enum PgBouncerIni {
     }
 
     static func databaseLines(_ text: String) -> [DatabaseLine] {
-        var inDatabases = false
-        var found: [DatabaseLine] = []
+        entries(in: "databases", of: text).map { DatabaseLine(index: $0.index, name: $0.key, connection: String($0.value)) }
+    }
+
+    /// The `key = value` lines of one `[section]` of an ini file, comments and blank lines skipped: the
+    /// line's index, the key as written (trimmed) and everything after the first `=`.
+    static func entries(in section: String, of text: String) -> [(index: Int, key: String, value: Substring)] {
+        let header = "[" + section + "]"
+        var inside = false
+        var found: [(index: Int, key: String, value: Substring)] = []
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.hasPrefix("[") {
-                inDatabases = line.lowercased() == "[databases]"
+                inside = line.lowercased() == header
                 continue
             }
-            guard inDatabases, !line.isEmpty, !line.hasPrefix(";"), !line.hasPrefix("#"), let equals = line.firstIndex(of: "=") else { continue }
-            let name = line[..<equals].trimmingCharacters(in: .whitespaces)
-            found.append(DatabaseLine(index: index, name: name, connection: String(line[line.index(after: equals)...])))
+            guard inside, !line.isEmpty, !line.hasPrefix(";"), !line.hasPrefix("#"), let equals = line.firstIndex(of: "=") else { continue }
+            found.append((index, line[..<equals].trimmingCharacters(in: .whitespaces), line[line.index(after: equals)...]))
         }
         return found
     }

@@ -118,12 +118,14 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Waits until the server closes this (idle) connection or sends something on it unasked — a
-    /// shutdown, a crash, a terminated backend — or until `cancelled` says stop. Never reads.
+    /// shutdown, a crash, a terminated backend — or until `cancelled` says stop (looked at every 250 ms).
+    /// Never reads. It waits on the connection's own queue, as its queries do (no thread of its own per
+    /// wait): nothing else can use the connection meanwhile.
     public func waitUntilServerSpeaks(cancelled: @escaping @Sendable () -> Bool) async {
         let fd = queue.sync { raw.map { PQsocket($0) } ?? -1 }
         guard fd >= 0 else { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
+            queue.async {
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 while !cancelled() {
                     pfd.revents = 0
