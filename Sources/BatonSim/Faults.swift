@@ -35,6 +35,9 @@ public enum FaultKind: String, Sendable, CaseIterable {
     /// A switchover to a standby other than the synchronous one is requested (as `baton switchover`
     /// accepted before finding 8), and the leader's machine dies before it steps down.
     case switchoverThenDeath = "switchover-then-death"
+    /// The operator pauses automatic failover (`baton pause`) and the leader's postmaster is killed at
+    /// once; failover is resumed (`baton resume`) after a while.
+    case pausedFailure = "paused-failure"
 }
 
 extension FaultKind {
@@ -168,6 +171,12 @@ extension Simulation {
             faultTargets[index] = leader
             nodes[leader].alive = false
             nodes[leader].db.stop()
+        case .pausedFailure:
+            let leader = leaderIndex
+            note("FAULT automatic failover paused for \(fault.length.traceText) s; postmaster of \(nodes[leader].name) killed")
+            let pause = JSONValue.object([("time", .string("")), ("reason", .string("simulated maintenance")), ("by", .string(nodes[leader].name.value))])
+            _ = try? consul.put(keys.pause, pause.serializedBytes(), now: instant)  // a plain write is never refused
+            nodes[leader].db.stop()
         case .malformedConfig:
             note("FAULT config's synchronous_mode set to a value that does not parse")
             var json = intended.json
@@ -209,6 +218,9 @@ extension Simulation {
         case .malformedConfig:
             note("HEAL the operator writes the config back")
             writeIntended()
+        case .pausedFailure:
+            note("HEAL automatic failover resumed")
+            _ = consul.delete(keys.pause, now: instant)  // true: a plain delete is never refused
         case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey, .syncStandbyFlaps:
             break
         }

@@ -90,6 +90,8 @@ extension Simulation {
         case .ignoreSyncRecord?:
             observation.synchronous = nil
             observation.config.synchronousMode = .off
+        case .ignorePause?:
+            observation.paused = false
         case .takeOverBeforeDeadline?:
             if observation.leaderSilentFor >= ClusterConfig.fenceMargin {
                 observation.leaderSilentFor = GoDuration(nanoseconds: observation.leaderSilentFor.nanoseconds + observation.config.fenceAfter.nanoseconds)

@@ -316,7 +316,7 @@ public final class Simulation {
     }
 
     /// (a) never two writable primaries; (b) a node that becomes primary in synchronous mode has every
-    /// acknowledged commit; (e) in asynchronous mode no node is promoted further behind the primary's
+    /// acknowledged commit; (d) nobody is promoted while automatic failover is paused; (e) in asynchronous mode no node is promoted further behind the primary's
     /// last reported position than maximum_lag_on_failover.
     private func checkInvariants() -> Violation? {
         let writable = Set(nodes.indices.filter(isWritable))
@@ -332,6 +332,14 @@ public final class Simulation {
                 return violation(
                     "acknowledged commit lost",
                     "\(nodes[i].name) became primary without commit \(missing.commit) (acknowledged in synchronous mode; \(acknowledged.count) acknowledged in all)")
+            }
+        }
+        if consul.get(keys.pause) != nil {
+            // An operator's request (switchover or failover naming the node) is not automatic: pause
+            // leaves it to them (`baton failover --to` works while paused).
+            let requested = (try? TakeoverRequest(bytes: consul.get(keys.switchover)?.value, key: keys.switchover)).map(\.to)
+            if let promoted = promotedSince.keys.sorted().first(where: { nodes[$0].name != requested }) {
+                return violation("failover while paused", "\(nodes[promoted].name) promoted while automatic failover was paused")
             }
         }
         // With failsafe off a Consul outage past fence_timeout fences the leader: the strict rule's cost.

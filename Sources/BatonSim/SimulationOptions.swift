@@ -50,4 +50,6 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// The primary stops relying on its synchronous standby at the first loop that finds it not
     /// streaming (the rule before finding 14): a flap leaves nobody eligible for a while.
     case dropFlappingStandby = "drop-flapping-standby"
+    /// The monitors decide as if automatic failover were never paused.
+    case ignorePause = "ignore-pause"
 }
