@@ -90,11 +90,18 @@ let package = Package(
         .target(name: "BatonPostgres", dependencies: ["CLibPQ", "CBatonSpawn", "BatonCore", "BatonFence"], swiftSettings: swiftSettings),
         // Baton's decisions: pure functions over observed state.
         .target(name: "BatonCore", dependencies: ["ConsulAPI"], swiftSettings: simulatedSettings),
+        // A node's settings (baton.yaml: flags, file and defaults) and the atomic file writes every
+        // command makes: what bootstrap writes and the daemons read.
+        .target(
+            name: "BatonSettings",
+            dependencies: ["BatonCore", .product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
         // `baton bootstrap`: create or join a cluster (the I/O around BatonCore's plan).
         .target(
             name: "BatonBootstrap",
             dependencies: [
-                "BatonCore", "BatonConsul", "BatonPostgres", "ConsulAPI",
+                "BatonCore", "BatonConsul", "BatonPostgres", "BatonSettings", "ConsulAPI",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -106,7 +113,7 @@ let package = Package(
         .target(
             name: "BatonAgent",
             dependencies: [
-                "BatonBootstrap", "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "BatonSigning", "CMalloc", "ConsulAPI",
+                "BatonConsul", "BatonCore", "BatonFence", "BatonHTTP", "BatonPostgres", "BatonSettings", "BatonSigning", "CMalloc", "ConsulAPI",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -116,7 +123,7 @@ let package = Package(
         .executableTarget(
             name: "baton",
             dependencies: [
-                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonBootstrap", "BatonAgent",
+                "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonBootstrap", "BatonSettings", "BatonAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -137,7 +144,7 @@ let package = Package(
         .executableTarget(
             name: "BatonChaos",
             dependencies: [
-                "BatonChaosCore", "BatonConsul", "BatonCore", "BatonPostgres", "BatonTestSupport", "ConsulAPI",
+                "BatonChaosCore", "BatonConsul", "BatonCore", "BatonPostgres", "BatonProxy", "ConsulAPI",
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             path: "Sources/BatonChaos",
@@ -148,6 +155,8 @@ let package = Package(
         .target(name: "BatonSim", dependencies: ["BatonChaosCore", "BatonCore", "BatonConsulStore", "ConsulAPI"], swiftSettings: simulatedSettings),
         .executableTarget(name: "BatonSimCommand", dependencies: ["BatonSim", "BatonCore"], path: "Sources/BatonSimCommand", swiftSettings: swiftSettings),
         // Helpers the live tests share: child processes, free ports.
+        // A TCP proxy that cuts or slows a link on request (the chaos suite's partitions, the tests').
+        .target(name: "BatonProxy", swiftSettings: swiftSettings),
         .target(name: "BatonTestSupport", dependencies: ["BatonAgent", "BatonCore", "BatonFence", "BatonPostgres"], swiftSettings: swiftSettings),
         .testTarget(name: "ConsulAPITests", dependencies: ["ConsulAPI"], swiftSettings: swiftSettings),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore", "ConsulAPI"], swiftSettings: swiftSettings),
@@ -156,15 +165,16 @@ let package = Package(
         .testTarget(
             name: "BatonBootstrapTests",
             dependencies: [
-                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonSigning",
-                "BatonTestSupport", "ConsulAPI",
+                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonPostgres", "BatonSettings",
+                "BatonProxy", "BatonSigning", "BatonTestSupport", "ConsulAPI",
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "BatonAgentTests",
             dependencies: [
-                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonSigning", "BatonTestSupport", "ConsulAPI",
+                "BatonAgent", "BatonBootstrap", "BatonConsul", "BatonConsulServer", "BatonCore", "BatonFence", "BatonProxy", "BatonSettings", "BatonSigning",
+                "BatonTestSupport", "ConsulAPI",
             ],
             swiftSettings: swiftSettings
         ),

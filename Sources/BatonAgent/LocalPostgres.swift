@@ -1,4 +1,4 @@
-import BatonBootstrap
+import BatonSettings
 import BatonCore
 import BatonFence
 import BatonPostgres

@@ -1,4 +1,4 @@
-import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import BatonFence

@@ -1,4 +1,4 @@
-import BatonBootstrap
+import BatonSettings
 import BatonCore
 import BatonPostgres
 import ConsulAPI

@@ -2,6 +2,7 @@ import BatonConsul
 import BatonCore
 import BatonPostgres
 import ConsulAPI
+import BatonSettings
 import Foundation
 
 /// Why a bootstrap stopped, in words that say what to do next.

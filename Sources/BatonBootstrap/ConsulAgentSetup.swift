@@ -1,6 +1,7 @@
 import BatonCore
 import BatonPostgres
 import ConsulAPI
+import BatonSettings
 import Foundation
 
 /// Writes a real Consul agent's configuration (server mode, bootstrap_expect, retry_join, data_dir,

@@ -2,7 +2,7 @@ import BatonChaosCore
 import BatonConsul
 import BatonCore
 import BatonPostgres
-import BatonTestSupport
+import BatonProxy
 import Foundation
 import UnixSignals
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import Foundation

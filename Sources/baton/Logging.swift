@@ -1,5 +1,6 @@
 import BatonAgent
 import BatonBootstrap
+import BatonSettings
 import Foundation
 import Logging
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BatonAgent
 import BatonBootstrap
+import BatonSettings
 import BatonCore
 import BatonFence
 import BatonPostgres

@@ -1,5 +1,6 @@
 import BatonAgent
 import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonConsulServer
 import BatonCore

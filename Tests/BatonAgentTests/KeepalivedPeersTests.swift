@@ -1,4 +1,5 @@
 import BatonBootstrap
+import BatonSettings
 import BatonCore
 import Foundation
 import Logging

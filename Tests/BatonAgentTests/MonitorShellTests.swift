@@ -1,5 +1,7 @@
 import BatonAgent
 import BatonBootstrap
+import BatonProxy
+import BatonSettings
 import BatonConsul
 import BatonCore
 import BatonTestSupport

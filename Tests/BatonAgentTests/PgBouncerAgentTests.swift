@@ -1,5 +1,6 @@
 @testable import BatonAgent
 import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import ConsulAPI

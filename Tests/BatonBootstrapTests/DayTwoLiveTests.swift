@@ -1,4 +1,5 @@
 import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import BatonPostgres

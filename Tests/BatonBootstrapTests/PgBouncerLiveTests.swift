@@ -1,7 +1,9 @@
 import BatonBootstrap
+import BatonSettings
 import BatonConsul
 import BatonCore
 import BatonPostgres
+import BatonProxy
 import BatonTestSupport
 import ConsulAPI
 import Foundation

@@ -1,4 +1,5 @@
 import BatonBootstrap
+import BatonSettings
 import BatonFence
 import BatonTestSupport
 import Foundation
