@@ -119,13 +119,13 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Waits until the server closes this (idle) connection or sends something on it unasked — a
     /// shutdown, a crash, a terminated backend — or until `cancelled` says stop (looked at every 250 ms).
-    /// Never reads. It waits on the connection's own queue, as its queries do (no thread of its own per
-    /// wait): nothing else can use the connection meanwhile.
+    /// Never reads. On a thread of its own, not the connection's queue: a wait that lasts as long as
+    /// PostgreSQL runs must not hold a worker of the dispatch pool every connection's queries share.
     public func waitUntilServerSpeaks(cancelled: @escaping @Sendable () -> Bool) async {
         let fd = queue.sync { raw.map { PQsocket($0) } ?? -1 }
         guard fd >= 0 else { return }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async {
+            Thread.detachNewThread {
                 var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 while !cancelled() {
                     pfd.revents = 0
