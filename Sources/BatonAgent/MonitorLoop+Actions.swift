@@ -87,31 +87,57 @@ extension MonitorLoop {
 
     // MARK: Becoming the primary
 
-    /// Promotes the local standby, which holds the lock: the timeline claimed, the lock proven right
-    /// before PostgreSQL becomes writable, then what the leader owes done at once (registration first:
-    /// the pgbouncers route to it from then on).
+    /// Promotes the local standby, which holds the lock, by the steps of ``Promotion``: the timeline
+    /// claimed, the lock proven right before PostgreSQL becomes writable, then what the leader owes done
+    /// at once (registration first: the pgbouncers route to it from then on).
     mutating func promote(_ snapshot: ClusterSnapshot?) async throws {
         let start = ContinuousClock.now
-        if config.synchronousMode != .off {
-            // From the first commit on, wait for some standby: none is acknowledged on this node alone.
-            var upstream: PostgresFiles.Upstream? = nil
-            if let leader = snapshot?.registeredPrimary(otherThan: me) {
-                upstream = PostgresFiles.Upstream(host: leader.address, port: leader.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+        var promotion = Promotion(keys: keys, node: me, synchronousMode: config.synchronousMode)
+        var step = promotion.next(after: .start)
+        while true {
+            switch step {
+            case .requireSynchronousCommits:
+                var upstream: PostgresFiles.Upstream? = nil
+                if let leader = snapshot?.registeredPrimary(otherThan: me) {
+                    upstream = PostgresFiles.Upstream(host: leader.address, port: leader.port, slot: me.slotName, passfile: settings.passfile, applicationName: me)
+                }
+                try database.writeSettings(upstream: upstream, synchronousStandbyNames: "*")
+                try await database.reload()
+                memory.synchronous.waitingSince = nil
+                step = promotion.next(after: .synchronousRequired)
+            case .readClaim(let synchronous):
+                let current = try await checkpointTimeline()
+                let timelineKey = try await client.get(keys.timeline, .consistent).value
+                let syncKey = synchronous ? try await client.get(keys.sync, .consistent).value : nil
+                step = promotion.next(
+                    after: .claimRead(
+                        localNewest: max(current, database.historyTimelines().max() ?? 1), timelineKey: timelineKey, syncKey: syncKey,
+                        session: await lease.currentSession))
+            case .commitClaim(let claim, let operations):
+                try await writePlaceholders(claim)
+                guard case .committed = try await client.transaction(operations) else {
+                    step = promotion.next(after: .claimCommitted(false))
+                    continue
+                }
+                step = promotion.next(after: .claimCommitted(true))
+            case .proveLock:
+                step = promotion.next(after: .proven(await lease.prove()))
+            case .promote:
+                // A promotion may replay a backlog for long: the lease beats meanwhile on its own.
+                try await database.promote(timeout: .seconds(3600))
+                step = promotion.next(after: .promoted)
+            case .done(.abandoned(let reason)):
+                throw AgentError(reason)
+            case .done(.promoted(let timeline)):
+                metrics.promoted()
+                logger.notice("Promoted", metadata: ["monitor.milliseconds": "\((ContinuousClock.now - start).millisecondCount)", "monitor.timeline": "\(timeline)"])
+                await lease.setWritablePrimary(true)
+                try await register(role: .primary, upstream: nil)
+                await event("promote", "promoted to primary on timeline \(timeline)")
+                if let snapshot { try await leaderDuties(snapshot) }
+                return
             }
-            try database.writeSettings(upstream: upstream, synchronousStandbyNames: "*")
-            try await database.reload()
-            memory.synchronous.waitingSince = nil
         }
-        let timeline = try await claimTimeline()
-        guard await lease.prove() else { throw AgentError("the leader lock could not be proven right before promotion; not promoting") }
-        // A promotion may replay a backlog for long: the lease beats meanwhile on its own.
-        try await database.promote(timeout: .seconds(3600))
-        metrics.promoted()
-        logger.notice("Promoted", metadata: ["monitor.milliseconds": "\((ContinuousClock.now - start).millisecondCount)", "monitor.timeline": "\(timeline)"])
-        await lease.setWritablePrimary(true)
-        try await register(role: .primary, upstream: nil)
-        await event("promote", "promoted to primary on timeline \(timeline)")
-        if let snapshot { try await leaderDuties(snapshot) }
     }
 
     /// What a leading primary owes, checked every loop so that nothing a slow or failed step skipped is
@@ -173,8 +199,8 @@ extension MonitorLoop {
         case .due:
             // A request already pending runs first; the schedule waits for the next loop.
             guard snapshot.request == nil else { return }
-            let view = Takeover.View(snapshot: snapshot, live: Set(snapshot.registrations.keys.filter { memory.isFresh($0, config: config, at: .now) }))
-            if let refusal = Takeover.switchoverRefusal(to: schedule.to, view) { return try await drop("refused now: \(refusal)") }
+            let view = TakeoverView(snapshot: snapshot, live: Set(snapshot.registrations.keys.filter { memory.isFresh($0, config: config, at: .now) }))
+            if let refusal = view.switchoverRefusal(to: schedule.to) { return try await drop("refused now: \(refusal)") }
             let request = TakeoverRequest(to: schedule.to, from: me, time: rfc3339Now())
             let outcome = try await client.transaction([
                 KVOperation(.cas, keys.switchover, value: request.json.serializedBytes(), index: 0),
@@ -223,38 +249,25 @@ extension MonitorLoop {
         }
     }
 
-    /// Claims a timeline above every one used before, in Consul, and makes PostgreSQL choose it
-    /// (``TimelineClaim``). Returns it.
-    func claimTimeline() async throws -> Int {
-        let current =
-            try await database.query("SELECT timeline_id FROM pg_control_checkpoint()", [], timeout: .seconds(2)).first?.first?.flatMap { Int($0) } ?? 1
-        let pair = try await client.get(keys.timeline, .consistent).value
-        let claim = TimelineClaim(
-            localNewest: max(current, database.historyTimelines().max() ?? 1), claimed: try TimelineClaim.claimed(pair?.value, key: keys.timeline))
-        if !claim.placeholders.isEmpty {
-            let parentHistory = database.readHistory(current)
-            let replayed =
-                try await database.query("SELECT pg_last_wal_replay_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
-                ?? LSN(0)
-            for placeholder in claim.placeholders {
-                try database.writeHistory(
-                    placeholder, TimelineClaim.placeholderHistory(parentHistory: parentHistory, parent: current, switchpoint: replayed, timeline: placeholder))
-            }
-            logger.notice("Skipping timelines used elsewhere", metadata: ["monitor.timelines": "\(claim.placeholders)"])
+    /// The timeline of the control file's latest checkpoint (restart point, on a standby).
+    func checkpointTimeline() async throws -> Int {
+        try await database.query("SELECT timeline_id FROM pg_control_checkpoint()", [], timeout: .seconds(2)).first?.first?.flatMap { Int($0) } ?? 1
+    }
+
+    /// The history files of the timelines a claim skips (used elsewhere): PostgreSQL's promotion picks
+    /// the first timeline without one, so it takes the claimed one (``TimelineClaim``).
+    func writePlaceholders(_ claim: TimelineClaim) async throws {
+        guard !claim.placeholders.isEmpty else { return }
+        let current = try await checkpointTimeline()
+        let parentHistory = database.readHistory(current)
+        let replayed =
+            try await database.query("SELECT pg_last_wal_replay_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
+            ?? LSN(0)
+        for placeholder in claim.placeholders {
+            try database.writeHistory(
+                placeholder, TimelineClaim.placeholderHistory(parentHistory: parentHistory, parent: current, switchpoint: replayed, timeline: placeholder))
         }
-        guard let session = await lease.currentSession else { throw AgentError("this node has no session; not promoting now") }
-        var synchronous: (index: UInt64, recorded: SyncRecord?)? = nil
-        if config.synchronousMode != .off {
-            let record = try await client.get(keys.sync, .consistent).value
-            // A record that does not parse names nobody this node could rely on: it is replaced.
-            synchronous = (record?.modifyIndex ?? 0, (try? SyncRecord.parse(record?.value, key: keys.sync)) ?? nil)
-        }
-        let operations = PromotionClaim.operations(
-            keys: keys, node: me, session: session, timeline: claim.timeline, timelineIndex: pair?.modifyIndex ?? 0, synchronous: synchronous)
-        guard case .committed = try await client.transaction(operations) else {
-            throw AgentError("the lock, the timeline or the synchronous standby record changed while this node claimed timeline \(claim.timeline); not promoting now")
-        }
-        return claim.timeline
+        logger.notice("Skipping timelines used elsewhere", metadata: ["monitor.timelines": "\(claim.placeholders)"])
     }
 
     // MARK: Following

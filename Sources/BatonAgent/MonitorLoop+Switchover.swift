@@ -7,66 +7,68 @@ import Foundation
 import Logging
 
 extension MonitorLoop {
-    /// A planned switchover: stop cleanly (the walsenders ship every record, the shutdown checkpoint
-    /// included, to the standbys), check — once the control file says "shut down" — that `target`
-    /// received it all, make this node the target's standby, then release the lock for it. The lease
-    /// beats all along. If the stop was not clean or the target did not receive everything, the primary
-    /// proves the lock again and starts again, and the switchover is called off: nothing acknowledged
-    /// is left behind.
+    /// A planned switchover, by the steps of ``StepDown``: every pgbouncer holding its clients, a clean
+    /// stop, the target checked to have received the shutdown checkpoint, the request marked handed
+    /// over, then this node the target's standby and the lock released. The lease beats all along. If the
+    /// stop was not clean or the target did not receive everything, the primary proves the lock again
+    /// and starts again, and the switchover is called off: nothing acknowledged is left behind.
     mutating func stepDown(for target: NodeName, snapshot: ClusterSnapshot, request: TakeoverRequest) async throws {
         guard let registration = snapshot.registrations[target] else { throw AgentError("the switchover target \(target) is not registered") }
-        // The checkpoint first, while clients still run: it makes the clean stop below short.
-        _ = try? await database.query("CHECKPOINT", [], timeout: .seconds(5))  // ignored: a slow one only makes the stop longer
-        let started = ContinuousClock.now
-        // Every pgbouncer holds its clients before PostgreSQL stops: they wait instead of failing.
-        let pause = PauseRequest(
-            id: UUID().uuidString.lowercased(), from: me, to: target, timeout: GoDuration(nanoseconds: config.pgbouncerTimeout.nanoseconds + 60_000_000_000))
-        try await client.put(keys.pgbouncerPause, pause.json.serializedBytes())
-        let pausing = await awaitBouncers(pause, phase: .paused)
-        await lease.setWritablePrimary(false)
-        let outcome = try await database.stop()
-        let control = try await database.controlData()
-        guard outcome == .fast, control.isCleanPrimaryShutdown, let final = control.checkpoint else {
-            try await callOff(snapshot, "PostgreSQL did not shut down cleanly (\(outcome.rawValue), control file: \(control.state))")
-            return
+        var stepDown = StepDown(target: target, request: request, requestIndex: snapshot.request?.modifyIndex)
+        var step = stepDown.next(after: .start)
+        var started = ContinuousClock.now
+        while true {
+            switch step {
+            case .checkpoint:
+                // While clients still run: it makes the clean stop short.
+                _ = try? await database.query("CHECKPOINT", [], timeout: .seconds(5))  // ignored: a slow one only makes the stop longer
+                step = stepDown.next(after: .checkpointed)
+            case .pauseBouncers:
+                started = ContinuousClock.now
+                let pause = PauseRequest(
+                    id: UUID().uuidString.lowercased(), from: me, to: target,
+                    timeout: GoDuration(nanoseconds: config.pgbouncerTimeout.nanoseconds + 60_000_000_000))
+                try await client.put(keys.pgbouncerPause, pause.json.serializedBytes())
+                step = stepDown.next(after: .bouncersAnswered(await awaitBouncers(pause, phase: .paused)))
+            case .stopCleanly:
+                await lease.setWritablePrimary(false)
+                let outcome = try await database.stop()
+                let control = try await database.controlData()
+                step = stepDown.next(
+                    after: .stopped(
+                        clean: outcome == .fast && control.isCleanPrimaryShutdown, checkpoint: control.checkpoint,
+                        detail: "\(outcome.rawValue), control file: \(control.state)"))
+            case .readTargetPosition(let final):
+                step = stepDown.next(after: .targetReceived(await receivedPosition(of: registration, beyond: final)))
+            case .markHandedOver(let handed, let index):
+                // ignored: a write that fails calls the switchover off, as one that finds the request changed
+                let marked = (try? await client.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(index))) == true
+                step = stepDown.next(after: .marked(marked))
+            case .followTarget:
+                // This node follows the target from now on: it cannot race the target for the free lock.
+                try database.writeSettings(upstream: upstream(registration), synchronousStandbyNames: "")
+                try database.markStandby()
+                await publishStatus(local: .down(standbySignal: true), action: .stepDown(to: target))
+                await lease.release()
+                try await register(role: .standby, upstream: target)
+                step = stepDown.next(after: .followed)
+            case .proveLock:
+                step = stepDown.next(after: .proven(await lease.prove()))
+            case .startAgain:
+                try await launchPostgres()
+                if let index = stepDown.requestIndex { _ = try? await client.delete(keys.switchover, cas: index) }  // ignored: it expires anyway
+                _ = try? await client.delete(keys.pgbouncerPause)  // ignored: agents void it after its timeout
+                step = stepDown.next(after: .startedAgain)
+            case .done(.handedOver(let received, let pausing)):
+                await event("switchover", "stepped down for \(target) after \((ContinuousClock.now - started).millisecondCount) ms; it has WAL up to \(received); \(pausing)")
+                return
+            case .done(.calledOff(let reason)):
+                await event("switchover", "called off: \(reason); this node stays primary")
+                return
+            case .done(.stoppedUnproven(let reason)):
+                throw AgentError("switchover called off (\(reason)), and the leader lock could not be proven again: PostgreSQL stays stopped")
+            }
         }
-        let received = await receivedPosition(of: registration, beyond: final)
-        guard let received, received > final else {
-            try await callOff(snapshot, "\(target) did not receive WAL up to \(final) (it has \(received?.description ?? "nothing"))")
-            return
-        }
-        // The request says the target has every record: the target alone may take the lock this node
-        // frees, which it may not for a request whose leader was lost (finding 8).
-        var handed = request
-        handed.handedOver = true
-        var marked = false
-        if let pending = snapshot.request {
-            // ignored: a write that fails calls the switchover off, as one that finds the request changed
-            marked = (try? await client.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(pending.modifyIndex))) == true
-        }
-        guard marked else {
-            try await callOff(snapshot, "the request could not be marked handed over (withdrawn, changed, or Consul did not answer)")
-            return
-        }
-        // This node follows the target from now on: it cannot race the target for the free lock.
-        try database.writeSettings(upstream: upstream(registration), synchronousStandbyNames: "")
-        try database.markStandby()
-        await publishStatus(local: .down(standbySignal: true), action: .stepDown(to: target))
-        await lease.release()
-        try await register(role: .standby, upstream: target)
-        await event("switchover", "stepped down for \(target) after \((ContinuousClock.now - started).millisecondCount) ms; it has WAL up to \(received); \(pausing)")
-    }
-
-    /// The switchover is off: the lock is proven again before PostgreSQL takes writes again, and the
-    /// request and the pgbouncers' pause are removed.
-    mutating func callOff(_ snapshot: ClusterSnapshot, _ reason: String) async throws {
-        guard await lease.prove() else {
-            throw AgentError("switchover called off (\(reason)), and the leader lock could not be proven again: PostgreSQL stays stopped")
-        }
-        try await launchPostgres()
-        if let pending = snapshot.request { _ = try? await client.delete(keys.switchover, cas: pending.modifyIndex) }  // ignored: it expires anyway
-        _ = try? await client.delete(keys.pgbouncerPause)  // ignored: agents void it after its timeout
-        await event("switchover", "called off: \(reason); this node stays primary")
     }
 
     /// What the target reports having received (polled for up to 5 s, until it passes `final`).

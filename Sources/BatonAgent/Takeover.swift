@@ -14,38 +14,16 @@ public struct Takeover {
         self.client = client
     }
 
-    /// The cluster, and whose monitors are alive: those whose Consul session exists (a fact Consul keeps,
-    /// not another machine's clock). The monitors check the target again before they act.
-    struct View {
-        var snapshot: ClusterSnapshot
-        var live: Set<NodeName>
-
-        var candidates: [CandidateState] { FailoverCandidates.candidates(snapshot, fresh: { live.contains($0) }) }
-
-        /// The failover ranking, as the monitors make it.
-        var choice: FailoverChoice {
-            FailoverCandidates.choose(
-                candidates, synchronousMode: snapshot.config.synchronousMode, synchronous: snapshot.sync,
-                lastPrimaryPosition: snapshot.lastPrimaryPosition, maximumLag: snapshot.config.maximumLagOnFailover)
-        }
-
-        func target(_ name: NodeName) -> TakeoverCheck.Target {
-            let report = snapshot.reports[name]?.status
-            return TakeoverCheck.Target(
-                name: name, registered: snapshot.registrations[name], healthy: report?.role == "standby" && live.contains(name), position: report?.position)
-        }
-    }
-
-    func view() async throws -> View {
+    func view() async throws -> TakeoverView {
         let keys = config.keys
         let snapshot = ClusterSnapshot(pairs: try await client.list(keys.prefix, .consistent).value, keys: keys)
-        return View(snapshot: snapshot, live: try await liveMonitors(client, cluster: config.cluster))
+        return TakeoverView(snapshot: snapshot, live: try await liveMonitors(client, cluster: config.cluster))
     }
 
     /// - Returns: how long the handover took, from the request to the new leader being writable.
     public func switchover(to name: NodeName, timeout: Duration) async throws -> Duration {
         let v = try await view()
-        if let refusal = Self.switchoverRefusal(to: name, v) { throw AgentError("switchover refused: \(refusal)") }
+        if let refusal = v.switchoverRefusal(to: name) { throw AgentError("switchover refused: \(refusal)") }
         return try await request(
             TakeoverRequest(to: name, from: v.snapshot.leader?.holder, time: rfc3339Now(), timeout: GoDuration(timeout)), timeout: timeout)
     }
@@ -55,7 +33,7 @@ public struct Takeover {
     public func schedule(to name: NodeName, at: Int64, now: Int64) async throws -> ScheduledSwitchover {
         if let refusal = ScheduledSwitchover.refusal(at: at, now: now) { throw AgentError("scheduling refused: \(refusal)") }
         let v = try await view()
-        if let refusal = Self.switchoverRefusal(to: name, v) { throw AgentError("scheduling refused: \(refusal)") }
+        if let refusal = v.switchoverRefusal(to: name) { throw AgentError("scheduling refused: \(refusal)") }
         guard let leader = v.snapshot.leader?.holder else { throw AgentError("scheduling refused: no node holds the leader lock") }
         let schedule = ScheduledSwitchover(to: name, from: leader, at: at, asked: rfc3339Now(), by: config.node?.value ?? "operator")
         guard try await client.put(config.keys.scheduledSwitchover, schedule.json.serializedBytes(), mode: .cas(0)) else {
@@ -75,14 +53,7 @@ public struct Takeover {
 
     /// `baton switchover --to NAME --check`: why a switchover to `name` would be refused now, or nil
     /// when it would be asked for; nothing is changed.
-    public func checkSwitchover(to name: NodeName) async throws -> String? { Self.switchoverRefusal(to: name, try await view()) }
-
-    static func switchoverRefusal(to name: NodeName, _ v: View) -> String? {
-        let leader = v.snapshot.leader?.holder
-        return TakeoverCheck.switchover(
-            leader: leader, leaderPosition: leader.flatMap { v.snapshot.reports[$0]?.status.position }, target: v.target(name),
-            maximumLag: v.snapshot.config.maximumLagOnFailover, synchronousMode: v.snapshot.config.synchronousMode, choice: v.choice)
-    }
+    public func checkSwitchover(to name: NodeName) async throws -> String? { try await view().switchoverRefusal(to: name) }
 
     /// `baton explain`: what would happen if the primary died now.
     public func explain() async throws -> FailoverExplanation {

@@ -38,6 +38,9 @@ public enum FaultKind: String, Sendable, CaseIterable {
     /// The operator pauses automatic failover (`baton pause`) and the leader's postmaster is killed at
     /// once; failover is resumed (`baton resume`) after a while.
     case pausedFailure = "paused-failure"
+    /// The operator asks for a switchover to a standby, checked as `baton switchover` checks it; half
+    /// the time the target's WAL receiver dies at that moment (its link drops) for the fault's length.
+    case switchover
 }
 
 extension FaultKind {
@@ -171,6 +174,9 @@ extension Simulation {
             faultTargets[index] = leader
             nodes[leader].alive = false
             nodes[leader].db.stop()
+        case .switchover:
+            askForSwitchover(fault)
+            return
         case .pausedFailure:
             let leader = leaderIndex
             note("FAULT automatic failover paused for \(fault.length.traceText) s; postmaster of \(nodes[leader].name) killed")
@@ -221,8 +227,31 @@ extension Simulation {
         case .pausedFailure:
             note("HEAL automatic failover resumed")
             _ = consul.delete(keys.pause, now: instant)  // true: a plain delete is never refused
-        case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey, .syncStandbyFlaps:
+        case .monitorFreeze, .postmasterKill, .agentRestart, .consulRestore, .unknownConfigKey, .syncStandbyFlaps, .switchover:
             break
+        }
+    }
+
+    /// `baton switchover --to`: a standby drawn by the fault, the request checked against the cluster as
+    /// Consul has it and written with check-and-set at 0 (one request at a time).
+    private func askForSwitchover(_ fault: Fault) {
+        guard now >= consulDownUntil else { return note("FAULT a switchover asked for; Consul does not answer") }
+        let snapshot = ClusterSnapshot(pairs: consul.list(keys.prefix).pairs, keys: keys)
+        let live = Set(nodes.filter { $0.session.map(consul.sessionExists) ?? false }.map(\.name))
+        let others = nodes.indices.filter { nodes[$0].name != snapshot.leader?.holder }
+        let to = others[fault.choice % others.count]
+        let name = nodes[to].name
+        if let refusal = TakeoverView(snapshot: snapshot, live: live).switchoverRefusal(to: name) {
+            return note("FAULT a switchover to \(name) asked for, refused: \(refusal)")
+        }
+        let request = TakeoverRequest(to: name, from: snapshot.leader?.holder, time: "")
+        guard (try? consul.put(keys.switchover, request.json.serializedBytes(), mode: .cas(0), now: instant)) == true else {  // an error: not written
+            return note("FAULT a switchover to \(name) asked for, refused: another request is pending")
+        }
+        note("FAULT switchover to \(name) requested")
+        if fault.choice >= 500 {
+            nodes[to].db.receiverDownUntil = max(nodes[to].db.receiverDownUntil, now + fault.length)
+            note("FAULT WAL receiver of \(name) down for \(fault.length.traceText) s")
         }
     }
 

@@ -27,6 +27,9 @@ struct SimDatabase: Sendable {
     /// death): until then the standby does not stream, and a primary waiting for it acknowledges nothing.
     var receiverDownUntil: Duration = .zero
     var synchronousStandbyNames = ""
+    /// Commits made on this primary that wait for their acknowledgement, with their place in its
+    /// history; their backends die with the postmaster.
+    var pending: [(commit: UInt64, index: Int)] = []
 
     init(standby: Bool) { standbySignal = standby }
 
@@ -65,5 +68,6 @@ struct SimDatabase: Sendable {
     /// kill -9 of the postmaster, a fence, a clean stop: nothing of it runs.
     mutating func stop() {
         running = false
+        pending = []
     }
 }

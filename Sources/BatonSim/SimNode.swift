@@ -25,6 +25,8 @@ final class SimNode {
         set { lease.config = newValue }
     }
     var lastAction = ""
+    /// A planned switchover this node's monitor is carrying out (its loop waits meanwhile).
+    var steppingDown: Simulation.SteppingDown?
     var statusWritten: (status: MemberStatus, at: Duration)?
     /// What this node's API answers from (`MonitorLoop.publishView`): the failsafe grants it makes.
     var view: NodeView
@@ -40,9 +42,6 @@ final class SimNode {
     // The watchdog.
     var watchdogDeadline: Duration?
     var watchdogGeneration = 0
-
-    /// Commits this primary made that wait for their acknowledgement.
-    var pending: [(commit: UInt64, index: Int)] = []
 
     init(index: Int, name: NodeName, standby: Bool) {
         self.index = index
@@ -70,6 +69,7 @@ final class SimNode {
         memory = MonitorState()
         lease = LeaseState(node: name)
         lastAction = ""
+        steppingDown = nil
         statusWritten = nil
         view = NodeView(node: name)
         session = nil
@@ -77,6 +77,5 @@ final class SimNode {
         watchdogDeadline = nil
         watchdogGeneration += 1
         db.receiverFrozen = false
-        pending = []
     }
 }

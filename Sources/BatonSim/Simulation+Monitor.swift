@@ -107,8 +107,10 @@ extension Simulation {
         switch action {
         case .keepLeading:
             if let snapshot { leaderDuties(i, snapshot) }
-        case .wait, .stepDown:
+        case .wait:
             break
+        case .stepDown(let target):
+            beginStepDown(i, to: target, snapshot: snapshot)
         case .acquireLeader:
             guard acquire(i) else { return }
             nodes[i].memory.releasedAt = nil
@@ -154,31 +156,49 @@ extension Simulation {
         nodes[i].memory.launched(at: instant)
     }
 
-    /// `MonitorLoop.promote`: synchronous commits first, the timeline claimed, the lock proven right
-    /// before PostgreSQL becomes writable, the registration, the leader's duties.
+    /// Promotes node `i`'s standby by the steps of ``Promotion``, as `MonitorLoop.promote` does; a step
+    /// that needs Consul and cannot reach it ends the promotion (the live monitor's call throws).
     func promote(_ i: Int, _ snapshot: ClusterSnapshot?) {
-        guard reachesConsul(i) else { return }
-        if nodes[i].config.synchronousMode != .off {
-            nodes[i].db.synchronousStandbyNames = "*"
-            nodes[i].memory.synchronous.waitingSince = nil
+        var promotion = Promotion(keys: keys, node: nodes[i].name, synchronousMode: nodes[i].config.synchronousMode)
+        var step = promotion.next(after: .start)
+        var timeline = nodes[i].db.timeline
+        while true {
+            switch step {
+            case .requireSynchronousCommits:
+                nodes[i].db.synchronousStandbyNames = "*"
+                nodes[i].memory.synchronous.waitingSince = nil
+                step = promotion.next(after: .synchronousRequired)
+            case .readClaim(let synchronous):
+                guard reachesConsul(i) else { return }
+                let timelineKey = consulRead().get(keys.timeline)
+                let syncKey = synchronous ? consulRead().get(keys.sync) : nil
+                step = promotion.next(after: .claimRead(localNewest: nodes[i].db.timeline, timelineKey: timelineKey, syncKey: syncKey, session: nodes[i].session))
+            case .commitClaim(let claim, let operations):
+                guard reachesConsul(i) else { return }
+                timeline = claim.timeline
+                let committed: Bool
+                if case .committed? = try? consul.transaction(operations, now: tick()) { committed = true } else { committed = false }  // an error: not committed
+                step = promotion.next(after: .claimCommitted(committed))
+            case .proveLock:
+                step = promotion.next(after: .proven(prove(i)))
+            case .promote:
+                promoteDatabase(i, timeline: timeline)
+                step = promotion.next(after: .promoted)
+            case .done(.abandoned(let reason)):
+                note("\(nodes[i].name) did not promote: \(reason)")
+                return
+            case .done(.promoted):
+                setWritablePrimary(i, true)
+                register(i, role: .primary, upstream: nil)
+                if let snapshot { leaderDuties(i, snapshot) }
+                return
+            }
         }
-        let pair = consulRead().get(keys.timeline)
-        let claimed: Int?
-        do { claimed = try TimelineClaim.claimed(pair?.value, key: keys.timeline) } catch {
-            note("\(nodes[i].name) cannot promote: \(error)")
-            return
-        }
-        let claim = TimelineClaim(localNewest: nodes[i].db.timeline, claimed: claimed)
-        guard let session = nodes[i].session else { return }
-        var synchronous: (index: UInt64, recorded: SyncRecord?)? = nil
-        if nodes[i].config.synchronousMode != .off {
-            let record = consulRead().get(keys.sync)
-            synchronous = (record?.modifyIndex ?? 0, (try? SyncRecord.parse(record?.value, key: keys.sync)) ?? nil)  // as the monitor: replaced
-        }
-        let operations = PromotionClaim.operations(
-            keys: keys, node: nodes[i].name, session: session, timeline: claim.timeline, timelineIndex: pair?.modifyIndex ?? 0, synchronous: synchronous)
-        guard case .committed? = try? consul.transaction(operations, now: tick()) else { return }  // the lock, claim or record changed: not now
-        guard prove(i) else { return }
+    }
+
+    /// The promotion itself: out of recovery, on the claimed timeline (the placeholder history files
+    /// make PostgreSQL choose it).
+    private func promoteDatabase(_ i: Int, timeline: Int) {
         let ahead = nodes.indices.filter { m in
             m != i && nodes[m].alive && nodes[m].db.answers(at: now) && nodes[m].db.standbySignal && nodes[m].db.timeline == nodes[i].db.timeline
                 && nodes[m].db.position > nodes[i].db.position
@@ -188,13 +208,11 @@ extension Simulation {
             note("\(nodes[i].name) promotes at \(nodes[i].db.position) although \(ahead.map { "\(nodes[$0].name) is at \(nodes[$0].db.position)" }.joined(separator: ", "))")
         }
         nodes[i].db.standbySignal = false
-        nodes[i].db.timeline = claim.timeline
+        nodes[i].db.timeline = timeline
         nodes[i].db.upstream = nil
         promotedSince[i] = lastPrimaryReport
         counts.promotions += 1
-        note("\(nodes[i].name) promoted on timeline \(claim.timeline) at \(nodes[i].db.position)")
-        register(i, role: .primary, upstream: nil)
-        if let snapshot { leaderDuties(i, snapshot) }
+        note("\(nodes[i].name) promoted on timeline \(timeline) at \(nodes[i].db.position)")
     }
 
     /// `MonitorLoop.leaderDuties`, the parts the simulator models: the registrations, the synchronous

@@ -49,6 +49,9 @@ public final class Simulation {
     private var consulTroubleOnly = false
     /// Nodes that were writable primaries after the previous step.
     private var writableBefore: Set<Int> = []
+    /// The last planned switchover handed over: its target, and the history the old primary had when it
+    /// stopped (invariant g: the target becomes writable with every acknowledged commit of it).
+    var handover: (target: Int, history: [UInt64])?
     /// Nodes promoted since the last step (a standby became the primary), with the position the last
     /// primary had reported then.
     var promotedSince: [Int: LSN?] = [:]
@@ -147,11 +150,16 @@ public final class Simulation {
         case monitor(Int, generation: Int)
         case beat(Int, generation: Int)
         case watchdog(Int, generation: Int)
+        /// The step of a step-down under way on the node is over.
+        case stepDown(Int, generation: Int)
         case workload
         case snapshot
         case fault(Int)
         case heal(Int)
     }
+
+    /// How soon a monitor whose loop is busy (a step-down) looks again whether it is free.
+    static let busyLoopRetry: Duration = .milliseconds(50)
 
     func schedule(after delay: Duration, _ event: Event) { queue.push(at: now + delay, event) }
     func schedule(at time: Duration, _ event: Event) { queue.push(at: time, event) }
@@ -161,12 +169,18 @@ public final class Simulation {
         case .monitor(let i, let generation):
             guard nodes[i].alive, nodes[i].generation == generation else { return }
             if let thaw = nodes[i].monitorFrozenUntil(now) { return queue.push(at: thaw, event) }
+            // The loop is carrying a step-down out: it decides again once that is over.
+            if nodes[i].steppingDown != nil { return schedule(after: Self.busyLoopRetry, event) }
             let pause = iterate(i)
             schedule(after: pause, .monitor(i, generation: generation))
         case .beat(let i, let generation):
             guard nodes[i].alive, nodes[i].generation == generation else { return }
             if let thaw = nodes[i].monitorFrozenUntil(now) { return queue.push(at: thaw, event) }
             schedule(after: heartbeat(i), .beat(i, generation: generation))
+        case .stepDown(let i, let generation):
+            guard nodes[i].alive, nodes[i].generation == generation else { return }
+            if let thaw = nodes[i].monitorFrozenUntil(now) { return queue.push(at: thaw, event) }
+            answerStepDown(i)
         case .watchdog(let i, let generation):
             guard nodes[i].alive, nodes[i].watchdogGeneration == generation else { return }
             if let thaw = nodes[i].nodeFrozenUntil(now) { return queue.push(at: thaw, event) }
@@ -241,7 +255,7 @@ public final class Simulation {
         for i in nodes.indices where isWritable(i) {
             nextCommit += 1
             nodes[i].db.wal.append(nextCommit)
-            nodes[i].pending.append((nextCommit, nodes[i].db.wal.count - 1))
+            nodes[i].db.pending.append((nextCommit, nodes[i].db.wal.count - 1))
         }
         for i in nodes.indices where nodes[i].db.answers(at: now) && nodes[i].db.standbySignal && !nodes[i].frozen(now) {
             guard streams(i), !nodes[i].db.receiverFrozen, let u = nodes[i].db.upstream.flatMap(index(of:)) else { continue }
@@ -255,17 +269,14 @@ public final class Simulation {
             if reach > have { nodes[i].db.wal.append(contentsOf: nodes[u].db.wal[have..<reach]) }
             nodes[i].db.timeline = max(nodes[i].db.timeline, nodes[u].db.timeline)
         }
-        for i in nodes.indices where !nodes[i].pending.isEmpty {
-            guard isWritable(i) else {
-                // A primary that stopped acknowledges nothing more.
-                if !nodes[i].db.running { nodes[i].pending = [] }
-                continue
-            }
+        for i in nodes.indices where !nodes[i].db.pending.isEmpty {
+            // Not writable now (frozen, fenced): nothing acknowledged now (a stop ended the waiting commits).
+            guard isWritable(i) else { continue }
             let reached = synchronousReach(i)
-            while let first = nodes[i].pending.first, first.index < reached {
+            while let first = nodes[i].db.pending.first, first.index < reached {
                 acknowledged.append(first)
                 counts.acknowledged += 1
-                nodes[i].pending.removeFirst()
+                nodes[i].db.pending.removeFirst()
             }
         }
     }
@@ -332,6 +343,14 @@ public final class Simulation {
                 return violation(
                     "acknowledged commit lost",
                     "\(nodes[i].name) became primary without commit \(missing.commit) (acknowledged in synchronous mode; \(acknowledged.count) acknowledged in all)")
+            }
+        }
+        if let (target, history) = handover, !writable.subtracting(writableBefore).isEmpty {
+            handover = nil
+            if writable.contains(target), let missing = acknowledged.first(where: { $0.index < history.count && history[$0.index] == $0.commit && !nodes[target].db.contains($0.commit, at: $0.index) }) {
+                return violation(
+                    "switchover lost a commit",
+                    "\(nodes[target].name) became primary by a switchover without commit \(missing.commit), acknowledged by the primary that stepped down")
             }
         }
         if consul.get(keys.pause) != nil {

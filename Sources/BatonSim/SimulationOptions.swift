@@ -52,4 +52,7 @@ public enum Mutant: String, Sendable, CaseIterable {
     case dropFlappingStandby = "drop-flapping-standby"
     /// The monitors decide as if automatic failover were never paused.
     case ignorePause = "ignore-pause"
+    /// A stepping-down primary takes the switchover target to have received its shutdown checkpoint
+    /// whatever it received (the check before the handover skipped).
+    case handOverUnreceived = "hand-over-unreceived"
 }

@@ -11,7 +11,7 @@ struct SimulationTests {
     /// findings it reaches are closed (see ``openFindings``).
     static let proven: [FaultKind] = [
         .postmasterKill, .nodeDeath, .monitorFreeze, .nodeFreeze, .consulCut, .consulElection, .agentRestart, .laggingReplicas,
-        .fenceTimeoutLowered, .unknownConfigKey, .malformedConfig, .syncStandbyFlaps, .switchoverThenDeath, .pausedFailure,
+        .fenceTimeoutLowered, .unknownConfigKey, .malformedConfig, .syncStandbyFlaps, .switchoverThenDeath, .pausedFailure, .switchover,
     ]
 
     /// Issue 23's findings, each as the fault kind that reached it: main broke an invariant under each
@@ -99,6 +99,11 @@ struct SimulationTests {
         case .ignorePause:
             options = Self.options(sync: .on, kinds: [.pausedFailure], mutant: mutant)
             seeds = 20
+        case .handOverUnreceived:
+            // Asynchronous: every commit is acknowledged at once, so a target that missed the last ones
+            // loses acknowledged commits (in synchronous mode the primary waits for its target anyway).
+            options = Self.options(sync: .off, kinds: [.switchover], mutant: mutant)
+            seeds = 20
         case .renewAfterLostCAS:
             // With failsafe on, a beat that did not get through renews through the members' promises
             // anyway: the rule this mutant breaks is the one without failsafe.
@@ -182,6 +187,41 @@ struct SimulationTests {
         Self.expectOneFailover(Self.scripted(sync: .on, [Fault(kind: .switchoverThenDeath, at: .seconds(10), length: .seconds(40))]))
     }
 
+    /// The switchover's steps (``StepDown``) as the leader carries them out in the simulator, each taking
+    /// time: to a standby that streams, the target takes over with every commit; to one whose WAL
+    /// receiver died as it was asked, the clean stop's checkpoint never reaches it and the switchover is
+    /// called off — the old primary proves the lock and starts again, nobody is promoted.
+    @Test("a switchover hands over every commit; to a target that stopped receiving it is called off", arguments: [SynchronousMode.off, .on])
+    func switchoverSteps(sync: SynchronousMode) {
+        // Choices 0 and 1 ask for one standby each, link up; 500 and 501 the same, their receivers down
+        // 8 s. In synchronous mode `baton switchover`'s check refuses the standby that is not the
+        // synchronous one: one of each pair runs.
+        for (choices, handsOver) in [([0, 1], true), ([500, 501], false)] {
+            for seed: UInt64 in 1...5 {
+                var asked = 0
+                for choice in choices {
+                    let options = Self.scripted(sync: sync, [Fault(kind: .switchover, at: .seconds(10), length: .seconds(8), choice: choice)])
+                    let run = Simulation(seed: seed, options: options)
+                    let violation = run.run()
+                    let context = "choice \(choice), seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(15).joined(separator: "\n"))"
+                    #expect(violation == nil, "\(context)")
+                    guard let request = run.trace.first(where: { $0.contains("FAULT switchover to") }),
+                        let target = request.split(separator: " ").drop(while: { $0 != "to" }).dropFirst().first
+                    else { continue }
+                    asked += 1
+                    if handsOver {
+                        #expect(run.trace.contains { $0.contains("pg1 stepped down for \(target)") }, "\(context)")
+                        #expect(run.counts.promotions == 1 && run.trace.contains { $0.contains("\(target) promoted") }, "\(context)")
+                    } else {
+                        #expect(run.trace.contains { $0.contains("pg1 called the switchover off: \(target) did not receive WAL") }, "\(context)")
+                        #expect(run.counts.promotions == 0, "\(context)")
+                    }
+                }
+                #expect(asked >= (sync == .off ? 2 : 1), "seed \(seed): the requests were accepted")
+            }
+        }
+    }
+
     /// Finding 14, measured: runs of eight flaps each in synchronous mode, the share of the primary's
     /// time (with a standby following it) in which the `sync` key named nobody — no failover possible
     /// without losing commits. 2026-12-06, 300 seeds: 3.7 % waiting out the grace (the first record
@@ -217,7 +257,7 @@ struct SimulationTests {
     @Test("a failsafe promise outlasts the leader's fence period, not the member's own")
     func failsafePromiseOutlastsTheLeader() {
         // The kinds proven when the seed was found (the seed draws its faults from them).
-        let kinds = Self.proven.filter { ![.syncStandbyFlaps, .switchoverThenDeath, .pausedFailure].contains($0) }
+        let kinds = Self.proven.filter { ![.syncStandbyFlaps, .switchoverThenDeath, .pausedFailure, .switchover].contains($0) }
         let run = Simulation(seed: 1544, options: Self.options(sync: .off, kinds: kinds))
         let violation = run.run()
         #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")

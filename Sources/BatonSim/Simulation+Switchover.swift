@@ -1,0 +1,126 @@
+import BatonCore
+import ConsulAPI
+
+/// A planned switchover on a simulated leader: ``StepDown``'s steps carried out as `MonitorLoop.stepDown`
+/// carries them out, each taking virtual time (drawn by the seed), so that faults, heartbeats and the
+/// other monitors' loops fall between them. The monitor's loop waits meanwhile, as the live one does
+/// while it carries the step-down out; the lease beats on.
+extension Simulation {
+    /// A step-down under way on one node: the machine, the step being carried out, and what the clean
+    /// stop left (the history the old primary had, the standbys that received its shutdown checkpoint).
+    struct SteppingDown {
+        var machine: StepDown
+        var step: StepDown.Step
+        var history: [UInt64] = []
+        var stoppedClean = false
+        var receivedCheckpoint: Set<Int> = []
+    }
+
+    /// How long the final WAL takes to reach the target once the stop is clean; a target that did not
+    /// receive it is polled for this long before the switchover is called off.
+    static let targetPollBound: Duration = .seconds(5)
+
+    /// Starts the step-down for `target` (the leader's decision ``MonitorAction/stepDown(to:)``).
+    func beginStepDown(_ i: Int, to target: NodeName, snapshot: ClusterSnapshot?) {
+        guard let snapshot, let request = snapshot.request?.request, snapshot.registrations[target] != nil else { return }
+        var machine = StepDown(target: target, request: request, requestIndex: snapshot.request?.modifyIndex)
+        let step = machine.next(after: .start)
+        nodes[i].steppingDown = SteppingDown(machine: machine, step: step)
+        carryOutStepDown(i)
+    }
+
+    /// Carries out the step under way and schedules its answer for when the step is over.
+    func carryOutStepDown(_ i: Int) {
+        guard var stepping = nodes[i].steppingDown else { return }
+        let me = nodes[i].name
+        let took: Duration
+        switch stepping.step {
+        case .checkpoint:
+            took = random.duration(.milliseconds(10), .milliseconds(200))
+        case .pauseBouncers:
+            // No pgbouncer in the simulator: nobody to wait for.
+            took = random.duration(.milliseconds(1), .milliseconds(20))
+        case .stopCleanly:
+            setWritablePrimary(i, false)
+            // A fast shutdown: no commit after it starts; the walsenders ship every record, the shutdown
+            // checkpoint last, to the standbys streaming now.
+            stepping.stoppedClean = nodes[i].db.answers(at: now)
+            if stepping.stoppedClean {
+                stepping.history = nodes[i].db.wal
+                for s in nodes.indices where s != i && streams(s) && nodes[s].db.upstream == me && !nodes[s].db.receiverFrozen {
+                    nodes[s].db.wal = nodes[i].db.wal
+                    stepping.receivedCheckpoint.insert(s)
+                }
+            }
+            nodes[i].db.stop()
+            took = random.duration(.milliseconds(50), .milliseconds(600))
+        case .readTargetPosition:
+            let t = index(of: stepping.machine.target)
+            let received = t.map { stepping.receivedCheckpoint.contains($0) || options.mutant == .handOverUnreceived } ?? false
+            took = received ? random.duration(.milliseconds(5), .milliseconds(100)) : Self.targetPollBound
+        case .markHandedOver, .proveLock, .startAgain, .followTarget, .done:
+            took = .zero
+        }
+        nodes[i].steppingDown = stepping
+        if took == .zero { return answerStepDown(i) }
+        schedule(after: took, .stepDown(i, generation: nodes[i].generation))
+    }
+
+    /// The step under way is over: its answer to the machine, and the next step carried out.
+    func answerStepDown(_ i: Int) {
+        guard var stepping = nodes[i].steppingDown else { return }
+        let me = nodes[i].name
+        let event: StepDown.Event
+        switch stepping.step {
+        case .checkpoint:
+            event = .checkpointed
+        case .pauseBouncers:
+            event = .bouncersAnswered("no pgbouncer (simulated)")
+        case .stopCleanly:
+            let final = LSN(UInt64(stepping.history.count) * SimDatabase.bytesPerCommit)
+            event = .stopped(
+                clean: stepping.stoppedClean, checkpoint: stepping.stoppedClean ? final : nil, detail: stepping.stoppedClean ? "fast" : "it did not answer")
+        case .readTargetPosition(let final):
+            let t = index(of: stepping.machine.target)
+            if let t, stepping.receivedCheckpoint.contains(t) || options.mutant == .handOverUnreceived {
+                // The shutdown checkpoint's record is past `final`.
+                event = .targetReceived(LSN(final.value + 1))
+            } else {
+                event = .targetReceived(t.map { nodes[$0].db.answers(at: now) ? nodes[$0].db.position : nil } ?? nil)
+            }
+        case .markHandedOver(let handed, let index):
+            let marked = reachesConsul(i) && (try? consul.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(index), now: tick())) == true  // an error: not marked
+            event = .marked(marked)
+        case .followTarget:
+            let target = stepping.machine.target
+            nodes[i].db.upstream = target
+            nodes[i].db.standbySignal = true
+            nodes[i].db.synchronousStandbyNames = ""
+            publishStatus(i, local: .down(standbySignal: true), action: .stepDown(to: target), force: true)
+            release(i)
+            register(i, role: .standby, upstream: target)
+            if let t = index(of: target) { handover = (target: t, history: stepping.history) }
+            event = .followed
+        case .proveLock:
+            event = .proven(prove(i))
+        case .startAgain:
+            launch(i)
+            if let index = stepping.machine.requestIndex, reachesConsul(i) { _ = consul.delete(keys.switchover, cas: index, now: tick()) }
+            event = .startedAgain
+        case .done:
+            return
+        }
+        stepping.step = stepping.machine.next(after: event)
+        nodes[i].steppingDown = stepping
+        if case .done(let outcome) = stepping.step {
+            nodes[i].steppingDown = nil
+            switch outcome {
+            case .handedOver(let received, _): note("\(me) stepped down for \(stepping.machine.target) (it has WAL up to \(received))")
+            case .calledOff(let reason): note("\(me) called the switchover off: \(reason)")
+            case .stoppedUnproven(let reason): note("\(me) called the switchover off (\(reason)) and could not prove the lock: PostgreSQL stays stopped")
+            }
+            return
+        }
+        carryOutStepDown(i)
+    }
+}
