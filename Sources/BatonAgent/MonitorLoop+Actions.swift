@@ -284,32 +284,54 @@ extension MonitorLoop {
         await event("follow", "following \(leader)")
     }
 
-    /// Turns this data directory into a standby of `leader`, which is alive and leads: pg_rewind, or
-    /// when that cannot work, a fresh clone with the old directory moved aside (never deleted).
+    /// Turns this data directory into a standby of `leader`, which is alive and leads, by the steps of
+    /// ``Rejoin``: pg_rewind, or when that cannot work, a fresh clone with the old directory moved aside
+    /// (never deleted); nothing is touched unless the leader answers.
     mutating func rejoin(_ leader: NodeName, snapshot: ClusterSnapshot) async throws {
         guard let target = snapshot.registrations[leader] else { return }
-        let source = sourceConninfo(target)
-        // The new timeline must be in its control file before pg_rewind reads it.
-        let reachable = try await reachableLeader(leader, target)
-        _ = try? await reachable.query("CHECKPOINT", timeout: .seconds(60))  // ignored: pg_rewind reports a leader that cannot be rewound from
-        reachable.close()
-        let stopped = try await database.stop()
-        memory.rejoined()
-        var how = "rewound with pg_rewind"
-        do {
-            guard !database.isEmpty else { throw AgentError("the data directory is empty") }
-            try await database.rewind(source: source)
-        } catch {
-            logger.warning("pg_rewind cannot do it; cloning afresh", metadata: ["error": "\(error)"])
-            let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName)
-            parametersWritten = false
-            how = "cloned afresh (pg_rewind failed; the old directory is \(moved ?? "nothing (it was empty)"))"
+        var rejoin = Rejoin(leader: leader)
+        var step = rejoin.next(after: .start)
+        while true {
+            switch step {
+            case .checkLeader:
+                do {
+                    let reachable = try await reachableLeader(leader, target)
+                    // The new timeline must be in its control file before pg_rewind reads it.
+                    _ = try? await reachable.query("CHECKPOINT", timeout: .seconds(60))  // ignored: pg_rewind reports a leader that cannot be rewound from
+                    reachable.close()
+                    step = rejoin.next(after: .leaderAnswered(failure: nil))
+                } catch {
+                    step = rejoin.next(after: .leaderAnswered(failure: "\(error)"))
+                }
+            case .stopLocal:
+                let stopped = try await database.stop()
+                memory.rejoined()
+                step = rejoin.next(after: .stopped(how: stopped.rawValue, empty: database.isEmpty))
+            case .rewind:
+                do {
+                    try await database.rewind(source: sourceConninfo(target))
+                    step = rejoin.next(after: .rewound(failure: nil))
+                } catch {
+                    logger.warning("pg_rewind cannot do it; cloning afresh", metadata: ["error": "\(error)"])
+                    step = rejoin.next(after: .rewound(failure: "\(error)"))
+                }
+            case .clone:
+                let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName)
+                parametersWritten = false
+                step = rejoin.next(after: .cloned(movedTo: moved))
+            case .follow:
+                try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
+                try database.markStandby()
+                try await launchPostgres()
+                try await register(role: .standby, upstream: leader)
+                step = rejoin.next(after: .following)
+            case .done(.refused(let reason)):
+                throw AgentError(reason)
+            case .done(.rejoined(let how)):
+                await event("rejoin", how)
+                return
+            }
         }
-        try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
-        try database.markStandby()
-        try await launchPostgres()
-        try await register(role: .standby, upstream: leader)
-        await event("rejoin", "\(how) (PostgreSQL was stopped: \(stopped.rawValue)); following \(leader)")
     }
 
     /// The leader's PostgreSQL as pg_rewind reads it (the replication role, database postgres).

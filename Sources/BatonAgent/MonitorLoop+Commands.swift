@@ -21,8 +21,9 @@ extension MonitorLoop {
             appliedParameters = snapshot.parameters
             guard changed else { return }
             if local.isUp { try await database.reload() }
-            // The server reads the file on SIGHUP: what needs a restart shows from the next loop on.
+            // The server reads the file on SIGHUP: what needs a restart shows from the next loops on.
             pendingRestartCheckedAt = nil
+            pendingRestartWatchedUntil = .now + .seconds(10)
             let changes = snapshot.parameters.changes(from: previous)
             logger.notice("Applied the cluster's PostgreSQL parameters", metadata: ["parameters.changed": "\(changes)"])
             if !changes.isEmpty { await event("parameters", "applied \(changes)" + (local.isUp ? " and reloaded" : " (PostgreSQL is not running)")) }
@@ -32,11 +33,13 @@ extension MonitorLoop {
         }
     }
 
-    /// Refreshes `pending_restart` (the settings PostgreSQL read but can apply only at a restart) a
-    /// loop after a change, and every 30 s.
+    /// Refreshes `pending_restart` (the settings PostgreSQL read but can apply only at a restart) every
+    /// loop for 10 s after a change, and every 30 s.
     mutating func refreshPendingRestart(local: LocalPostgres) async {
         guard local.isUp else { return }
-        if let checked = pendingRestartCheckedAt, ContinuousClock.now - checked < .seconds(30) { return }
+        let now = ContinuousClock.now
+        let watched = pendingRestartWatchedUntil.map { now < $0 } ?? false
+        if let checked = pendingRestartCheckedAt, now - checked < .seconds(30), !watched { return }
         pendingRestartCheckedAt = .now
         do {
             pendingRestart = try await database.query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", [], timeout: .seconds(2))

@@ -187,12 +187,7 @@ extension MonitorLoop {
             guard let name = row[0].flatMap({ try? NodeName($0) }) else { continue }
             peers.append(ReplicationPeer(name: name, streaming: row[1] == "streaming", flushPosition: row[2].flatMap { try? LSN(parsing: $0) } ?? LSN(0)))
         }
-        // Never a node that may not be promoted (priority 0, nofailover) or is tagged nosync.
-        let eligible = Set(
-            snapshot.registrations.keys.filter { $0 != me && snapshot.failoverPriority(of: $0) > 0 && !(snapshot.tags[$0]?.noSync ?? false) })
-        let candidates = peers.filter { eligible.contains($0.name) }.sorted {
-            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
-        }.map(\.name)
+        let candidates = SynchronousReplication.candidates(peers, snapshot: snapshot, me: me)
         let action = memory.synchronous.next(
             mode: config.synchronousMode, grace: config.synchronousStandbyGrace.swiftDuration, recorded: snapshot.sync, standbyNames: standbyNames,
             peers: peers, candidates: candidates, me: me, at: .now)

@@ -63,6 +63,10 @@ struct MonitorLoop {
     /// Settings PostgreSQL applies only at a restart, and when that was last asked.
     var pendingRestart: [String] = []
     var pendingRestartCheckedAt: ContinuousClock.Instant?
+    /// After a change of the parameters file, `pending_restart` is asked every loop until then: the
+    /// monitor's backend reads the file only once the postmaster has passed SIGHUP on to it, which a
+    /// loaded machine may do after the first loop's look.
+    var pendingRestartWatchedUntil: ContinuousClock.Instant?
     /// The leader's replication slots as last seen, and what it knows of their nodes.
     var slots: [SlotReport] = []
     var slotsRegisteredBefore: Set<String> = []

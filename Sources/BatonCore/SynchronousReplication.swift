@@ -109,6 +109,17 @@ public enum SynchronousReplication {
     /// The `synchronous_standby_names` value for one node.
     public static func names(_ node: NodeName) -> String { "\"\(node.value)\"" }
 
+    /// The standbys that may be the synchronous one, best first: streaming from `me` (`peers`, from
+    /// `pg_stat_replication`), registered, never a node failover may not promote (priority 0,
+    /// `nofailover`) nor one tagged `nosync`; the furthest flushed first, then by name.
+    public static func candidates(_ peers: [ReplicationPeer], snapshot: ClusterSnapshot, me: NodeName) -> [NodeName] {
+        let eligible = Set(
+            snapshot.registrations.keys.filter { $0 != me && snapshot.failoverPriority(of: $0) > 0 && !(snapshot.tags[$0]?.noSync ?? false) })
+        return peers.filter { eligible.contains($0.name) }.sorted {
+            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
+        }.map(\.name)
+    }
+
     /// - Parameters:
     ///   - mode: the cluster's synchronous mode.
     ///   - recorded: what the `sync` key records.

@@ -242,10 +242,7 @@ extension Simulation {
         let peers = nodes.indices.filter { $0 != i && nodes[$0].db.upstream == me && streams($0) }.map {
             ReplicationPeer(name: nodes[$0].name, streaming: true, flushPosition: nodes[$0].db.position)
         }
-        let eligible = Set(snapshot.registrations.keys.filter { $0 != me && snapshot.failoverPriority(of: $0) > 0 && !(snapshot.tags[$0]?.noSync ?? false) })
-        let candidates = peers.filter { eligible.contains($0.name) }.sorted {
-            $0.flushPosition != $1.flushPosition ? $0.flushPosition > $1.flushPosition : $0.name < $1.name
-        }.map(\.name)
+        let candidates = SynchronousReplication.candidates(peers, snapshot: snapshot, me: me)
         let grace = options.mutant == .dropFlappingStandby ? .zero : config.synchronousStandbyGrace.swiftDuration
         let action = nodes[i].memory.synchronous.next(
             mode: config.synchronousMode, grace: grace, recorded: snapshot.sync, standbyNames: standbyNames, peers: peers, candidates: candidates,
@@ -270,21 +267,46 @@ extension Simulation {
         }
     }
 
-    /// `MonitorLoop.rejoin`: pg_rewind onto the leader's history (the WAL past the point where they
-    /// parted is thrown away), then a standby of the leader. Never without a leader that answers.
+    /// Rejoins node `i` to `leader` by the steps of ``Rejoin``, as `MonitorLoop.rejoin` does: pg_rewind
+    /// onto the leader's history (the WAL past the point where they parted is thrown away), then a
+    /// standby of the leader. Never without a leader that answers.
     func rejoin(_ i: Int, leader: NodeName) {
-        guard let l = index(of: leader), nodes[l].db.answers(at: now), !nodes[l].frozen(now) else { return }
-        nodes[i].db.stop()
-        nodes[i].memory.rejoined()
-        let common = nodes[i].db.commonPrefix(with: nodes[l].db)
-        nodes[i].db.wal.removeSubrange(common...)
-        nodes[i].db.timeline = nodes[l].db.timeline
-        nodes[i].db.upstream = leader
-        nodes[i].db.standbySignal = true
-        nodes[i].db.synchronousStandbyNames = ""
-        launch(i)
-        register(i, role: .standby, upstream: leader)
-        note("\(nodes[i].name) rejoined as a standby of \(leader) (rewound to commit \(common))")
+        guard let l = index(of: leader) else { return }
+        var rejoin = Rejoin(leader: leader)
+        var step = rejoin.next(after: .start)
+        var how = ""
+        while true {
+            switch step {
+            case .checkLeader:
+                let answers = nodes[l].db.answers(at: now) && !nodes[l].frozen(now)
+                step = rejoin.next(after: .leaderAnswered(failure: answers ? nil : "it does not answer"))
+            case .stopLocal:
+                nodes[i].db.stop()
+                nodes[i].memory.rejoined()
+                step = rejoin.next(after: .stopped(how: "stopped", empty: nodes[i].db.wal.isEmpty))
+            case .rewind:
+                let common = nodes[i].db.commonPrefix(with: nodes[l].db)
+                nodes[i].db.wal.removeSubrange(common...)
+                how = "rewound to commit \(common)"
+                step = rejoin.next(after: .rewound(failure: nil))
+            case .clone:
+                nodes[i].db.wal = nodes[l].db.wal
+                how = "cloned"
+                step = rejoin.next(after: .cloned(movedTo: nil))
+            case .follow:
+                nodes[i].db.timeline = nodes[l].db.timeline
+                nodes[i].db.upstream = leader
+                nodes[i].db.standbySignal = true
+                nodes[i].db.synchronousStandbyNames = ""
+                launch(i)
+                register(i, role: .standby, upstream: leader)
+                step = rejoin.next(after: .following)
+            case .done(.refused):
+                return
+            case .done(.rejoined):
+                return note("\(nodes[i].name) rejoined as a standby of \(leader) (\(how))")
+            }
+        }
     }
 
     func register(_ i: Int, role: NodeRole, upstream: NodeName?) {

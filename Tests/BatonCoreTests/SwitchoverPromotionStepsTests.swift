@@ -2,10 +2,10 @@ import BatonCore
 import ConsulAPI
 import Testing
 
-/// A switchover's step-down and a promotion as tables: each case feeds the machine what PostgreSQL,
+/// A switchover's step-down, a promotion and a rejoin as tables: each case feeds the machine what PostgreSQL,
 /// the target and Consul answered and checks the steps it asks for, in order — the steps the live
 /// monitor and the simulator both carry out.
-@Suite("switchover and promotion steps")
+@Suite("switchover, promotion and rejoin steps")
 struct SwitchoverPromotionStepsTests {
     let me = try! NodeName("pg1")
     let pg2 = try! NodeName("pg2")
@@ -119,5 +119,35 @@ struct SwitchoverPromotionStepsTests {
         let malformed = promotion(.off, [.claimRead(localNewest: 1, timelineKey: bad, syncKey: nil, session: "s1")])
         guard case .done(.abandoned(let why))? = malformed.last else { Issue.record("\(malformed)"); return }
         #expect(why.hasPrefix("the timeline key does not parse"))
+    }
+
+    // MARK: Rejoin
+
+    func rejoin(_ answers: [Rejoin.Event]) -> [Rejoin.Step] {
+        var machine = Rejoin(leader: pg2)
+        return [machine.next(after: .start)] + answers.map { machine.next(after: $0) }
+    }
+
+    @Test func aLeaderThatDoesNotAnswerLeavesTheDataDirectoryAlone() {
+        let steps = rejoin([.leaderAnswered(failure: "connection refused")])
+        #expect(steps == [.checkLeader, .done(.refused("not rejoining pg2: connection refused"))])
+    }
+
+    @Test func rewoundWhenPgRewindCanClonedWhenItCannotOrTheDirectoryIsEmpty() {
+        #expect(
+            rejoin([.leaderAnswered(failure: nil), .stopped(how: "fast", empty: false), .rewound(failure: nil), .following]) == [
+                .checkLeader, .stopLocal, .rewind, .follow, .done(.rejoined(how: "rewound with pg_rewind (PostgreSQL was stopped: fast); following pg2")),
+            ])
+        #expect(
+            rejoin([.leaderAnswered(failure: nil), .stopped(how: "fast", empty: false), .rewound(failure: "no common ancestor"), .cloned(movedTo: "/d.moved"), .following])
+                == [
+                    .checkLeader, .stopLocal, .rewind, .clone, .follow,
+                    .done(.rejoined(how: "cloned afresh (pg_rewind failed: no common ancestor; the old directory is /d.moved) (PostgreSQL was stopped: fast); following pg2")),
+                ])
+        #expect(
+            rejoin([.leaderAnswered(failure: nil), .stopped(how: "not running", empty: true), .cloned(movedTo: nil), .following]) == [
+                .checkLeader, .stopLocal, .clone, .follow,
+                .done(.rejoined(how: "cloned afresh (the data directory is empty; the old directory is nothing (it was empty)) (PostgreSQL was stopped: not running); following pg2")),
+            ])
     }
 }
