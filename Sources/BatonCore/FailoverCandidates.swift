@@ -6,12 +6,39 @@ public struct LSN: Sendable, Hashable, Comparable, CustomStringConvertible {
     public init(_ value: UInt64) { self.value = value }
 
     /// Parses PostgreSQL's `XXXXXXXX/XXXXXXXX` text form.
+    /// Two hexadecimal numbers of 1–8 digits around a slash (read byte by byte: monitors and the
+    /// simulator read every report's positions each loop).
     public init(parsing text: String) throws(ValidationProblem) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 2, (1...8).contains(parts[0].count), (1...8).contains(parts[1].count),
-            let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16)
-        else { throw ValidationProblem("\(Quote.show(text)) is not a WAL position such as 0/3000060") }
-        value = high << 32 | low
+        var halves: (high: UInt64, low: UInt64) = (0, 0)
+        var current: UInt64 = 0
+        var digits = 0
+        var slashes = 0
+        for byte in text.utf8 {
+            let digit: UInt8
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+            case UInt8(ascii: "/") where slashes == 0 && digits > 0:
+                halves.high = current
+                current = 0
+                digits = 0
+                slashes = 1
+                continue
+            default:
+                throw Self.malformed(text)
+            }
+            digits += 1
+            guard digits <= 8 else { throw Self.malformed(text) }
+            current = current << 4 | UInt64(digit)
+        }
+        guard slashes == 1, digits > 0 else { throw Self.malformed(text) }
+        halves.low = current
+        value = halves.high << 32 | halves.low
+    }
+
+    private static func malformed(_ text: String) -> ValidationProblem {
+        ValidationProblem("\(Quote.show(text)) is not a WAL position such as 0/3000060")
     }
 
     public var description: String { String(value >> 32, radix: 16, uppercase: true) + "/" + String(value & 0xFFFF_FFFF, radix: 16, uppercase: true) }

@@ -52,7 +52,7 @@ public struct NodeName: Sendable, Hashable, Comparable, CustomStringConvertible 
     }
 
     /// The node's physical replication slot on whichever node is primary.
-    public var slotName: String { "baton_" + value.replacingOccurrences(of: "-", with: "_") }
+    public var slotName: String { "baton_" + (value.utf8.contains(UInt8(ascii: "-")) ? String(value.map { $0 == "-" ? "_" : $0 }) : value) }
     public var description: String { value }
     public static func < (a: NodeName, b: NodeName) -> Bool { a.value < b.value }
 }

@@ -103,7 +103,7 @@ struct FailoverCandidateTests {
         #expect(lsn.value == value && lsn.description == text)
     }
 
-    @Test(arguments: ["", "0", "0/", "/1", "G/1", "123456789/1", "0/1/2"])
+    @Test(arguments: ["", "0", "0/", "/1", "G/1", "123456789/1", "0/123456789", "0/1/2", " 0/1", "0/1 ", "+1/2", "0/-1", "1//2"])
     func badLSNs(text: String) { #expect(throws: ValidationProblem.self) { try LSN(parsing: text) } }
 }
 
