@@ -23,12 +23,14 @@ sync_and_bouncer='MonitorLiveTests/(flappingSynchronousStandby|crashingSynchrono
 consul_and_safety='MonitorLiveTests/(consulTroubleIsANonEvent|failsafeRidesOutAConsulOutage|primaryPartitionedFromConsul|noPromotionWithoutConsul|consulRestart|watchdogKilled|slowSwitchoverStop|slowPromotion|monitorRestarted|agentWithoutConsulPauses|checkNeverPassesTwice|ioStall)\('
 simulator="--filter BatonSimTests"
 # Step one: the lab (VRRP adverts every 100 ms, the VIP's benchmarks) beside the suites whose lease
-# beats in the test process; step two: the rest.
-step_one=("--filter LabTests" "--filter MonitorShellTests|WatchdogTests")
+# beats in the test process and the day-2 and bootstrap suites (about as long together as the lab);
+# step two: the rest.
+beside_the_lab='MonitorShellTests|WatchdogTests|DayTwoLiveTests|BootstrapLiveTests'
+step_one=("--filter LabTests" "--filter $beside_the_lab")
 step_two=(
     "--filter $sync_and_bouncer"
     "--filter $consul_and_safety"
-    "--skip BatonSimTests --skip LabTests --skip MonitorShellTests --skip WatchdogTests --skip $sync_and_bouncer --skip $consul_and_safety"
+    "--skip BatonSimTests --skip LabTests --skip $beside_the_lab --skip $sync_and_bouncer --skip $consul_and_safety"
 )
 groups=("$simulator" "${step_one[@]}" "${step_two[@]}")
 
@@ -66,7 +68,7 @@ else
         done
     }
     run_step 1 2
-    echo "=== step one (the lab, the monitor shell, the watchdog) over after $((SECONDS - started)) s"
+    echo "=== step one (the lab; the monitor shell, the watchdog, day-2, bootstrap) over after $((SECONDS - started)) s"
     run_step 3 4 5
     echo "=== step two (the other live tests) over after $((SECONDS - started)) s"
     statuses[0]=0
