@@ -141,67 +141,78 @@ public actor Lease {
     @discardableResult
     public func ensureSession() async -> String? {
         guard !closed else { return nil }
-        if let current = session, let ttl = sessionTTL, ttl != config.ttl, !leading {
-            // A changed TTL takes effect with a new session, while this node does not lead.
-            do { try await client.destroySession(current) } catch { logger.warning("Cannot destroy the old session", metadata: ["error": "\(error)"]) }
-            session = nil
-        }
-        if let session {
-            do {
-                _ = try await client.renewSession(session)
-                consulWarnings.clear()
-                sessionConfirmed = .now
-                return session
-            } catch let error as ConsulError where error.code == .sessionNotFound {
-                // Another call may have replaced the session meanwhile (the actor is reentrant at awaits).
-                guard self.session == session else { return self.session }
-                logger.warning("Session lost", metadata: ["monitor.session": "\(session)"])
-                self.session = nil
-                if state.reacquiresAfterSessionLoss {
-                    if await reacquire() {
-                        logger.notice("Took the leader lock again with a new session (the old one vanished: a restarted Consul agent?)")
-                        return self.session
+        var upkeep = LeaseState.SessionUpkeep()
+        var step = state.next(&upkeep, after: .start(session: session, ttl: sessionTTL))
+        while true {
+            switch step {
+            case .destroy(let current):
+                do { try await client.destroySession(current) } catch { logger.warning("Cannot destroy the old session", metadata: ["error": "\(error)"]) }
+                if session == current { session = nil }
+                step = state.next(&upkeep, after: .destroyed)
+            case .renew(let current):
+                do {
+                    _ = try await client.renewSession(current)
+                    consulWarnings.clear()
+                    sessionConfirmed = .now
+                    step = state.next(&upkeep, after: .renewed)
+                } catch let error as ConsulError where error.code == .sessionNotFound {
+                    // Another call may have replaced the session meanwhile (the actor is reentrant at awaits).
+                    guard session == current else { return session }
+                    logger.warning("Session lost", metadata: ["monitor.session": "\(current)"])
+                    session = nil
+                    step = state.next(&upkeep, after: .notFound)
+                } catch {
+                    consulWarnings.warning(logger, "Cannot renew the session", metadata: ["error": "\(error)"])
+                    step = state.next(&upkeep, after: .renewalFailed)
+                }
+            case .reacquire:
+                let taken = await reacquire()
+                if taken { logger.notice("Took the leader lock again with a new session (the old one vanished: a restarted Consul agent?)") }
+                step = state.next(&upkeep, after: .reacquired(taken ? session : nil))
+            case .lose(let why):
+                await lost(why)
+                step = state.next(&upkeep, after: .lossHandled)
+            case .adoptSaved:
+                var adopted: String? = nil
+                if let saved = (try? String(contentsOfFile: sessionFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), !saved.isEmpty,
+                    let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName, !closed
+                {
+                    // The loop and the heartbeat task may both ask at once: the first answer stands.
+                    if let current = session { return current }
+                    session = saved
+                    sessionTTL = try? GoDuration(parsing: entry.ttl)
+                    sessionConfirmed = .now
+                    logger.notice("Adopted this node's saved session", metadata: ["monitor.session": "\(saved)"])
+                    adopted = saved
+                }
+                step = state.next(&upkeep, after: .adopted(adopted))
+            case .create:
+                do {
+                    let created = try await client.createSession(
+                        SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
+                    if session != nil || closed {
+                        // Another call made or adopted one meanwhile (the actor is reentrant at awaits): two
+                        // sessions would let the lock be taken under one and beaten under the other. Or the
+                        // monitor stopped meanwhile: the new session must not outlive it.
+                        do { try await client.destroySession(created) } catch {
+                            logger.warning("Cannot destroy a spare session (it lapses with its TTL)", metadata: ["error": "\(error)"])
+                        }
+                        return session
                     }
-                    await lost("the session expired in Consul")
+                    session = created
+                    sessionTTL = config.ttl
+                    sessionConfirmed = .now
+                    do { try AtomicFile.write(created + "\n", to: sessionFile, mode: 0o600) } catch {
+                        logger.warning("Cannot save the session ID (a restarted monitor will not find it)", metadata: ["error": "\(error)"])
+                    }
+                    step = state.next(&upkeep, after: .created(created))
+                } catch {
+                    logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
+                    step = state.next(&upkeep, after: .created(nil))
                 }
-            } catch {
-                consulWarnings.warning(logger, "Cannot renew the session", metadata: ["error": "\(error)"])
-                return session
+            case .done(let current):
+                return current
             }
-        }
-        if let saved = (try? String(contentsOfFile: sessionFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines), !saved.isEmpty,
-            let entry = try? await client.sessionInfo(saved).value, entry.name == sessionName, !closed
-        {
-            // The loop and the heartbeat task may both ask at once: the first answer stands.
-            if let current = session { return current }
-            session = saved
-            sessionTTL = try? GoDuration(parsing: entry.ttl)
-            sessionConfirmed = .now
-            logger.notice("Adopted this node's saved session", metadata: ["monitor.session": "\(saved)"])
-            return saved
-        }
-        do {
-            let created = try await client.createSession(
-                SessionRequest(name: sessionName, ttl: config.ttl, lockDelay: config.lockDelay, behavior: .release, nodeChecks: []))
-            if session != nil || closed {
-                // Another call made or adopted one meanwhile (the actor is reentrant at awaits): two
-                // sessions would let the lock be taken under one and beaten under the other. Or the
-                // monitor stopped meanwhile: the new session must not outlive it.
-                do { try await client.destroySession(created) } catch {
-                    logger.warning("Cannot destroy a spare session (it lapses with its TTL)", metadata: ["error": "\(error)"])
-                }
-                return session
-            }
-            session = created
-            sessionTTL = config.ttl
-            sessionConfirmed = .now
-            do { try AtomicFile.write(created + "\n", to: sessionFile, mode: 0o600) } catch {
-                logger.warning("Cannot save the session ID (a restarted monitor will not find it)", metadata: ["error": "\(error)"])
-            }
-            return created
-        } catch {
-            logger.warning("Cannot create a session", metadata: ["error": "\(error)"])
-            return nil
         }
     }
 

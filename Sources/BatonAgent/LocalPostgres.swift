@@ -13,8 +13,29 @@ public protocol LocalDatabase: AnyObject {
     /// What the server is now. A probe that fails is told apart from a server that is gone by looking
     /// for its processes.
     func observe() async -> LocalPostgres
-    /// A statement on the local server, bounded even when the server does not answer.
-    func query(_ sql: String, _ parameters: [String?], timeout: Duration) async throws -> [[String?]]
+    // The statements the monitor sends, each bounded even when the server does not answer.
+    func checkpoint(timeout: Duration) async throws
+    /// The timeline of the control file's latest checkpoint (a standby's restart point).
+    func checkpointTimeline() async throws -> Int
+    /// Whether WAL is written on a newer timeline than the control file's checkpoint says (after a
+    /// promotion, until its checkpoint): another node's pg_rewind reads the timeline there.
+    func checkpointBehindTimeline() async throws -> Bool
+    /// How far WAL replay reached.
+    func replayPosition() async throws -> LSN?
+    /// Where WAL is written now (a primary).
+    func currentPosition() async throws -> LSN?
+    /// The settings the server read but applies only at a restart, by name.
+    func pendingRestart() async throws -> [String]
+    /// The physical replication slots and the WAL each holds back.
+    func slots() async throws -> [SlotReport]
+    func createSlot(_ name: String) async throws
+    func dropSlot(_ name: String) async throws
+    /// `synchronous_standby_names` as the server runs with it.
+    func synchronousStandbyNames() async throws -> String
+    /// The standbys streaming from it (`pg_stat_replication`).
+    func replicationPeers() async throws -> [ReplicationPeer]
+    /// Per standby: WAL bytes it has not flushed yet and its replay lag, for the metrics.
+    func replicationLag() async throws -> [(standby: String, bytes: UInt64, seconds: Double?)]
     /// Ends recovery and waits until the server takes writes (at most `timeout`).
     func promote(timeout: Duration) async throws
     /// Starts the postmaster without waiting (crash recovery may take a while).

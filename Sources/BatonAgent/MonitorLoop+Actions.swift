@@ -106,7 +106,7 @@ extension MonitorLoop {
                 memory.synchronous.waitingSince = nil
                 step = promotion.next(after: .synchronousRequired)
             case .readClaim(let synchronous):
-                let current = try await checkpointTimeline()
+                let current = try await database.checkpointTimeline()
                 let timelineKey = try await client.get(keys.timeline, .consistent).value
                 let syncKey = synchronous ? try await client.get(keys.sync, .consistent).value : nil
                 step = promotion.next(
@@ -229,10 +229,7 @@ extension MonitorLoop {
     /// The checkpoint that writes the new timeline into the control file, in the background: the loop
     /// and the lease never wait for it.
     func checkpointAfterPromotion() async throws {
-        let behind = try await database.query(
-            "SELECT (SELECT timeline_id FROM pg_control_checkpoint()) < ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
-            [], timeout: .seconds(2)
-        ).first?.first == "t"
+        let behind = try await database.checkpointBehindTimeline()
         guard behind, let conninfo = database.conninfo, !checkpointing.isSet else { return }
         checkpointing.set()
         let running = checkpointing
@@ -249,20 +246,13 @@ extension MonitorLoop {
         }
     }
 
-    /// The timeline of the control file's latest checkpoint (restart point, on a standby).
-    func checkpointTimeline() async throws -> Int {
-        try await database.query("SELECT timeline_id FROM pg_control_checkpoint()", [], timeout: .seconds(2)).first?.first?.flatMap { Int($0) } ?? 1
-    }
-
     /// The history files of the timelines a claim skips (used elsewhere): PostgreSQL's promotion picks
     /// the first timeline without one, so it takes the claimed one (``TimelineClaim``).
     func writePlaceholders(_ claim: TimelineClaim) async throws {
         guard !claim.placeholders.isEmpty else { return }
-        let current = try await checkpointTimeline()
+        let current = try await database.checkpointTimeline()
         let parentHistory = database.readHistory(current)
-        let replayed =
-            try await database.query("SELECT pg_last_wal_replay_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
-            ?? LSN(0)
+        let replayed = try await database.replayPosition() ?? LSN(0)
         for placeholder in claim.placeholders {
             try database.writeHistory(
                 placeholder, TimelineClaim.placeholderHistory(parentHistory: parentHistory, parent: current, switchpoint: replayed, timeline: placeholder))

@@ -42,8 +42,7 @@ extension MonitorLoop {
         if let checked = pendingRestartCheckedAt, now - checked < .seconds(30), !watched { return }
         pendingRestartCheckedAt = .now
         do {
-            pendingRestart = try await database.query("SELECT name FROM pg_settings WHERE pending_restart ORDER BY name", [], timeout: .seconds(2))
-                .compactMap { $0.first ?? nil }
+            pendingRestart = try await database.pendingRestart()
         } catch {
             pendingRestartCheckedAt = nil
         }
@@ -57,17 +56,10 @@ extension MonitorLoop {
     /// registration that this leader never saw registered — a node joining, between its clone and its
     /// registration — is dropped only after ``orphanSlotGrace``.
     mutating func reconcileSlots(_ snapshot: ClusterSnapshot) async throws {
-        let rows = try await database.query(
-            "SELECT slot_name, active, coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0), wal_status FROM pg_replication_slots WHERE slot_type = 'physical'",
-            [], timeout: .seconds(2))
-        var reports: [SlotReport] = []
-        for row in rows {
-            guard row.count == 4, let name = row[0] else { continue }
-            reports.append(SlotReport(name: name, active: row[1] == "t", retainedBytes: row[2].flatMap { UInt64($0) } ?? 0, walStatus: row[3]))
-        }
+        var reports = try await database.slots()
         let wanted = Set(snapshot.registrations.keys.filter { $0 != me }.map(\.slotName))
         for name in wanted where !reports.contains(where: { $0.name == name }) {
-            _ = try await database.query("SELECT pg_create_physical_replication_slot($1, true)", [name], timeout: .seconds(5))
+            try await database.createSlot(name)
             reports.append(SlotReport(name: name, active: false, retainedBytes: 0))
         }
         slotsRegisteredBefore.formUnion(wanted)
@@ -79,7 +71,7 @@ extension MonitorLoop {
             guard registrationsTrusted, !slot.active,
                 slotsRegisteredBefore.contains(slot.name) || now - orphanSlotsSince[slot.name]! >= Self.orphanSlotGrace
             else { continue }
-            _ = try await database.query("SELECT pg_drop_replication_slot($1)", [slot.name], timeout: .seconds(5))
+            try await database.dropSlot(slot.name)
             reports.removeAll { $0.name == slot.name }
             orphanSlotsSince[slot.name] = nil
             slotsRegisteredBefore.remove(slot.name)

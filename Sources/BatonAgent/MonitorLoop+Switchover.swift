@@ -21,7 +21,7 @@ extension MonitorLoop {
             switch step {
             case .checkpoint:
                 // While clients still run: it makes the clean stop short.
-                _ = try? await database.query("CHECKPOINT", [], timeout: .seconds(5))  // ignored: a slow one only makes the stop longer
+                _ = try? await database.checkpoint(timeout: .seconds(5))  // ignored: a slow one only makes the stop longer
                 step = stepDown.next(after: .checkpointed)
             case .pauseBouncers:
                 started = ContinuousClock.now
@@ -179,14 +179,9 @@ extension MonitorLoop {
     /// The primary keeps one synchronous standby in synchronous mode, one step per loop (see
     /// ``SynchronousReplication``).
     mutating func manageSynchronousReplication(_ snapshot: ClusterSnapshot) async throws {
-        let standbyNames =
-            try await database.query("SHOW synchronous_standby_names", [], timeout: .seconds(2)).first?.first??.trimmingCharacters(in: .whitespaces) ?? ""
+        let standbyNames = try await database.synchronousStandbyNames()
         if config.synchronousMode == .off && standbyNames.isEmpty && snapshot.sync == nil { return }
-        var peers: [ReplicationPeer] = []
-        for row in try await database.query("SELECT application_name, state, flush_lsn::text FROM pg_stat_replication", [], timeout: .seconds(2)) {
-            guard let name = row[0].flatMap({ try? NodeName($0) }) else { continue }
-            peers.append(ReplicationPeer(name: name, streaming: row[1] == "streaming", flushPosition: row[2].flatMap { try? LSN(parsing: $0) } ?? LSN(0)))
-        }
+        let peers = try await database.replicationPeers()
         let candidates = SynchronousReplication.candidates(peers, snapshot: snapshot, me: me)
         let action = memory.synchronous.next(
             mode: config.synchronousMode, grace: config.synchronousStandbyGrace.swiftDuration, recorded: snapshot.sync, standbyNames: standbyNames,
@@ -205,7 +200,7 @@ extension MonitorLoop {
             memory.synchronous.waitingSince = nil
             logger.info("synchronous_standby_names set", metadata: ["sync.names": "\(names)"])
         case .rememberPosition:
-            memory.synchronous.waitingSince = try await database.query("SELECT pg_current_wal_lsn()::text", [], timeout: .seconds(2)).first?.first?.flatMap { try? LSN(parsing: $0) }
+            memory.synchronous.waitingSince = try await database.currentPosition()
         case .record(let standby, let position):
             let record = SyncRecord(standby: standby, leader: me, position: position)
             if try await client.put(keys.sync, record.json.serializedBytes(), mode: .cas(snapshot.syncIndex)) {

@@ -288,15 +288,8 @@ struct MonitorLoop {
             metrics.walPosition.record(Double(position.value))
         default: break
         }
-        if case .primary = local,
-            let rows = try? await database.query(
-                "SELECT application_name, greatest(0, pg_current_wal_lsn() - flush_lsn)::bigint, extract(epoch FROM replay_lag) FROM pg_stat_replication",
-                [], timeout: .seconds(2))  // ignored: metrics are best effort; the next loop tries again
-        {
-            metrics.replication(rows.compactMap { row in
-                guard row.count == 3, let name = row[0], let bytes = row[1].flatMap({ UInt64($0) }) else { return nil }
-                return (name, bytes, row[2].flatMap { Double($0) })
-            })
+        if case .primary = local, let lags = try? await database.replicationLag() {  // ignored: metrics are best effort; the next loop tries again
+            metrics.replication(lags)
         }
         if let snapshot { metrics.bouncers(snapshot.bouncers) }
         if leading { metrics.slots(slots) }

@@ -301,6 +301,110 @@ public struct LeaseState: Sendable {
         return .done(outcome)
     }
 
+    // MARK: The session
+
+    /// What the shell carries out next to keep the node's session, then reports with ``SessionEvent``.
+    public enum SessionStep: Sendable, Equatable {
+        /// The cluster's TTL changed and this node does not lead: destroy the session, so that the next
+        /// one takes the new TTL: ``SessionEvent/destroyed``.
+        case destroy(String)
+        /// Renew the session: ``SessionEvent/renewed``, ``SessionEvent/notFound`` or ``SessionEvent/renewalFailed``.
+        case renew(String)
+        /// The session vanished under this leader: take the lock again with a new session (the key is
+        /// still free and names this node): ``SessionEvent/reacquired(_:)``.
+        case reacquire
+        /// The lock is lost with the session: fence as a lease that ran out does: ``SessionEvent/lossHandled``.
+        case lose(why: String)
+        /// Adopt the session saved on disk if Consul still knows it as this node's (a restarted
+        /// monitor): ``SessionEvent/adopted(_:)``.
+        case adoptSaved
+        /// Create a session with the configured TTL and lock-delay (and save it):
+        /// ``SessionEvent/created(_:)``.
+        case create
+        /// The session the node has now (nil: none, Consul did not give one).
+        case done(String?)
+    }
+
+    /// What happened to the last ``SessionStep``.
+    public enum SessionEvent: Sendable, Equatable {
+        /// The upkeep starts with the session the node has and the TTL it was made with (nil: unknown).
+        case start(session: String?, ttl: GoDuration?)
+        case destroyed
+        case renewed
+        /// Consul says the session does not exist (expired, invalidated by a restarted agent).
+        case notFound
+        /// Consul did not answer: the session is kept, its TTL decides.
+        case renewalFailed
+        /// The session the lock was taken again with; nil: not taken.
+        case reacquired(String?)
+        case lossHandled
+        case adopted(String?)
+        case created(String?)
+    }
+
+    /// One upkeep of the session in progress, owned by whoever drives it.
+    public struct SessionUpkeep: Sendable {
+        fileprivate var phase = Phase.starting
+        fileprivate var session: String?
+        fileprivate enum Phase { case starting, destroying, renewing, reacquiring, losing, adopting, creating, done }
+        public init() {}
+    }
+
+    /// The next step of `upkeep` after `event`.
+    public func next(_ upkeep: inout SessionUpkeep, after event: SessionEvent) -> SessionStep {
+        switch (upkeep.phase, event) {
+        case (.starting, .start(let session, let ttl)):
+            guard let session else {
+                upkeep.phase = .adopting
+                return .adoptSaved
+            }
+            upkeep.session = session
+            if let ttl, ttl != config.ttl, !leading {
+                upkeep.phase = .destroying
+                return .destroy(session)
+            }
+            upkeep.phase = .renewing
+            return .renew(session)
+        case (.destroying, .destroyed):
+            // The saved session is the one just destroyed: a new one.
+            upkeep.phase = .creating
+            return .create
+        case (.renewing, .renewed), (.renewing, .renewalFailed):
+            return finish(&upkeep, upkeep.session)
+        case (.renewing, .notFound):
+            upkeep.session = nil
+            guard reacquiresAfterSessionLoss else {
+                upkeep.phase = .adopting
+                return .adoptSaved
+            }
+            upkeep.phase = .reacquiring
+            return .reacquire
+        case (.reacquiring, .reacquired(let session)):
+            if let session { return finish(&upkeep, session) }
+            upkeep.phase = .losing
+            return .lose(why: "the session expired in Consul")
+        case (.losing, .lossHandled):
+            upkeep.phase = .adopting
+            return .adoptSaved
+        case (.adopting, .adopted(let session)):
+            if let session { return finish(&upkeep, session) }
+            upkeep.phase = .creating
+            return .create
+        case (.creating, .created(let session)):
+            return finish(&upkeep, session)
+        case (.done, _):
+            return .done(upkeep.session)
+        default:
+            preconditionFailure("LeaseState: \(event) does not answer the session step of phase \(upkeep.phase)")
+        }
+    }
+
+    private func finish(_ upkeep: inout SessionUpkeep, _ session: String?) -> SessionStep {
+        upkeep.phase = .done
+        upkeep.session = session
+        return .done(session)
+    }
+
     // MARK: Timing
 
     /// How long a failsafe round waits for the members' answers.

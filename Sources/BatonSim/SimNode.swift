@@ -1,4 +1,5 @@
 import BatonCore
+import ConsulAPI
 
 /// One simulated machine: its PostgreSQL, and the memory of the Baton processes on it — the monitor's
 /// (``MonitorState``, the configuration it last read), the lease's (session, heartbeat) and the
@@ -36,6 +37,8 @@ final class SimNode {
     /// The session ID saved on disk (a restarted monitor adopts it while Consul knows it).
     var sessionFile: String?
     var sessionConfirmed: Duration?
+    /// The TTL the session was made with (nil: adopted, not known).
+    var sessionTTL: GoDuration?
     /// The lease's rules and memory: leading, the last beat, the deadline, failsafe.
     var lease: LeaseState
 
@@ -74,6 +77,7 @@ final class SimNode {
         view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil
+        sessionTTL = nil
         watchdogDeadline = nil
         watchdogGeneration += 1
         db.receiverFrozen = false

@@ -8,38 +8,58 @@ import ConsulAPI
 extension Simulation {
     func sinceLastBeat(_ i: Int) -> GoDuration { nodes[i].lease.sinceLastBeat(now: nanoseconds(now)) }
 
-    /// `Lease.ensureSession`: renew the session; adopt the saved one after a restart while Consul knows
-    /// it; else make one.
+    /// `Lease.ensureSession`: ``LeaseState``'s session upkeep carried out — renew the session; when it
+    /// vanished under a leader, take the lock again with a new one; adopt the saved one after a restart
+    /// while Consul knows it; else make one.
     @discardableResult
     func ensureSession(_ i: Int) -> String? {
         guard reachesConsul(i) else { return nodes[i].session }
-        if let session = nodes[i].session {
-            if consul.renewSession(session, now: tick()) {
-                nodes[i].sessionConfirmed = now
+        var upkeep = LeaseState.SessionUpkeep()
+        var step = nodes[i].lease.next(&upkeep, after: .start(session: nodes[i].session, ttl: nodes[i].sessionTTL))
+        while true {
+            switch step {
+            case .destroy(let session):
+                consul.destroySession(session, now: tick())
+                nodes[i].session = nil
+                step = nodes[i].lease.next(&upkeep, after: .destroyed)
+            case .renew(let session):
+                if consul.renewSession(session, now: tick()) {
+                    nodes[i].sessionConfirmed = now
+                    step = nodes[i].lease.next(&upkeep, after: .renewed)
+                } else {
+                    note("\(nodes[i].name) lost its session")
+                    nodes[i].session = nil
+                    step = nodes[i].lease.next(&upkeep, after: .notFound)
+                }
+            case .reacquire:
+                let taken = reacquire(i)
+                if taken { note("\(nodes[i].name) took the lock again with a new session") }
+                step = nodes[i].lease.next(&upkeep, after: .reacquired(taken ? nodes[i].session : nil))
+            case .lose(let why):
+                lost(i, why)
+                step = nodes[i].lease.next(&upkeep, after: .lossHandled)
+            case .adoptSaved:
+                let saved = nodes[i].sessionFile.flatMap { consulRead().sessionExists($0) ? $0 : nil }
+                if let saved {
+                    nodes[i].session = saved
+                    nodes[i].sessionConfirmed = now
+                }
+                step = nodes[i].lease.next(&upkeep, after: .adopted(saved))
+            case .create:
+                let config = nodes[i].config
+                let created = try? consul.createSession(
+                    name: "baton-sim-\(nodes[i].name)", node: nodes[i].name.value, ttl: config.ttl, lockDelay: config.lockDelay, now: tick())  // sessions without checks are never refused
+                if let created {
+                    nodes[i].session = created
+                    nodes[i].sessionFile = created
+                    nodes[i].sessionTTL = config.ttl
+                    nodes[i].sessionConfirmed = now
+                }
+                step = nodes[i].lease.next(&upkeep, after: .created(created))
+            case .done(let session):
                 return session
             }
-            note("\(nodes[i].name) lost its session")
-            nodes[i].session = nil
-            if nodes[i].lease.reacquiresAfterSessionLoss {
-                if reacquire(i) {
-                    note("\(nodes[i].name) took the lock again with a new session")
-                    return nodes[i].session
-                }
-                lost(i, "the session expired in Consul")
-            }
         }
-        if let saved = nodes[i].sessionFile, consulRead().sessionExists(saved) {
-            nodes[i].session = saved
-            nodes[i].sessionConfirmed = now
-            return saved
-        }
-        let config = nodes[i].config
-        guard let created = try? consul.createSession(name: "baton-sim-\(nodes[i].name)", node: nodes[i].name.value, ttl: config.ttl, lockDelay: config.lockDelay, now: tick())
-        else { return nil }  // sessions without checks are never refused
-        nodes[i].session = created
-        nodes[i].sessionFile = created
-        nodes[i].sessionConfirmed = now
-        return created
     }
 
     /// `Lease.reacquire`: the session vanished under this leader; the key is still free and names it.

@@ -5,8 +5,8 @@ import BatonPostgres
 import Foundation
 import Synchronization
 
-/// A PostgreSQL stand-in for tests of the monitor's shell: it holds a state, answers the statements
-/// the monitor sends, and takes as long as a test says for the slow steps (promotion, start, stop,
+/// A PostgreSQL stand-in for tests of the monitor's shell: it holds a state, answers the monitor's
+/// typed calls (``LocalDatabase``: never SQL text to match), and takes as long as a test says for the slow steps (promotion, start, stop,
 /// checkpoint). What the monitor asked of it is recorded.
 public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
     // @unchecked: the test and the monitor's loop share it; every field is guarded by `lock`.
@@ -63,18 +63,68 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
         }
     }
 
-    public func query(_ sql: String, _ parameters: [String?], timeout: Duration) async throws -> [[String?]] {
-        if sql == "CHECKPOINT" {
-            note("CHECKPOINT")
-            try await Task.sleep(for: delays.checkpoint)
-            return []
-        }
+    public func checkpoint(timeout: Duration) async throws {
+        note("CHECKPOINT")
+        try await Task.sleep(for: delays.checkpoint)
+    }
+
+    /// A statement needs the server up.
+    private func answering() async throws {
         guard (await observe()).isUp else { throw PostgresError(sqlState: "57014", "the fake server does not answer") }
-        if sql.hasPrefix("SHOW synchronous_standby_names") { return [[lock.withLock { standbyNames }]] }
-        if sql.contains("pg_create_physical_replication_slot") { note("create slot \(parameters.first.flatMap { $0 } ?? "")") }
-        if sql.contains("pg_control_checkpoint()) <") { return [["f"]] }
-        if sql.contains("timeline_id FROM pg_control_checkpoint") { return [["1"]] }
-        if sql.contains("_lsn()") { return [["0/1000"]] }
+    }
+
+    public func checkpointTimeline() async throws -> Int {
+        try await answering()
+        return 1
+    }
+
+    public func checkpointBehindTimeline() async throws -> Bool {
+        try await answering()
+        return false
+    }
+
+    public func replayPosition() async throws -> LSN? {
+        try await answering()
+        return LSN(0x1000)
+    }
+
+    public func currentPosition() async throws -> LSN? {
+        try await answering()
+        return LSN(0x1000)
+    }
+
+    public func pendingRestart() async throws -> [String] {
+        try await answering()
+        return []
+    }
+
+    public func slots() async throws -> [SlotReport] {
+        try await answering()
+        return []
+    }
+
+    public func createSlot(_ name: String) async throws {
+        try await answering()
+        note("create slot \(name)")
+    }
+
+    public func dropSlot(_ name: String) async throws {
+        try await answering()
+        note("drop slot \(name)")
+    }
+
+    public func synchronousStandbyNames() async throws -> String {
+        try await answering()
+        return lock.withLock { standbyNames }
+    }
+
+    public func replicationPeers() async throws -> [ReplicationPeer] {
+        try await answering()
+        return []
+    }
+
+    public func replicationLag() async throws -> [(standby: String, bytes: UInt64, seconds: Double?)] {
+        try await answering()
         return []
     }
 

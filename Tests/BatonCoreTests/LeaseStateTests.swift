@@ -178,4 +178,39 @@ struct LeaseStateTests {
         standby.config.vipPolicy = .priority
         #expect(standby.standings(now: now).standing == .routing)
     }
+
+    // MARK: The session
+
+    func upkeep(_ lease: LeaseState, session: String?, ttl: GoDuration? = nil, _ answers: [LeaseState.SessionEvent]) -> [LeaseState.SessionStep] {
+        var upkeep = LeaseState.SessionUpkeep()
+        return [lease.next(&upkeep, after: .start(session: session, ttl: ttl ?? lease.config.ttl))] + answers.map { lease.next(&upkeep, after: $0) }
+    }
+
+    @Test func aSessionIsRenewedOrKeptWhenConsulDoesNotAnswer() {
+        let follower = LeaseState(node: me)
+        #expect(upkeep(follower, session: "s1", [.renewed]) == [.renew("s1"), .done("s1")])
+        #expect(upkeep(follower, session: "s1", [.renewalFailed]) == [.renew("s1"), .done("s1")], "its TTL decides, not one failed call")
+    }
+
+    @Test func withoutASessionTheSavedOneIsAdoptedElseOneIsMade() {
+        let follower = LeaseState(node: me)
+        #expect(upkeep(follower, session: nil, [.adopted("s0")]) == [.adoptSaved, .done("s0")])
+        #expect(upkeep(follower, session: nil, [.adopted(nil), .created("s2")]) == [.adoptSaved, .create, .done("s2")])
+        #expect(upkeep(follower, session: nil, [.adopted(nil), .created(nil)]) == [.adoptSaved, .create, .done(nil)])
+    }
+
+    @Test func aChangedTTLTakesANewSessionOnlyWhileNotLeading() {
+        let follower = LeaseState(node: me)
+        #expect(upkeep(follower, session: "s1", ttl: .seconds(99), [.destroyed, .created("s2")]) == [.destroy("s1"), .create, .done("s2")])
+        #expect(upkeep(leading(), session: "s1", ttl: .seconds(99), [.renewed]) == [.renew("s1"), .done("s1")], "a leader keeps its lock's session")
+    }
+
+    @Test func aSessionGoneUnderALeaderTakesTheLockAgainElseTheLossFences() {
+        #expect(upkeep(leading(), session: "s1", [.notFound, .reacquired("s2")]) == [.renew("s1"), .reacquire, .done("s2")])
+        #expect(
+            upkeep(leading(), session: "s1", [.notFound, .reacquired(nil), .lossHandled, .adopted(nil), .created("s3")]) == [
+                .renew("s1"), .reacquire, .lose(why: "the session expired in Consul"), .adoptSaved, .create, .done("s3"),
+            ])
+        #expect(upkeep(LeaseState(node: me), session: "s1", [.notFound, .adopted(nil), .created("s2")]) == [.renew("s1"), .adoptSaved, .create, .done("s2")], "a follower just makes another")
+    }
 }
