@@ -305,7 +305,8 @@ public struct MonitorState: Sendable {
         let target = pending.request.to
         let standing = pending.request.standing(
             age: now - seen.since, leader: snapshot.leader?.holder, leaderLost: leaderLost, synchronous: config.synchronousMode != .off,
-            targetHealthy: candidates.contains { $0.name == target && $0.healthy }, targetEligible: choice.ranked.contains(target))
+            targetHealthy: candidates.contains { $0.name == target && $0.healthy }, targetEligible: choice.ranked.contains(target),
+            lastPrimaryPosition: snapshot.lastPrimaryPosition)
         return standing == .standing ? pending.request : nil
     }
 }

@@ -105,6 +105,7 @@ public struct StepDown: Sendable {
             guard let requestIndex else { return callOff("the request could not be marked handed over (it is gone)") }
             var handed = request
             handed.handedOver = true
+            handed.handedOverAt = final
             phase = .marking(received: received)
             return .markHandedOver(handed, index: requestIndex)
         case (.marking(let received), .marked(let ok)):

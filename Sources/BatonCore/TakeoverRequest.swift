@@ -16,6 +16,10 @@ public struct TakeoverRequest: Sendable, Equatable {
     /// saw the target receive every record. Only then may a switchover's target take a lock that went
     /// free without being one of the nodes failover may promote.
     public var handedOver: Bool
+    /// Where the stepping-down primary's history ended when it handed over (its shutdown checkpoint):
+    /// the handover vouches for that history only. Once a primary reported past it (the old primary led
+    /// again when the target did not come), the request is judged as a failover. Nil from an earlier Baton.
+    public var handedOverAt: LSN?
 
     public static let defaultTimeout: GoDuration = .seconds(60)
 
@@ -28,12 +32,14 @@ public struct TakeoverRequest: Sendable, Equatable {
         self.timeout = timeout
         self.allowDataLoss = allowDataLoss
         self.handedOver = handedOver
+        self.handedOverAt = nil
     }
 
     public var json: JSONValue {
         .object([
             ("to", .string(to.value)), ("from", from.map { .string($0.value) } ?? .null), ("time", .string(time)),
             ("timeout", .string(timeout.description)), ("allow_data_loss", .bool(allowDataLoss)), ("handed_over", .bool(handedOver)),
+            ("handed_over_at", handedOverAt.map { .string($0.description) } ?? .null),
         ])
     }
 
@@ -54,6 +60,12 @@ public struct TakeoverRequest: Sendable, Equatable {
         }
         allowDataLoss = json.member("allow_data_loss")?.boolValue ?? false
         handedOver = json.member("handed_over")?.boolValue ?? false
+        if let at = json.member("handed_over_at"), !at.isNull {
+            guard let text = at.stringValue else { throw ValidationProblem("Consul key \(key): handed_over_at is not a WAL position") }
+            do { handedOverAt = try LSN(parsing: text) } catch { throw ValidationProblem("Consul key \(key): handed_over_at: \(error.message)") }
+        } else {
+            handedOverAt = nil
+        }
     }
 
     /// Whether monitors act on this request now. It stands until `timeout` after this monitor first saw
@@ -71,15 +83,19 @@ public struct TakeoverRequest: Sendable, Equatable {
     ///   - synchronous: the cluster runs in synchronous mode.
     ///   - targetHealthy: the target is a live standby whose reports keep coming.
     ///   - targetEligible: it may be promoted without losing acknowledged commits (ranking rules).
+    ///   - lastPrimaryPosition: the furthest position a primary reported (``ClusterSnapshot/lastPrimaryPosition``):
+    ///     past ``handedOverAt``, the handover no longer vouches for the target.
     public func standing(
-        age: Duration, leader: NodeName?, leaderLost: Bool = false, synchronous: Bool = false, targetHealthy: Bool, targetEligible: Bool
+        age: Duration, leader: NodeName?, leaderLost: Bool = false, synchronous: Bool = false, targetHealthy: Bool, targetEligible: Bool,
+        lastPrimaryPosition: LSN? = nil
     ) -> RequestStanding {
         if age >= timeout.swiftDuration { return .expired }
         if leader == to { return .fulfilled }
         if let from, let leader, leader != from { return .superseded(by: leader) }
         if from == nil, leader != nil { return .superseded(by: leader!) }
         guard targetHealthy else { return .targetUnfit("\(to) is not a healthy standby") }
-        let failover = from == nil || (leaderLost && !handedOver)
+        let outlived = handedOverAt.map { at in lastPrimaryPosition.map { $0 > at } ?? false } ?? false
+        let failover = from == nil || (leaderLost && !(handedOver && !outlived))
         if !allowDataLoss, !targetEligible, failover || synchronous {
             return .targetUnfit(
                 synchronous && !failover

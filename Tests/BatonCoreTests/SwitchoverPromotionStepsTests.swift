@@ -22,6 +22,7 @@ struct SwitchoverPromotionStepsTests {
     var handed: TakeoverRequest {
         var handed = request
         handed.handedOver = true
+        handed.handedOverAt = final
         return handed
     }
 

@@ -62,6 +62,28 @@ struct TakeoverTests {
         #expect(try! TakeoverRequest(bytes: handed.json.serializedBytes(), key: "k") == handed)
     }
 
+    /// Found by the simulator (seed 207,052, asynchronous): the switchover handed over to a target whose
+    /// monitor was frozen; the old primary led again meanwhile and wrote on, then died; the thawed target
+    /// took the free lock by the old handover, 1.6 MB behind. A handover vouches for the history that
+    /// ended where it was handed over, no further.
+    @Test func aHandoverOutlivedByANewerPrimaryIsAFailover() {
+        var handed = TakeoverRequest(to: pg2, from: pg1, time: "t", handedOver: true)
+        handed.handedOverAt = LSN(0x340001)
+        func standing(lastPrimary: LSN?, eligible: Bool) -> RequestStanding {
+            handed.standing(age: .seconds(1), leader: nil, leaderLost: true, targetHealthy: true, targetEligible: eligible, lastPrimaryPosition: lastPrimary)
+        }
+        #expect(standing(lastPrimary: LSN(0x340000), eligible: false) == .standing, "the old primary's last report is within what was handed over")
+        #expect(standing(lastPrimary: LSN(0x4D0000), eligible: false) != .standing, "a primary wrote past it: judged as a failover")
+        #expect(standing(lastPrimary: LSN(0x4D0000), eligible: true) == .standing, "…which an eligible target still takes")
+        #expect(try! TakeoverRequest(bytes: handed.json.serializedBytes(), key: "k") == handed)
+        #expect(throws: ValidationProblem.self) { try TakeoverRequest(bytes: Array(#"{"to":"pg2","handed_over_at":"later"}"#.utf8), key: "k") }
+        var earlier = handed
+        earlier.handedOverAt = nil
+        #expect(
+            earlier.standing(age: .seconds(1), leader: nil, leaderLost: true, targetHealthy: true, targetEligible: false, lastPrimaryPosition: LSN(0x4D0000))
+                == .standing, "a request from an earlier Baton, without the position, as before")
+    }
+
     @Test func manualFailoverNeedsNoLeaderAndConsentToLoseData() {
         let best = FailoverChoice(ranked: [pg2], ineligible: [:])
         #expect(TakeoverCheck.failover(leader: nil, target: target(), choice: best, allowDataLoss: false) == nil)

@@ -264,6 +264,19 @@ struct SimulationTests {
         #expect(run.trace.contains { $0.contains("failsafe: every member confirmed") }, "the seed still plays a failsafe round")
     }
 
+    /// The first 20,000 seeds with `switchover` among the kinds (asynchronous) found seed 207,052: a
+    /// switchover handed over to pg3 while its monitor was frozen; pg1 led again when pg3 did not come,
+    /// wrote on, and died while the receivers were stopped; pg3 thawed and took the free lock by the old
+    /// handover, 1.6 MB behind pg1's last report — past `maximum_lag_on_failover`. A handover now vouches
+    /// only for the history up to where it was handed over (`TakeoverRequest.handedOverAt`).
+    @Test("a handover outlived by a newer primary promotes nobody past the lag limit")
+    func staleHandover() {
+        let run = Simulation(seed: 207_052, options: Self.options(sync: .off, kinds: Self.proven))
+        let violation = run.run()
+        #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+        #expect(run.trace.contains { $0.contains("pg1 stepped down for pg3") }, "the seed still hands over")
+    }
+
     @Test("the seeds that broke main's rules hold now", arguments: 0..<3)
     func findingsClosed(finding: Int) {
         let (kind, sync, seeds) = Self.findings[finding]
