@@ -53,6 +53,15 @@ mode() { cat "$lab/mode" 2>/dev/null || echo none; }
 require_netns() { [ "$(mode)" = netns ] || { echo "lab.sh $1: needs the lab in network namespaces (this one runs as '$(mode)')" >&2; exit 2; }; }
 ns() { echo "baton-lab-$1"; }
 nodes() { cat "$lab/nodes" 2>/dev/null || echo 0; }
+# require_node CMD N: N must name one of this lab's nodes (a typo must not be a silent no-op).
+require_node() {
+  [ "$(nodes)" -gt 0 ] || { echo "lab.sh $1: no lab is up in $lab (scripts/lab.sh up 3)" >&2; exit 2; }
+  case "${2:-}" in ''|*[!0-9]*) echo "usage: lab.sh $1 N (a node of this lab: 1 to $(nodes))" >&2; exit 2 ;; esac
+  if [ "$2" -lt 1 ] || [ "$2" -gt "$(nodes)" ] || [ ! -d "$lab/n$2" ]; then
+    echo "lab.sh $1: this lab has no node '$2' (it has 1 to $(nodes))" >&2
+    exit 2
+  fi
+}
 # in N CMD…: run CMD in node N's namespace (directly on loopback).
 in_node() { local n=$1; shift; if [ "$(mode)" = netns ]; then ip netns exec "$(ns "$n")" "$@"; else "$@"; fi; }
 address() { if [ "$(mode)" = netns ]; then echo "$net.$1"; else echo 127.0.0.1; fi; }
@@ -250,6 +259,9 @@ postmaster() { head -1 "$lab/n$1/data/postmaster.pid" 2>/dev/null; }
 
 cmd=${1:-}; shift || true
 case "$cmd" in
+  page-url|kill-postgres|kill-node|freeze-node|thaw-node|start-node|partition|heal|kill-keepalived|start-keepalived) require_node "$cmd" "${1:-}" ;;
+esac
+case "$cmd" in
   up) up "${1:-3}" ;;
   down) down ;;
   status) "$baton" status --cluster lab --consul "$(consul_addr)" ;;
@@ -261,7 +273,6 @@ case "$cmd" in
     else for p in $(awk '{print $1}' "$lab/pids"); do grep -q "n$1/" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p"; done; kill -9 "$(postmaster "$1")" 2>/dev/null || true; fi ;;
   freeze-node|thaw-node)
     require_netns "$cmd"
-    [ -n "${1:-}" ] || { echo "usage: lab.sh $cmd N (the node)" >&2; exit 2; }
     pids=$(ip netns pids "$(ns "$1")" 2>/dev/null) || { echo "lab.sh $cmd: this lab has no node '$1'" >&2; exit 2; }
     if [ "$cmd" = freeze-node ]; then signal=STOP; else signal=CONT; fi
     echo "$pids" | xargs -r kill -"$signal" 2>/dev/null || true ;;
