@@ -40,21 +40,25 @@ public enum SeedRange {
     }
 
     /// Runs seeds `from` … `from + count - 1` on `workers` threads; `found` sees each violating run, in
-    /// the order of their seeds, once all ran.
+    /// the order of their seeds, once all ran. With `untilFirstViolation` the workers stop once one of
+    /// them found a violation (a mutant's test needs one, not all).
     public static func run(
-        from: UInt64, count: Int, options: SimulationOptions, workers: Int = 2, found: (Simulation.Violation, [String]) -> Void = { _, _ in }
+        from: UInt64, count: Int, options: SimulationOptions, workers: Int = 2, untilFirstViolation: Bool = false,
+        found: (Simulation.Violation, [String]) -> Void = { _, _ in }
     ) -> Report {
         let start = Date()
         let shared = Mutex((report: Report(), traces: [UInt64: [String]]()))
+        let violated = Atomic<Bool>(false)
         DispatchQueue.concurrentPerform(iterations: max(1, workers)) { worker in
             var local = Report()
             var traces: [UInt64: [String]] = [:]
             var seed = from + UInt64(worker)
-            while seed < from + UInt64(count) {
+            while seed < from + UInt64(count), !(untilFirstViolation && violated.load(ordering: .relaxed)) {
                 let run = Simulation(seed: seed, options: options)
                 if let violation = run.run() {
                     local.violations.append(violation)
                     traces[seed] = run.trace
+                    violated.store(true, ordering: .relaxed)
                 }
                 local.seeds += 1
                 local.faults += run.counts.faults

@@ -114,7 +114,7 @@ struct SimulationTests {
             options = Self.options(sync: .on, kinds: Self.proven, mutant: mutant)
             seeds = 100
         }
-        let report = SeedRange.run(from: 1, count: seeds, options: options)
+        let report = SeedRange.run(from: 1, count: seeds, options: options, untilFirstViolation: true)
         #expect(!report.violations.isEmpty, "\(mutant.rawValue) went unnoticed over \(seeds) seeds: \(report.summary)")
     }
 
