@@ -55,9 +55,7 @@ extension Simulation {
             nodes[i].db.stop()
             took = random.duration(.milliseconds(50), .milliseconds(600))
         case .readTargetPosition:
-            let t = index(of: stepping.machine.target)
-            let received = t.map { stepping.receivedCheckpoint.contains($0) || options.mutant == .handOverUnreceived } ?? false
-            took = received ? random.duration(.milliseconds(5), .milliseconds(100)) : Self.targetPollBound
+            took = targetReceivedCheckpoint(stepping) ? random.duration(.milliseconds(5), .milliseconds(100)) : Self.targetPollBound
         case .markHandedOver, .proveLock, .startAgain, .followTarget, .done:
             took = .zero
         }
@@ -81,12 +79,11 @@ extension Simulation {
             event = .stopped(
                 clean: stepping.stoppedClean, checkpoint: stepping.stoppedClean ? final : nil, detail: stepping.stoppedClean ? "fast" : "it did not answer")
         case .readTargetPosition(let final):
-            let t = index(of: stepping.machine.target)
-            if let t, stepping.receivedCheckpoint.contains(t) || options.mutant == .handOverUnreceived {
+            if targetReceivedCheckpoint(stepping) {
                 // The shutdown checkpoint's record is past `final`.
                 event = .targetReceived(LSN(final.value + 1))
             } else {
-                event = .targetReceived(t.map { nodes[$0].db.answers(at: now) ? nodes[$0].db.position : nil } ?? nil)
+                event = .targetReceived(index(of: stepping.machine.target).flatMap { nodes[$0].db.answers(at: now) ? nodes[$0].db.position : nil })
             }
         case .markHandedOver(let handed, let index):
             let marked = reachesConsul(i) && (try? consul.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(index), now: tick())) == true  // an error: not marked
@@ -122,5 +119,11 @@ extension Simulation {
             return
         }
         carryOutStepDown(i)
+    }
+
+    /// Whether the switchover's target received the shutdown checkpoint (the mutant says it always did).
+    private func targetReceivedCheckpoint(_ stepping: SteppingDown) -> Bool {
+        guard let t = index(of: stepping.machine.target) else { return false }
+        return stepping.receivedCheckpoint.contains(t) || options.mutant == .handOverUnreceived
     }
 }
