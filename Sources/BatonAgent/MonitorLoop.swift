@@ -170,15 +170,20 @@ struct MonitorLoop {
         var observation = await observe(local: local, snapshot: snapshot, at: now)
         var action = MonitorDecision.next(observation)
         if !observeOnly, case .standby = local, action.takesLock, let snapshot {
-            // Before taking the lock: the other candidates' own answers in place of their reports.
-            let peers = observation.candidates.filter { $0.healthy && $0.name != me }.compactMap { c in snapshot.registrations[c.name]?.api.map { (c.name, $0) } }
+            // Before taking the lock: the other candidates' own answers in place of their reports, and
+            // whether any node whose monitor reports runs a writable primary (one Consul may have forgotten).
+            let now = ContinuousClock.now
+            let peers = observation.candidates.filter { $0.name != me && ($0.healthy || memory.isFresh($0.name, config: config, at: now)) }
+                .compactMap { c in snapshot.registrations[c.name]?.api.map { (c.name, $0) } }
             let live = peers.isEmpty ? [:] : await peerPositions.ask(peers, timeout: min(.milliseconds(500), config.loopWait.swiftDuration / 2))
             if !live.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
+                observation.peerRunsPrimary = LivePosition.primary(among: live)
                 let confirmed = MonitorDecision.next(observation)
                 if confirmed != action {
                     logger.notice(
-                        "Another candidate is further ahead than its report said; not taking the lock",
+                        observation.peerRunsPrimary.map { "\($0) answers that it runs a writable primary; not taking the lock" }
+                            ?? "Another candidate is further ahead than its report said; not taking the lock",
                         metadata: ["monitor.positions": "\(live.mapValues(\.position.description))", "monitor.action": "\(confirmed)"])
                 }
                 action = confirmed
@@ -365,7 +370,7 @@ struct MonitorLoop {
         config = usable
         let session = await lease.currentSession
         let sightings = leaderSightings
-        memory.absorb(snapshot, node: me, session: session, firstSeen: { sightings.firstSeen($0) }, at: now)
+        memory.absorb(snapshot, node: me, session: session, leading: await lease.isLeading, firstSeen: { sightings.firstSeen($0) }, at: now)
         return snapshot
     }
 

@@ -145,8 +145,9 @@ final class Store: Sendable {
         try outcome.get()
     }
 
-    private func replace(with restored: State) -> Result<Void, APIError> {
+    private func replace(with snapshot: State) -> Result<Void, APIError> {
         if let reason = broken.withLock({ $0 }) { return .failure(APIError(500, "storage failed, writes are refused: \(reason)")) }
+        let restored = snapshot.restored(over: state.withLock { $0.index })
         if let log {
             do { try log.compact(restored) } catch {
                 broken.withLock { $0 = "\(error)" }

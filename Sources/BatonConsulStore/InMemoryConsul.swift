@@ -110,10 +110,11 @@ package struct InMemoryConsul: Sendable {
 
     package var snapshot: Snapshot { Snapshot(state: state) }
 
-    /// Brings back a snapshot, as `PUT /v1/snapshot` does: keys, sessions and indexes roll back to it.
+    /// Brings back a snapshot, as `PUT /v1/snapshot` does: keys, sessions and the indexes readers see roll
+    /// back to it (``State/restored(over:)``).
     /// Sessions that survive count their TTL from `now` (as after a server's restart).
     package mutating func restore(_ snapshot: Snapshot, now: ContinuousClock.Instant) {
-        state = snapshot.state
+        state = snapshot.state.restored(over: state.index)
         for id in state.sessions.keys { _ = state.renewSession(id, now: now) }
         state.lockDelays = [:]
     }

@@ -216,6 +216,16 @@ package struct State: Sendable {
         }
     }
 
+    /// This state brought back by a restore over a store whose last write had `index`: the keys, sessions
+    /// and table indexes readers see go back to the snapshot's, but the next write's index comes after
+    /// every index the store ever gave, as Consul's Raft index does — an index never names two writes,
+    /// so a client that saw a key at some index can tell when that key went back.
+    package func restored(over index: UInt64) -> State {
+        var state = self
+        state.index = max(self.index, index)
+        return state
+    }
+
     /// Consul's index for a listing under `prefix`: the newest entry or tombstone under it, or the KV
     /// table's index when there is none.
     package func kvListIndex(prefix: String) -> UInt64 {

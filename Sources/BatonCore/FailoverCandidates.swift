@@ -210,19 +210,29 @@ public struct LivePosition: Sendable, Equatable {
     public var standby: Bool
     public var position: LSN
     public var timeline: Int
+    /// Its PostgreSQL runs as a writable primary (it answers with a position, not as a standby).
+    public var primary: Bool
 
-    public init(standby: Bool, position: LSN, timeline: Int) {
+    public init(standby: Bool, position: LSN, timeline: Int, primary: Bool = false) {
         self.standby = standby
         self.position = position
         self.timeline = timeline
+        self.primary = primary && !standby
     }
 
     /// What a node whose PostgreSQL is `local` answers.
     public init(local: LocalPostgres) {
         switch local {
         case .standby(let position, let timeline, _, _): self.init(standby: true, position: position, timeline: timeline)
+        case .primary(let position, let timeline): self.init(standby: false, position: position, timeline: timeline, primary: true)
         default: self.init(standby: false, position: LSN(0), timeline: 0)
         }
+    }
+
+    /// The first of the nodes that answered they run a writable primary (by name, so that every run
+    /// says the same one).
+    public static func primary(among answers: [NodeName: LivePosition]) -> NodeName? {
+        answers.filter(\.value.primary).keys.sorted().first
     }
 
     /// `{"node": …, "standby": true, "position": "0/3000060", "timeline": 1}`, what `GET /position` answers.
@@ -243,7 +253,10 @@ public struct LivePosition: Sendable, Equatable {
     public init?(json: JSONValue) {
         guard let standby = json.member("standby")?.boolValue else { return nil }
         guard standby else {
-            self.init(standby: false, position: LSN(0), timeline: 0)
+            // A primary says how far its WAL reaches; a node whose PostgreSQL is down says nothing more.
+            let position = json.member("position")?.stringValue.flatMap { try? LSN(parsing: $0) }
+            let timeline = json.member("timeline")?.int64Value.flatMap { $0 > 0 && $0 <= Int64(Int32.max) ? Int($0) : nil }
+            self.init(standby: false, position: position ?? LSN(0), timeline: timeline ?? 0, primary: position != nil)
             return
         }
         guard let text = json.member("position")?.stringValue, let position = try? LSN(parsing: text),

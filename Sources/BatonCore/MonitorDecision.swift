@@ -20,6 +20,11 @@ public enum LocalPostgres: Sendable, Equatable {
         case .down, .unresponsive: return false
         }
     }
+
+    public var isWritablePrimary: Bool {
+        if case .primary = self { return true }
+        return false
+    }
 }
 
 /// Who holds the `leader` key, as the monitor last read it.
@@ -87,6 +92,14 @@ public struct MonitorObservation: Sendable, Equatable {
     public var leaderKeyRestored: Bool
     /// The newest timeline any promotion claimed in Consul (``TimelineClaim``), when one did.
     public var claimedTimeline: Int?
+    /// How long ago this monitor found Consul's history gone backwards (a restore from an older
+    /// snapshot), if it did since it started.
+    public var consulRestoredFor: GoDuration?
+    /// The fencing promise of the last other leader this monitor saw, if it said one.
+    public var lastLeaderPromise: GoDuration?
+    /// Another node whose API answered, just before this node would take the lock, that its PostgreSQL
+    /// runs as a writable primary.
+    public var peerRunsPrimary: NodeName?
     /// The fencing promise of the leader holding the lock (``LeaderFlags``), when another node leads and
     /// says.
     public var leaderPromise: GoDuration?
@@ -124,8 +137,11 @@ public struct MonitorObservation: Sendable, Equatable {
         lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
         failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
         failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil, leaderPromise: GoDuration? = nil, claimedTimeline: Int? = nil,
-        previousLeader: PreviousLeader? = nil, leaderKeyRestored: Bool = false
+        previousLeader: PreviousLeader? = nil, leaderKeyRestored: Bool = false, consulRestoredFor: GoDuration? = nil,
+        lastLeaderPromise: GoDuration? = nil
     ) {
+        self.consulRestoredFor = consulRestoredFor
+        self.lastLeaderPromise = lastLeaderPromise
         self.leaderKeyRestored = leaderKeyRestored
         self.previousLeader = previousLeader
         self.leaderPromise = leaderPromise
@@ -259,11 +275,25 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
 public enum MonitorDecision {
     public static func next(_ o: MonitorObservation) -> MonitorAction {
         let action = decide(o)
+        guard action.takesLock else { return action }
         // A promise made in failsafe mode holds: no lock is taken until it runs out.
         if let promised = o.failsafeGrantedTo, promised != o.node {
-            switch action {
-            case .acquireLeader, .takeOver: return .wait(reason: "promised \(promised), cut off from Consul, not to take over (failsafe)")
-            default: break
+            return .wait(reason: "promised \(promised), cut off from Consul, not to take over (failsafe)")
+        }
+        // Whatever Consul says (a restore may have forgotten a whole leader's tenure), a node that answers
+        // it runs a writable primary is one: its monitor fences it if it does not hold the lock.
+        if let primary = o.peerRunsPrimary, primary != o.node, !o.local.isWritablePrimary {
+            return .wait(reason: "\(primary) answers that it runs a writable primary; not taking the lock while it does")
+        }
+        // Consul restored from an older snapshot forgot writes: a leader's last heartbeats, or a whole
+        // leader's tenure (its takeover, its promotion), while that leader's watchdog still counts on
+        // them. Whoever it was, its fence ran out one fence after the restore at the latest, and the
+        // restore came before this monitor noticed it: nobody starts a new writable primary until then.
+        // (A writable primary taking a lock it finds free adds no writable node.)
+        if let restored = o.consulRestoredFor, !o.local.isWritablePrimary {
+            let fence = ClusterConfig.takeoverAfter(promise: o.lastLeaderPromise, config: o.config)
+            if restored < fence {
+                return .wait(reason: "Consul was restored from an older snapshot \(restored) ago and may have forgotten a leader's last heartbeats; no lock is taken until its fence (\(fence)) has passed")
             }
         }
         return action

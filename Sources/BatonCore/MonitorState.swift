@@ -37,6 +37,17 @@ public struct MonitorState: Sendable {
     /// When Consul's history went backwards (restored from a snapshot): the newest index of the first
     /// read after it. Keys no newer than this came back with the snapshot.
     public var restoredAt: UInt64?
+    /// When this monitor last found Consul's history gone backwards (on its clock). A restore forgets
+    /// writes: a leader's last heartbeats — even a whole leader's tenure — may be gone from it, while
+    /// that leader's watchdog still counts on them. Nobody takes the lock until a fence has passed
+    /// since (``MonitorDecision/next(_:)``).
+    public var restoreNoticedAt: ContinuousClock.Instant?
+    /// The newest timeline claim and the highest index of the leader key read (since the last restore).
+    public var newestClaim: Int?
+    public var highestLeaderIndex: UInt64 = 0
+    /// The session the lease last held the lock with, and whether it let go of it since.
+    public var ledWithSession: String?
+    public var letGoOfLock = false
     /// The other node last seen holding the lock, when its last heartbeat was first seen, its promise
     /// then, and the key's index when this monitor first saw it lead. Kept when this node holds the lock itself: a lock that came back to it with a
     /// restore of Consul does not make the last real leader's fence any shorter.
@@ -112,12 +123,31 @@ public struct MonitorState: Sendable {
     ///   - session: this node's session (its own beats are not a leader's it watches).
     ///   - firstSeen: when the leader watch first saw a modify index of the leader key, if it did (sooner
     ///     than this read).
+    ///   - leading: the lease holds the lock now.
     public mutating func absorb(
-        _ snapshot: ClusterSnapshot, node: NodeName, session: String?, firstSeen: (UInt64) -> ContinuousClock.Instant?, at now: ContinuousClock.Instant
+        _ snapshot: ClusterSnapshot, node: NodeName, session: String?, leading: Bool, firstSeen: (UInt64) -> ContinuousClock.Instant?,
+        at now: ContinuousClock.Instant
     ) {
+        if leading { ledWithSession = session } else if ledWithSession != nil && ledWithSession == session { letGoOfLock = true }
+        if leading { letGoOfLock = false }
+        // A lock this lease let go of (released, lost) can come back to its session only with a restore.
+        let ownLockCameBack = !leading && letGoOfLock && session != nil && snapshot.leader?.session == session
         // Consul's index never goes backwards, except when it was restored from an older snapshot.
-        if snapshot.newestIndex < highestIndex { restoredAt = snapshot.newestIndex }
+        // Consul's index never goes backwards, nor does the leader key's, nor the claimed timeline — except
+        // when Consul was restored from an older snapshot. (The embedded server reuses indexes after a
+        // restore, so the index alone can miss one: a snapshot from before an earlier restore.)
+        let leaderIndex = snapshot.leader?.modifyIndex ?? 0
+        if snapshot.newestIndex < highestIndex || leaderIndex < highestLeaderIndex && leaderIndex > 0 || ownLockCameBack
+            || (snapshot.claimedTimeline ?? 0) < (newestClaim ?? 0)  // never deleted: a missing claim went back too
+        {
+            restoredAt = snapshot.newestIndex
+            restoreNoticedAt = now
+            highestLeaderIndex = 0
+            newestClaim = nil
+        }
         highestIndex = snapshot.newestIndex
+        highestLeaderIndex = max(highestLeaderIndex, leaderIndex)
+        if let claim = snapshot.claimedTimeline { newestClaim = max(newestClaim ?? claim, claim) }
         for (name, report) in snapshot.reports { reports.observe(name, index: report.modifyIndex, at: now) }
         reports.keep(only: Set(snapshot.reports.keys))
         for (name, index) in snapshot.bouncerIndexes { bouncerReports.observe(name, index: index, at: now) }
@@ -282,7 +312,8 @@ public struct MonitorState: Sendable {
             registeredPrimary: snapshot?.registrations[node]?.role == .primary, request: request, guarded: guarded,
             failsafeGrantedTo: failsafeGrantedTo, releasedFor: releasedAt.map { GoDuration(now - $0) }, leaderPromise: promise,
             claimedTimeline: snapshot?.claimedTimeline, previousLeader: previous,
-            leaderKeyRestored: snapshot?.leader.map { held in restoredAt.map { held.modifyIndex <= $0 } ?? false } ?? false)
+            leaderKeyRestored: snapshot?.leader.map { held in restoredAt.map { held.modifyIndex <= $0 } ?? false } ?? false,
+            consulRestoredFor: restoreNoticedAt.map { GoDuration(now - $0) }, lastLeaderPromise: lastHolder?.promise)
     }
 
     /// The pending request, when it can never be acted on again (expired, fulfilled, made for another

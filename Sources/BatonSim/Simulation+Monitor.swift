@@ -25,10 +25,15 @@ extension Simulation {
         mutate(&observation)
         var action = MonitorDecision.next(observation)
         if case .standby = local, action.takesLock, options.mutant != .rankOnReports {
-            // `MonitorLoop.iterate`: the other candidates' node APIs asked before taking the lock.
-            let live = livePositions(asking: observation.candidates.filter { $0.healthy && $0.name != nodes[i].name }.map(\.name))
+            // `MonitorLoop.iterate`: the node APIs of the other candidates, and of every node whose monitor
+            // reports, asked before taking the lock.
+            let config = nodes[i].config
+            let live = livePositions(
+                asking: observation.candidates.filter { $0.name != nodes[i].name && ($0.healthy || nodes[i].memory.isFresh($0.name, config: config, at: instant)) }
+                    .map(\.name))
             if !live.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
+                observation.peerRunsPrimary = LivePosition.primary(among: live)
                 action = MonitorDecision.next(observation)
             }
         }
@@ -81,7 +86,8 @@ extension Simulation {
         nodes[i].memory.recall(snapshot, node: nodes[i].name)
         guard let usable = nodes[i].memory.configuration(from: snapshot, current: nodes[i].config) else { return nil }
         nodes[i].config = usable
-        nodes[i].memory.absorb(snapshot, node: nodes[i].name, session: nodes[i].session, firstSeen: { _ in nil }, at: instant)
+        nodes[i].memory.absorb(
+            snapshot, node: nodes[i].name, session: nodes[i].session, leading: nodes[i].lease.leading, firstSeen: { _ in nil }, at: instant)
         return snapshot
     }
 

@@ -46,6 +46,25 @@ final class Lab: @unchecked Sendable {
     }
     func vip() async -> String { (try? await run("vip")) ?? "" }
 
+    /// Every node's monitor log lines stamped within `margin` of one of `instants` (for a failure that
+    /// happened earlier than the logs' last lines).
+    func logLines(near instants: [Date], margin: TimeInterval = 2) -> String {
+        let stamp = /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)/
+        var out = ""
+        for n in 1...3 {
+            let log = (try? String(contentsOfFile: directory + "/n\(n)/monitor.log", encoding: .utf8)) ?? ""
+            let near = log.split(separator: "\n").filter { line in
+                // To the second (the margin is wider), so the one ISO 8601 form parses all of them.
+                guard let match = line.firstMatch(of: stamp),
+                    let at = try? Date(String(match.output.0).replacing(/\.\d+/, with: ""), strategy: .iso8601)
+                else { return false }
+                return instants.contains { abs($0.timeIntervalSince(at)) <= margin }
+            }
+            out += "--- n\(n) monitor, near those times\n" + near.joined(separator: "\n") + "\n"
+        }
+        return out
+    }
+
     /// Which nodes carry the VIP on their interface, looked at one after another.
     func vipHolders() async -> [String] {
         var holders: [String] = []
@@ -485,7 +504,9 @@ extension LabTests {
 
             try await Task.sleep(for: .seconds(1))
             await probe.stop()
-            #expect(probe.splitBrainRounds(among: WriteProbe.labNodes).isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds(among: WriteProbe.labNodes).prefix(3))")
+            let split = probe.splitBrainRounds(among: WriteProbe.labNodes)
+            let splitLogs = lab.logLines(near: split.prefix(3).flatMap { $0.accepted.map(\.at) })
+            #expect(split.isEmpty, "rounds with two writable nodes: \(split.prefix(3))\n\(splitLogs)")
             #expect(!probe.acknowledged(by: "vip").isEmpty)
             // The VIP on a node that does not lead is the policy, not a disagreement.
             try await Task.sleep(until: settledAt + RoutingAgreement.patience + .seconds(2))

@@ -10,18 +10,19 @@ import Foundation
 import Testing
 
 /// Writes to every target every 100 ms (as the failover anchors were measured) and records, per round,
-/// which targets accepted a write, and the ids each acknowledged.
+/// which targets accepted a write, when (wall clock, to set beside the daemons' logs), and the ids each
+/// acknowledged.
 final class WriteProbe: @unchecked Sendable {
     // @unchecked: the records are guarded by `lock`; the probe task is the only writer.
     private let lock = NSLock()
-    private var stored: [(started: ContinuousClock.Instant, accepted: [String])] = []
+    private var stored: [(started: ContinuousClock.Instant, accepted: [(node: String, at: Date)])] = []
     private var acknowledgedIDs: [String: [String]] = [:]
     private var task: Task<Void, Never>?
 
-    var rounds: [[String]] { lock.withLock { stored.map(\.accepted) } }
+    var rounds: [[String]] { lock.withLock { stored.map { $0.accepted.map(\.node) } } }
     /// The rounds that started at or after `instant` (a round may take seconds while a target hangs).
     func rounds(since instant: ContinuousClock.Instant) -> [[String]] {
-        lock.withLock { stored.filter { $0.started >= instant }.map(\.accepted) }
+        lock.withLock { stored.filter { $0.started >= instant }.map { $0.accepted.map(\.node) } }
     }
     /// Ids acknowledged by every target, in order.
     var acknowledged: [String] { lock.withLock { acknowledgedIDs.values.flatMap { $0 } } }
@@ -41,12 +42,12 @@ final class WriteProbe: @unchecked Sendable {
             var connections: [String: PostgresConnection] = [:]
             while !Task.isCancelled {
                 let started = ContinuousClock.now
-                var accepted: [String] = []
+                var accepted: [(node: String, at: Date)] = []
                 for (name, conninfo) in targets {
                     do {
                         if connections[name] == nil { connections[name] = try await PostgresConnection.connect(conninfo) }
                         let id = try await connections[name]!.scalar("INSERT INTO \(table) (node) VALUES ($1) RETURNING id::text", [name])
-                        accepted.append(name)
+                        accepted.append((name, Date()))
                         if let id { lock.withLock { acknowledgedIDs[name, default: []].append(id) } }
                     } catch {
                         connections[name]?.close()
@@ -65,11 +66,25 @@ final class WriteProbe: @unchecked Sendable {
         await task?.value
     }
 
-    /// Rounds in which more than one of `nodes` (all targets when nil) took a write: must be none.
-    func splitBrainRounds(among nodes: Set<String>? = nil) -> [[String]] {
-        rounds.map { round in round.filter { nodes?.contains($0) ?? true } }.filter { $0.count > 1 }
+    /// Rounds in which more than one of `nodes` (all targets when nil) took a write: must be none. Each
+    /// says when every node's write was acknowledged (a round that took long, straddling a handover,
+    /// reads apart from two nodes writable at the same moment).
+    func splitBrainRounds(among nodes: Set<String>? = nil) -> [SplitRound] {
+        lock.withLock {
+            stored.map { round in round.accepted.filter { nodes?.contains($0.node) ?? true } }.filter { $0.count > 1 }.map(SplitRound.init)
+        }
     }
-    var splitBrainRounds: [[String]] { splitBrainRounds() }
+    var splitBrainRounds: [SplitRound] { splitBrainRounds() }
+
+    /// One probe round in which several nodes took a write, with the wall-clock time of each write.
+    struct SplitRound: CustomStringConvertible {
+        var accepted: [(node: String, at: Date)]
+        var nodes: [String] { accepted.map(\.node) }
+        var description: String {
+            let format = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+            return "[" + accepted.map { "\($0.node) at \($0.at.formatted(format))" }.joined(separator: ", ") + "]"
+        }
+    }
 }
 
 @Suite("monitor, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))

@@ -14,7 +14,7 @@ struct SafetyRulesTests {
     func observe(
         _ local: LocalPostgres, leader: LeaderState, silentFor: GoDuration = .zero, promise: GoDuration? = nil,
         previous: PreviousLeader? = nil, primaryReport: PrimaryReport = .down(SafetyRulesTests.other), restored: Bool = false,
-        claimedTimeline: Int? = nil, lastPrimaryPosition: LSN? = LSN(200), request: TakeoverRequest? = nil,
+        claimedTimeline: Int? = nil, lastPrimaryPosition: LSN? = LSN(200), request: TakeoverRequest? = nil, consulRestoredFor: GoDuration? = nil,
         config: (inout ClusterConfig) -> Void = { _ in }
     ) -> MonitorObservation {
         var c = ClusterConfig()
@@ -25,7 +25,8 @@ struct SafetyRulesTests {
                 CandidateState(name: Self.me, failoverPriority: 100, healthy: true, walPosition: LSN(200), timeline: 1),
                 CandidateState(name: Self.third, failoverPriority: 100, healthy: true, walPosition: LSN(100), timeline: 1),
             ], lastPrimaryPosition: lastPrimaryPosition, synchronous: nil, paused: false, primaryReport: primaryReport, request: request,
-            leaderPromise: promise, claimedTimeline: claimedTimeline, previousLeader: previous, leaderKeyRestored: restored)
+            leaderPromise: promise, claimedTimeline: claimedTimeline, previousLeader: previous, leaderKeyRestored: restored,
+            consulRestoredFor: consulRestoredFor)
     }
 
     let standby = LocalPostgres.standby(position: LSN(200), timeline: 1, upstream: "198.18.0.1:5432", streaming: true)
@@ -236,7 +237,7 @@ struct SafetyRulesTests {
         }
         var memory = MonitorState()
         func restored(_ s: ClusterSnapshot) -> Bool {
-            memory.absorb(s, node: Self.me, session: "s", firstSeen: { _ in nil }, at: start)
+            memory.absorb(s, node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
             return memory.observation(
                 node: Self.me, config: ClusterConfig(), local: standby, snapshot: s, session: "s", sinceLastHeartbeat: .zero, guarded: true,
                 failsafeGrantedTo: nil, at: start
@@ -245,5 +246,65 @@ struct SafetyRulesTests {
         #expect(!restored(read(leaderIndex: 50, newest: 100)))
         #expect(restored(read(leaderIndex: 40, newest: 60)), "the index went back: the key is from before")
         #expect(!restored(read(leaderIndex: 70, newest: 70)), "written after the restore")
+    }
+
+    /// Found by the simulator (`consul-restore` with node deaths and monitor freezes, 19 of 3,000 seeds
+    /// on main, first 69): a restore forgot a leader's whole tenure — its takeover and promotion — and a
+    /// replica that never saw it took the free lock at once, or a node led on its own lock that came back.
+    /// Nobody who noticed Consul going back takes a lock for a fence; a writable primary retaking a free
+    /// lock adds no writable node.
+    @Test(
+        "after Consul went back to an older snapshot, no lock is taken for a fence, but by the writable primary",
+        arguments: [(nil, true), (100, false), (3400, false), (3500, true)] as [(Int?, Bool)])
+    func noLockRightAfterARestore(restoredMilliseconds: Int?, acquires: Bool) {
+        let restored = restoredMilliseconds.map { GoDuration.milliseconds(Int64($0)) }
+        let free = MonitorDecision.next(observe(standby, leader: .free(since: .seconds(5)), consulRestoredFor: restored))
+        if case .acquireLeader = free { #expect(acquires, "\(free)") } else { #expect(!acquires, "\(free)") }
+        let silent = MonitorDecision.next(observe(standby, leader: .held(by: Self.other, mine: false), silentFor: .seconds(10), consulRestoredFor: restored))
+        if case .takeOver = silent { #expect(acquires, "\(silent)") } else { #expect(!acquires, "\(silent)") }
+        let primary = LocalPostgres.primary(position: LSN(300), timeline: 1)
+        let retake = MonitorDecision.next(observe(primary, leader: .free(since: .seconds(1)), primaryReport: .none, consulRestoredFor: restored))
+        guard case .acquireLeader = retake else {
+            Issue.record("the writable primary retakes a free lock: \(retake)")
+            return
+        }
+    }
+
+    @Test("the monitor notices Consul went back by the claimed timeline, the leader key's index, and its own released lock coming back")
+    func restoreNoticedOtherwise() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        let start = ContinuousClock.now
+        func read(leader: (holder: String, session: String, index: UInt64)?, claim: Int?, newest: UInt64) throws -> ClusterSnapshot {
+            var pairs = [KVPair(key: keys.status(Self.other), value: MemberStatus(local: standby, decision: "", time: 1).json.serializedBytes(), modifyIndex: newest)]
+            if let leader { pairs.append(KVPair(key: keys.leader, value: Array(leader.holder.utf8), session: leader.session, modifyIndex: leader.index)) }
+            if let claim { pairs.append(KVPair(key: keys.timeline, value: Array("{\"timeline\":\(claim)}".utf8), modifyIndex: 5)) }
+            return ClusterSnapshot(pairs: pairs, keys: keys)
+        }
+        // The claimed timeline went back (or vanished), the index did not.
+        var memory = MonitorState()
+        memory.absorb(try read(leader: ("pg1", "a", 50), claim: 3, newest: 100), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == nil)
+        memory.absorb(try read(leader: ("pg1", "a", 120), claim: 2, newest: 130), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == start, "the claim went from 3 back to 2")
+        memory = MonitorState()
+        memory.absorb(try read(leader: nil, claim: 2, newest: 100), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        memory.absorb(try read(leader: nil, claim: nil, newest: 130), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == start, "the claim is never deleted: gone, it went back")
+        // The leader key's own index went back, Consul's did not.
+        memory = MonitorState()
+        memory.absorb(try read(leader: ("pg1", "a", 90), claim: nil, newest: 100), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        memory.absorb(try read(leader: ("pg1", "a", 80), claim: nil, newest: 130), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == start, "the leader key's index went back")
+        // This node led, let the lock go, and the key names its session again: only a restore does that.
+        memory = MonitorState()
+        memory.absorb(try read(leader: ("pg2", "s", 90), claim: nil, newest: 100), node: Self.me, session: "s", leading: true, firstSeen: { _ in nil }, at: start)
+        memory.absorb(try read(leader: nil, claim: nil, newest: 110), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == nil, "released")
+        memory.absorb(try read(leader: ("pg2", "s", 120), claim: nil, newest: 130), node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+        #expect(memory.restoreNoticedAt == start, "the released lock came back to this session")
+        let observed = memory.observation(
+            node: Self.me, config: ClusterConfig(), local: standby, snapshot: try read(leader: ("pg2", "s", 120), claim: nil, newest: 130), session: "s",
+            sinceLastHeartbeat: .zero, guarded: true, failsafeGrantedTo: nil, at: start)
+        #expect(observed.leaderKeyRestored, "and the key counts as one that came back")
     }
 }

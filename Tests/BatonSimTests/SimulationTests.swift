@@ -106,8 +106,10 @@ struct SimulationTests {
             seeds = 20
         case .renewAfterLostCAS:
             // With failsafe on, a beat that did not get through renews through the members' promises
-            // anyway: the rule this mutant breaks is the one without failsafe.
-            options = Self.options(sync: .on, kinds: Self.proven, mutant: mutant)
+            // anyway: the rule this mutant breaks is the one without failsafe. And a candidate asks the
+            // other nodes' APIs before it takes the lock, so the mutant leader must not answer: its
+            // monitor frozen, as `fence-timeout-lowered` does, after a cut from Consul (9 of 100 seeds).
+            options = Self.options(sync: .on, kinds: [.consulCut, .fenceTimeoutLowered], mutant: mutant)
             options.failsafeMode = false
             seeds = 100
         default:
@@ -287,18 +289,23 @@ struct SimulationTests {
         }
     }
 
-    /// Consul restored from an older snapshot: a stale node no longer leads on a leader key that came
-    /// back, nor trusts a report that came back (main: 292 violations in 3,000 seeds of this mix, ~97 in
-    /// 1,000; now 6 in 1,000). What remains: a restore that erases the
-    /// leader's latest heartbeats, which its watchdog already counted, shortens its fence as the others
-    /// see it by up to a loop — no rule of Baton's can see a write that Consul forgot. Kept in the
-    /// benchmark (scripts/sim.sh --kinds consul-restore,…), bounded here so that it cannot grow unseen.
-    @Test("Consul restored from a snapshot: a tenth of main's violations at most")
+    /// Consul restored from an older snapshot. A stale node no longer leads on a leader key that came
+    /// back, nor trusts a report that came back (main before: 292 violations in 3,000 seeds of this mix).
+    /// A restore that forgets a leader's last heartbeats, or its whole tenure, while its watchdog still
+    /// counts on them no longer lets a second primary write: whoever notices Consul going back takes no
+    /// lock for a fence, and no node takes the lock while another node's API answers that it runs a
+    /// writable primary (main before: 19 of 3,000 seeds with two writable primaries, first 69, 175, 392 —
+    /// these seeds included). What remains, bounded here so that it cannot grow unseen: in asynchronous
+    /// mode a restore that forgot the last primary's newest reports lets a failover measure the lag
+    /// against older ones (2 of these 1,000 seeds) — no monitor can read a write Consul forgot.
+    @Test("Consul restored from a snapshot: never two writable primaries; what remains, bounded")
     func consulRestore() {
         var traces: [UInt64: [String]] = [:]
         let options = Self.options(sync: .off, kinds: [.consulRestore, .postmasterKill, .nodeDeath, .monitorFreeze], faults: 6)
         let report = SeedRange.run(from: 1, count: 1000, options: options) { v, trace in traces[v.seed] = trace }
-        #expect(report.violations.count <= 15, "\(Self.describe(report, traces: traces))")
+        let twoWritable = report.violations.filter { $0.invariant == "two writable primaries" }
+        #expect(twoWritable.isEmpty, "\(twoWritable.map(\.description))\n\(Self.describe(report, traces: traces))")
+        #expect(report.violations.count <= 5, "\(Self.describe(report, traces: traces))")
     }
 
     @Test("a violation names its seed, the invariant and a trace that ends with it; the seed replays it")
