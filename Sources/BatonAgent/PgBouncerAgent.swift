@@ -183,8 +183,8 @@ struct PgBouncerAgentLoop {
     let leaderNode: LeaderNodeWatch
     /// Where the read-only aliases should point, as last decided (nil: leave them).
     private var readOnly: Endpoint?
-    /// Pause requests by id, with when this agent first saw them (they stand for their timeout).
-    private var requestsSeen: [String: ContinuousClock.Instant] = [:]
+    /// When this agent first saw the pause request that stands (BatonCore's rule).
+    private var memory = BouncerAgentMemory()
 
     init(settings: BootstrapSettings, client: ConsulClient, logger: Logger, pauseBound: Duration) {
         self.settings = settings
@@ -205,8 +205,6 @@ struct PgBouncerAgentLoop {
         return .seconds(1)
     }
 
-    /// What identifies the leader key's holder (its heartbeat rewrites the key without changing this).
-    static func identity(_ pair: KVPair?) -> [UInt8] { (pair?.value ?? []) + Array((pair?.session ?? "-").utf8) }
 
     mutating func close() {
         admin?.close()
@@ -232,7 +230,7 @@ struct PgBouncerAgentLoop {
         // The tick between full decisions: confirm that the leader decided from still holds the lock (a
         // failed read is not ignored: the full decision below meets the same failure and handles it).
         if !full, problem == nil, lastRouting != nil, let decided = fullyDecidedAt, ContinuousClock.now - decided < .seconds(BouncerStatus.refresh),
-            let pair = try? await client.get(keys.leader, .consistent), Self.identity(pair.value) == decidedLeader
+            let pair = try? await client.get(keys.leader, .consistent), BouncerAgentMemory.leaderIdentity(pair.value) == decidedLeader
         {
             decidedAt = .now
             return
@@ -293,7 +291,7 @@ struct PgBouncerAgentLoop {
 
     mutating func decide() async throws -> PgBouncerRouting {
         let leaderPair = try await client.get(keys.leader, .consistent).value
-        decidedLeader = Self.identity(leaderPair)
+        decidedLeader = BouncerAgentMemory.leaderIdentity(leaderPair)
         if let pair = try await client.get(keys.config, .consistent).value, let config = try? ClusterConfig(bytes: pair.value, key: pair.key) {
             fenceAfter = config.fenceAfter.swiftDuration
             loopWait = config.loopWait
@@ -308,19 +306,13 @@ struct PgBouncerAgentLoop {
                 logger.error("Ignoring a malformed node registration", metadata: ["error": "\(error)"])
             }
         }
-        var request: PauseRequest? = nil
+        var pending: PauseRequest? = nil
         if let pair = try await client.get(keys.pgbouncerPause, .consistent).value {
-            do {
-                let pending = try PauseRequest(bytes: pair.value, key: pair.key)
-                let seen = requestsSeen[pending.id] ?? .now
-                requestsSeen = [pending.id: seen]
-                if ContinuousClock.now - seen < pending.timeout.swiftDuration { request = pending }
-            } catch {
+            do { pending = try PauseRequest(bytes: pair.value, key: pair.key) } catch {
                 logger.error("Ignoring a malformed pause request", metadata: ["error": "\(error)"])
             }
-        } else {
-            requestsSeen = [:]
         }
+        let request = memory.standing(pending, at: .now)
         var leader = AgentLeaderView.none
         if let pair = leaderPair, pair.session != nil {
             do { leader = .held(try NodeName(pair.stringValue, field: "leader")) } catch { leader = .malformed(error.message) }

@@ -1,4 +1,5 @@
 import BatonConsul
+import BatonCore
 import ConsulAPI
 import Synchronization
 
@@ -38,7 +39,7 @@ func watchLeaderHolder(client: ConsulClient, key: String, sightings: LeaderSight
     for await result in ConsulWatch(wait: .seconds(30), query: { try await client.get(key, $0) }) {
         let pair = try? result.get().value
         if let pair { sightings?.saw(pair, at: .now) } else if case .success = result { sightings?.sawNothing() }
-        let identity = (pair?.value ?? []) + Array((pair?.session ?? "-").utf8)
+        let identity = BouncerAgentMemory.leaderIdentity(pair)
         if identity != last { wake() }
         last = identity
     }

@@ -250,6 +250,35 @@ public struct PauseAcknowledgement: Sendable, Equatable, CustomStringConvertible
     }
 }
 
+/// What a pgbouncer agent remembers between its passes: when it first saw the pause request that
+/// stands, judged on its own clock — a request left by a monitor that died is void after its timeout.
+public struct BouncerAgentMemory: Sendable, Equatable {
+    private var seen: Sighting?
+    private struct Sighting: Sendable, Equatable {
+        var id: String
+        var since: ContinuousClock.Instant
+    }
+
+    public init() {}
+
+    /// What identifies the leader key's holder: its value and session (the holder's heartbeat rewrites
+    /// the key without changing this). Unchanged since the last full decision, an agent's tick has
+    /// nothing to decide.
+    public static func leaderIdentity(_ pair: KVPair?) -> [UInt8] { (pair?.value ?? []) + Array((pair?.session ?? "-").utf8) }
+
+    /// The pause request that stands now: `pending` as read, unless it has been seen for longer than
+    /// its timeout; nil when there is none.
+    public mutating func standing(_ pending: PauseRequest?, at now: ContinuousClock.Instant) -> PauseRequest? {
+        guard let pending else {
+            seen = nil
+            return nil
+        }
+        let since = seen?.id == pending.id ? seen!.since : now
+        seen = Sighting(id: pending.id, since: since)
+        return now - since < pending.timeout.swiftDuration ? pending : nil
+    }
+}
+
 /// Who holds the leader lock, as a pgbouncer agent reads it.
 public enum AgentLeaderView: Sendable, Equatable {
     /// Nobody: a failover or switchover is under way.

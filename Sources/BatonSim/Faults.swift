@@ -265,6 +265,8 @@ extension Simulation {
         nodes[i].restart()
         schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: nodes[i].generation))
         schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: nodes[i].generation))
+        // The agent starts with the machine and decides at once; then it ticks every second.
+        if options.bouncers { schedule(after: .milliseconds(Int64(agentRandom.int(in: 1...50))), .agent(i, generation: nodes[i].generation)) }
     }
 
     func writeIntended() {

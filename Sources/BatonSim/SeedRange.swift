@@ -12,6 +12,8 @@ public enum SeedRange {
         /// Promotions while another standby was further ahead (``Simulation/Counts/lessAdvancedPromotions``).
         public var lessAdvancedPromotions = 0
         public var acknowledged = 0
+        /// ``Simulation/Counts/switchoverPauses``.
+        public var switchoverPauses = 0
         /// ``Simulation/Counts/synchronousPrimaryTicks`` and ``Simulation/Counts/unprotectedTicks``.
         public var synchronousPrimaryTicks = 0
         public var unprotectedTicks = 0
@@ -31,6 +33,7 @@ public enum SeedRange {
             let rate = seconds > 0 ? Double(seeds) / seconds : 0
             var text = "\(seeds) seeds in \(String(format: "%.1f", seconds)) s (\(Int(rate)) seeds/s): \(faults) faults, \(steps) steps, "
             text += "\(promotions) promotions (\(lessAdvancedPromotions) of a standby less advanced than another), \(acknowledged) acknowledged commits; \(violations.count) violations"
+            if switchoverPauses > 0 { text += "\n  \(switchoverPauses) switchovers whose pgbouncers' pause was checked throughout" }
             if synchronousPrimaryTicks > 0 {
                 text += String(format: "\n  %.2f %% of the primary's time with no synchronous standby recorded", unprotectedFraction * 100)
             }
@@ -66,6 +69,7 @@ public enum SeedRange {
                 local.promotions += run.counts.promotions
                 local.lessAdvancedPromotions += run.counts.lessAdvancedPromotions
                 local.acknowledged += run.counts.acknowledged
+                local.switchoverPauses += run.counts.switchoverPauses
                 local.synchronousPrimaryTicks += run.counts.synchronousPrimaryTicks
                 local.unprotectedTicks += run.counts.unprotectedTicks
                 seed += UInt64(max(1, workers))
@@ -77,6 +81,7 @@ public enum SeedRange {
                 all.report.promotions += local.promotions
                 all.report.lessAdvancedPromotions += local.lessAdvancedPromotions
                 all.report.acknowledged += local.acknowledged
+                all.report.switchoverPauses += local.switchoverPauses
                 all.report.synchronousPrimaryTicks += local.synchronousPrimaryTicks
                 all.report.unprotectedTicks += local.unprotectedTicks
                 all.report.violations += local.violations
@@ -98,6 +103,7 @@ public enum SeedRange {
         if options.faults != SimulationOptions().faults { flags += " --faults \(options.faults)" }
         if options.kinds.count != FaultKind.allCases.count { flags += " --kinds \(options.kinds.map(\.rawValue).joined(separator: ","))" }
         if let mutant = options.mutant { flags += " --mutant \(mutant.rawValue)" }
+        if !options.bouncers { flags += " --bouncers off" }
         return flags
     }
 }

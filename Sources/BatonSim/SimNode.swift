@@ -42,6 +42,13 @@ final class SimNode {
     /// The lease's rules and memory: leading, the last beat, the deadline, failsafe.
     var lease: LeaseState
 
+    // The pgbouncer (its clients' servers on the first primary at the start) and its agent.
+    var bouncer = Simulation.Bouncer(target: 0)
+    var bouncerMemory = BouncerAgentMemory()
+    var bouncerReported: (status: BouncerStatus, at: Duration)?
+    /// The leader key's holder the agent last fully decided from, and when.
+    var bouncerDecided: (leader: [UInt8], at: Duration)?
+
     // The watchdog.
     var watchdogDeadline: Duration?
     var watchdogGeneration = 0
@@ -74,6 +81,11 @@ final class SimNode {
         lastAction = ""
         steppingDown = nil
         statusWritten = nil
+        // pgbouncer starts again on the target its file names, taking clients; its agent afresh.
+        bouncer.paused = false
+        bouncerMemory = BouncerAgentMemory()
+        bouncerReported = nil
+        bouncerDecided = nil
         view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil

@@ -82,6 +82,7 @@ extension Simulation {
             return false
         }
         startLeading(i, sent: sent, deadline: deadline)
+        wakeAgents()
         return true
     }
 
@@ -106,6 +107,7 @@ extension Simulation {
         standDown(i)
         guard let session, reachesConsul(i) else { return }
         _ = try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), mode: .release(session: session), now: tick())  // it lapses with the session
+        wakeAgents()
     }
 
     /// `Lease.run`, one round: renew when due, beat while leading; returns when the next round comes.

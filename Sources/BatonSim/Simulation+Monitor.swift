@@ -75,19 +75,22 @@ extension Simulation {
     /// Consul does not answer.
     func readSnapshot(_ i: Int) -> ClusterSnapshot? {
         guard reachesConsul(i) else { return nil }
-        let listing = consulRead().list(keys.prefix)
-        let snapshot: ClusterSnapshot
-        if let parsed, parsed.index == listing.index {
-            snapshot = parsed.snapshot
-        } else {
-            snapshot = ClusterSnapshot(pairs: listing.pairs, keys: keys, cache: &parseCache)
-            parsed = (listing.index, snapshot)
-        }
+        let snapshot = clusterSnapshot()
         nodes[i].memory.recall(snapshot, node: nodes[i].name)
         guard let usable = nodes[i].memory.configuration(from: snapshot, current: nodes[i].config) else { return nil }
         nodes[i].config = usable
         nodes[i].memory.absorb(
             snapshot, node: nodes[i].name, session: nodes[i].session, leading: nodes[i].lease.leading, firstSeen: { _ in nil }, at: instant)
+        return snapshot
+    }
+
+    /// One read of the cluster's prefix, parsed (again only when it changed); `ticking`: the read takes
+    /// its millisecond.
+    func clusterSnapshot(ticking: Bool = true) -> ClusterSnapshot {
+        let listing = (ticking ? consulRead() : consul).list(keys.prefix)
+        if let parsed, parsed.index == listing.index { return parsed.snapshot }
+        let snapshot = ClusterSnapshot(pairs: listing.pairs, keys: keys, cache: &parseCache)
+        parsed = (listing.index, snapshot)
         return snapshot
     }
 
@@ -234,6 +237,7 @@ extension Simulation {
             _ = try? consul.put(keys.node(name), demoted.json.serializedBytes(), now: tick())  // a plain write is never refused
         }
         manageSynchronousReplication(i, snapshot)
+        finishBouncerPause(i, snapshot)
         if let (index, standing) = nodes[i].memory.finishedRequest(snapshot, at: instant), consul.delete(keys.switchover, cas: index, now: tick()) {
             note("\(me) removed the request (\(standing))")
         }
@@ -320,6 +324,7 @@ extension Simulation {
         let bytes = registrationRecord(i, role: role, upstream: upstream).json.serializedBytes()
         if consulRead().get(keys.node(nodes[i].name))?.value != bytes {
             _ = try? consul.put(keys.node(nodes[i].name), bytes, now: tick())  // a plain write is never refused
+            wakeAgents()
         }
     }
 

@@ -14,7 +14,12 @@ extension Simulation {
         var history: [UInt64] = []
         var stoppedClean = false
         var receivedCheckpoint: Set<Int> = []
+        /// The pgbouncers' pause this step-down asked for, and until when it waits for them.
+        var pause: (request: PauseRequest, deadline: Duration)?
     }
+
+    /// How often the stepping-down leader looks at the agents' acknowledgements (as `awaitBouncers`).
+    static let bouncerPoll: Duration = .milliseconds(20)
 
     /// How long the final WAL takes to reach the target once the stop is clean; a target that did not
     /// receive it is polled for this long before the switchover is called off.
@@ -37,9 +42,28 @@ extension Simulation {
         switch stepping.step {
         case .checkpoint:
             took = random.duration(.milliseconds(10), .milliseconds(200))
-        case .pauseBouncers:
-            // No pgbouncer in the simulator: nobody to wait for.
+        case .pauseBouncers where !options.bouncers:
             took = random.duration(.milliseconds(1), .milliseconds(20))
+        case .pauseBouncers:
+            // `MonitorLoop.stepDown`: the request written, then the agents' acknowledgements awaited.
+            if stepping.pause == nil {
+                pauses += 1
+                let pause = PauseRequest(
+                    id: "sim-\(pauses)", from: me, to: stepping.machine.target,
+                    timeout: GoDuration(nanoseconds: nodes[i].config.pgbouncerTimeout.nanoseconds + 60_000_000_000))
+                guard reachesConsul(i), (try? consul.put(keys.pgbouncerPause, pause.json.serializedBytes(), now: tick())) == true else {
+                    // The live monitor's write throws: the step-down ends there, PostgreSQL untouched.
+                    nodes[i].steppingDown = nil
+                    note("\(me) could not ask the pgbouncers to pause: no switchover")
+                    return
+                }
+                stepping.pause = (pause, now + nodes[i].config.pgbouncerTimeout.swiftDuration)
+                // Only the switchover's own fault may be under way for (h) to hold it to account.
+                let sound = nodes.indices.filter { n in nodes[n].bouncer.paused || nodes[n].bouncer.target.map(isWritable) == true }
+                bouncerPause = (now, activeFaults.values.contains { $0 != .switchover }, Set(sound))
+                wakeAgents()
+            }
+            took = Self.bouncerPoll
         case .stopCleanly:
             setWritablePrimary(i, false)
             // A fast shutdown: no commit after it starts; the walsenders ship every record, the shutdown
@@ -72,8 +96,13 @@ extension Simulation {
         switch stepping.step {
         case .checkpoint:
             event = .checkpointed
-        case .pauseBouncers:
+        case .pauseBouncers where !options.bouncers:
             event = .bouncersAnswered("no pgbouncer (simulated)")
+        case .pauseBouncers:
+            guard let (pause, deadline) = stepping.pause else { return }
+            let (acknowledged, awaited) = acknowledgements(i, of: pause, phase: .paused)
+            if !awaited.isEmpty && now < deadline { return schedule(after: Self.bouncerPoll, .stepDown(i, generation: nodes[i].generation)) }
+            event = .bouncersAnswered(awaited.isEmpty ? "\(acknowledged.count) pgbouncer(s) paused" : "pgbouncer on \(awaited.map(\.value)) did not acknowledge")
         case .stopCleanly:
             let final = LSN(UInt64(stepping.history.count) * SimDatabase.bytesPerCommit)
             event = .stopped(
@@ -103,6 +132,10 @@ extension Simulation {
         case .startAgain:
             launch(i)
             if let index = stepping.machine.requestIndex, reachesConsul(i) { _ = consul.delete(keys.switchover, cas: index, now: tick()) }
+            if options.bouncers, reachesConsul(i), consul.delete(keys.pgbouncerPause, now: tick()) {
+                endBouncerPause()
+                wakeAgents()
+            }
             event = .startedAgain
         case .done:
             return

@@ -13,6 +13,9 @@ public final class Simulation {
     public let seed: UInt64
     public let options: SimulationOptions
     var random: SimRandom
+    /// The pgbouncer agents' own draws, apart from the rest: the agents change no other choice a seed
+    /// makes.
+    var agentRandom: SimRandom
     let keys: ClusterKeys
     let cluster: ClusterName
 
@@ -31,6 +34,12 @@ public final class Simulation {
     var nodes: [SimNode] = []
     /// Consul answers nobody (an election: every call gets 500) until then.
     var consulDownUntil: Duration = .zero
+    /// The pgbouncers' pause a switchover asked for, since when, whether a fault or its healing came
+    /// meanwhile, and the nodes whose pgbouncer sent clients to the writable primary (or held them) when
+    /// it began: invariant (h) holds the switchover alone to account.
+    var bouncerPause: (since: Duration, disturbed: Bool, sound: Set<Int>)?
+    /// The faults under way (started, not healed yet), by their index in the schedule.
+    var activeFaults: [Int: FaultKind] = [:]
     /// Consul's snapshots, as a backup job would take them (newest last).
     var snapshots: [InMemoryConsul.Snapshot] = []
 
@@ -62,6 +71,8 @@ public final class Simulation {
     /// The last planned switchover handed over: its target, and the history the old primary had when it
     /// stopped (invariant g: the target becomes writable with every acknowledged commit of it).
     var handover: (target: Int, history: [UInt64])?
+    /// Pause requests written so far (their ids).
+    var pauses = 0
     /// Nodes promoted since the last step (a standby became the primary), with the position the last
     /// primary had reported then.
     var promotedSince: [Int: LSN?] = [:]
@@ -78,6 +89,9 @@ public final class Simulation {
         /// Promotions while another standby on the same timeline was further ahead (a measurement, not
         /// an invariant: asynchronous replication allows it within the lag limit).
         public var lessAdvancedPromotions = 0
+        /// Switchovers whose pgbouncer pause invariant (h) held to account from start to end (no other
+        /// fault meanwhile).
+        public var switchoverPauses = 0
         public var acknowledged = 0
         /// Workload ticks (100 ms) in synchronous mode with one writable primary and a standby alive
         /// and following it; of them, those in which the `sync` key named no standby — no automatic
@@ -90,6 +104,7 @@ public final class Simulation {
         self.seed = seed
         self.options = options
         self.random = SimRandom(seed: seed)
+        self.agentRandom = SimRandom(seed: seed ^ 0x6167_656E_7473)  // "agents"
         self.cluster = try! ClusterName("sim")  // a valid literal
         self.keys = ClusterKeys(cluster: cluster)
         var config = ClusterConfig()
@@ -141,6 +156,7 @@ public final class Simulation {
         for i in nodes.indices {
             queue.push(at: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: 0))
             queue.push(at: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: 0))
+            if options.bouncers { queue.push(at: .milliseconds(Int64(agentRandom.int(in: 0...999))), .agent(i, generation: 0)) }
         }
         queue.push(at: Self.workloadInterval, .workload)
         queue.push(at: .seconds(5), .snapshot)
@@ -162,6 +178,9 @@ public final class Simulation {
         case watchdog(Int, generation: Int)
         /// The step of a step-down under way on the node is over.
         case stepDown(Int, generation: Int)
+        /// A pass of the node's pgbouncer agent: its tick, or woken by a watch.
+        case agent(Int, generation: Int)
+        case agentWoken(Int, generation: Int)
         case workload
         case snapshot
         case fault(Int)
@@ -191,6 +210,15 @@ public final class Simulation {
             guard nodes[i].alive, nodes[i].generation == generation else { return }
             if let thaw = nodes[i].monitorFrozenUntil(now) { return queue.push(at: thaw, event) }
             answerStepDown(i)
+        case .agent(let i, let generation):
+            guard nodes[i].alive, nodes[i].generation == generation else { return }
+            if let thaw = nodes[i].nodeFrozenUntil(now) { return queue.push(at: thaw, event) }
+            agentIterate(i, tick: true)
+            schedule(after: Self.agentInterval, event)
+        case .agentWoken(let i, let generation):
+            guard nodes[i].alive, nodes[i].generation == generation else { return }
+            if let thaw = nodes[i].nodeFrozenUntil(now) { return queue.push(at: thaw, event) }
+            agentIterate(i)
         case .watchdog(let i, let generation):
             guard nodes[i].alive, nodes[i].watchdogGeneration == generation else { return }
             if let thaw = nodes[i].nodeFrozenUntil(now) { return queue.push(at: thaw, event) }
@@ -204,8 +232,12 @@ public final class Simulation {
             schedule(after: .seconds(5), .snapshot)
         case .fault(let index):
             counts.faults += 1
+            bouncerPause?.disturbed = true
+            activeFaults[index] = faults[index].kind
             start(faults[index], index: index)
         case .heal(let index):
+            bouncerPause?.disturbed = true
+            activeFaults[index] = nil
             heal(faults[index], index: index)
         }
     }
@@ -329,7 +361,7 @@ public final class Simulation {
         public var description: String { "seed \(seed) at \(time.traceText) s: \(invariant): \(detail)" }
     }
 
-    private func violation(_ invariant: String, _ detail: String) -> Violation {
+    func violation(_ invariant: String, _ detail: String) -> Violation {
         let v = Violation(invariant: invariant, detail: detail, time: now, seed: seed)
         note("VIOLATION \(invariant): \(detail)")
         violations.append(v)
@@ -363,6 +395,7 @@ public final class Simulation {
                     "\(nodes[target].name) became primary by a switchover without commit \(missing.commit), acknowledged by the primary that stepped down")
             }
         }
+        if let violation = bouncerRoutingViolation() { return violation }
         if consul.get(keys.pause) != nil {
             // An operator's request (switchover or failover naming the node) is not automatic: pause
             // leaves it to them (`baton failover --to` works while paused).

@@ -18,6 +18,9 @@ public struct SimulationOptions: Sendable {
     /// These faults instead of drawn ones (a scenario a test spells out; the seed still draws the
     /// rest: timings of the loops, targets that are not the leader).
     public var script: [Fault]?
+    /// Each node runs a pgbouncer and its agent (off: the seeds found before the agents joined replay
+    /// as they were found).
+    public var bouncers = true
 
     public init() {}
 }
@@ -55,4 +58,7 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// A stepping-down primary takes the switchover target to have received its shutdown checkpoint
     /// whatever it received (the check before the handover skipped).
     case handOverUnreceived = "hand-over-unreceived"
+    /// A pgbouncer agent resumes its clients on the switchover's target as soon as the old primary let
+    /// the lock go, before the target leads and is promoted.
+    case resumeBeforeLeads = "resume-before-leads"
 }

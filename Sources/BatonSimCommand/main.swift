@@ -4,12 +4,14 @@ import Foundation
 
 /// `baton-sim`: runs the simulator over a range of seeds and prints what it found (scripts/sim.sh).
 let usage = """
-    usage: baton-sim [--seeds N] [--from S] [--nodes 3..5] [--sync off|on|strict] [--failsafe on|off] [--faults N] [--kinds K,…] [--mutant M] [--workers N] [--replay SEED]
+    usage: baton-sim [--seeds N] [--from S] [--nodes 3..5] [--sync off|on|strict] [--failsafe on|off] [--bouncers on|off] [--faults N] [--kinds K,…] [--mutant M] [--workers N] [--replay SEED]
       --seeds N      how many seeds to run (default 1000)
       --from S       the first seed (default 1)
       --nodes N      nodes per cluster, 3 to 5 (default 3)
       --sync MODE    synchronous_mode of the cluster (default off)
       --failsafe M   failsafe_mode of the cluster (default: Baton's shipped default, on)
+      --bouncers M   a pgbouncer and its agent on each node (default on; off replays a seed found before
+                     the agents joined the simulator, 2026-12-07, as it was found)
       --faults N     faults per run (default 4)
       --kinds K,…    draw faults from these kinds only: \(FaultKind.allCases.map(\.rawValue).joined(separator: ", "))
       --mutant M     break a rule on purpose: \(Mutant.allCases.map(\.rawValue).joined(separator: ", "))
@@ -50,6 +52,9 @@ while let flag = arguments.popFirst() {
     case "--failsafe":
         guard value == "on" || value == "off" else { fail("--failsafe takes on or off, not \(value)") }
         options.failsafeMode = value == "on"
+    case "--bouncers":
+        guard value == "on" || value == "off" else { fail("--bouncers takes on or off, not \(value)") }
+        options.bouncers = value == "on"
     case "--faults":
         guard let n = Int(value), (0...50).contains(n) else { fail("--faults takes 0 to 50, not \(value)") }
         options.faults = n

@@ -75,6 +75,7 @@ struct SimulationTests {
         #expect(report.seeds == seeds && report.faults >= seeds * 3, "the faults were simulated: \(report.summary)")
         #expect(report.promotions > seeds / 2, "failovers happened: \(report.summary)")
         #expect(report.acknowledged > seeds * 100, "the workload ran: \(report.summary)")
+        #expect(report.switchoverPauses > seeds / 50, "switchovers held clients with (h) checked throughout: \(report.summary)")
     }
 
     /// Each rule broken on purpose is caught within a small seed budget: the checker's power, checked
@@ -98,6 +99,10 @@ struct SimulationTests {
             seeds = 20
         case .ignorePause:
             options = Self.options(sync: .on, kinds: [.pausedFailure], mutant: mutant)
+            seeds = 20
+        case .resumeBeforeLeads:
+            // Every switchover hands over or is called off: the mutant agents send clients to a standby.
+            options = Self.options(sync: .off, kinds: [.switchover], mutant: mutant)
             seeds = 20
         case .handOverUnreceived:
             // Asynchronous: every commit is acknowledged at once, so a target that missed the last ones
@@ -192,8 +197,9 @@ struct SimulationTests {
     /// The switchover's steps (``StepDown``) as the leader carries them out in the simulator, each taking
     /// time: to a standby that streams, the target takes over with every commit; to one whose WAL
     /// receiver died as it was asked, the clean stop's checkpoint never reaches it and the switchover is
-    /// called off — the old primary proves the lock and starts again, nobody is promoted.
-    @Test("a switchover hands over every commit; to a target that stopped receiving it is called off", arguments: [SynchronousMode.off, .on])
+    /// called off — the old primary proves the lock and starts again, nobody is promoted. The pgbouncer
+    /// agents hold their clients from before the stop until the new primary leads.
+    @Test("a switchover hands over every commit, clients held meanwhile; to a target that stopped receiving it is called off", arguments: [SynchronousMode.off, .on])
     func switchoverSteps(sync: SynchronousMode) {
         // Choices 0 and 1 ask for one standby each, link up; 500 and 501 the same, their receivers down
         // 8 s. In synchronous mode `baton switchover`'s check refuses the standby that is not the
@@ -214,6 +220,10 @@ struct SimulationTests {
                     if handsOver {
                         #expect(run.trace.contains { $0.contains("pg1 stepped down for \(target)") }, "\(context)")
                         #expect(run.counts.promotions == 1 && run.trace.contains { $0.contains("\(target) promoted") }, "\(context)")
+                        // Every pgbouncer held its clients before the stop and took them up on the new
+                        // primary, invariant (h) checked after every step in between.
+                        #expect(run.trace.contains { $0.contains("\(target) ended the pgbouncers' pause") }, "\(context)")
+                        #expect(run.counts.switchoverPauses == 1, "\(context)")
                     } else {
                         #expect(run.trace.contains { $0.contains("pg1 called the switchover off: \(target) did not receive WAL") }, "\(context)")
                         #expect(run.counts.promotions == 0, "\(context)")
@@ -260,7 +270,10 @@ struct SimulationTests {
     func failsafePromiseOutlastsTheLeader() {
         // The kinds proven when the seed was found (the seed draws its faults from them).
         let kinds = Self.proven.filter { ![.syncStandbyFlaps, .switchoverThenDeath, .pausedFailure, .switchover].contains($0) }
-        let run = Simulation(seed: 1544, options: Self.options(sync: .off, kinds: kinds))
+        // Found before the pgbouncer agents joined the simulator: replayed as it was found.
+        var options = Self.options(sync: .off, kinds: kinds)
+        options.bouncers = false
+        let run = Simulation(seed: 1544, options: options)
         let violation = run.run()
         #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
         #expect(run.trace.contains { $0.contains("failsafe: every member confirmed") }, "the seed still plays a failsafe round")
@@ -273,7 +286,10 @@ struct SimulationTests {
     /// only for the history up to where it was handed over (`TakeoverRequest.handedOverAt`).
     @Test("a handover outlived by a newer primary promotes nobody past the lag limit")
     func staleHandover() {
-        let run = Simulation(seed: 207_052, options: Self.options(sync: .off, kinds: Self.proven))
+        // Found before the pgbouncer agents joined the simulator: replayed as it was found.
+        var options = Self.options(sync: .off, kinds: Self.proven)
+        options.bouncers = false
+        let run = Simulation(seed: 207_052, options: options)
         let violation = run.run()
         #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
         #expect(run.trace.contains { $0.contains("pg1 stepped down for pg3") }, "the seed still hands over")
