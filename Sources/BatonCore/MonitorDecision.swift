@@ -95,8 +95,9 @@ public struct MonitorObservation: Sendable, Equatable {
     /// How long ago this monitor found Consul's history gone backwards (a restore from an older
     /// snapshot), if it did since it started.
     public var consulRestoredFor: GoDuration?
-    /// The fencing promise of the last other leader this monitor saw, if it said one.
-    public var lastLeaderPromise: GoDuration?
+    /// The longest fence this monitor has known a leader to count on: the longest promise another
+    /// leader's key carried, or `fence_timeout` it read (a restore can take both back).
+    public var longestPromise: GoDuration?
     /// Another node whose API answered, just before this node would take the lock, that its PostgreSQL
     /// runs as a writable primary.
     public var peerRunsPrimary: NodeName?
@@ -138,10 +139,10 @@ public struct MonitorObservation: Sendable, Equatable {
         failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
         failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil, leaderPromise: GoDuration? = nil, claimedTimeline: Int? = nil,
         previousLeader: PreviousLeader? = nil, leaderKeyRestored: Bool = false, consulRestoredFor: GoDuration? = nil,
-        lastLeaderPromise: GoDuration? = nil
+        longestPromise: GoDuration? = nil
     ) {
         self.consulRestoredFor = consulRestoredFor
-        self.lastLeaderPromise = lastLeaderPromise
+        self.longestPromise = longestPromise
         self.leaderKeyRestored = leaderKeyRestored
         self.previousLeader = previousLeader
         self.leaderPromise = leaderPromise
@@ -291,7 +292,7 @@ public enum MonitorDecision {
         // restore came before this monitor noticed it: nobody starts a new writable primary until then.
         // (A writable primary taking a lock it finds free adds no writable node.)
         if let restored = o.consulRestoredFor, !o.local.isWritablePrimary {
-            let fence = ClusterConfig.takeoverAfter(promise: o.lastLeaderPromise, config: o.config)
+            let fence = ClusterConfig.takeoverAfter(promise: o.longestPromise, config: o.config)
             if restored < fence {
                 return .wait(reason: "Consul was restored from an older snapshot \(restored) ago and may have forgotten a leader's last heartbeats; no lock is taken until its fence (\(fence)) has passed")
             }

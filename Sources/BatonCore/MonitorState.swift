@@ -44,6 +44,9 @@ public struct MonitorState: Sendable {
     public var restoreNoticedAt: ContinuousClock.Instant?
     /// The newest timeline claim and the highest index of the leader key read (since the last restore).
     public var newestClaim: Int?
+    /// The longest fence a leader may have counted on, as far as this monitor read: the longest promise
+    /// in another leader's key, or `fence_timeout` in the configuration (``MonitorObservation/longestPromise``).
+    public var longestPromise: GoDuration?
     public var highestLeaderIndex: UInt64 = 0
     /// The session the lease last held the lock with, and whether it let go of it since.
     public var ledWithSession: String?
@@ -155,6 +158,7 @@ public struct MonitorState: Sendable {
         if let leader = snapshot.leader, leader.session != session {
             leaderKey.observe("leader", index: leader.modifyIndex, at: min(now, firstSeen(leader.modifyIndex) ?? now))
             leaderPromise = leader.promise
+            if let promise = leader.promise { longestPromise = max(longestPromise ?? promise, promise) }
             // Its fence runs from its last heartbeat: when this monitor first saw the key's current index.
             if leader.holder != node {
                 // The index it was first seen leading at: a report of it written since is from its tenure.
@@ -199,6 +203,7 @@ public struct MonitorState: Sendable {
     public mutating func configuration(from snapshot: ClusterSnapshot, current: ClusterConfig) -> ClusterConfig? {
         if snapshot.configProblem == nil {
             readConfig = true
+            longestPromise = max(longestPromise ?? snapshot.config.fenceAfter, snapshot.config.fenceAfter)
             return snapshot.config
         }
         return readConfig ? current : nil
@@ -313,7 +318,7 @@ public struct MonitorState: Sendable {
             failsafeGrantedTo: failsafeGrantedTo, releasedFor: releasedAt.map { GoDuration(now - $0) }, leaderPromise: promise,
             claimedTimeline: snapshot?.claimedTimeline, previousLeader: previous,
             leaderKeyRestored: snapshot?.leader.map { held in restoredAt.map { held.modifyIndex <= $0 } ?? false } ?? false,
-            consulRestoredFor: restoreNoticedAt.map { GoDuration(now - $0) }, lastLeaderPromise: lastHolder?.promise)
+            consulRestoredFor: restoreNoticedAt.map { GoDuration(now - $0) }, longestPromise: longestPromise)
     }
 
     /// The pending request, when it can never be acted on again (expired, fulfilled, made for another

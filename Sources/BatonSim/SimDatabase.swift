@@ -34,6 +34,12 @@ struct SimDatabase: Sendable {
     init(standby: Bool) { standbySignal = standby }
 
     var position: LSN { LSN(UInt64(wal.count) * Self.bytesPerCommit) }
+    /// How far WAL was received while in recovery before a promotion (PostgreSQL keeps answering it
+    /// after the promotion, until the next start).
+    var receivedBeforePromotion: LSN?
+    /// `pg_last_wal_receive_lsn()`: a standby's position; a promoted primary's position at its
+    /// promotion; nothing on a primary started as one.
+    var lastReceived: LSN? { standbySignal ? position : receivedBeforePromotion }
 
     func answers(at now: Duration) -> Bool { running && now >= answersFrom }
 
@@ -62,6 +68,7 @@ struct SimDatabase: Sendable {
 
     mutating func launch(at now: Duration) {
         running = true
+        receivedBeforePromotion = nil
         answersFrom = now + Self.startTime
     }
 

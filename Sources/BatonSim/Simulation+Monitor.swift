@@ -216,6 +216,7 @@ extension Simulation {
             counts.lessAdvancedPromotions += 1
             note("\(nodes[i].name) promotes at \(nodes[i].db.position) although \(ahead.map { "\(nodes[$0].name) is at \(nodes[$0].db.position)" }.joined(separator: ", "))")
         }
+        nodes[i].db.receivedBeforePromotion = nodes[i].db.position
         nodes[i].db.standbySignal = false
         nodes[i].db.timeline = timeline
         nodes[i].db.upstream = nil

@@ -112,7 +112,8 @@ extension Simulation {
                 // The shutdown checkpoint's record is past `final`.
                 event = .targetReceived(LSN(final.value + 1))
             } else {
-                event = .targetReceived(index(of: stepping.machine.target).flatMap { nodes[$0].db.answers(at: now) ? nodes[$0].db.position : nil })
+                // `receivedPosition`: the target's pg_last_wal_receive_lsn() — static once it was promoted.
+                event = .targetReceived(index(of: stepping.machine.target).flatMap { nodes[$0].db.answers(at: now) ? nodes[$0].db.lastReceived : nil })
             }
         case .markHandedOver(let handed, let index):
             let marked = reachesConsul(i) && (try? consul.put(keys.switchover, handed.json.serializedBytes(), mode: .cas(index), now: tick())) == true  // an error: not marked

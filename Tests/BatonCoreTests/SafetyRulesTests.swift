@@ -307,4 +307,25 @@ struct SafetyRulesTests {
             sinceLastHeartbeat: .zero, guarded: true, failsafeGrantedTo: nil, at: start)
         #expect(observed.leaderKeyRestored, "and the key counts as one that came back")
     }
+
+    @Test("after a restore the wait counts the longest fence the monitor ever read, not the configuration the restore brought back")
+    func longestFenceAfterARestore() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        func snapshot(fence: String) -> ClusterSnapshot {
+            var config = ClusterConfig()
+            config.fenceTimeout = try! GoDuration(parsing: fence)
+            return ClusterSnapshot(pairs: [KVPair(key: keys.config, value: config.json.serializedBytes(), modifyIndex: 3)], keys: keys)
+        }
+        var memory = MonitorState()
+        _ = memory.configuration(from: snapshot(fence: "8s"), current: ClusterConfig())
+        let read = memory.configuration(from: snapshot(fence: "2s"), current: ClusterConfig())
+        let lowered = try #require(read)
+        #expect((memory.longestPromise ?? .zero) > lowered.fenceAfter, "8 s read once outlasts the 2 s read now")
+        let waited = MonitorDecision.next(
+            observe(standby, leader: .free(since: .seconds(5)), consulRestoredFor: .seconds(4)) { $0 = lowered })
+        #expect(waited.takesLock, "without the memory: 4 s outlasts the lowered fence")
+        var o = observe(standby, leader: .free(since: .seconds(5)), consulRestoredFor: .seconds(4)) { $0 = lowered }
+        o.longestPromise = memory.longestPromise
+        #expect(!MonitorDecision.next(o).takesLock, "with it: not before the 8 s fence")
+    }
 }

@@ -324,6 +324,26 @@ struct SimulationTests {
         #expect(report.violations.count <= 5, "\(Self.describe(report, traces: traces))")
     }
 
+    /// Every kind, seeds 525 and 629 (2026-12-07): a restore of Consul also took back a raised
+    /// `fence_timeout` and the leader key's promise with it; the replica that noticed the restore waited
+    /// out the old, shorter fence and took over a leader that had armed the longer one. The wait after a
+    /// restore now counts the longest fence the monitor ever read. Seed 404,141 of the proven kinds found
+    /// the simulator reading a promoted target's current position where `pg_last_wal_receive_lsn()`
+    /// stays where its recovery ended: a switchover whose target was promoted by a failover meanwhile
+    /// is called off, not counted as handed over.
+    @Test("a restore that took back a raised fence_timeout, and a switchover overtaken by a failover, hold")
+    func restoreOfARaisedFenceAndAnOvertakenSwitchover() {
+        for seed: UInt64 in [525, 629] {
+            let run = Simulation(seed: seed, options: Self.options(sync: .off, kinds: FaultKind.allCases))
+            let violation = run.run()
+            #expect(violation == nil, "seed \(seed): \(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+        }
+        let run = Simulation(seed: 404_141, options: Self.options(sync: .off, kinds: Self.proven))
+        let violation = run.run()
+        #expect(violation == nil, "\(violation.map(String.init(describing:)) ?? "")\n\(run.trace.suffix(20).joined(separator: "\n"))")
+        #expect(run.trace.contains { $0.contains("pg1 called the switchover off (pg2 did not receive WAL") }, "the seed still overtakes its switchover")
+    }
+
     @Test("a violation names its seed, the invariant and a trace that ends with it; the seed replays it")
     func violationReport() throws {
         let options = Self.options(sync: .on, kinds: Self.proven, mutant: .takeOverBeforeDeadline)
