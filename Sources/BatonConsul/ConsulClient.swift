@@ -50,19 +50,28 @@ public struct QueryResult<Value: Sendable>: Sendable {
 /// (CONSUL_HTTP_ADDR may list several). Errors are ``ConsulError``s and never contain the token.
 public final class ConsulClient: Sendable {
     public let configuration: ConsulConfiguration
-    private let transport: CurlTransport
+    private let transport: any ConsulTransport
     /// The address that answered last; tried first next time.
     private let preferred = Mutex<Int>(0)
 
+    /// A client that reaches Consul over the network (libcurl), at the configuration's addresses.
     public init(_ configuration: ConsulConfiguration) {
         self.configuration = configuration
         self.transport = CurlTransport(tls: configuration.tls)
     }
 
+    /// A client whose requests `transport` carries (the embedded server in this process, for tests);
+    /// the configuration still gives the timeouts, the token and the addresses named in requests.
+    public init(_ configuration: ConsulConfiguration, transport: any ConsulTransport) {
+        self.configuration = configuration
+        self.transport = transport
+    }
+
     /// Sends one call to Consul and returns its answer whatever the status; the caller interprets it.
     /// A `500` — what Consul answers while it elects a leader, or when a server cannot reach the
     /// leader — is asked again after 50, 100, 200… ms (at most 400) as long as the call's time allows
-    /// (at least 100 ms left), as Consul's own clients do; the last answer is returned.
+    /// (at least 100 ms left), as Consul's own clients do; the last answer is returned. A 500 that
+    /// names a session that does not exist is returned at once: it would be the same answer again.
     /// - Throws: ``ConsulError`` `.unreachable` when no address answered.
     public func send(
         _ method: String, _ path: String, query: [(String, String?)] = [], body: [UInt8]? = nil,
@@ -74,7 +83,8 @@ public final class ConsulClient: Sendable {
         while true {
             let left = deadline - ContinuousClock.now
             let response = try await sendOnce(method, path, query: query, body: body, timeout: max(left, .milliseconds(100)))
-            guard response.status == 500, deadline - ContinuousClock.now >= backoff + .milliseconds(100) else { return response }
+            guard response.status == 500, !Self.namesMissingSession(response.text), deadline - ContinuousClock.now >= backoff + .milliseconds(100)
+            else { return response }
             Self.retries.increment()
             try await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .milliseconds(400))
@@ -123,6 +133,11 @@ public final class ConsulClient: Sendable {
     /// Calls asked again after Consul answered 500.
     static let retries = Counter(label: "baton_consul_request_retries_total")
 
+    /// Whether an error answer says the session does not exist: a 500 that asking again cannot mend.
+    static func namesMissingSession(_ text: String) -> Bool {
+        text.contains("invalid session") || text.contains("Session id") && text.contains("not found")
+    }
+
     /// Turns a non-success answer into a typed error.
     func failure(_ response: HTTPResponse, _ what: String) -> ConsulError {
         let text = response.text.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -135,7 +150,7 @@ public final class ConsulClient: Sendable {
         case 404:
             return ConsulError(.notFound, status: 404, "Consul found nothing for \(what)\(detail)")
         default:
-            if text.contains("invalid session") || text.contains("Session id") && text.contains("not found") {
+            if Self.namesMissingSession(text) {
                 return ConsulError(.sessionNotFound, status: response.status, "\(what) failed: the session does not exist\(detail)")
             }
             return ConsulError(.server, status: response.status, "Consul failed \(what) (HTTP \(response.status)\(detail))")

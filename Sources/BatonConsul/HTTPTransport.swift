@@ -53,12 +53,27 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
     public var message: String
     public var timedOut: Bool
     public var description: String { message }
+
+    public init(message: String, timedOut: Bool) {
+        self.message = message
+        self.timedOut = timedOut
+    }
+}
+
+/// Carries one request to Consul and brings its answer back: libcurl over the network (``CurlTransport``,
+/// what every daemon and command uses), or the embedded server's own API in this process, no socket
+/// (BatonConsulServer's `InProcessConsul`, what tests of the monitor's shell run against).
+public protocol ConsulTransport: Sendable {
+    /// Sends `request` and waits for the whole answer.
+    /// - Throws: ``TransportError`` when no answer came within `request.timeout`; `CancellationError`
+    ///   when the calling task was cancelled.
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse
 }
 
 /// An HTTP/1.1 client on libcurl's multi interface: one thread drives every transfer, so a hundred
 /// blocked long-polls cost no thread each, connections are kept alive and reused, and a cancelled
 /// Swift task aborts its transfer at once.
-public final class CurlTransport: Sendable {
+public final class CurlTransport: ConsulTransport {
     private let engine: CurlEngine
     private let tls: TLSFiles
 

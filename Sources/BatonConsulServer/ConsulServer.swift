@@ -37,29 +37,8 @@ public final class ConsulServer: Sendable {
         if let faultControl, !FaultControlAddressError.isLoopback(faultControl.host) { throw FaultControlAddressError(host: faultControl.host) }
         self.settings = settings
         self.logger = logger
-        let now = ContinuousClock.now
-        var state = State()
-        var log: WriteAheadLog? = nil
-        if let dataDirectory {
-            let wal = try WriteAheadLog(directory: dataDirectory)
-            let (recovered, note) = try wal.recover(now: now)
-            if let note { logger.warning("Recovered the data directory", metadata: ["consul.recovery": "\(note)"]) }
-            state = recovered
-            log = wal
-        }
-        let fresh = state.index == 0
-        if fresh { state.index = State.bootIndex - 1 }
+        let store = try await Store.open(dataDirectory: dataDirectory, logger: logger)
         let nodeID = ConsulServer.nodeID(dataDirectory: dataDirectory)
-        // Start every run from a fresh snapshot, so the log holds only this run's writes.
-        if let log, !fresh { try log.compact(state) }
-        let store = Store(log: log, initial: state)
-        if fresh {
-            let serf = CheckRecord(
-                id: "serfHealth", name: "Serf Health Status", status: "passing", notes: "", output: "Agent alive and reachable",
-                serviceID: "", serviceName: "", kind: .serf, interval: nil, timeout: nil, deregisterCriticalServiceAfter: nil,
-                createIndex: State.bootIndex, modifyIndex: State.bootIndex)
-            _ = try await store.write { _, _, _ in Plan([.checkPut(serf)], ()) }
-        }
         self.store = store
         let runner = CheckRunner(store: store)
         self.checkRunner = runner
@@ -135,4 +114,34 @@ public struct FaultControlAddressError: Error, CustomStringConvertible {
 extension State {
     /// The index of the node's own registration; user writes come after it.
     static let bootIndex: UInt64 = 5
+}
+
+extension Store {
+    /// The store of a data directory, recovered after a crash if need be (`nil`: in memory, empty),
+    /// with the node's own health check written on first start.
+    static func open(dataDirectory: String?, logger: Logger) async throws -> Store {
+        let now = ContinuousClock.now
+        var state = State()
+        var log: WriteAheadLog? = nil
+        if let dataDirectory {
+            let wal = try WriteAheadLog(directory: dataDirectory)
+            let (recovered, note) = try wal.recover(now: now)
+            if let note { logger.warning("Recovered the data directory", metadata: ["consul.recovery": "\(note)"]) }
+            state = recovered
+            log = wal
+        }
+        let fresh = state.index == 0
+        if fresh { state.index = State.bootIndex - 1 }
+        // Start every run from a fresh snapshot, so the log holds only this run's writes.
+        if let log, !fresh { try log.compact(state) }
+        let store = Store(log: log, initial: state)
+        if fresh {
+            let serf = CheckRecord(
+                id: "serfHealth", name: "Serf Health Status", status: "passing", notes: "", output: "Agent alive and reachable",
+                serviceID: "", serviceName: "", kind: .serf, interval: nil, timeout: nil, deregisterCriticalServiceAfter: nil,
+                createIndex: State.bootIndex, modifyIndex: State.bootIndex)
+            _ = try await store.write { _, _, _ in Plan([.checkPut(serf)], ()) }
+        }
+        return store
+    }
 }

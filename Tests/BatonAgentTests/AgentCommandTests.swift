@@ -10,20 +10,39 @@ import Foundation
 import Logging
 import Testing
 
-/// A Consul server with a cluster of two registered nodes and a node config file for pg1.
-final class Fixture: @unchecked Sendable {
+/// A Consul server with a cluster of two registered nodes and a node config file for pg1: served over
+/// HTTP on a port of its own (what commands run as processes need), or in this process with no socket
+/// (``InProcessConsul``: what the monitor's shell tests run against, with Consul's trouble on request).
+final class Fixture: Sendable {
     let directory = NSTemporaryDirectory() + "baton-agent-" + UUID().uuidString.prefix(8)
-    let server: ConsulServer
+    /// The server over HTTP; nil in process.
+    private let server: ConsulServer?
+    /// The server in this process; nil over HTTP.
+    let inProcess: InProcessConsul?
+    /// The tests' client; in process, as the monitor daemon makes one (requests give up after 2 s).
     let client: ConsulClient
     let keys = ClusterKeys(cluster: try! ClusterName("main"))
     var configPath: String { directory + "/baton.yaml" }
-    var address: String { "127.0.0.1:\(server.localAddress.port)" }
+    /// The server's address: its port over HTTP, a name nobody dials in process.
+    var address: String { server.map { "127.0.0.1:\($0.localAddress.port)" } ?? "in-process:8500" }
+    /// The HTTP server's port (a test that puts a proxy in front of it).
+    var port: Int? { server?.localAddress.port }
 
-    init() async throws {
+    init(inProcess: Bool = false) async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        server = try await ConsulServer(host: "127.0.0.1", port: 0, dataDirectory: directory + "/consul", settings: ServerSettings(), logger: logger)
-        client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(server.localAddress.port)")]))
+        if inProcess {
+            let consul = try await InProcessConsul(logger: logger)
+            server = nil
+            self.inProcess = consul
+            client = consul.client(requestTimeout: .seconds(2))
+        } else {
+            let server = try await ConsulServer(
+                host: "127.0.0.1", port: 0, dataDirectory: directory + "/consul", settings: ServerSettings(), logger: logger)
+            self.server = server
+            self.inProcess = nil
+            client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: "127.0.0.1:\(server.localAddress.port)")]))
+        }
         for (i, name) in ["pg1", "pg2"].enumerated() {
             _ = try await PriorityAllocator(client: client, key: keys.keepalivedNodes).allocate(try NodeName(name))
             let registration = NodeRegistration(
@@ -31,11 +50,13 @@ final class Fixture: @unchecked Sendable {
                 role: i == 0 ? .primary : .standby, upstream: i == 0 ? nil : try NodeName("pg1"), priority: 100, location: "default")
             try await client.put(keys.node(try NodeName(name)), registration.json.serializedBytes())
         }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try "cluster: main\nnode-name: pg1\nconsul: '\(address)'\n".write(toFile: configPath, atomically: true, encoding: .utf8)
     }
 
     func close() async {
-        await server.shutdown()
+        await server?.shutdown()
+        inProcess?.shutdown()
         try? FileManager.default.removeItem(atPath: directory)
     }
 
@@ -46,8 +67,8 @@ final class Fixture: @unchecked Sendable {
     }
 }
 
-func withFixture(_ body: (Fixture) async throws -> Void) async throws {
-    let f = try await Fixture()
+func withFixture(inProcess: Bool = false, _ body: (Fixture) async throws -> Void) async throws {
+    let f = try await Fixture(inProcess: inProcess)
     do { try await body(f) } catch {
         await f.close()
         throw error

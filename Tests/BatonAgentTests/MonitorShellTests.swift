@@ -11,9 +11,10 @@ import Logging
 import Synchronization
 import Testing
 
-/// The monitor's shell — its loop, the lease, the actions — driven against the embedded Consul server
-/// with a fake PostgreSQL whose steps take as long as a test says, and a fake watchdog that records its
-/// deadlines: what happens around a fault, without a live cluster (the live tests stay).
+/// The monitor's shell — its loop, the lease, the actions — driven against the embedded Consul server in
+/// this process (over HTTP where a test cuts the link with a proxy), with a fake PostgreSQL whose steps
+/// take as long as a test says, and a fake watchdog that records its deadlines: what happens around a
+/// fault, without a live cluster (the live tests stay).
 @Suite("monitor shell, with a fake PostgreSQL", .serialized)
 struct MonitorShellTests {
     static let pg1 = try! NodeName("pg1")
@@ -76,7 +77,7 @@ struct MonitorShellTests {
 
     @Test("a promotion that takes 6 s: the lease keeps the watchdog's deadline ahead all along; nobody is fenced")
     func slowPromotion() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: nil)
             let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: nil, streaming: true))
             database.delays.promote = .seconds(6)
@@ -94,9 +95,41 @@ struct MonitorShellTests {
         }
     }
 
+    @Test("a restarted Consul agent destroys the leader's session: the leader takes its own lock back with a new session; no fence, no lapse, no other holder")
+    func agentRestartUnderTheLeader() async throws {
+        try await withFixture(inProcess: true) { f in
+            try await register(f, primary: Self.pg2)
+            let consul = try #require(f.inProcess)
+            let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
+            let guardian = FakeGuard()
+            try await withMonitor(f, database: database, guardian: guardian) {
+                #expect(await eventually(timeout: .seconds(10)) { (try? await leader(f)) == "pg2" })
+                let before = try #require(try await f.client.get(f.keys.leader).value?.session)
+                let invalidated = try await consul.faults.agentRestart(node: consul.settings.nodeName, name: nil)
+                #expect(invalidated.contains(before), "the leader's session was among those the restart ended: \(invalidated)")
+                // Every holder the key has from the restart on, read every 20 ms (bounded).
+                var holders: [String?] = []
+                let end = ContinuousClock.now + .seconds(6)
+                while ContinuousClock.now < end {
+                    let pair = try await f.client.get(f.keys.leader).value
+                    let holder = pair?.session == nil ? nil : pair?.stringValue
+                    if holders.isEmpty || holders.last! != holder { holders.append(holder) }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(holders.allSatisfy { $0 == nil || $0 == "pg2" }, "only pg2 ever held the lock: \(holders)")
+                #expect(holders.last == "pg2", "pg2 holds it again: \(holders)")
+                let after = try #require(try await f.client.get(f.keys.leader).value?.session)
+                #expect(after != before, "held with a new session")
+            }
+            #expect(!database.actions.contains("fence"), "PostgreSQL was never fenced: \(database.actions)")
+            #expect(guardian.lapses().isEmpty, "the deadline ran out before the next beat: \(guardian.lapses())")
+            #expect(guardian.fences == 0)
+        }
+    }
+
     @Test("the registered primary restarting with 6 s of crash recovery under the lock: the lease beats through it, then it leads")
     func slowCrashRecoveryUnderTheLock() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             let database = FakeDatabase(.down(standbySignal: false))
             database.delays.recovery = .seconds(6)
@@ -115,7 +148,7 @@ struct MonitorShellTests {
 
     @Test("a switchover whose clean stop takes 6 s: the lease beats through it; called off (the target never answers), the lock is proven again")
     func slowSwitchoverStop() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
             database.delays.stop = .seconds(6)
@@ -148,7 +181,7 @@ struct MonitorShellTests {
 
     @Test("a leader whose key is taken (a takeover) fences at once (the watch wakes its loop; its next beat would too), without waiting for the deadline")
     func lostLockFencesAtOnce() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
             let guardian = FakeGuard()
@@ -166,7 +199,7 @@ struct MonitorShellTests {
         the VIP), says barred before it starts PostgreSQL again, and leads again once it is the writable primary
         """)
     func trackedFileAroundACrash() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
             let tracked = f.directory + "/pg2/state/" + "vrrp-priority"
@@ -206,7 +239,7 @@ struct MonitorShellTests {
     func fencedByTheLeaseNeverVacant() async throws {
         try await withFixture { f in
             try await register(f, primary: Self.pg2)
-            let proxy = try SeverableProxy(upstreamPort: f.server.localAddress.port)
+            let proxy = try SeverableProxy(upstreamPort: try #require(f.port))
             defer { proxy.stop() }
             let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
             let tracked = KeepalivedSettings.trackFilePath(stateDirectory: f.directory + "/pg2/state")
@@ -234,7 +267,7 @@ struct MonitorShellTests {
     /// counts from there), and not a loop later either.
     @Test("a silent leader is taken over fence_timeout + margin after its last heartbeat — never sooner, and counted from when the watch saw it, not from the loop's next read")
     func takeoverCountsFromTheWatch() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg1)
             // A long loop: the loop reads the cluster as it starts and then every 5 s, so a heartbeat the
             // loop alone sees (the last one, ~2.2 s in) is seen ~2.8 s late.
@@ -270,7 +303,7 @@ struct MonitorShellTests {
 
     @Test("the event history lives beside the cluster's prefix: the leader moves an earlier Baton's events out of it, and status and events still show them")
     func eventsMoveOutOfThePrefix() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             #expect(!f.keys.eventsPrefix.hasPrefix(f.keys.prefix), "the monitors' read of the prefix carries no events")
             // 120 events as an earlier Baton wrote them (under the prefix), oldest first.
@@ -298,7 +331,7 @@ struct MonitorShellTests {
 
     @Test("without a watchdog, a node never takes the lock")
     func noWatchdogNoLock() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: nil)
             let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: nil, streaming: true))
             try await withMonitor(f, database: database, guardian: FakeGuard(available: false)) {
@@ -315,7 +348,7 @@ struct MonitorShellTests {
     @Test("a watchdog that does not see this node's postmaster does not guard it: the node never takes the lock")
     func watchdogMustSeeThePostmaster() async throws {
         for (seen, leads) in [(Int32(4321), false), (0, false), (1234, true), (nil, true)] as [(Int32?, Bool)] {
-            try await withFixture { f in
+            try await withFixture(inProcess: true) { f in
                 try await register(f, primary: nil)
                 let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: nil, streaming: true), postmaster: 1234)
                 try await withMonitor(f, database: database, guardian: FakeGuard(seen: seen)) {
@@ -331,7 +364,7 @@ struct MonitorShellTests {
     @Test("clock skew: a dead peer whose clock runs 30 s ahead is not a candidate; a live one 30 s behind is")
     func skewedClocksDoNotDecide() async throws {
         for alive in [false, true] {
-            try await withFixture { f in
+            try await withFixture(inProcess: true) { f in
                 try await register(f, primary: nil)
                 // pg1 ranks above pg2 (more WAL): while it looks alive, pg2 waits failover_grace (60 s).
                 let settings = #"{"failover_grace":"60s"}"#
@@ -367,7 +400,7 @@ struct MonitorShellTests {
 
     @Test("baton restart of the leader whose stop takes 6 s: the lease beats through it, the lock is kept, clients are paused and resumed")
     func restartKeepsTheLock() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg2)
             let database = FakeDatabase(.primary(position: LSN(0x1000), timeline: 1))
             database.delays.stop = .seconds(6)
@@ -395,7 +428,7 @@ struct MonitorShellTests {
 
     @Test("the cluster's PostgreSQL parameters are written and reloaded when they change, not every loop; a re-clone with no leader to copy is refused, nothing touched")
     func parametersAndWaitingCommands() async throws {
-        try await withFixture { f in
+        try await withFixture(inProcess: true) { f in
             try await register(f, primary: Self.pg1)
             let database = FakeDatabase(.standby(position: LSN(0x1000), timeline: 1, upstream: "198.18.0.1:5432", streaming: true))
             let guardian = FakeGuard()
