@@ -86,7 +86,7 @@ Maintainer: Baton maintainers <baton@localhost>
 Installed-Size: $size
 Depends: $depends
 Recommends: postgresql-15 | postgresql, keepalived, pgbouncer
-Suggests: haproxy
+Suggests: haproxy, pgbackrest
 Section: database
 Priority: optional
 Homepage: https://github.com/baton-ha/baton

@@ -215,7 +215,7 @@ public final class PostgresNode: LocalDatabase {
     public func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws {
         let text = PostgresFiles.settings(
             port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream,
-            synchronousStandbyNames: synchronousStandbyNames)
+            synchronousStandbyNames: synchronousStandbyNames, archive: settings.backup)
         try AtomicFile.write(text, to: dataDirectory + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: settings.pgOSUser)
     }
 

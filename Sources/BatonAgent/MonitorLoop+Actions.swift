@@ -134,6 +134,7 @@ extension MonitorLoop {
                 await lease.setWritablePrimary(true)
                 try await register(role: .primary, upstream: nil)
                 await event("promote", "promoted to primary on timeline \(timeline)")
+                archiveEarlierTimelines(promotedTo: timeline)
                 if let snapshot { try await leaderDuties(snapshot) }
                 return
             }
@@ -223,6 +224,35 @@ extension MonitorLoop {
         }
         if snapshot.legacyEvents.count <= 50 {
             logger.notice("Moved the event history out of the cluster's prefix", metadata: ["monitor.events_prefix": "\(keys.eventsPrefix)"])
+        }
+    }
+
+    /// With pgBackRest, a promoted node pushes the segments it holds of the timelines before its own, up
+    /// to where each ended (``PgBackRest/segmentsToPushAfterPromotion(walFiles:history:)``), in the
+    /// background: the old primary may have died before archiving them, and the archive must have no
+    /// hole for a restore across the failover. Segments the archive holds already stay as they are.
+    func archiveEarlierTimelines(promotedTo timeline: Int) {
+        guard let backup = settings.backup else { return }
+        let walDirectory = settings.pgdata.value + "/pg_wal"
+        // ignored: no segment to push from a directory that cannot be read; the warning below says none was pushed
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: walDirectory)) ?? []
+        let segments = PgBackRest.segmentsToPushAfterPromotion(walFiles: files, history: database.readHistory(timeline))
+        guard !segments.isEmpty else { return }
+        let tool = PgBackRestTool(settings: backup, osUser: settings.pgOSUser)
+        let logger = self.logger
+        background.yield {
+            do {
+                let failed = try await tool.push(segments, walDirectory: walDirectory)
+                if failed.isEmpty {
+                    logger.info("Archived the earlier timelines' segments", metadata: ["monitor.segments": "\(segments.count)", "monitor.last": "\(segments.last ?? "")"])
+                } else {
+                    logger.warning(
+                        "Some segments of the earlier timelines could not be archived: a restore across this failover may stop there",
+                        metadata: ["monitor.failed": "\(failed.map(\.segment))", "error": "\(failed.first?.why ?? "")"])
+                }
+            } catch {
+                logger.warning("Cannot archive the earlier timelines' segments", metadata: ["error": "\(error)"])
+            }
         }
     }
 

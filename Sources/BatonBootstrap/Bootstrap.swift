@@ -94,7 +94,8 @@ public final class Bootstrap {
         if case .master = settings.mode { creating = true } else { creating = false }
         return BootstrapObservation(
             node: settings.node, cluster: settings.cluster, creating: creating, claim: claim, dataDirectory: dataDirectory,
-            postgresRunning: running, primary: primary, forceClone: settings.forceClone, keepalivedWanted: settings.virtualIP != nil)
+            postgresRunning: running, primary: primary, forceClone: settings.forceClone, keepalivedWanted: settings.virtualIP != nil,
+            backupWanted: settings.backup != nil)
     }
 
     func readClaim() async throws -> (claim: ClusterClaim, index: UInt64)? {
@@ -224,7 +225,9 @@ public final class Bootstrap {
                     applicationName: settings.node)
             }
             let data = settings.pgdata.value
-            let conf = PostgresFiles.settings(port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream)
+            let conf = PostgresFiles.settings(
+                port: settings.pgPort, listen: settings.pgListen, socketDirectory: settings.pgSocketDirectory, upstream: upstream,
+                archive: settings.backup)
             if try AtomicFile.write(conf, to: data + "/" + PostgresFiles.settingsFile, mode: 0o600, owner: pgOwner) { any = true }
             let postgresql = (try? String(contentsOfFile: data + "/postgresql.conf", encoding: .utf8)) ?? ""
             if try AtomicFile.write(PostgresFiles.withInclude(postgresql), to: data + "/postgresql.conf", mode: 0o600, owner: pgOwner) { any = true }
@@ -240,6 +243,29 @@ public final class Bootstrap {
             }
             try AtomicFile.ensureDirectory(settings.pgSocketDirectory.value, mode: 0o2775, owner: pgOwner)
             did(step, changed: any)
+
+        case .configureBackup:
+            guard let backup = settings.backup else { return }
+            var any = false
+            for directory in [backup.repository.value, backup.workDirectory.value, backup.workDirectory.value + "/log", backup.workDirectory.value + "/lock"]
+            where !FileManager.default.fileExists(atPath: directory) {
+                try AtomicFile.ensureDirectory(directory, mode: 0o750, owner: pgOwner)
+                any = true
+            }
+            let text = backup.configuration(
+                pgdata: settings.pgdata, port: settings.pgPort, socketDirectory: settings.pgSocketDirectory, osUser: settings.pgOSUser)
+            if try AtomicFile.write(text, to: backup.configFile.value, mode: 0o640, owner: pgOwner) { any = true }
+            did(step, changed: any, "\(backup.configFile.value), repository \(backup.repository.value)")
+
+        case .createBackupStanza:
+            guard let backup = settings.backup else { return }
+            do {
+                try await PgBackRestTool(settings: backup, osUser: settings.pgOSUser).createStanza()
+            } catch {
+                throw BootstrapError(
+                    "\(error) — check that \(settings.pgOSUser) can write \(backup.repository.value) and that pgBackRest is installed (\(backup.executable.value)); rerun bootstrap when fixed")
+            }
+            did(step, changed: true, "stanza \(backup.stanza)")
 
         case .startPostgres:
             if try await control.isRunning() {

@@ -25,11 +25,14 @@ public struct BootstrapObservation: Sendable, Equatable {
     public var primary: NodeRegistration?
     public var forceClone: Bool
     public var keepalivedWanted: Bool
+    /// Backups with pgBackRest were asked for (`--backup pgbackrest`).
+    public var backupWanted: Bool
 
     public init(
         node: NodeName, cluster: ClusterName, creating: Bool, claim: ClusterClaim?, dataDirectory: DataDirectoryState, postgresRunning: Bool,
-        primary: NodeRegistration?, forceClone: Bool, keepalivedWanted: Bool
+        primary: NodeRegistration?, forceClone: Bool, keepalivedWanted: Bool, backupWanted: Bool = false
     ) {
+        self.backupWanted = backupWanted
         self.node = node
         self.cluster = cluster
         self.creating = creating
@@ -51,8 +54,10 @@ public enum BootstrapStep: Sendable, Equatable, CustomStringConvertible {
     case moveDataDirectoryAside
     case clone(from: NodeName)
     case reuseStandby(systemIdentifier: String)
+    case configureBackup
     case configurePostgres(standbyOf: NodeName?)
     case startPostgres
+    case createBackupStanza
     case reloadPostgres
     case ensureReplicationRole
     case recordSystemIdentifier
@@ -77,6 +82,8 @@ public enum BootstrapStep: Sendable, Equatable, CustomStringConvertible {
         case .configurePostgres(let upstream):
             return "write baton.conf, pg_hba.conf and pg_ident.conf blocks and the replication passfile"
                 + (upstream.map { " (standby of \($0))" } ?? "")
+        case .configureBackup: return "write pgBackRest's configuration and create its repository and working directories"
+        case .createBackupStanza: return "create the pgBackRest stanza (named after the cluster) and check that archiving reaches the repository"
         case .startPostgres: return "start PostgreSQL"
         case .reloadPostgres: return "reload PostgreSQL's configuration"
         case .ensureReplicationRole: return "create or update the replication role (scram-sha-256)"
@@ -130,9 +137,11 @@ public enum BootstrapPlanner {
             }
             if o.claim?.systemIdentifier == nil { steps.append(.adopt(systemIdentifier: id)) }
         }
+        if o.backupWanted { steps.append(.configureBackup) }
         steps.append(.configurePostgres(standbyOf: nil))
         steps.append(o.postgresRunning ? .reloadPostgres : .startPostgres)
         steps.append(.ensureReplicationRole)
+        if o.backupWanted { steps.append(.createBackupStanza) }
         steps.append(.recordSystemIdentifier)
         steps.append(.allocatePriority)
         steps.append(.register(role: .primary, upstream: nil))
@@ -178,6 +187,7 @@ public enum BootstrapPlanner {
             }
             steps += [.moveDataDirectoryAside, .clone(from: primary.name)]
         }
+        if o.backupWanted { steps.append(.configureBackup) }
         steps.append(.configurePostgres(standbyOf: primary.name))
         steps.append(o.postgresRunning ? .reloadPostgres : .startPostgres)
         steps.append(.waitForStreaming(from: primary.name))

@@ -28,8 +28,10 @@ public enum PostgresFiles {
     /// `baton.conf`: what replication, failover and pg_rewind need. `upstream` makes it a standby's.
     /// - Parameter synchronousStandbyNames: the primary's `synchronous_standby_names` (synchronous mode),
     ///   built by ``SynchronousReplication`` from validated node names.
+    /// - Parameter archive: archiving and WAL fetching with pgBackRest (bootstrap `--backup pgbackrest`).
     public static func settings(
-        port: TCPPort, listen: String, socketDirectory: SafePath, upstream: Upstream?, synchronousStandbyNames: String = ""
+        port: TCPPort, listen: String, socketDirectory: SafePath, upstream: Upstream?, synchronousStandbyNames: String = "",
+        archive: PgBackRest? = nil
     ) -> String {
         var lines = [
             "# Managed by baton: rewritten on bootstrap, follow and rejoin. Put your own settings in postgresql.conf.",
@@ -47,6 +49,7 @@ public enum PostgresFiles {
             "wal_retrieve_retry_interval = '500ms'",
             "password_encryption = 'scram-sha-256'",
         ]
+        if let archive { lines += archive.postgresSettings }
         if !synchronousStandbyNames.isEmpty {
             lines.append("synchronous_standby_names = '\(synchronousStandbyNames)'")
         }
@@ -55,6 +58,19 @@ public enum PostgresFiles {
             lines.append("primary_slot_name = '\(upstream.slot)'")
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `baton.conf` of a point-in-time clone (`baton clone`): a standalone PostgreSQL on `port`, local
+    /// connections only, that never archives into the cluster's repository and follows nobody.
+    public static func cloneSettings(port: TCPPort, socketDirectory: SafePath) -> String {
+        [
+            "# A point-in-time clone made by `baton clone`: standalone, never part of the cluster it was taken from.",
+            "listen_addresses = ''",
+            "port = \(port.value)",
+            "unix_socket_directories = '\(socketDirectory.value)'",
+            "archive_mode = off",
+            "hot_standby = on",
+        ].joined(separator: "\n") + "\n"
     }
 
     /// postgresql.conf with the includes of the cluster-wide parameters (``PostgresParameters/file``)

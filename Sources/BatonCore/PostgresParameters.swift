@@ -30,6 +30,9 @@ public struct PostgresParameters: Sendable, Equatable {
         for name in ["primary_conninfo", "primary_slot_name", "synchronous_standby_names"] {
             owned[name] = "Baton sets it as nodes follow the primary and as synchronous_mode decides (use `baton config set synchronous_mode=…`)"
         }
+        for name in ["archive_mode", "archive_command", "archive_library"] {
+            owned[name] = "Baton sets it in baton.conf when the cluster archives with pgBackRest (bootstrap --backup pgbackrest); only the primary archives"
+        }
         owned["synchronous_commit"] = "synchronous_mode's guarantee (no acknowledged commit lost) depends on it"
         for name in ["data_directory", "config_file", "hba_file", "ident_file", "external_pid_file", "include", "include_if_exists", "include_dir"] {
             owned[name] = "it names files of each node; set it in that node's postgresql.conf"

@@ -29,8 +29,11 @@ public struct CommandRunner: Sendable {
 
     /// Runs `executable arguments…`, returning its status and combined output (the last 64 KiB). With
     /// a `timeout`, a command still running then is killed (SIGKILL) and its status is 137.
+    /// `onOutput`, when given, hears each line of output as the command writes it (a long command's
+    /// progress).
     public func run(
-        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, timeout: Duration? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], input: String? = nil, timeout: Duration? = nil,
+        onOutput: (@Sendable (String) -> Void)? = nil
     ) async throws -> CommandResult {
         var program = executable
         var args = arguments
@@ -45,7 +48,9 @@ public struct CommandRunner: Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(
-                    with: Result { try CommandRunner.blockingRun(finalProgram, finalArgs, environment: environment, input: input, timeout: timeout) })
+                    with: Result {
+                        try CommandRunner.blockingRun(finalProgram, finalArgs, environment: environment, input: input, timeout: timeout, onOutput: onOutput)
+                    })
             }
         }
     }
@@ -85,9 +90,10 @@ public struct CommandRunner: Sendable {
         return pid
     }
 
-    private static func blockingRun(_ program: String, _ arguments: [String], environment: [String: String], input: String?, timeout: Duration?)
-        throws -> CommandResult
-    {
+    private static func blockingRun(
+        _ program: String, _ arguments: [String], environment: [String: String], input: String?, timeout: Duration?,
+        onOutput: (@Sendable (String) -> Void)?
+    ) throws -> CommandResult {
         guard FileManager.default.isExecutableFile(atPath: program) else {
             throw PostgresError("\(program) does not exist or is not executable; check --pg-bindir and that PostgreSQL is installed")
         }
@@ -119,10 +125,13 @@ public struct CommandRunner: Sendable {
         let pid = baton_spawn(program, argv, envp, inputFD, outputFD)
         guard pid > 0 else { throw PostgresError("cannot start \(program): \(String(cString: strerror(-pid)))") }
         var status: Int32 = 0
-        if let timeout {
-            let deadline = ContinuousClock.now + timeout
+        var lines = OutputLines(fd: outputFD, onLine: onOutput)
+        defer { lines.finish() }
+        if timeout != nil || onOutput != nil {
+            let deadline = timeout.map { ContinuousClock.now + $0 }
             while waitpid(pid, &status, WNOHANG) == 0 {
-                if ContinuousClock.now >= deadline {
+                lines.readNew()
+                if let deadline, ContinuousClock.now >= deadline {
                     kill(pid, SIGKILL)
                     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
                     break
@@ -134,6 +143,40 @@ public struct CommandRunner: Sendable {
         }
         let exitCode: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         return CommandResult(status: exitCode, output: String(decoding: tail(of: outputFD, limit: 64 << 10), as: UTF8.self))
+    }
+
+    /// Hands each new line written to a command's output file to `onLine`, as it comes.
+    private struct OutputLines {
+        let fd: Int32
+        let onLine: (@Sendable (String) -> Void)?
+        var offset: off_t = 0
+        var partial: [UInt8] = []
+
+        init(fd: Int32, onLine: (@Sendable (String) -> Void)?) {
+            self.fd = fd
+            self.onLine = onLine
+        }
+
+        mutating func readNew() {
+            guard let onLine else { return }
+            var buffer = [UInt8](repeating: 0, count: 16 << 10)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+                guard count > 0 else { return }
+                offset += off_t(count)
+                partial += buffer.prefix(count)
+                while let newline = partial.firstIndex(of: 10) {
+                    onLine(String(decoding: partial[..<newline], as: UTF8.self))
+                    partial.removeSubrange(...newline)
+                }
+            }
+        }
+
+        mutating func finish() {
+            readNew()
+            if let onLine, !partial.isEmpty { onLine(String(decoding: partial, as: UTF8.self)) }
+            partial = []
+        }
     }
 
     /// A temporary file open for reading and writing, already unlinked.

@@ -27,7 +27,7 @@ public enum BootstrapOption {
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
         "max-slot-wal-keep-size": .string, "log-format": .string, "read-only-databases": .list, "read-only-suffix": .string,
-        "read-only-max-lag": .string,
+        "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -133,6 +133,9 @@ public struct BootstrapSettings: Sendable {
     /// The cluster's `max_slot_wal_keep_size`, stored by the node that creates the cluster (a bound on
     /// the WAL a replication slot of a node gone for good can hold back).
     public var maxSlotWalKeepSize = PostgresParameters.defaultMaxSlotWalKeepSize
+    /// Backups with pgBackRest (`--backup pgbackrest --backup-repo PATH`): archiving on the primary, WAL
+    /// fetched from the repository by standbys, `baton backup`. Nil: no backups.
+    public var backup: PgBackRest?
 
     /// How the other nodes reach this node's API.
     public var apiAddress: NodeAPIAddress {
@@ -392,6 +395,27 @@ extension BootstrapSettings {
         default:
             p.add("--api-tls-certificate and --api-tls-key go together")
         }
+        var backup: PgBackRest? = nil
+        switch string("backup") {
+        case nil, "none"?:
+            if string("backup-repo") != nil { p.add("--backup-repo needs --backup pgbackrest") }
+        case "pgbackrest"?:
+            if let repo = string("backup-repo") {
+                if let repository = p.check({ () throws(ValidationProblem) in try SafePath(repo, field: "--backup-repo") }), let cluster = settings.0,
+                    let stateDirectory = settings.12
+                {
+                    backup = p.check { () throws(ValidationProblem) in
+                        try PgBackRest(
+                            repository: repository, stateDirectory: stateDirectory, cluster: cluster,
+                            retentionFull: int("backup-retention-full") ?? PgBackRest.defaultRetentionFull)
+                    }
+                }
+            } else {
+                p.add("--backup pgbackrest needs --backup-repo PATH: the repository every node reaches (NFS, or one machine's disk)")
+            }
+        case let other?:
+            p.add("--backup must be pgbackrest or none, not \(Quote.show(other))")
+        }
         try p.throwIfAny()
         guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
             let pgBindir = settings.5, let socketDir = settings.6, let passwordSource = settings.7, let keepalivedConf = settings.8,
@@ -410,6 +434,7 @@ extension BootstrapSettings {
             apiListen: apiListen ?? APIListen(host: "0.0.0.0", port: try! TCPPort(8008)), apiTLS: apiTLS, vrrpUnicast: vrrpUnicast,
             keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
         validated.maxSlotWalKeepSize = maxSlotWalKeepSize
+        validated.backup = backup
         validated.logFormat = logFormat ?? .text
         (validated.readOnlyDatabases, validated.readOnlySuffix, validated.readOnlyMaximumLag) = (readOnlyDatabases, readOnlySuffix, readOnlyMaximumLag)
         return validated
@@ -448,6 +473,11 @@ extension BootstrapSettings {
             lines.append("read-only-databases: [\(readOnlyDatabases.map { "'\($0)'" }.joined(separator: ", "))]")
             lines.append("read-only-suffix: '\(readOnlySuffix)'")
             lines.append("read-only-max-lag: \(readOnlyMaximumLag)")
+        }
+        if let backup {
+            lines.append("backup: 'pgbackrest'")
+            lines.append("backup-repo: '\(backup.repository)'")
+            lines.append("backup-retention-full: \(backup.retentionFull)")
         }
         if kernelWatchdog != .off {
             lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")

@@ -306,6 +306,31 @@ struct BootstrapInputTests {
         } throws: { "\($0)".contains("--log-format must be one of text, json, not \"xml\"") }
     }
 
+    @Test("--backup pgbackrest needs a repository a shell command can carry; the node file keeps it; anything else is refused")
+    func backupOptions() throws {
+        let env = [BootstrapSettings.passwordVariable: "x"]
+        func validate(_ extra: [String: RawValue]) throws -> BootstrapSettings {
+            var options: [String: RawValue] = ["address": .string("10.0.0.1"), "state-dir": .string("/var/lib/baton")]
+            for (k, v) in extra { options[k] = v }
+            return try BootstrapSettings.validate(mode: .master, options: options, environment: env, hostname: "h")
+        }
+        let wired = try validate(["backup": .string("pgbackrest"), "backup-repo": .string("/srv/pgbackrest"), "backup-retention-full": .int(3)])
+        #expect(wired.backup?.repository.value == "/srv/pgbackrest" && wired.backup?.retentionFull == 3 && wired.backup?.stanza == "main")
+        let reread = try BootstrapSettings.validate(
+            mode: .master, options: try BootstrapOption.load(yaml: wired.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h")
+        #expect(reread.backup == wired.backup)
+        #expect(try validate([:]).backup == nil && !(try validate([:]).nodeConfigYAML().contains("backup")))
+        for (options, message) in [
+            (["backup": RawValue.string("pgbackrest")], "--backup pgbackrest needs --backup-repo"),
+            (["backup-repo": .string("/srv/x")], "--backup-repo needs --backup pgbackrest"),
+            (["backup": .string("barman"), "backup-repo": .string("/srv/x")], "--backup must be pgbackrest or none"),
+            (["backup": .string("pgbackrest"), "backup-repo": .string("/srv/my backups")], "archive_command"),
+            (["backup": .string("pgbackrest"), "backup-repo": .string("relative")], "absolute path"),
+        ] {
+            #expect { try validate(options) } throws: { "\($0)".contains(message) }
+        }
+    }
+
     @Test func thePasswordComesFromAFileOrTheEnvironmentOnly() throws {
         #expect(throws: ValidationProblems.self) {
             try BootstrapSettings.validate(mode: .master, options: ["address": .string("127.0.0.1")], environment: [:], hostname: "h")

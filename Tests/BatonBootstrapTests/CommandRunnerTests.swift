@@ -1,5 +1,6 @@
 import BatonPostgres
 import Foundation
+import Synchronization
 import Testing
 
 struct CommandRunnerTests {
@@ -19,6 +20,18 @@ struct CommandRunnerTests {
         #expect(result.status == 3)
         #expect(result.output == "from-stdin\nto-stderr\n")
         #expect(Set(try leftovers()).subtracting(before).isEmpty)
+    }
+
+    @Test("a long command's output lines are heard as they come, before it ends, and all of them")
+    func progressAsItComes() async throws {
+        let heard = Mutex<[(String, ContinuousClock.Instant)]>([])
+        let started = ContinuousClock.now
+        let result = try await CommandRunner().run("/bin/sh", ["-c", "echo one; sleep 1; printf 'two\\nthree'"]) { line in
+            heard.withLock { $0.append((line, .now)) }
+        }
+        let lines = heard.withLock { $0 }
+        #expect(result.succeeded && lines.map(\.0) == ["one", "two", "three"], "\(lines.map(\.0))")
+        #expect(lines.first.map { $0.1 - started < .milliseconds(900) } == true, "the first line came before the command ended")
     }
 
     @Test("only the last 64 KiB of a long output are kept")

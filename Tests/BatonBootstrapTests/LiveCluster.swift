@@ -90,6 +90,9 @@ final class LiveCluster: @unchecked Sendable {
         return (outcome, lines.lines)
     }
 
+    /// A data directory a test's PostgreSQL runs in (a clone, say): stopped at cleanup.
+    func trackDataDirectory(_ path: String) { lock.withLock { dataDirectories.append(path) } }
+
     func track(_ process: BatonProcess) { lock.withLock { extraProcesses.append(process) } }
     var trackedProcesses: [BatonProcess] { lock.withLock { extraProcesses } }
 

@@ -1,0 +1,190 @@
+import ConsulAPI
+import Foundation
+
+/// Backups with pgBackRest, as pure text and rules: the repository, the stanza (named after the
+/// cluster), the commands PostgreSQL runs to archive and fetch WAL, pgBackRest's configuration file, and
+/// what its `info` answer says about the backups and the archive.
+///
+/// Every node has the same repository (a directory every node reaches: NFS, or one machine's disk in
+/// the lab) and the same stanza. Only the primary archives (`archive_mode = on`): a standby never pushes
+/// a segment, and a node that is promoted archives its new timeline — and first pushes the segments of
+/// the old one it holds, so that the archive has no hole where the old primary died before archiving.
+public struct PgBackRest: Sendable, Equatable {
+    /// The repository (`repo1-path`).
+    public var repository: SafePath
+    /// pgBackRest's configuration file for this node, written by Baton.
+    public var configFile: SafePath
+    /// Where pgBackRest logs and keeps its locks on this node (one per node: nodes sharing a machine
+    /// must not share locks).
+    public var workDirectory: SafePath
+    /// The stanza: the cluster's name.
+    public var stanza: String
+    /// Full backups kept (`repo1-retention-full`); older ones and the WAL only they need are expired.
+    public var retentionFull: Int
+    public var executable: SafePath
+
+    public static let defaultExecutable = try! SafePath("/usr/bin/pgbackrest")
+    public static let defaultRetentionFull = 2
+
+    /// - Throws: a ``ValidationProblem`` for a path a shell command line could not carry as it is.
+    public init(
+        repository: SafePath, stateDirectory: SafePath, cluster: ClusterName, retentionFull: Int = PgBackRest.defaultRetentionFull,
+        executable: SafePath = PgBackRest.defaultExecutable
+    ) throws(ValidationProblem) {
+        for (field, path) in [("--backup-repo", repository), ("--state-dir", stateDirectory), ("the pgBackRest executable", executable)] {
+            guard path.value.unicodeScalars.allSatisfy({ Self.plainPathCharacters.contains($0) }) else {
+                throw ValidationProblem(
+                    "\(field) \(Quote.show(path.value)) is used in PostgreSQL's archive_command: only letters, digits, '/', '.', '_' and '-' are allowed there")
+            }
+        }
+        guard (1...100).contains(retentionFull) else {
+            throw ValidationProblem("--backup-retention-full \(retentionFull) must be from 1 to 100 (full backups kept)")
+        }
+        self.repository = repository
+        self.configFile = try SafePath(stateDirectory.value + "/pgbackrest.conf")
+        self.workDirectory = try SafePath(stateDirectory.value + "/pgbackrest")
+        self.stanza = cluster.value
+        self.retentionFull = retentionFull
+        self.executable = executable
+    }
+
+    static let plainPathCharacters: Set<Unicode.Scalar> = Set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-".unicodeScalars)
+
+    /// The start of every pgBackRest command line for this node: the executable, its config, the stanza.
+    public var command: [String] { [executable.value, "--config=\(configFile.value)", "--stanza=\(stanza)"] }
+
+    /// PostgreSQL's `archive_command` (run by the primary for each finished WAL segment).
+    public var archiveCommand: String { command.joined(separator: " ") + " archive-push %p" }
+    /// PostgreSQL's `restore_command` (a standby or a restore fetches WAL it cannot stream).
+    public var restoreCommand: String { command.joined(separator: " ") + " archive-get %f \"%p\"" }
+
+    /// The lines `baton.conf` gains.
+    public var postgresSettings: [String] {
+        [
+            "# Archiving with pgBackRest (bootstrap --backup pgbackrest): only the primary archives.",
+            "archive_mode = on",
+            "archive_command = '\(archiveCommand)'",
+            "restore_command = '\(restoreCommand)'",
+        ]
+    }
+
+    /// pgBackRest's configuration for this node: the repository and the local PostgreSQL.
+    public func configuration(pgdata: SafePath, port: TCPPort, socketDirectory: SafePath, osUser: String) -> String {
+        [
+            "# Written by baton for this node (bootstrap --backup pgbackrest); rewritten when its settings change.",
+            "[global]",
+            "repo1-path=\(repository.value)",
+            "repo1-retention-full=\(retentionFull)",
+            "log-path=\(workDirectory.value)/log",
+            "lock-path=\(workDirectory.value)/lock",
+            "log-level-file=info",
+            "log-level-console=warn",
+            "start-fast=y",
+            "",
+            "[\(stanza)]",
+            "pg1-path=\(pgdata.value)",
+            "pg1-port=\(port.value)",
+            "pg1-socket-path=\(socketDirectory.value)",
+            "pg1-user=\(osUser)",
+            "",
+        ].joined(separator: "\n")
+    }
+
+    /// WAL segments are 16 MB (initdb's default, which Baton's initdb keeps).
+    public static let segmentBytes: UInt64 = 16 << 20
+
+    /// A WAL segment file's name (24 hex digits: timeline, then the segment's number in two halves).
+    public struct Segment: Sendable, Equatable, Comparable {
+        public var name: String
+        public var timeline: UInt32
+        /// The segment's number: its first byte's LSN over ``PgBackRest/segmentBytes``.
+        public var number: UInt64
+
+        public init?(_ name: String) {
+            guard name.count == 24, name.unicodeScalars.allSatisfy({ ("0"..."9").contains($0) || ("A"..."F").contains($0) }),
+                let timeline = UInt32(name.prefix(8), radix: 16), let log = UInt64(name.dropFirst(8).prefix(8), radix: 16),
+                let segment = UInt64(name.suffix(8), radix: 16)
+            else { return nil }
+            self.name = name
+            self.timeline = timeline
+            self.number = log * (0x1_0000_0000 / PgBackRest.segmentBytes) + segment
+        }
+
+        public static func < (a: Segment, b: Segment) -> Bool { a.name < b.name }
+    }
+
+    /// The segments a node promoted to a new timeline pushes to the archive itself: those it holds of
+    /// the timelines before, each wholly before the point where its timeline ended (the new timeline's
+    /// history file says where). The old primary may have died before archiving them — a standby
+    /// receives segments but, with `archive_mode = on`, never archives them. Segments past a
+    /// timeline's end are never pushed: they are recycled files of garbage, or the old timeline's last,
+    /// partial one (which PostgreSQL archives itself as `.partial`). Pushing one the archive holds with
+    /// the same content changes nothing (pgBackRest compares checksums).
+    public static func segmentsToPushAfterPromotion(walFiles: [String], history: String) -> [String] {
+        var ends: [UInt32: UInt64] = [:]
+        for line in history.split(separator: "\n") {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let timeline = UInt32(fields[0].trimmingCharacters(in: .whitespaces)),
+                let end = try? LSN(parsing: fields[1].trimmingCharacters(in: .whitespaces))  // ignored: not a history line
+            else { continue }
+            ends[timeline] = end.value / segmentBytes
+        }
+        return walFiles.compactMap(Segment.init).filter { segment in ends[segment.timeline].map { segment.number < $0 } ?? false }.sorted().map(\.name)
+    }
+}
+
+extension PgBackRest {
+    /// One backup as `pgbackrest info --output=json` describes it.
+    public struct Backup: Sendable, Equatable {
+        public var label: String
+        public var type: String
+        public var started: Int64
+        public var stopped: Int64
+        /// The database's size, and what the backup added to the repository (compressed, deduplicated).
+        public var databaseBytes: UInt64
+        public var repositoryBytes: UInt64
+        public var walStart: String
+        public var walStop: String
+        /// pgBackRest's own error flag: the backup found a page checksum or other error.
+        public var error: Bool
+    }
+
+    /// The stanza as `info` sees it: its backups, oldest first, the archive's WAL range and status.
+    public struct Info: Sendable, Equatable {
+        public var status: String
+        public var backups: [Backup]
+        public var archiveMin: String?
+        public var archiveMax: String?
+    }
+
+    /// Reads `pgbackrest info --output=json` for `stanza`.
+    /// - Throws: a ``ValidationProblem`` for an answer that is not pgBackRest's.
+    public static func info(json text: [UInt8], stanza: String) throws(ValidationProblem) -> Info {
+        let json: JSONValue
+        do { json = try JSONValue.parse(text) } catch { throw ValidationProblem("pgbackrest info did not answer JSON: \(error)") }
+        guard let stanzas = json.arrayValue else { throw ValidationProblem("pgbackrest info did not answer a list of stanzas") }
+        guard let entry = stanzas.first(where: { $0.member("name")?.stringValue == stanza }) else {
+            return Info(status: "missing stanza", backups: [], archiveMin: nil, archiveMax: nil)
+        }
+        let status = entry.member("status")?.member("message")?.stringValue ?? "unknown"
+        var backups: [Backup] = []
+        for item in entry.member("backup")?.arrayValue ?? [] {
+            guard let label = item.member("label")?.stringValue else { continue }
+            backups.append(
+                Backup(
+                    label: label, type: item.member("type")?.stringValue ?? "?",
+                    started: item.member("timestamp")?.member("start")?.int64Value ?? 0,
+                    stopped: item.member("timestamp")?.member("stop")?.int64Value ?? 0,
+                    databaseBytes: item.member("info")?.member("size")?.uint64Value ?? 0,
+                    repositoryBytes: item.member("info")?.member("repository")?.member("delta")?.uint64Value ?? 0,
+                    walStart: item.member("archive")?.member("start")?.stringValue ?? "",
+                    walStop: item.member("archive")?.member("stop")?.stringValue ?? "",
+                    error: item.member("error")?.boolValue ?? false))
+        }
+        let archives = entry.member("archive")?.arrayValue ?? []
+        let min = archives.compactMap { $0.member("min")?.stringValue }.min()
+        let max = archives.compactMap { $0.member("max")?.stringValue }.max()
+        return Info(status: status, backups: backups.sorted { $0.started < $1.started }, archiveMin: min, archiveMax: max)
+    }
+}

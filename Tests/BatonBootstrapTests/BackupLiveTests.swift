@@ -1,0 +1,126 @@
+import BatonBootstrap
+import BatonCore
+import BatonPostgres
+import BatonSettings
+import BatonTestSupport
+import ConsulAPI
+import Foundation
+import Testing
+
+/// Backups with pgBackRest against real PostgreSQL: bootstrap wires archiving, `baton backup` runs on
+/// the leader, a failover in the middle of archiving leaves the archive whole, and point-in-time clones
+/// bring back what was dropped.
+@Suite("backups with pgBackRest", .serialized)
+struct BackupLiveTests {
+    static var available: Bool { LiveCluster.available && FileManager.default.isExecutableFile(atPath: "/usr/bin/pgbackrest") && getuid() == 0 }
+
+    func backupOptions(_ c: LiveCluster) -> [String: RawValue] {
+        ["backup": .string("pgbackrest"), "backup-repo": .string(c.root + "/backup-repo")]
+    }
+
+    /// Runs `baton ARGUMENTS --config <node's config>`.
+    func baton(_ c: LiveCluster, _ node: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        let result = try await runCommand(BatonProcess.executable, arguments + ["--config", c.directory(node) + "/baton.yaml"])
+        return (result.status, result.output)
+    }
+
+    func scalar(_ c: LiveCluster, port: Int, _ sql: String) async throws -> String? {
+        let connection = try await c.connect(port: port)
+        defer { connection.close() }
+        return try await connection.scalar(sql)
+    }
+
+    /// Switches to a new WAL segment and waits until the archiver has archived the one it closed.
+    func archiveCurrentSegment(_ c: LiveCluster, port: Int) async throws -> Bool {
+        let closed = try await scalar(c, port: port, "SELECT pg_walfile_name(pg_switch_wal())") ?? ""
+        return await eventually(timeout: .seconds(30)) {
+            ((try? await scalar(c, port: port, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")) ?? "") >= closed
+        }
+    }
+
+    @Test(
+        "bootstrap wires archiving; a backup on the leader; a failover in the middle of archiving leaves the archive whole (check passes, a clone to a time after it holds every acknowledged write); a clone from before a DROP TABLE has the table",
+        .enabled(if: BackupLiveTests.available))
+    func archiveFollowsTheLeader() async throws {
+        try await LiveCluster.with { c in
+            let live = MonitorLiveTests()
+            let nodes = try await live.threeNodes(c, options: Dictionary(uniqueKeysWithValues: ["pg1", "pg2", "pg3"].map { ($0, backupOptions(c)) }))
+            let port = Dictionary(uniqueKeysWithValues: nodes)
+            // Only the primary archives; the standbys fetch with restore_command.
+            #expect(try await scalar(c, port: port["pg1"]!, "SHOW archive_mode") == "on")
+            #expect(try await scalar(c, port: port["pg2"]!, "SHOW restore_command")?.contains("archive-get") == true)
+            #expect(try await archiveCurrentSegment(c, port: port["pg1"]!), "pg1 archives")
+
+            let notLeader = try await baton(c, "pg2", ["backup"])
+            #expect(notLeader.status == 1 && notLeader.output.contains("does not lead"), "\(notLeader.output)")
+            let made = try await baton(c, "pg1", ["backup", "--type", "full"])
+            #expect(made.status == 0 && made.output.contains("done"), "\(made.output)")
+            let listed = try await baton(c, "pg1", ["backups"])
+            #expect(listed.status == 0 && listed.output.contains("full"), "\(listed.output)")
+
+            // A table dropped by mistake, after a time to go back to (pgBackRest restores from a backup that
+            // stopped before the target, counted in whole seconds).
+            try await Task.sleep(for: .seconds(2))
+            let primary = try await c.connect(port: port["pg1"]!)
+            try await primary.query("CREATE TABLE keep_me (id int)")
+            try await primary.query("INSERT INTO keep_me SELECT generate_series(1, 100)")
+            let beforeDrop = try #require(try await primary.scalar("SELECT now()::text"))
+            try await primary.query("DROP TABLE keep_me")
+            primary.close()
+
+            // Writes all along; the primary's postmaster killed right after a segment switch, so that
+            // the last segments may not be archived by it.
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(1))
+            _ = try await scalar(c, port: port["pg1"]!, "SELECT pg_switch_wal()")
+            kill(try live.postmasterPID(c, "pg1"), SIGKILL)
+            let newLeader = try #require(await live.newWritableLeader(c, nodes, replacing: "pg1"))
+            let leaderPort = port[newLeader]!
+            // The new primary pushes the old timeline's segments it holds (the old primary may have died
+            // before archiving them); without that, the clone below cannot replay across the failover.
+            let pushed = await eventually(timeout: .seconds(60)) { c.trackedProcesses.contains { $0.output.contains("Archived the earlier timelines' segments") } }
+            #expect(pushed, "no monitor archived the earlier timeline's segments")
+            try await Task.sleep(for: .seconds(2))
+            let afterFailover = try #require(try await scalar(c, port: leaderPort, "SELECT now()::text"))
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+            #expect(try await archiveCurrentSegment(c, port: leaderPort), "\(newLeader) archives its timeline")
+            let acknowledgedBefore = try await scalar(
+                c, port: leaderPort, "SELECT string_agg(id::text, ',') FROM baton_writes WHERE at < '\(afterFailover)'::timestamptz")
+
+            // pgBackRest's own check on the new primary: configuration, archive and repository agree.
+            let settings = try c.settings(.master, newLeader, port: leaderPort, extra: backupOptions(c))
+            let check = try await PgBackRestTool(settings: try #require(settings.backup), osUser: "postgres").checkArchive()
+            #expect(check.succeeded, "pgbackrest check on \(newLeader): \(check.output)")
+
+            // A clone to a time after the failover replays across the timeline switch: every write the
+            // new primary holds from before that time is there.
+            let afterClone = c.root + "/clone-after"
+            let afterPort = try FreePort.pick()
+            let cloned = try await baton(c, newLeader, ["clone", "--to-time", afterFailover, "--pgdata", afterClone, "--port", String(afterPort)])
+            #expect(cloned.status == 0, "\(cloned.output)")
+            c.trackDataDirectory(afterClone)
+            let inClone = try await scalar(
+                c, port: afterPort, "SELECT string_agg(id::text, ',') FROM baton_writes WHERE at < '\(afterFailover)'::timestamptz")
+            #expect(inClone == acknowledgedBefore && inClone != nil, "the clone holds the writes before \(afterFailover)")
+            #expect(try await scalar(c, port: afterPort, "SELECT count(*) FROM pg_stat_archiver WHERE archived_count > 0") == "0", "the clone archives nothing")
+            #expect(try await scalar(c, port: afterPort, "SELECT pg_is_in_recovery()") == "f")
+
+            // A clone from before the DROP TABLE has the table.
+            let beforeClone = c.root + "/clone-before"
+            let beforePort = try FreePort.pick()
+            let early = try await baton(c, newLeader, ["clone", "--to-time", beforeDrop, "--pgdata", beforeClone, "--port", String(beforePort)])
+            #expect(early.status == 0, "\(early.output)")
+            c.trackDataDirectory(beforeClone)
+            #expect(try await scalar(c, port: beforePort, "SELECT count(*) FROM keep_me") == "100", "the dropped table is back in the clone")
+
+            // Bad input changes nothing.
+            let bad = try await baton(c, newLeader, ["clone", "--pgdata", beforeClone, "--port", String(beforePort)])
+            #expect(bad.status == 2 && bad.output.contains("--to-time or --to-lsn"), "\(bad.output)")
+            let occupied = try await baton(c, newLeader, ["clone", "--to-time", beforeDrop, "--pgdata", beforeClone, "--port", String(beforePort + 1)])
+            #expect(occupied.status == 1 && occupied.output.contains("not empty"), "\(occupied.output)")
+        }
+    }
+}

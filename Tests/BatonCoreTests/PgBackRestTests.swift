@@ -1,0 +1,102 @@
+import BatonCore
+import ConsulAPI
+import Testing
+
+struct PgBackRestTests {
+    let cluster = try! ClusterName("main")
+    let repository = try! SafePath("/srv/backup")
+    let state = try! SafePath("/var/lib/baton")
+
+    @Test("archiving settings: only the primary archives, standbys fetch with restore_command; the config names the repository and this node's PostgreSQL")
+    func settingsText() throws {
+        let backup = try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster)
+        #expect(backup.archiveCommand == "/usr/bin/pgbackrest --config=/var/lib/baton/pgbackrest.conf --stanza=main archive-push %p")
+        #expect(backup.restoreCommand == "/usr/bin/pgbackrest --config=/var/lib/baton/pgbackrest.conf --stanza=main archive-get %f \"%p\"")
+        let conf = PostgresFiles.settings(
+            port: try TCPPort(5432), listen: "*", socketDirectory: try SafePath("/run/postgresql"), upstream: nil, archive: backup)
+        #expect(conf.contains("archive_mode = on\n"))
+        #expect(conf.contains("archive_command = '\(backup.archiveCommand)'\n"))
+        #expect(!PostgresFiles.settings(port: try TCPPort(5432), listen: "*", socketDirectory: try SafePath("/run/postgresql"), upstream: nil).contains("archive"))
+        let text = backup.configuration(pgdata: try SafePath("/var/lib/postgresql/15/baton"), port: try TCPPort(5433), socketDirectory: try SafePath("/run/postgresql"), osUser: "postgres")
+        for line in ["repo1-path=/srv/backup", "repo1-retention-full=2", "lock-path=/var/lib/baton/pgbackrest/lock", "[main]", "pg1-path=/var/lib/postgresql/15/baton", "pg1-port=5433"] {
+            #expect(text.contains(line + "\n"), "\(line) in\n\(text)")
+        }
+        // The cluster-wide parameters cannot take archiving over.
+        #expect(throws: ValidationProblem.self) { try PostgresParameters().setting("archive_command", to: "cp %p /x") }
+        #expect(throws: ValidationProblem.self) { try PostgresParameters().setting("archive_mode", to: "off") }
+    }
+
+    @Test("a path the archive command could not carry as it is, or a retention out of range, is refused")
+    func badInput() {
+        #expect(throws: ValidationProblem.self) { try PgBackRest(repository: try SafePath("/srv/my backups"), stateDirectory: state, cluster: cluster) }
+        #expect(throws: ValidationProblem.self) { try PgBackRest(repository: try SafePath("/srv/$HOME"), stateDirectory: state, cluster: cluster) }
+        #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: try SafePath("/var/lib/ba;ton"), cluster: cluster) }
+        #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, retentionFull: 0) }
+    }
+
+    @Test("after a promotion the node pushes the earlier timelines' segments it holds up to each one's end — never the partial one, recycled ones or the new timeline's")
+    func segmentsAfterPromotion() {
+        // Timeline 1 ended in segment 6 (0/6000060), timeline 2 in segment 9 (0/9000000: segment 9 starts there).
+        let history = "1\t0/6000060\tno recovery target specified\n2\t0/9000000\tno recovery target specified\n"
+        let files = [
+            "000000010000000000000004", "000000010000000000000005", "000000010000000000000006.partial", "000000010000000000000006",
+            "00000001000000000000000A",  // recycled: past the end of timeline 1
+            "000000020000000000000007", "000000020000000000000008", "000000020000000000000009",
+            "000000030000000000000009", "00000002.history", "00000003.history", "archive_status", "000000010000000000000003.00000028.backup",
+        ]
+        #expect(
+            PgBackRest.segmentsToPushAfterPromotion(walFiles: files, history: history)
+                == ["000000010000000000000004", "000000010000000000000005", "000000020000000000000007", "000000020000000000000008"])
+        // Segment numbers cross a log id: 0/FF000000 is segment 255, 1/00000000 segment 256.
+        #expect(PgBackRest.Segment("0000000100000000000000FF")?.number == 255)
+        #expect(PgBackRest.Segment("000000010000000100000000")?.number == 256)
+        #expect(PgBackRest.segmentsToPushAfterPromotion(walFiles: ["0000000100000000000000FF"], history: "1\t1/100\treason\n") == ["0000000100000000000000FF"])
+        #expect(PgBackRest.segmentsToPushAfterPromotion(walFiles: files, history: "") == [], "no history, nothing pushed")
+        #expect(PgBackRest.segmentsToPushAfterPromotion(walFiles: files, history: "garbage\n1\tnot-an-lsn\tx\n") == [])
+    }
+
+    @Test("pgbackrest info's JSON: backups oldest first with sizes and times, the archive's range; another stanza's or none")
+    func info() throws {
+        let json = """
+            [{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000020000000000000009","min":"000000010000000000000003"}],
+              "backup":[
+                {"archive":{"start":"000000020000000000000008","stop":"000000020000000000000008"},"error":false,
+                 "info":{"delta":1000,"repository":{"delta":200,"size":200},"size":23302893},"label":"20261207-120900F_20261207-121000I",
+                 "timestamp":{"start":1796385600,"stop":1796385602},"type":"incr"},
+                {"archive":{"start":"000000010000000000000004","stop":"000000010000000000000004"},"error":false,
+                 "info":{"delta":23302893,"repository":{"delta":2973413,"size":2973413},"size":23302893},"label":"20261207-120900F",
+                 "timestamp":{"start":1796385540,"stop":1796385543},"type":"full"}],
+              "name":"main","status":{"code":0,"message":"ok"}}]
+            """
+        let info = try PgBackRest.info(json: Array(json.utf8), stanza: "main")
+        #expect(info.status == "ok" && info.archiveMin == "000000010000000000000003" && info.archiveMax == "000000020000000000000009")
+        #expect(info.backups.map(\.type) == ["full", "incr"])
+        #expect(info.backups[0].databaseBytes == 23_302_893 && info.backups[0].repositoryBytes == 2_973_413 && info.backups[0].stopped - info.backups[0].started == 3)
+        #expect(try PgBackRest.info(json: Array(json.utf8), stanza: "other").status == "missing stanza")
+        #expect(throws: ValidationProblem.self) { try PgBackRest.info(json: Array("not json".utf8), stanza: "main") }
+        #expect(throws: ValidationProblem.self) { try PgBackRest.info(json: Array("{}".utf8), stanza: "main") }
+    }
+
+    @Test("bootstrap with backups: pgBackRest's config before PostgreSQL's on every node, the stanza once, by the node that creates the cluster")
+    func bootstrapSteps() throws {
+        let node = try NodeName("pg1")
+        let base = BootstrapObservation(
+            node: node, cluster: cluster, creating: true, claim: nil, dataDirectory: DataDirectoryState(kind: .empty), postgresRunning: false,
+            primary: nil, forceClone: false, keepalivedWanted: false, backupWanted: true)
+        let master = try BootstrapPlanner.plan(base)
+        let configure = try #require(master.firstIndex(of: .configureBackup))
+        #expect(configure < master.firstIndex(of: .configurePostgres(standbyOf: nil))!)
+        #expect(master.firstIndex(of: .createBackupStanza)! > master.firstIndex(of: .startPostgres)!)
+        var without = base
+        without.backupWanted = false
+        #expect(!(try BootstrapPlanner.plan(without)).contains(.configureBackup))
+        var join = base
+        join.creating = false
+        join.node = try NodeName("pg2")
+        join.claim = ClusterClaim(node: node, systemIdentifier: "7000")
+        join.primary = NodeRegistration(
+            name: node, address: try HostAddress("198.18.0.1"), port: try TCPPort(5432), role: .primary, upstream: nil, priority: 100, location: "default")
+        let joining = try BootstrapPlanner.plan(join)
+        #expect(joining.contains(.configureBackup) && !joining.contains(.createBackupStanza))
+    }
+}
