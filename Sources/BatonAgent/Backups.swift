@@ -47,7 +47,7 @@ public struct Backups: Sendable {
         }
         let event = ClusterEvent(
             time: rfc3339Now(), node: settings.node, kind: "backup",
-            detail: "\(made.type) backup \(made.label): \(Self.size(made.databaseBytes)) of database, \(Self.size(made.repositoryBytes)) added to the repository in \(made.stopped - made.started) s")
+            detail: "\(made.type) backup \(made.label): \(StatusView.bytes(made.databaseBytes)) of database, \(StatusView.bytes(made.repositoryBytes)) added to the repository in \(made.stopped - made.started) s")
         // ignored: the backup is made; the event is the history's, not the backup's
         try? await recordEvent(event, keys: keys, client: client)
         return made
@@ -66,22 +66,11 @@ public struct Backups: Sendable {
         for b in info.backups {
             rows.append([
                 b.label + (b.error ? " (errors!)" : ""), b.type, TimeText.rfc3339(seconds: b.started), String(b.stopped - b.started),
-                size(b.databaseBytes), size(b.repositoryBytes), b.walStart, b.walStop,
+                StatusView.bytes(b.databaseBytes), StatusView.bytes(b.repositoryBytes), b.walStart, b.walStop,
             ])
         }
         let widths = header.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         return lines + rows.map { row in row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
-    }
-
-    static func size(_ bytes: UInt64) -> String {
-        let units = ["B", "kB", "MB", "GB", "TB"]
-        var value = Double(bytes)
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
     }
 
     /// Where a point-in-time clone stops.

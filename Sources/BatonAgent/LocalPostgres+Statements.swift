@@ -68,6 +68,14 @@ extension PostgresNode {
         }
     }
 
+    public func archiverStatistics() async throws -> ArchiverStatistics {
+        let row = try await query(
+            "SELECT failed_count, extract(epoch FROM last_archived_time), extract(epoch FROM last_failed_time), last_failed_wal FROM pg_stat_archiver"
+        ).first ?? []
+        guard row.count == 4, let failed = row[0].flatMap({ UInt64($0) }) else { throw PostgresError("pg_stat_archiver gave no row") }
+        return ArchiverStatistics(failedCount: failed, lastArchivedAt: row[1].flatMap { Double($0) }, lastFailedAt: row[2].flatMap { Double($0) }, lastFailedWAL: row[3])
+    }
+
     private func position(_ sql: String) async throws -> LSN? {
         try await query(sql).first?.first?.flatMap { try? LSN(parsing: $0) }
     }

@@ -36,6 +36,8 @@ public protocol LocalDatabase: AnyObject {
     func replicationPeers() async throws -> [ReplicationPeer]
     /// Per standby: WAL bytes it has not flushed yet and its replay lag, for the metrics.
     func replicationLag() async throws -> [(standby: String, bytes: UInt64, seconds: Double?)]
+    /// `pg_stat_archiver`: how archiving went.
+    func archiverStatistics() async throws -> ArchiverStatistics
     /// Ends recovery and waits until the server takes writes (at most `timeout`).
     func promote(timeout: Duration) async throws
     /// Starts the postmaster without waiting (crash recovery may take a while).

@@ -206,6 +206,47 @@ func watchForDeath(conninfo: String, wake: @Sendable () -> Void) async {
 }
 
 /// A flag one task sets and another task or a blocking thread reads.
+/// The repository's newest backup as pgBackRest's `info` last said, read again in the monitor's
+/// background work when the repository's `backup.info` changed (a backup ended, or was expired) and at
+/// least every so often, one read at a time.
+final class NewestBackup: Sendable {
+    private struct State {
+        var value: ArchiveHealth.Backups = .unknown
+        var checkedAt: ContinuousClock.Instant?
+        var infoChanged: Date?
+        var running = false
+    }
+    private let state = Mutex(State())
+
+    var value: ArchiveHealth.Backups { state.withLock { $0.value } }
+
+    func refresh(every interval: Duration, tool: PgBackRestTool, logger: Logger, background: AsyncStream<@Sendable () async -> Void>.Continuation) {
+        let info = tool.settings.repository.value + "/backup/" + tool.settings.stanza + "/backup.info"
+        // ignored: a repository not written yet has no backup.info; the interval still brings a read
+        let changed = (try? FileManager.default.attributesOfItem(atPath: info)[.modificationDate]) as? Date
+        let due = state.withLock { s -> Bool in
+            guard !s.running, s.checkedAt.map({ ContinuousClock.now - $0 >= interval }) ?? true || changed != s.infoChanged else { return false }
+            s.running = true
+            s.infoChanged = changed
+            return true
+        }
+        guard due else { return }
+        background.yield { [self] in
+            var newest: ArchiveHealth.Backups? = nil
+            do {
+                newest = try await tool.info().backups.last.map { .newest(Double($0.stopped)) } ?? ArchiveHealth.Backups.none
+            } catch {
+                logger.warning("Cannot read the backups from pgBackRest; tried again in a while", metadata: ["error": "\(error)"])
+            }
+            state.withLock { s in
+                if let newest { s.value = newest }
+                s.checkedAt = .now
+                s.running = false
+            }
+        }
+    }
+}
+
 final class CancellationFlag: Sendable {
     private let value = Mutex(false)
     var isSet: Bool { value.withLock { $0 } }

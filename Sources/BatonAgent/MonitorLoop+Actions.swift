@@ -155,6 +155,7 @@ extension MonitorLoop {
             try await client.put(keys.node(name), demoted.json.serializedBytes())
         }
         try await reconcileSlots(snapshot)
+        await refreshArchiveHealth()
         try await checkpointAfterPromotion()
         try await manageSynchronousReplication(snapshot)
         if let (index, standing) = memory.finishedRequest(snapshot, at: .now), let pending = snapshot.request,
@@ -254,6 +255,23 @@ extension MonitorLoop {
                 logger.warning("Cannot archive the earlier timelines' segments", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    /// The leader's view of its WAL archive, every loop (one query and a listing of the `.ready`
+    /// files); the newest backup's end from pgBackRest's `info`, in the background every 5 minutes.
+    mutating func refreshArchiveHealth() async {
+        guard let backup = settings.backup else { return }
+        newestBackup.refresh(every: .seconds(300), tool: PgBackRestTool(settings: backup, osUser: settings.pgOSUser), logger: logger, background: background)
+        let statistics: ArchiverStatistics
+        do { statistics = try await database.archiverStatistics() } catch { return }  // PostgreSQL does not answer: the loop says so elsewhere
+        let statusDirectory = settings.pgdata.value + "/pg_wal/archive_status"
+        // ignored: a listing that fails shows nothing waiting; pg_stat_archiver's failures still show
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: statusDirectory)) ?? []
+        let readySince = names.filter { $0.hasSuffix(".ready") }.compactMap { name -> Double? in
+            // ignored: a file archived meanwhile is no longer waiting
+            (try? FileManager.default.attributesOfItem(atPath: statusDirectory + "/" + name)[.modificationDate] as? Date)?.timeIntervalSince1970
+        }
+        archive = ArchiveHealth.observe(statistics, readySince: readySince, now: Date().timeIntervalSince1970, backups: newestBackup.value)
     }
 
     /// The checkpoint that writes the new timeline into the control file, in the background: the loop

@@ -80,6 +80,10 @@ struct MonitorLoop {
     var startedUp = false
     /// A background checkpoint after promotion is running.
     let checkpointing = CancellationFlag()
+    /// On the leader, with backups: how the WAL archive fares (nil elsewhere).
+    var archive: ArchiveHealth?
+    /// The newest backup's end, read from pgBackRest in the background (``refreshArchiveHealth()``).
+    let newestBackup = NewestBackup()
 
     init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, lease: Lease, database: any LocalDatabase,
@@ -221,6 +225,7 @@ struct MonitorLoop {
         }
         if !leading {
             slots = []
+            archive = nil
             disagreements = []
             memory.routing = DisagreementMemory()
         }
@@ -298,6 +303,7 @@ struct MonitorLoop {
         }
         if let snapshot { metrics.bouncers(snapshot.bouncers) }
         if leading { metrics.slots(slots) }
+        if leading, let archive { metrics.archive(archive) }
         metrics.pendingRestart.record(pendingRestart.count)
     }
 
@@ -410,7 +416,10 @@ struct MonitorLoop {
     mutating func publishStatus(local: LocalPostgres, action: MonitorAction) async {
         var status = memory.report(local, decision: action.description, time: Date().timeIntervalSince1970)
         status.pendingRestart = local.isUp ? pendingRestart : []
-        if case .primary = local { status.slots = slots }
+        if case .primary = local {
+            status.slots = slots
+            status.archive = archive?.reported
+        }
         status.disagreements = disagreements
         let now = ContinuousClock.now
         guard status.due(after: statusWritten?.status, writtenAgo: statusWritten.map { now - $0.at }, loopWait: config.loopWait) else { return }

@@ -93,6 +93,19 @@ struct MonitorMetrics {
         }
     }
 
+    /// On the leader, with backups: the archive's backlog and failures, and when the newest backup ended.
+    func archive(_ archive: ArchiveHealth) {
+        Gauge(label: "baton_archive_waiting_segments").record(archive.waiting)
+        Gauge(label: "baton_archive_lag_seconds").record(archive.lagSeconds)
+        Gauge(label: "baton_archive_failures_total").record(Double(archive.failures))
+        Gauge(label: "baton_archive_failing").record(archive.failingSince == nil ? 0 : 1)
+        switch archive.backups {
+        case .unknown: break
+        case .none: Gauge(label: "baton_backup_last_timestamp_seconds").record(0)
+        case .newest(let ended): Gauge(label: "baton_backup_last_timestamp_seconds").record(ended)
+        }
+    }
+
     /// Each node's pgbouncer as its agent last reported it.
     func bouncers(_ reports: [NodeName: BouncerStatus]) {
         for (node, report) in reports {

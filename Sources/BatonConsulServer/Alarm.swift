@@ -15,6 +15,9 @@ final class Alarm: Sendable {
     }
     private let state = Mutex(State())
 
+    /// Whether the sleeper sleeps now (it planned a wake-up): a request from now on is weighed against it.
+    var sleeping: Bool { state.withLock { $0.planned != nil } }
+
     /// A deadline at `instant` was set: wakes the sleeper if it planned to sleep past it.
     func request(_ instant: ContinuousClock.Instant) {
         let woken = state.withLock { s -> CheckedContinuation<Void, Never>? in

@@ -17,6 +17,8 @@ public struct MemberStatus: Sendable, Equatable {
     public var slots: [SlotReport] = []
     /// On the leader: what has disagreed about who serves for longer than a failover takes (``RoutingAgreement``).
     public var disagreements: [String] = []
+    /// On the primary, with backups: how the WAL archive fares (``ArchiveHealth/reported``).
+    public var archive: ArchiveHealth?
     /// While this node's PostgreSQL is down or does not answer: how far its WAL reached, and on which
     /// timeline, when it last ran as a writable primary (nil once it follows another node). What a
     /// failover measures the candidates' lag against after the primary crashed (as Patroni's
@@ -64,6 +66,7 @@ public struct MemberStatus: Sendable, Equatable {
         pendingRestart = (json.member("pending_restart")?.arrayValue ?? []).compactMap(\.stringValue)
         slots = (json.member("slots")?.arrayValue ?? []).compactMap(SlotReport.init(json:))
         disagreements = (json.member("disagreements")?.arrayValue ?? []).compactMap(\.stringValue)
+        archive = ArchiveHealth(json: json.member("archive"))
         if let position = json.member("last_primary_position")?.stringValue.flatMap({ try? LSN(parsing: $0) }) {
             lastPrimary = PrimaryPosition(position: position, timeline: Int(json.member("last_primary_timeline")?.int64Value ?? 1))
         }
@@ -87,6 +90,7 @@ public struct MemberStatus: Sendable, Equatable {
         if !pendingRestart.isEmpty { members.append(("pending_restart", .array(pendingRestart.map { .string($0) }))) }
         if !slots.isEmpty { members.append(("slots", .array(slots.map(\.json)))) }
         if !disagreements.isEmpty { members.append(("disagreements", .array(disagreements.map { .string($0) }))) }
+        if let archive { members.append(("archive", archive.json)) }
         return .object(members)
     }
 

@@ -68,6 +68,7 @@ public struct StatusView: Sendable {
             for what in report.disagreements {
                 out.append("who serves is not agreed (for over \(RoutingAgreement.patience.components.seconds) s, as \(leader) sees it): \(what)")
             }
+            for problem in report.archive?.problems(now: report.time) ?? [] { out.append("backups (as \(leader) sees them): \(problem)") }
         }
         let registered = Set(nodes.map(\.registration.name.slotName))
         for slot in slots {

@@ -128,6 +128,11 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
         return []
     }
 
+    public func archiverStatistics() async throws -> ArchiverStatistics {
+        try await answering()
+        return ArchiverStatistics(failedCount: 0, lastArchivedAt: nil, lastFailedAt: nil, lastFailedWAL: nil)
+    }
+
     public func promote(timeout: Duration) async throws {
         note("promote")
         try await Task.sleep(for: delays.promote)

@@ -1,4 +1,5 @@
 import BatonBootstrap
+import BatonConsul
 import BatonCore
 import BatonPostgres
 import BatonSettings
@@ -51,12 +52,28 @@ struct BackupLiveTests {
             #expect(try await scalar(c, port: port["pg2"]!, "SHOW restore_command")?.contains("archive-get") == true)
             #expect(try await archiveCurrentSegment(c, port: port["pg1"]!), "pg1 archives")
 
+            // Status warns while the repository holds no backup, and stops once one is made.
+            let warned = await eventually(timeout: .seconds(30)) { (try? await baton(c, "pg2", ["status"]))?.output.contains("no backup yet") == true }
+            let statusNow = (try? await baton(c, "pg2", ["status"]))?.output ?? ""
+            #expect(warned, "status never said there is no backup: \(statusNow)")
+
             let notLeader = try await baton(c, "pg2", ["backup"])
             #expect(notLeader.status == 1 && notLeader.output.contains("does not lead"), "\(notLeader.output)")
             let made = try await baton(c, "pg1", ["backup", "--type", "full"])
             #expect(made.status == 0 && made.output.contains("done"), "\(made.output)")
             let listed = try await baton(c, "pg1", ["backups"])
             #expect(listed.status == 0 && listed.output.contains("full"), "\(listed.output)")
+            let quiet = await eventually(timeout: .seconds(30)) {
+                guard let status = try? await baton(c, "pg2", ["status"]), status.status == 0 else { return false }
+                return !status.output.contains("backups (as")
+            }
+            let statusAfter = (try? await baton(c, "pg2", ["status"]))?.output ?? ""
+            #expect(quiet, "status still warns about backups after one was made: \(statusAfter)")
+            let metrics = try await CurlTransport().send(HTTPRequest(method: "GET", url: "http://127.0.0.1:\(c.apiPort("pg1"))/metrics", timeout: .seconds(5))).text
+            for name in ["baton_archive_waiting_segments", "baton_archive_lag_seconds", "baton_archive_failing 0"] {
+                #expect(metrics.contains(name), "\(name) in the leader's metrics")
+            }
+            #expect(metrics.contains("baton_backup_last_timestamp_seconds") && !metrics.contains("baton_backup_last_timestamp_seconds 0\n"), "the backup's time")
 
             // A table dropped by mistake, after a time to go back to (pgBackRest restores from a backup that
             // stopped before the target, counted in whole seconds).

@@ -100,3 +100,49 @@ struct PgBackRestTests {
         #expect(joining.contains(.configureBackup) && !joining.contains(.createBackupStanza))
     }
 }
+
+struct ArchiveHealthTests {
+    let statistics = ArchiverStatistics(failedCount: 3, lastArchivedAt: 1000, lastFailedAt: 900, lastFailedWAL: "000000010000000000000004")
+
+    @Test("the archive's lag is the oldest waiting segment's wait; a failure counts as failing only when it came after the last success")
+    func observe() {
+        let health = ArchiveHealth.observe(statistics, readySince: [1500, 1200, 1400], now: 1600, backups: .newest(500))
+        #expect(health.waiting == 3 && health.lagSeconds == 400 && health.failures == 3 && health.failingSince == nil && health.failingWAL == nil)
+        var failing = statistics
+        failing.lastFailedAt = 1100
+        let now = ArchiveHealth.observe(failing, readySince: [], now: 1600, backups: .unknown)
+        #expect(now.lagSeconds == 0 && now.failingSince == 1100 && now.failingWAL == "000000010000000000000004")
+        let never = ArchiveHealth.observe(ArchiverStatistics(failedCount: 1, lastArchivedAt: nil, lastFailedAt: 10, lastFailedWAL: "00000001.history"), readySince: [], now: 20, backups: .none)
+        #expect(never.failingSince == 10, "failing and never archived")
+    }
+
+    @Test("problems: behind past 5 minutes or failing, no backup, one over 8 days old; nothing when well or not known yet")
+    func problems() {
+        let day = 86_400.0
+        #expect(ArchiveHealth(waiting: 1, lagSeconds: 20, failures: 0, backups: .newest(0)).problems(now: day).isEmpty)
+        #expect(ArchiveHealth(waiting: 0, lagSeconds: 0, failures: 0, backups: .unknown).problems(now: day).isEmpty, "not read yet: no warning")
+        let stuck = ArchiveHealth(waiting: 7, lagSeconds: 301, failures: 2, failingSince: 5, failingWAL: "000000010000000000000009", backups: .newest(0))
+        #expect(stuck.problems(now: day).count == 1 && stuck.problems(now: day)[0].contains("7 segment(s) wait") && stuck.problems(now: day)[0].contains("000000010000000000000009"))
+        #expect(ArchiveHealth(waiting: 0, lagSeconds: 0, failures: 0, backups: .none).problems(now: day) == [
+            "the repository holds no backup yet: run `baton backup` on the leader; until then nothing can be restored"
+        ])
+        #expect(ArchiveHealth(waiting: 0, lagSeconds: 0, failures: 0, backups: .newest(0)).problems(now: 9 * day)[0].contains("9 days old"))
+    }
+
+    @Test("a report carries the lag in tens of seconds (a resting report does not change every loop), and reads back; a bad one is none")
+    func report() throws {
+        let health = ArchiveHealth(waiting: 2, lagSeconds: 37.5, failures: 1, failingSince: 12, failingWAL: "000000010000000000000004", backups: .newest(99))
+        #expect(health.reported.lagSeconds == 30)
+        var status = MemberStatus(local: .primary(position: LSN(0x3000000), timeline: 2), decision: "lead", time: 1)
+        status.archive = health.reported
+        let read = try #require(MemberStatus(bytes: status.json.serializedBytes()))
+        #expect(read.archive == health.reported)
+        for backups in [ArchiveHealth.Backups.none, .unknown] {
+            status.archive = ArchiveHealth(waiting: 0, lagSeconds: 0, failures: 0, backups: backups)
+            #expect(MemberStatus(bytes: status.json.serializedBytes())?.archive?.backups == backups)
+        }
+        #expect(ArchiveHealth(json: try JSONValue.parse(#"{"waiting": -1, "lag_seconds": 0, "failures": 0}"#)) == nil)
+        let hostile = ArchiveHealth(json: try JSONValue.parse(#"{"waiting": 1, "lag_seconds": 0, "failures": 0, "failing_wal": "x\n'; rm"}"#))
+        #expect(hostile != nil && hostile?.failingWAL == nil, "a WAL name that is not one is dropped")
+    }
+}

@@ -19,7 +19,9 @@ struct TimerTests {
             await alarm.sleep(until: first + .seconds(30))
             woke.store(true, ordering: .sequentiallyConsistent)
         }
-        try await Task.sleep(for: .milliseconds(200))
+        // Asleep first: a request made before that (while it still looks at its deadlines) would end
+        // its sleep at once, by design (checked below).
+        #expect(await eventually(timeout: .seconds(10)) { alarm.sleeping }, "the sleeper never went to sleep")
         alarm.request(first + .seconds(40))  // later: keeps sleeping
         try await Task.sleep(for: .milliseconds(200))
         let wokeEarly = woke.load(ordering: .sequentiallyConsistent)
