@@ -115,15 +115,23 @@ public struct Backups: Sendable {
             ("host", settings.pgSocketDirectory.value), ("port", String(port.value)), ("user", "postgres"), ("dbname", "postgres"),
             ("connect_timeout", "5"), ("application_name", "baton-clone"),
         ])
-        let deadline = ContinuousClock.now + .seconds(600)
+        let deadline = ContinuousClock.now + .seconds(3600)
         while true {
             if let connection = try? await PostgresConnection.connect(conninfo) {
                 let recovering = try? await connection.scalar("SELECT pg_is_in_recovery()")
                 connection.close()
                 if recovering == "f" { break }
             }
+            guard try await control.isRunning() else {
+                // ignored: without its log the error says where to look
+                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(separator: " | ")
+                let hint =
+                    tail.contains("before configured recovery target")
+                    ? "the archive holds no commit after the target, so recovery cannot stop there: give an earlier time or position" : "see its log"
+                throw AgentError("the clone in \(pgdata.value) stopped during its recovery (\(hint)): \(tail); its whole log: \(log)")
+            }
             guard ContinuousClock.now < deadline else {
-                throw AgentError("the clone in \(pgdata.value) did not finish its recovery within 10 minutes; see \(log)")
+                throw AgentError("the clone in \(pgdata.value) did not finish its recovery within an hour; it still runs (stop it with pg_ctl); see \(log)")
             }
             try await Task.sleep(for: .milliseconds(200))
         }

@@ -210,7 +210,9 @@ public final class PostgresNode: LocalDatabase {
             moved = destination
         }
         try AtomicFile.ensureDirectory(dataDirectory, mode: 0o700, owner: settings.pgOSUser)
-        try await control.basebackup(conninfo: conninfo, slot: slot)
+        _ = try await control.clone(
+            conninfo: conninfo, slot: slot, backup: settings.backup.map { PgBackRestTool(settings: $0, osUser: settings.pgOSUser) },
+            source: settings.cloneFrom)
         return moved
     }
 

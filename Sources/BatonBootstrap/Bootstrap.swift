@@ -203,15 +203,18 @@ public final class Bootstrap {
                 ("host", primary.address.value), ("port", String(primary.port.value)), ("user", PostgresFiles.replicationUser),
                 ("passfile", settings.passfile.value), ("application_name", settings.node.value), ("connect_timeout", "5"),
             ])
+            let how: String
             do {
-                try await control.basebackup(conninfo: conninfo, slot: settings.node.slotName)
+                how = try await control.clone(
+                    conninfo: conninfo, slot: settings.node.slotName,
+                    backup: settings.backup.map { PgBackRestTool(settings: $0, osUser: settings.pgOSUser) }, source: settings.cloneFrom)
             } catch {
                 // Leave an empty directory behind, not half a copy, so a rerun clones afresh.
                 try? FileManager.default.removeItem(atPath: settings.pgdata.value)
                 throw BootstrapError(
                     "\(error) — check that \(primary.name) (\(primary.address):\(primary.port)) accepts replication from \(settings.address) (--allowed-network on the primary) and that the replication password matches")
             }
-            did(step, changed: true)
+            did(step, changed: true, how)
 
         case .reuseStandby:
             did(step, changed: false)

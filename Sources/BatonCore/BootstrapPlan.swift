@@ -77,7 +77,8 @@ public enum BootstrapStep: Sendable, Equatable, CustomStringConvertible {
         case .initdb: return "initialise PostgreSQL (initdb with data checksums)"
         case .adopt(let id): return "adopt the existing primary data directory (system identifier \(id))"
         case .moveDataDirectoryAside: return "move the existing data directory aside (--force-clone; nothing is deleted)"
-        case .clone(let primary): return "clone \(primary) with pg_basebackup (WAL streamed, replication slot on the primary)"
+        case .clone(let primary):
+            return "clone \(primary): pg_basebackup (WAL streamed), or a restore from the pgBackRest repository (--clone-from); replication slot on the primary"
         case .reuseStandby(let id): return "reuse the existing standby data directory of this cluster (system identifier \(id))"
         case .configurePostgres(let upstream):
             return "write baton.conf, pg_hba.conf and pg_ident.conf blocks and the replication passfile"
@@ -168,6 +169,8 @@ public enum BootstrapPlanner {
             throw ValidationProblem("this node (\(o.node)) is registered as the primary of cluster \(o.cluster); it cannot join as a standby")
         }
         var steps: [BootstrapStep] = [.allocatePriority]
+        // pgBackRest's configuration first: a clone may restore from the repository.
+        if o.backupWanted { steps.append(.configureBackup) }
         switch o.dataDirectory.kind {
         case .empty:
             steps.append(.clone(from: primary.name))
@@ -187,7 +190,6 @@ public enum BootstrapPlanner {
             }
             steps += [.moveDataDirectoryAside, .clone(from: primary.name)]
         }
-        if o.backupWanted { steps.append(.configureBackup) }
         steps.append(.configurePostgres(standbyOf: primary.name))
         steps.append(o.postgresRunning ? .reloadPostgres : .startPostgres)
         steps.append(.waitForStreaming(from: primary.name))

@@ -134,6 +134,35 @@ public struct PgBackRest: Sendable, Equatable {
     }
 }
 
+/// Where a new replica's copy of the data comes from (`--clone-from`): the repository, the primary
+/// (pg_basebackup), or the repository when it can serve (the default).
+public enum CloneSource: String, Sendable, CaseIterable {
+    case auto
+    case backup
+    case primary
+
+    /// Whether a clone restores from the repository, and why: `backup` always (it fails if it
+    /// cannot), `primary` never, `auto` when the repository holds a backup whose WAL the archive
+    /// carries on from without a hole (the archive reaches at least the backup's last segment), so
+    /// that the copy can replay to where streaming takes over. Without backups configured, never.
+    public func restoresFromBackup(configured: Bool, info: PgBackRest.Info?) -> (Bool, String) {
+        guard configured else { return (false, "no backups are configured") }
+        switch self {
+        case .primary: return (false, "--clone-from primary")
+        case .backup: return (true, "--clone-from backup")
+        case .auto:
+            guard let info else { return (false, "the repository's backups could not be read") }
+            guard info.status == "ok", let newest = info.backups.last(where: { !$0.error }) else {
+                return (false, "the repository holds no usable backup (stanza \(info.status))")
+            }
+            guard let archived = info.archiveMax, archived >= newest.walStop else {
+                return (false, "the archive does not reach the end of backup \(newest.label)")
+            }
+            return (true, "backup \(newest.label) and the archive up to \(archived)")
+        }
+    }
+}
+
 extension PgBackRest {
     /// One backup as `pgbackrest info --output=json` describes it.
     public struct Backup: Sendable, Equatable {
@@ -148,6 +177,21 @@ extension PgBackRest {
         public var walStop: String
         /// pgBackRest's own error flag: the backup found a page checksum or other error.
         public var error: Bool
+
+        public init(
+            label: String, type: String, started: Int64, stopped: Int64, databaseBytes: UInt64, repositoryBytes: UInt64, walStart: String,
+            walStop: String, error: Bool
+        ) {
+            self.label = label
+            self.type = type
+            self.started = started
+            self.stopped = stopped
+            self.databaseBytes = databaseBytes
+            self.repositoryBytes = repositoryBytes
+            self.walStart = walStart
+            self.walStop = walStop
+            self.error = error
+        }
     }
 
     /// The stanza as `info` sees it: its backups, oldest first, the archive's WAL range and status.
@@ -156,6 +200,13 @@ extension PgBackRest {
         public var backups: [Backup]
         public var archiveMin: String?
         public var archiveMax: String?
+
+        public init(status: String, backups: [Backup], archiveMin: String?, archiveMax: String?) {
+            self.status = status
+            self.backups = backups
+            self.archiveMin = archiveMin
+            self.archiveMax = archiveMax
+        }
     }
 
     /// Reads `pgbackrest info --output=json` for `stanza`.

@@ -59,6 +59,15 @@ public struct PgBackRestTool: Sendable {
         return failed
     }
 
+    /// Restores the latest backup into the empty directory `pgdata` as a standby (standby.signal and
+    /// restore_command written): it replays the archive, then streams once its upstream is set.
+    public func restoreStandby(into pgdata: String) async throws {
+        let result = try await run(["--log-level-console=warn", "--pg1-path=\(pgdata)", "--type=standby", "restore"])
+        guard result.succeeded else {
+            throw PostgresError("pgbackrest restore of a standby into \(pgdata) failed (exit \(result.status)): \(result.output.suffix(2000))")
+        }
+    }
+
     /// Restores the latest backup into the empty directory `pgdata`, replaying WAL up to `target`
     /// (`--type=time|lsn`), then stopping there and promoting: a point-in-time copy.
     public func restore(into pgdata: String, target: (type: String, value: String)?, progress: @escaping @Sendable (String) -> Void) async throws
@@ -67,5 +76,25 @@ public struct PgBackRestTool: Sendable {
         var arguments = ["--log-level-console=info", "--pg1-path=\(pgdata)"]
         if let target { arguments += ["--type=\(target.type)", "--target=\(target.value)", "--target-action=promote"] }
         return try await run(arguments + ["restore"], onOutput: progress)
+    }
+}
+
+extension PostgresControl {
+    /// Copies the cluster into this (empty) data directory: restored from the repository as a standby
+    /// when `source` says so for what the repository holds (``CloneSource``), else with pg_basebackup
+    /// from the primary over `conninfo` and its slot. Returns how it was copied, for the report.
+    public func clone(conninfo: String, slot: String, backup: PgBackRestTool?, source: CloneSource) async throws -> String {
+        var info: PgBackRest.Info? = nil
+        if let backup, source == .auto {
+            // ignored: a repository that cannot be read means pg_basebackup (the reason says so)
+            info = try? await backup.info()
+        }
+        let (fromBackup, why) = source.restoresFromBackup(configured: backup != nil, info: info)
+        if fromBackup, let backup {
+            try await backup.restoreStandby(into: dataDirectory)
+            return "restored from the pgBackRest repository (\(why)); it replays the archive, then streams"
+        }
+        try await basebackup(conninfo: conninfo, slot: slot)
+        return "cloned with pg_basebackup from the primary" + (backup == nil ? "" : " (\(why))")
     }
 }

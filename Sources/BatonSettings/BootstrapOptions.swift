@@ -27,7 +27,7 @@ public enum BootstrapOption {
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
         "max-slot-wal-keep-size": .string, "log-format": .string, "read-only-databases": .list, "read-only-suffix": .string,
-        "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int,
+        "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int, "clone-from": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -136,6 +136,8 @@ public struct BootstrapSettings: Sendable {
     /// Backups with pgBackRest (`--backup pgbackrest --backup-repo PATH`): archiving on the primary, WAL
     /// fetched from the repository by standbys, `baton backup`. Nil: no backups.
     public var backup: PgBackRest?
+    /// Where a clone (a join, `baton reinit`, a rejoin pg_rewind cannot do) copies the data from.
+    public var cloneFrom: CloneSource = .auto
 
     /// How the other nodes reach this node's API.
     public var apiAddress: NodeAPIAddress {
@@ -416,6 +418,12 @@ extension BootstrapSettings {
         case let other?:
             p.add("--backup must be pgbackrest or none, not \(Quote.show(other))")
         }
+        let cloneFrom = CloneSource(rawValue: string("clone-from") ?? "auto")
+        if cloneFrom == nil {
+            p.add("--clone-from must be one of \(CloneSource.allCases.map(\.rawValue).joined(separator: ", ")), not \(Quote.show(string("clone-from") ?? ""))")
+        } else if cloneFrom == .backup, string("backup") != "pgbackrest" {
+            p.add("--clone-from backup needs --backup pgbackrest --backup-repo PATH")
+        }
         try p.throwIfAny()
         guard let cluster = settings.0, let node = settings.1, let address = settings.2, let pgdata = settings.3, let pgPort = settings.4,
             let pgBindir = settings.5, let socketDir = settings.6, let passwordSource = settings.7, let keepalivedConf = settings.8,
@@ -435,6 +443,7 @@ extension BootstrapSettings {
             keepalivedPidFile: keepalivedPidFile ?? (try! SafePath("/run/keepalived.pid")))
         validated.maxSlotWalKeepSize = maxSlotWalKeepSize
         validated.backup = backup
+        validated.cloneFrom = cloneFrom ?? .auto
         validated.logFormat = logFormat ?? .text
         (validated.readOnlyDatabases, validated.readOnlySuffix, validated.readOnlyMaximumLag) = (readOnlyDatabases, readOnlySuffix, readOnlyMaximumLag)
         return validated
@@ -478,6 +487,7 @@ extension BootstrapSettings {
             lines.append("backup: 'pgbackrest'")
             lines.append("backup-repo: '\(backup.repository)'")
             lines.append("backup-retention-full: \(backup.retentionFull)")
+            if cloneFrom != .auto { lines.append("clone-from: '\(cloneFrom.rawValue)'") }
         }
         if kernelWatchdog != .off {
             lines.append("kernel-watchdog: '\(kernelWatchdog.rawValue)'")

@@ -138,6 +138,44 @@ struct BackupLiveTests {
             #expect(bad.status == 2 && bad.output.contains("--to-time or --to-lsn"), "\(bad.output)")
             let occupied = try await baton(c, newLeader, ["clone", "--to-time", beforeDrop, "--pgdata", beforeClone, "--port", String(beforePort + 1)])
             #expect(occupied.status == 1 && occupied.output.contains("not empty"), "\(occupied.output)")
+            // A target past every archived commit (nothing writes any more): recovery cannot stop there,
+            // and the clone says so.
+            let past = try #require(try await scalar(c, port: leaderPort, "SELECT now()::text"))
+            #expect(try await archiveCurrentSegment(c, port: leaderPort))
+            let future = try await baton(c, newLeader, ["clone", "--to-time", past, "--pgdata", c.root + "/clone-future", "--port", String(try FreePort.pick())])
+            c.trackDataDirectory(c.root + "/clone-future")
+            #expect(future.status == 1 && future.output.contains("recovery"), "\(future.output)")
+        }
+    }
+
+    @Test("a replica from backup: a join restores from the repository (auto), replays the archive and streams, with the writes made after the backup; --clone-from primary still uses pg_basebackup", .enabled(if: BackupLiveTests.available))
+    func replicaFromBackup() async throws {
+        try await LiveCluster.with { c in
+            let p1 = try FreePort.pick()
+            _ = try await c.bootstrap(.master, "pg1", port: p1, extra: backupOptions(c))
+            let primary = try await c.connect(port: p1)
+            try await primary.query("CREATE TABLE t (id int)")
+            try await primary.query("INSERT INTO t SELECT generate_series(1, 1000)")
+            let settings = try c.settings(.master, "pg1", port: p1, extra: backupOptions(c))
+            let made = try await PgBackRestTool(settings: try #require(settings.backup), osUser: "postgres").backup(type: "full") { _ in }
+            #expect(made.succeeded, "\(made.output)")
+            // Written after the backup: in the archive (a segment switch) and then some only in the primary's WAL.
+            try await primary.query("INSERT INTO t SELECT generate_series(1001, 2000)")
+            #expect(try await archiveCurrentSegment(c, port: p1))
+            try await primary.query("INSERT INTO t SELECT generate_series(2001, 2500)")
+            primary.close()
+
+            let p2 = try FreePort.pick()
+            let (_, joined) = try await c.bootstrap(.join([c.consulAddress]), "pg2", port: p2, extra: backupOptions(c))
+            #expect(joined.contains { $0.contains("restored from the pgBackRest repository") }, "\(joined)")
+            #expect(await MonitorLiveTests().streamingFrom(c, port: p2, upstreamPort: p1), "pg2 streams from pg1")
+            #expect(await eventually(timeout: .seconds(30)) { (try? await scalar(c, port: p2, "SELECT count(*) FROM t")) == "2500" }, "every row on the replica")
+
+            let p3 = try FreePort.pick()
+            var fromPrimary = backupOptions(c)
+            fromPrimary["clone-from"] = .string("primary")
+            let (_, cloned) = try await c.bootstrap(.join([c.consulAddress]), "pg3", port: p3, extra: fromPrimary)
+            #expect(cloned.contains { $0.contains("cloned with pg_basebackup from the primary") }, "\(cloned)")
         }
     }
 }

@@ -318,7 +318,12 @@ struct BootstrapInputTests {
         #expect(wired.backup?.repository.value == "/srv/pgbackrest" && wired.backup?.retentionFull == 3 && wired.backup?.stanza == "main")
         let reread = try BootstrapSettings.validate(
             mode: .master, options: try BootstrapOption.load(yaml: wired.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h")
-        #expect(reread.backup == wired.backup)
+        #expect(reread.backup == wired.backup && reread.cloneFrom == .auto)
+        let fromPrimary = try validate(["backup": .string("pgbackrest"), "backup-repo": .string("/srv/pgbackrest"), "clone-from": .string("primary")])
+        #expect(
+            try BootstrapSettings.validate(
+                mode: .master, options: try BootstrapOption.load(yaml: fromPrimary.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h"
+            ).cloneFrom == .primary)
         #expect(try validate([:]).backup == nil && !(try validate([:]).nodeConfigYAML().contains("backup")))
         for (options, message) in [
             (["backup": RawValue.string("pgbackrest")], "--backup pgbackrest needs --backup-repo"),
@@ -326,6 +331,8 @@ struct BootstrapInputTests {
             (["backup": .string("barman"), "backup-repo": .string("/srv/x")], "--backup must be pgbackrest or none"),
             (["backup": .string("pgbackrest"), "backup-repo": .string("/srv/my backups")], "archive_command"),
             (["backup": .string("pgbackrest"), "backup-repo": .string("relative")], "absolute path"),
+            (["clone-from": .string("backup")], "--clone-from backup needs --backup pgbackrest"),
+            (["backup": .string("pgbackrest"), "backup-repo": .string("/srv/x"), "clone-from": .string("nfs")], "--clone-from must be one of auto, backup, primary"),
         ] {
             #expect { try validate(options) } throws: { "\($0)".contains(message) }
         }

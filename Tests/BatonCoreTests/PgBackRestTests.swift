@@ -97,7 +97,8 @@ struct PgBackRestTests {
         join.primary = NodeRegistration(
             name: node, address: try HostAddress("198.18.0.1"), port: try TCPPort(5432), role: .primary, upstream: nil, priority: 100, location: "default")
         let joining = try BootstrapPlanner.plan(join)
-        #expect(joining.contains(.configureBackup) && !joining.contains(.createBackupStanza))
+        #expect(!joining.contains(.createBackupStanza))
+        #expect(try #require(joining.firstIndex(of: .configureBackup)) < joining.firstIndex(of: .clone(from: node))!, "a clone may restore from the repository")
     }
 }
 
@@ -144,5 +145,33 @@ struct ArchiveHealthTests {
         #expect(ArchiveHealth(json: try JSONValue.parse(#"{"waiting": -1, "lag_seconds": 0, "failures": 0}"#)) == nil)
         let hostile = ArchiveHealth(json: try JSONValue.parse(#"{"waiting": 1, "lag_seconds": 0, "failures": 0, "failing_wal": "x\n'; rm"}"#))
         #expect(hostile != nil && hostile?.failingWAL == nil, "a WAL name that is not one is dropped")
+    }
+}
+
+struct CloneSourceTests {
+    func info(status: String = "ok", walStop: String = "000000010000000000000004", archiveMax: String? = "000000010000000000000009", error: Bool = false) -> PgBackRest.Info {
+        PgBackRest.Info(
+            status: status,
+            backups: [
+                PgBackRest.Backup(
+                    label: "20261207-120705F", type: "full", started: 0, stopped: 3, databaseBytes: 1, repositoryBytes: 1, walStart: walStop, walStop: walStop,
+                    error: error)
+            ], archiveMin: "000000010000000000000003", archiveMax: archiveMax)
+    }
+
+    @Test("a clone restores from the repository when asked, or (auto) when a backup exists that the archive carries on from; else pg_basebackup")
+    func choice() {
+        #expect(CloneSource.auto.restoresFromBackup(configured: true, info: info()).0)
+        #expect(CloneSource.backup.restoresFromBackup(configured: true, info: nil).0)
+        #expect(!CloneSource.primary.restoresFromBackup(configured: true, info: info()).0)
+        #expect(!CloneSource.auto.restoresFromBackup(configured: false, info: info()).0, "no backups configured")
+        #expect(!CloneSource.auto.restoresFromBackup(configured: true, info: nil).0, "the repository could not be read")
+        #expect(!CloneSource.auto.restoresFromBackup(configured: true, info: info(status: "missing stanza")).0)
+        #expect(!CloneSource.auto.restoresFromBackup(configured: true, info: info(error: true)).0, "only a backup with errors")
+        let short = CloneSource.auto.restoresFromBackup(configured: true, info: info(walStop: "00000001000000000000000A"))
+        #expect(!short.0 && short.1.contains("does not reach"), "\(short.1)")
+        var none = info()
+        none.backups = []
+        #expect(!CloneSource.auto.restoresFromBackup(configured: true, info: none).0)
     }
 }
