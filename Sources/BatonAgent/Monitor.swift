@@ -220,6 +220,9 @@ final class NewestBackup: Sendable {
 
     var value: ArchiveHealth.Backups { state.withLock { $0.value } }
 
+    /// A backup this monitor made ended then.
+    func record(ended: Double) { state.withLock { $0.value = .newest(ended) } }
+
     func refresh(every interval: Duration, tool: PgBackRestTool, logger: Logger, background: AsyncStream<@Sendable () async -> Void>.Continuation) {
         let info = tool.settings.repository.value + "/backup/" + tool.settings.stanza + "/backup.info"
         // ignored: a repository not written yet has no backup.info; the interval still brings a read
@@ -242,6 +245,35 @@ final class NewestBackup: Sendable {
                 if let newest { s.value = newest }
                 s.checkedAt = .now
                 s.running = false
+            }
+        }
+    }
+}
+
+/// The leader's scheduled backups (`backup_every`): one at a time, in the monitor's background work.
+final class ScheduledBackup: Sendable {
+    private let running = Mutex(false)
+
+    /// Starts a backup of `type` unless one runs; `Backups` checks that this node leads and records the
+    /// event. The backup made counts as the newest at once (no second one starts before `info` is read).
+    func start(
+        _ backups: Backups, type: String, newest: NewestBackup, logger: Logger, background: AsyncStream<@Sendable () async -> Void>.Continuation
+    ) {
+        let starting = running.withLock { r -> Bool in
+            guard !r else { return false }
+            r = true
+            return true
+        }
+        guard starting else { return }
+        background.yield { [self] in
+            defer { running.withLock { $0 = false } }
+            logger.notice("Starting a scheduled backup", metadata: ["backup.type": "\(type)"])
+            do {
+                let made = try await backups.backup(type: type) { _ in }
+                newest.record(ended: Double(made.stopped))
+                logger.notice("Scheduled backup done", metadata: ["backup.label": "\(made.label)"])
+            } catch {
+                logger.warning("The scheduled backup failed; tried again at the next loop that finds one due", metadata: ["error": "\(error)"])
             }
         }
     }

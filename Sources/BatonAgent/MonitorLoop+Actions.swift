@@ -271,7 +271,12 @@ extension MonitorLoop {
             // ignored: a file archived meanwhile is no longer waiting
             (try? FileManager.default.attributesOfItem(atPath: statusDirectory + "/" + name)[.modificationDate] as? Date)?.timeIntervalSince1970
         }
-        archive = ArchiveHealth.observe(statistics, readySince: readySince, now: Date().timeIntervalSince1970, backups: newestBackup.value)
+        let now = Date().timeIntervalSince1970
+        archive = ArchiveHealth.observe(statistics, readySince: readySince, now: now, backups: newestBackup.value)
+        // ignored: Backups(…) only checks that backups are configured, which they are here
+        if ArchiveHealth.backupDue(every: config.backupEvery, backups: newestBackup.value, now: now), let backups = try? Backups(settings: settings, client: client) {
+            scheduledBackup.start(backups, type: config.backupType, newest: newestBackup, logger: logger, background: background)
+        }
     }
 
     /// The checkpoint that writes the new timeline into the control file, in the background: the loop

@@ -84,6 +84,8 @@ struct MonitorLoop {
     var archive: ArchiveHealth?
     /// The newest backup's end, read from pgBackRest in the background (``refreshArchiveHealth()``).
     let newestBackup = NewestBackup()
+    /// The leader's scheduled backups (`backup_every`).
+    let scheduledBackup = ScheduledBackup()
 
     init(
         settings: BootstrapSettings, client: ConsulClient, logger: Logger, observeOnly: Bool, lease: Lease, database: any LocalDatabase,

@@ -93,6 +93,17 @@ public struct ArchiveHealth: Sendable, Equatable {
             failingSince: failing ? archiver.lastFailedAt : nil, failingWAL: failing ? archiver.lastFailedWAL : nil, backups: backups)
     }
 
+    /// Whether the leader runs a scheduled backup now (`backup_every`, 0: never): the repository's
+    /// backups are known, and there is none or the newest ended `every` ago or longer.
+    public static func backupDue(every: GoDuration, backups: Backups, now: Double) -> Bool {
+        guard every > .zero else { return false }
+        switch backups {
+        case .unknown: return false
+        case .none: return true
+        case .newest(let ended): return now - ended >= Double(every.nanoseconds) / 1e9
+        }
+    }
+
     /// What a report carries: the lag in whole tens of seconds, so that a report at rest does not
     /// change (and is not written) every loop while a segment waits a moment for the archiver.
     public var reported: ArchiveHealth {

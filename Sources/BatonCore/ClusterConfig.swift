@@ -73,6 +73,12 @@ public struct ClusterConfig: Sendable, Equatable {
     public var synchronousStandbyGrace: GoDuration = .seconds(2)
     /// Where keepalived puts the virtual IP (``VIPPolicy``).
     public var vipPolicy: VIPPolicy = .primary
+    /// With backups (bootstrap `--backup pgbackrest`): the leader's monitor runs a backup of
+    /// ``backupType`` whenever the newest in the repository is older than this (after a failover the
+    /// new leader carries on). 0 (the default): only `baton backup` makes backups.
+    public var backupEvery: GoDuration = .zero
+    /// What a scheduled backup is: full, diff or incr (pgBackRest makes the first one full anyway).
+    public var backupType = "full"
     /// Settings in the key that this Baton does not know (written by a newer one during a rolling
     /// upgrade): never applied, kept as they are when this Baton writes the key back.
     public var unknownSettings: [UnknownSetting] = []
@@ -121,7 +127,7 @@ public struct ClusterConfig: Sendable, Equatable {
             ("primary_start_timeout", primaryStartTimeout.description), ("failover_grace", failoverGrace.description),
             ("fence_timeout", fenceTimeout.description), ("pgbouncer_timeout", pgbouncerTimeout.description),
             ("failsafe_mode", failsafeMode ? "on" : "off"), ("synchronous_standby_grace", synchronousStandbyGrace.description),
-            ("vip_policy", vipPolicy.rawValue),
+            ("vip_policy", vipPolicy.rawValue), ("backup_every", backupEvery.description), ("backup_type", backupType),
         ]
     }
 
@@ -187,6 +193,12 @@ public struct ClusterConfig: Sendable, Equatable {
                 throw ValidationProblem("\(source): failsafe_mode must be on or off, not \(Quote.show(value))")
             }
             failsafeMode = value == "on"
+        case "backup_every": backupEvery = try duration()
+        case "backup_type":
+            guard ["full", "diff", "incr"].contains(value) else {
+                throw ValidationProblem("\(source): backup_type must be full, diff or incr, not \(Quote.show(value))")
+            }
+            backupType = value
         case "vip_policy":
             guard let policy = VIPPolicy(rawValue: value) else {
                 throw ValidationProblem("\(source): vip_policy must be primary or priority, not \(Quote.show(value))")
@@ -212,6 +224,9 @@ public struct ClusterConfig: Sendable, Equatable {
         }
         guard lockDelay <= .seconds(60) else { throw ValidationProblem("\(source): lock_delay must be at most 60s (Consul's maximum)") }
         guard primaryStartTimeout >= .zero, failoverGrace >= .zero, pgbouncerTimeout >= .zero, pgbouncerTimeout <= .seconds(300) else { throw ValidationProblem("\(source): timeouts cannot be negative, and pgbouncer_timeout is at most 5m") }
+        guard backupEvery == .zero || backupEvery >= .seconds(3600) else {
+            throw ValidationProblem("\(source): backup_every must be 0s (no scheduled backups) or at least 1h")
+        }
         guard synchronousStandbyGrace >= .zero, synchronousStandbyGrace <= .seconds(60) else {
             throw ValidationProblem("\(source): synchronous_standby_grace must be from 0s to 60s (commits wait for an absent synchronous standby that long)")
         }

@@ -57,6 +57,18 @@ struct BackupLiveTests {
             let statusNow = (try? await baton(c, "pg2", ["status"]))?.output ?? ""
             #expect(warned, "status never said there is no backup: \(statusNow)")
 
+            // A schedule: with no backup in the repository, the leader's monitor makes one at once.
+            let scheduled = try await baton(c, "pg1", ["config", "set", "backup_every=24h", "backup_type=full"])
+            #expect(scheduled.status == 0, "\(scheduled.output)")
+            let madeBySchedule = await eventually(timeout: .seconds(60)) {
+                let events = (try? await c.client.list("baton/live.events/").value.map(\.stringValue)) ?? []
+                return events.contains { $0.contains("\"backup\"") && $0.contains("full backup") && $0.contains("\"pg1\"") }
+            }
+            #expect(madeBySchedule, "the leader made no scheduled backup")
+            let badSchedule = try await baton(c, "pg1", ["config", "set", "backup_every=5m"])
+            #expect(badSchedule.status != 0 && badSchedule.output.contains("at least 1h"), "\(badSchedule.output)")
+            #expect(try await baton(c, "pg1", ["config", "show"]).output.contains("backup_every"), "the schedule stays")
+
             let notLeader = try await baton(c, "pg2", ["backup"])
             #expect(notLeader.status == 1 && notLeader.output.contains("does not lead"), "\(notLeader.output)")
             let made = try await baton(c, "pg1", ["backup", "--type", "full"])

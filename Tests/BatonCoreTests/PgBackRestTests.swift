@@ -175,3 +175,29 @@ struct CloneSourceTests {
         #expect(!CloneSource.auto.restoresFromBackup(configured: true, info: none).0)
     }
 }
+
+struct ScheduledBackupTests {
+    @Test("a scheduled backup is due when the repository holds none or the newest is as old as backup_every; never when off or not known yet")
+    func due() {
+        let hour = GoDuration.seconds(3600)
+        #expect(!ArchiveHealth.backupDue(every: .zero, backups: .none, now: 0))
+        #expect(!ArchiveHealth.backupDue(every: hour, backups: .unknown, now: 0))
+        #expect(ArchiveHealth.backupDue(every: hour, backups: .none, now: 0))
+        #expect(!ArchiveHealth.backupDue(every: hour, backups: .newest(1000), now: 1000 + 3599))
+        #expect(ArchiveHealth.backupDue(every: hour, backups: .newest(1000), now: 1000 + 3600))
+    }
+
+    @Test("backup_every and backup_type in the cluster settings: parsed, shown, checked")
+    func settings() throws {
+        var config = ClusterConfig()
+        try config.set("backup_every", "24h")
+        try config.set("backup_type", "incr")
+        try config.validate()
+        let read = try ClusterConfig(bytes: config.json.serializedBytes(), key: "config")
+        #expect(read.backupEvery == .seconds(86_400) && read.backupType == "incr")
+        #expect(throws: ValidationProblem.self) { try config.set("backup_type", "weekly") }
+        config.backupEvery = .seconds(600)
+        #expect(throws: ValidationProblem.self) { try config.validate() }
+        #expect(ClusterConfig().backupEvery == .zero, "off unless set")
+    }
+}
