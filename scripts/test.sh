@@ -19,7 +19,7 @@ swift build --build-tests
 
 # Two groups of the longest live tests by name; the third process runs everything else, so a test
 # added anywhere is never left out.
-sync_and_bouncer='MonitorLiveTests/(flappingSynchronousStandby|crashingSynchronousStandbyThenPrimaryLoss|synchronousStandbyReplaced|unplannedFailoverIsAPause|readOnlyAliasesFollowTheNodesState|routingDisagreementIsReported|pgbouncerSwitchoverWithoutErrors|pgbouncerPrimaryRestartWithoutErrors|pgbouncerFollowsFailover|heldClientsWaitAtMostPgbouncerTimeout)\('
+sync_and_bouncer='MonitorLiveTests/(flappingSynchronousStandby|crashingSynchronousStandbyThenPrimaryLoss|synchronousStandbyReplaced|unplannedFailoverIsAPause|readOnlyAliasesFollowTheNodesState|routingDisagreementIsReported|pgbouncerSwitchoverWithoutErrors|pgbouncerPrimaryRestartWithoutErrors|pgbouncerFollowsFailover|heldClientsWaitAtMostPgbouncerTimeout)\(|BackupLiveTests/replicaFromBackup\('
 consul_and_safety='MonitorLiveTests/(consulTroubleIsANonEvent|failsafeRidesOutAConsulOutage|primaryPartitionedFromConsul|noPromotionWithoutConsul|consulRestart|watchdogKilled|slowSwitchoverStop|slowPromotion|monitorRestarted|agentWithoutConsulPauses|checkNeverPassesTwice|ioStall)\('
 simulator="--filter BatonSimTests"
 # Step one: the lab (VRRP adverts every 100 ms, the VIP's benchmarks) beside the suites whose lease
