@@ -28,6 +28,9 @@ public final class FaultControl: Sendable {
     private let served = Atomic<UInt64>(0)
     let store: Store
 
+    /// Requests served on the Consul API so far.
+    public var requestsServed: UInt64 { served.load(ordering: .relaxed) }
+
     init(store: Store) { self.store = store }
 
     /// What the fault in force does to one request: an answer instead of serving it, or nothing after
