@@ -4,6 +4,7 @@ import BatonBootstrap
 import BatonSettings
 import BatonConsul
 import BatonCore
+import BatonPostgres
 import Foundation
 import Logging
 import Metrics
@@ -32,6 +33,9 @@ struct MonitorCommand: AsyncParsableCommand {
         let settings = try Self.loadOrExit(config, command: "monitor")
         Logs.bootstrap(settings)
         let logger = Logger(label: "baton.monitor")
+        do { try SchedulingPriority.raise() } catch {
+            logger.warning("Running at the default priority: under load the lease may run out before it is renewed", metadata: ["error": "\(error)"])
+        }
         let client = try Self.daemonClient(settings)
         let state = settings.stateDirectory.value
         let guardian = WatchdogLink(

@@ -145,6 +145,13 @@ extension MonitorLiveTests {
         }
     }
 
+    /// A process's nice value, from /proc/PID/stat (the 19th field, counted after the parenthesised name).
+    func niceness(of pid: Int32) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 16 ? Int32(fields[16]) : nil
+    }
+
     func monitorProcess(_ c: LiveCluster, _ node: String) -> BatonProcess? {
         c.trackedProcesses.last {
             $0.process.arguments?.first == "monitor" && $0.process.arguments?.contains(c.directory(node) + "/baton.yaml") == true && $0.isRunning
@@ -307,6 +314,11 @@ extension MonitorLiveTests {
             #expect(monitor != nil, "pg1's monitor survived its watchdog's death")
             let second = watchdogPID(c, "pg1")
             #expect(second != nil && second != first, "a new watchdog guards pg1")
+            // The monitor and its watchdog run before the database they guard; PostgreSQL at the default.
+            let daemon = SchedulingPriority.daemonNice
+            #expect(monitor.flatMap { niceness(of: $0.pid) } == daemon, "the monitor runs at nice \(daemon)")
+            #expect(second.flatMap { niceness(of: $0) } == daemon, "the watchdog runs at nice \(daemon)")
+            #expect(niceness(of: try postmasterPID(c, "pg1")) == 0, "PostgreSQL runs at the default priority")
             #expect(try await c.leader() == "pg1")
             #expect(await writable(c, port: nodes[0].1))
             // The new watchdog does its job: the monitor dies, PostgreSQL is stopped before a takeover.

@@ -37,4 +37,8 @@ size_t baton_fence_running(const char *data_directory, const char *executable, p
  * alive (0: fencing verified), their PIDs in `left` (at most `capacity`). */
 size_t baton_fence_kill_all(const char *data_directory, const char *executable, int timeout_ms, pid_t *left, size_t capacity);
 
+/* The nice value the monitor and its watchdog run at: before the database they guard, so that its
+ * lease is renewed under load and the fence comes on time (what they start runs at the default). */
+#define BATON_DAEMON_NICE -10
+
 #endif
