@@ -8,6 +8,8 @@
 #     to the replica; the repository is a local directory, so it is not counted),
 #   - the archive's backlog while pgbench writes for BENCH_LOAD seconds (default 30): the most segments
 #     waiting for the archiver and the longest wait, sampled every second,
+#   - `baton reinit` of the replica joined from the repository, after the load: the backup restored over
+#     its data directory with --delta, until it streams again (time, loopback bytes),
 #   - `baton clone --to-time` of the present: restore and recovery time.
 # Needs root (PostgreSQL runs as postgres).
 #   scripts/bench-backup.sh [SCALE]
@@ -67,6 +69,9 @@ for source in backup primary; do
   printf '%-62s %10.2f %14.1f\n' "bootstrap --join --clone-from $source (until it streams)" "$took" "$(echo "$bytes / 1048576" | bc -l)"
 done
 
+# pg2's monitor, so that `baton reinit pg2` below has a monitor to carry it out.
+"$baton" monitor --config "$root/pg2/baton.yaml" 2>"$root/monitor2.log" & pids+=($!)
+
 # The archive's backlog under load, sampled every second.
 runuser -u postgres -- "$bin/pgbench" -c 4 -j 2 -T "$load" -h "$root/sock" -p "$(pgport 1)" postgres >"$root/pgbench.log" 2>&1 & bench=$!
 most=0; longest=0
@@ -84,6 +89,16 @@ printf '%-62s %10s\n' "pgbench -c 4 for ${load} s ($tps tps): most segments wait
 printf '%-62s %10.2f\n' "  longest a segment waited for the archiver" "$longest"
 archived=$(psql -c "select archived_count || ' archived, ' || failed_count || ' failed' from pg_stat_archiver")
 printf '%-62s %s\n' "  pg_stat_archiver" "$archived"
+
+# `baton reinit pg2` after the load: the backup restored over its data directory with --delta (only the
+# files that differ from the backup are copied), then streaming catches up.
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$((port + 102))/replica" >/dev/null && break; sleep 0.3; done
+before=$(loopback); t=$(now)
+"$baton" reinit pg2 --config "$root/pg1/baton.yaml" >"$root/reinit.out" 2>&1 || echo "reinit failed: $(cat "$root/reinit.out")"
+for _ in $(seq 600); do curl -sf "http://127.0.0.1:$((port + 102))/replica" >/dev/null && break; sleep 0.1; done
+took=$(elapsed "$t"); bytes=$(( $(loopback) - before ))
+printf '%-62s %10.2f %14.1f\n' "baton reinit pg2 (--delta over its data, until it streams)" "$took" "$(echo "$bytes / 1048576" | bc -l)"
+grep -o 'restore size = [^;)]*' "$root/reinit.out" | sed 's/^/  /' || true
 
 target=$(psql -c "select now()::text")
 # Recovery stops at the first commit after the target: one must be in the archive.

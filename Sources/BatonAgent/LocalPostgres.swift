@@ -4,6 +4,22 @@ import BatonFence
 import BatonPostgres
 import Foundation
 
+/// What a clone did (``LocalDatabase/clone(conninfo:slot:inPlace:)``).
+public struct CloneOutcome: Sendable {
+    /// Where the data directory's old content was moved (nil: it was empty, or restored over).
+    public var moved: String?
+    /// Restored over the old content with pgBackRest's `--delta`.
+    public var inPlace: Bool
+    /// How it was copied, for the report.
+    public var how: String
+
+    public init(moved: String?, inPlace: Bool, how: String) {
+        self.moved = moved
+        self.inPlace = inPlace
+        self.how = how
+    }
+}
+
 /// The node's own PostgreSQL as the monitor drives it: observed, started, stopped, fenced, promoted,
 /// reconfigured. The production one is ``PostgresNode``; tests drive the monitor with a fake.
 /// Owned by the monitor's loop (one task).
@@ -52,9 +68,9 @@ public protocol LocalDatabase: AnyObject {
     func controlData() async throws -> ControlData
     /// Rewinds the data directory to `source` (a libpq conninfo).
     func rewind(source: String) async throws
-    /// Clones `conninfo` into a fresh data directory, the old one moved aside (never deleted).
-    /// - Returns: where the old directory went, if there was one.
-    func clone(conninfo: String, slot: String) async throws -> String?
+    /// Clones `conninfo` into a fresh data directory, the old one moved aside (never deleted) — or, with
+    /// `inPlace` and a copy from the backup repository, restored over it with pgBackRest's `--delta`.
+    func clone(conninfo: String, slot: String, inPlace: Bool) async throws -> CloneOutcome
     /// Rewrites baton.conf: the upstream to stream from (a standby's), the synchronous standby names
     /// (a primary's).
     func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws
@@ -201,7 +217,20 @@ public final class PostgresNode: LocalDatabase {
 
     public var isEmpty: Bool { ((try? FileManager.default.contentsOfDirectory(atPath: dataDirectory)) ?? []).isEmpty }
 
-    public func clone(conninfo: String, slot: String) async throws -> String? {
+    /// Copies the cluster into this node's data directory (``PostgresControl/clone(conninfo:slot:backup:source:)``),
+    /// a directory that is not empty moved aside first (never deleted; its path is returned) — or, with
+    /// `inPlace` (`baton reinit`: the operator asked to rebuild this replica) when the copy comes from the
+    /// repository and the directory holds a cluster, restored over it with pgBackRest's `--delta`: only
+    /// the files that differ from the backup are copied, and no second copy of the database needs room.
+    public func clone(conninfo: String, slot: String, inPlace: Bool) async throws -> CloneOutcome {
+        let backup = settings.backup.map { PgBackRestTool(settings: $0, osUser: settings.pgOSUser) }
+        if inPlace, let backup, FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+            let (fromBackup, why) = await control.cloneSource(backup: backup, source: settings.cloneFrom)
+            if fromBackup {
+                let summary = try await backup.restoreStandby(into: dataDirectory, delta: true)
+                return CloneOutcome(moved: nil, inPlace: true, how: "restored from the pgBackRest repository over the old data directory with --delta (\(why); \(summary))")
+            }
+        }
         var moved: String? = nil
         if !isEmpty {
             let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
@@ -210,10 +239,8 @@ public final class PostgresNode: LocalDatabase {
             moved = destination
         }
         try AtomicFile.ensureDirectory(dataDirectory, mode: 0o700, owner: settings.pgOSUser)
-        _ = try await control.clone(
-            conninfo: conninfo, slot: slot, backup: settings.backup.map { PgBackRestTool(settings: $0, osUser: settings.pgOSUser) },
-            source: settings.cloneFrom)
-        return moved
+        let how = try await control.clone(conninfo: conninfo, slot: slot, backup: backup, source: settings.cloneFrom)
+        return CloneOutcome(moved: moved, inPlace: false, how: how)
     }
 
     public func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws {

@@ -359,7 +359,7 @@ extension MonitorLoop {
                     step = rejoin.next(after: .rewound(failure: "\(error)"))
                 }
             case .clone:
-                let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName)
+                let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName, inPlace: false).moved
                 parametersWritten = false
                 step = rejoin.next(after: .cloned(movedTo: moved))
             case .follow:

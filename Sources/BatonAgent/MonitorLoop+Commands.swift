@@ -196,8 +196,9 @@ extension MonitorLoop {
         return detail
     }
 
-    /// Re-clones this node from the leader with pg_basebackup, the old data directory moved aside (never
-    /// deleted), and starts it as the leader's standby.
+    /// Re-clones this node — from the pgBackRest repository over its data directory with `--delta` when
+    /// `--clone-from` picks the repository, else from the leader with pg_basebackup, the old data
+    /// directory moved aside (never deleted) — and starts it as the leader's standby.
     mutating func reinit(_ snapshot: ClusterSnapshot) async throws -> String {
         guard let leader = snapshot.leader?.holder, leader != me, let target = snapshot.registrations[leader] else {
             throw AgentError("no other node leads: re-cloning needs a live primary to copy")
@@ -205,13 +206,14 @@ extension MonitorLoop {
         let source = try await reachableLeader(leader, target)
         source.close()
         let stopped = try await database.stop()
-        let moved = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName)
+        let clone = try await database.clone(conninfo: cloneConninfo(target), slot: me.slotName, inPlace: true)
         try database.writeSettings(upstream: upstream(target), synchronousStandbyNames: "")
         try database.markStandby()
         parametersWritten = false
         try await launchPostgres()
         memory.rejoined()
         try await register(role: .standby, upstream: leader)
-        return "re-cloned from \(leader) (PostgreSQL was stopped: \(stopped.rawValue)); the old data directory is \(moved ?? "nothing (it was empty)")"
+        let old = clone.inPlace ? "restored over in place" : "the old data directory is \(clone.moved ?? "nothing (it was empty)")"
+        return "re-cloned from \(leader) — \(clone.how) (PostgreSQL was stopped: \(stopped.rawValue)); \(old)"
     }
 }

@@ -21,15 +21,19 @@ public struct PgBackRest: Sendable, Equatable {
     public var stanza: String
     /// Full backups kept (`repo1-retention-full`); older ones and the WAL only they need are expired.
     public var retentionFull: Int
+    /// Processes pgBackRest compresses and copies files with (`process-max`), in a backup and a restore.
+    public var processMax: Int
     public var executable: SafePath
 
     public static let defaultExecutable = try! SafePath("/usr/bin/pgbackrest")
     public static let defaultRetentionFull = 2
+    public static let defaultProcessMax = 1
+    public static let processMaxRange = 1...32
 
     /// - Throws: a ``ValidationProblem`` for a path a shell command line could not carry as it is.
     public init(
         repository: SafePath, stateDirectory: SafePath, cluster: ClusterName, retentionFull: Int = PgBackRest.defaultRetentionFull,
-        executable: SafePath = PgBackRest.defaultExecutable
+        processMax: Int = PgBackRest.defaultProcessMax, executable: SafePath = PgBackRest.defaultExecutable
     ) throws(ValidationProblem) {
         for (field, path) in [("--backup-repo", repository), ("--state-dir", stateDirectory), ("the pgBackRest executable", executable)] {
             guard path.value.unicodeScalars.allSatisfy({ Self.plainPathCharacters.contains($0) }) else {
@@ -40,11 +44,16 @@ public struct PgBackRest: Sendable, Equatable {
         guard (1...100).contains(retentionFull) else {
             throw ValidationProblem("--backup-retention-full \(retentionFull) must be from 1 to 100 (full backups kept)")
         }
+        guard Self.processMaxRange.contains(processMax) else {
+            throw ValidationProblem(
+                "--backup-process-max \(processMax) must be from \(Self.processMaxRange.lowerBound) to \(Self.processMaxRange.upperBound) (processes a backup or restore copies with; at most the cores to spare)")
+        }
         self.repository = repository
         self.configFile = try SafePath(stateDirectory.value + "/pgbackrest.conf")
         self.workDirectory = try SafePath(stateDirectory.value + "/pgbackrest")
         self.stanza = cluster.value
         self.retentionFull = retentionFull
+        self.processMax = processMax
         self.executable = executable
     }
 
@@ -76,6 +85,7 @@ public struct PgBackRest: Sendable, Equatable {
             "[global]",
             "repo1-path=\(repository.value)",
             "repo1-retention-full=\(retentionFull)",
+            "process-max=\(processMax)",
             "log-path=\(workDirectory.value)/log",
             "lock-path=\(workDirectory.value)/lock",
             "log-level-file=info",
@@ -89,6 +99,16 @@ public struct PgBackRest: Sendable, Equatable {
             "pg1-user=\(osUser)",
             "",
         ].joined(separator: "\n")
+    }
+
+    /// pgBackRest's summary of a restore, from its info-level output: `restore size = 1GB, file total
+    /// = 1271` (nil when the output has none).
+    public static func restoreSummary(_ output: String) -> String? {
+        for line in output.split(separator: "\n").reversed() {
+            guard let range = line.range(of: "restore size = ") else { continue }
+            return String(line[range.lowerBound...]).trimmingCharacters(in: .whitespaces)
+        }
+        return nil
     }
 
     /// WAL segments are 16 MB (initdb's default, which Baton's initdb keeps).

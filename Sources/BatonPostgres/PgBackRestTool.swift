@@ -59,13 +59,18 @@ public struct PgBackRestTool: Sendable {
         return failed
     }
 
-    /// Restores the latest backup into the empty directory `pgdata` as a standby (standby.signal and
-    /// restore_command written): it replays the archive, then streams once its upstream is set.
-    public func restoreStandby(into pgdata: String) async throws {
-        let result = try await run(["--log-level-console=warn", "--pg1-path=\(pgdata)", "--type=standby", "restore"])
+    /// Restores the latest backup into `pgdata` as a standby (standby.signal and restore_command
+    /// written): it replays the archive, then streams once its upstream is set. Into an empty
+    /// directory; or, with `delta`, over a stopped cluster's (pgBackRest's `--delta`: a file whose
+    /// size, time and checksum match the backup's is kept, every other is copied, and files the backup
+    /// does not have are removed). Returns pgBackRest's summary line (`restore size = …`).
+    @discardableResult
+    public func restoreStandby(into pgdata: String, delta: Bool = false) async throws -> String {
+        let result = try await run(["--log-level-console=info", "--pg1-path=\(pgdata)", "--type=standby"] + (delta ? ["--delta"] : []) + ["restore"])
         guard result.succeeded else {
             throw PostgresError("pgbackrest restore of a standby into \(pgdata) failed (exit \(result.status)): \(result.output.suffix(2000))")
         }
+        return PgBackRest.restoreSummary(result.output) ?? "restored"
     }
 
     /// Restores the latest backup into the empty directory `pgdata`, replaying WAL up to `target`
@@ -84,17 +89,23 @@ extension PostgresControl {
     /// when `source` says so for what the repository holds (``CloneSource``), else with pg_basebackup
     /// from the primary over `conninfo` and its slot. Returns how it was copied, for the report.
     public func clone(conninfo: String, slot: String, backup: PgBackRestTool?, source: CloneSource) async throws -> String {
+        let (fromBackup, why) = await cloneSource(backup: backup, source: source)
+        if fromBackup, let backup {
+            let summary = try await backup.restoreStandby(into: dataDirectory)
+            return "restored from the pgBackRest repository (\(why); \(summary)); it replays the archive, then streams"
+        }
+        try await basebackup(conninfo: conninfo, slot: slot)
+        return "cloned with pg_basebackup from the primary" + (backup == nil ? "" : " (\(why))")
+    }
+
+    /// Whether a clone restores from the repository (``CloneSource``, for what it holds), and why.
+    public func cloneSource(backup: PgBackRestTool?, source: CloneSource) async -> (fromBackup: Bool, why: String) {
         var info: PgBackRest.Info? = nil
         if let backup, source == .auto {
             // ignored: a repository that cannot be read means pg_basebackup (the reason says so)
             info = try? await backup.info()
         }
         let (fromBackup, why) = source.restoresFromBackup(configured: backup != nil, info: info)
-        if fromBackup, let backup {
-            try await backup.restoreStandby(into: dataDirectory)
-            return "restored from the pgBackRest repository (\(why)); it replays the archive, then streams"
-        }
-        try await basebackup(conninfo: conninfo, slot: slot)
-        return "cloned with pg_basebackup from the primary" + (backup == nil ? "" : " (\(why))")
+        return (fromBackup && backup != nil, why)
     }
 }

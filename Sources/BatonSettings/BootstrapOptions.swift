@@ -27,7 +27,8 @@ public enum BootstrapOption {
         "kernel-watchdog-device": .string, "api-listen": .string, "api-tls-certificate": .string, "api-tls-key": .string,
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
         "max-slot-wal-keep-size": .string, "log-format": .string, "read-only-databases": .list, "read-only-suffix": .string,
-        "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int, "clone-from": .string,
+        "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int, "backup-process-max": .int,
+        "clone-from": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -409,7 +410,8 @@ extension BootstrapSettings {
                     backup = p.check { () throws(ValidationProblem) in
                         try PgBackRest(
                             repository: repository, stateDirectory: stateDirectory, cluster: cluster,
-                            retentionFull: int("backup-retention-full") ?? PgBackRest.defaultRetentionFull)
+                            retentionFull: int("backup-retention-full") ?? PgBackRest.defaultRetentionFull,
+                            processMax: int("backup-process-max") ?? PgBackRest.defaultProcessMax)
                     }
                 }
             } else {
@@ -487,6 +489,7 @@ extension BootstrapSettings {
             lines.append("backup: 'pgbackrest'")
             lines.append("backup-repo: '\(backup.repository)'")
             lines.append("backup-retention-full: \(backup.retentionFull)")
+            if backup.processMax != PgBackRest.defaultProcessMax { lines.append("backup-process-max: \(backup.processMax)") }
             if cloneFrom != .auto { lines.append("clone-from: '\(cloneFrom.rawValue)'") }
         }
         if kernelWatchdog != .off {

@@ -173,9 +173,9 @@ public final class FakeDatabase: LocalDatabase, @unchecked Sendable {
     public func reload() async throws { note("reload") }
     public func controlData() async throws -> ControlData { ControlData(state: "shut down", checkpoint: LSN(0x1000), timeline: 1) }
     public func rewind(source: String) async throws { note("rewind") }
-    public func clone(conninfo: String, slot: String) async throws -> String? {
+    public func clone(conninfo: String, slot: String, inPlace: Bool) async throws -> CloneOutcome {
         note("clone")
-        return nil
+        return CloneOutcome(moved: nil, inPlace: false, how: "cloned by the fake")
     }
 
     public func writeSettings(upstream: PostgresFiles.Upstream?, synchronousStandbyNames: String) throws {

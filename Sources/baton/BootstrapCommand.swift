@@ -73,6 +73,7 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "Back up with pgBackRest: pgbackrest (archiving on the primary, `baton backup`) or none (default none).") var backup: String?
     @Option(help: "The pgBackRest repository every node reaches (an absolute path: NFS, or one machine's disk).") var backupRepo: String?
     @Option(help: "Full backups pgBackRest keeps (default 2); older ones and the WAL only they need are expired.") var backupRetentionFull: Int?
+    @Option(help: "Processes pgBackRest copies and compresses files with in a backup or restore (default 1, at most 32).") var backupProcessMax: Int?
     @Option(help: "Where a new replica's data comes from: backup (the repository), primary (pg_basebackup) or auto (the repository when it holds a backup the archive carries on from; default).")
     var cloneFrom: String?
     @Option(help: "Where the monitor's HTTP API listens, HOST:PORT (default this node's address, port 8008).") var apiListen: String?
@@ -102,7 +103,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("api-tls-client-ca", apiTlsClientCa); set("keepalived-pid-file", keepalivedPidFile)
         set("max-slot-wal-keep-size", maxSlotWalKeepSize); set("log-format", logFormat)
         list("read-only-databases", readOnlyDatabases); set("read-only-suffix", readOnlySuffix); set("read-only-max-lag", readOnlyMaxLag)
-        set("backup", backup); set("backup-repo", backupRepo); set("backup-retention-full", backupRetentionFull); set("clone-from", cloneFrom)
+        set("backup", backup); set("backup-repo", backupRepo); set("backup-retention-full", backupRetentionFull); set("backup-process-max", backupProcessMax); set("clone-from", cloneFrom)
         if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

@@ -65,8 +65,12 @@ struct ReloadCommand: AsyncParsableCommand {
 struct ReinitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reinit",
-        abstract: "Rebuild a replica: its monitor re-clones it from the primary.",
-        discussion: "The old data directory is moved aside (never deleted). Refused for the node that holds the leader lock.")
+        abstract: "Rebuild a replica: its monitor re-clones it from the primary or the backup repository.",
+        discussion: """
+            With pgBackRest backups (and --clone-from auto or backup) the latest backup is restored over the data directory \
+            with --delta: only files that differ are copied. Else the old data directory is moved aside (never deleted) and \
+            pg_basebackup copies the primary. Refused for the node that holds the leader lock.
+            """)
     @OptionGroup var node: NodeOptions
     @Argument(help: "The replica to rebuild.") var target: String
     @Option(help: "Seconds to wait for the clone.") var timeout = 3600

@@ -157,6 +157,23 @@ struct BackupLiveTests {
             let future = try await baton(c, newLeader, ["clone", "--to-time", past, "--pgdata", c.root + "/clone-future", "--port", String(try FreePort.pick())])
             c.trackDataDirectory(c.root + "/clone-future")
             #expect(future.status == 1 && future.output.contains("recovery"), "\(future.output)")
+
+            // `baton reinit` of a replica restores the backup over its data directory with --delta (issue
+            // 27): nothing moved aside, a file the backup does not have removed, and it streams again.
+            let replica = try #require(["pg2", "pg3"].first { $0 != newLeader })
+            let stray = c.directory(replica) + "/data/baton-test-stray-file"
+            #expect(FileManager.default.createFile(atPath: stray, contents: Array("not PostgreSQL's".utf8).withUnsafeBytes { Data($0) }))
+            let reinit = try await baton(c, newLeader, ["reinit", replica])
+            #expect(reinit.status == 0 && reinit.output.contains("re-cloned from \(newLeader)") && reinit.output.contains("--delta"), "\(reinit.output)")
+            #expect(reinit.output.contains("restored over in place") && reinit.output.contains("restore size ="), "\(reinit.output)")
+            let aside = try FileManager.default.contentsOfDirectory(atPath: c.directory(replica)).filter { $0.hasPrefix("data.baton-moved-") }
+            #expect(aside.isEmpty, "nothing moved aside: \(aside)")
+            #expect(!FileManager.default.fileExists(atPath: stray), "--delta removed the file the backup does not have")
+            #expect(await eventually(timeout: .seconds(60)) { await live.streamingFrom(c, port: port[replica]!, upstreamPort: leaderPort) }, "\(replica) streams again")
+            let leader = try await c.connect(port: leaderPort)
+            try await leader.query("CREATE TABLE after_reinit AS SELECT 42 AS answer")
+            leader.close()
+            #expect(await eventually(timeout: .seconds(30)) { (try? await scalar(c, port: port[replica]!, "SELECT answer FROM after_reinit")) == "42" })
         }
     }
 

@@ -314,8 +314,11 @@ struct BootstrapInputTests {
             for (k, v) in extra { options[k] = v }
             return try BootstrapSettings.validate(mode: .master, options: options, environment: env, hostname: "h")
         }
-        let wired = try validate(["backup": .string("pgbackrest"), "backup-repo": .string("/srv/pgbackrest"), "backup-retention-full": .int(3)])
+        let wired = try validate([
+            "backup": .string("pgbackrest"), "backup-repo": .string("/srv/pgbackrest"), "backup-retention-full": .int(3), "backup-process-max": .int(2),
+        ])
         #expect(wired.backup?.repository.value == "/srv/pgbackrest" && wired.backup?.retentionFull == 3 && wired.backup?.stanza == "main")
+        #expect(wired.backup?.processMax == 2 && wired.nodeConfigYAML().contains("backup-process-max: 2\n"), "the daemons' config carries it")
         let reread = try BootstrapSettings.validate(
             mode: .master, options: try BootstrapOption.load(yaml: wired.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h")
         #expect(reread.backup == wired.backup && reread.cloneFrom == .auto)
@@ -333,6 +336,7 @@ struct BootstrapInputTests {
             (["backup": .string("pgbackrest"), "backup-repo": .string("relative")], "absolute path"),
             (["clone-from": .string("backup")], "--clone-from backup needs --backup pgbackrest"),
             (["backup": .string("pgbackrest"), "backup-repo": .string("/srv/x"), "clone-from": .string("nfs")], "--clone-from must be one of auto, backup, primary"),
+            (["backup": .string("pgbackrest"), "backup-repo": .string("/srv/x"), "backup-process-max": .int(0)], "--backup-process-max 0 must be from 1 to 32"),
         ] {
             #expect { try validate(options) } throws: { "\($0)".contains(message) }
         }

@@ -18,7 +18,7 @@ struct PgBackRestTests {
         #expect(conf.contains("archive_command = '\(backup.archiveCommand)'\n"))
         #expect(!PostgresFiles.settings(port: try TCPPort(5432), listen: "*", socketDirectory: try SafePath("/run/postgresql"), upstream: nil).contains("archive"))
         let text = backup.configuration(pgdata: try SafePath("/var/lib/postgresql/15/baton"), port: try TCPPort(5433), socketDirectory: try SafePath("/run/postgresql"), osUser: "postgres")
-        for line in ["repo1-path=/srv/backup", "repo1-retention-full=2", "lock-path=/var/lib/baton/pgbackrest/lock", "[main]", "pg1-path=/var/lib/postgresql/15/baton", "pg1-port=5433"] {
+        for line in ["repo1-path=/srv/backup", "repo1-retention-full=2", "process-max=1", "lock-path=/var/lib/baton/pgbackrest/lock", "[main]", "pg1-path=/var/lib/postgresql/15/baton", "pg1-port=5433"] {
             #expect(text.contains(line + "\n"), "\(line) in\n\(text)")
         }
         // The cluster-wide parameters cannot take archiving over.
@@ -32,6 +32,22 @@ struct PgBackRestTests {
         #expect(throws: ValidationProblem.self) { try PgBackRest(repository: try SafePath("/srv/$HOME"), stateDirectory: state, cluster: cluster) }
         #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: try SafePath("/var/lib/ba;ton"), cluster: cluster) }
         #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, retentionFull: 0) }
+        for processes in [0, 33, -1] {
+            #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, processMax: processes) }
+        }
+        let four = try? PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, processMax: 4)
+        #expect(four?.configuration(pgdata: state, port: try! TCPPort(5432), socketDirectory: state, osUser: "postgres").contains("\nprocess-max=4\n") == true)
+    }
+
+    @Test("a restore's summary is read from pgBackRest's output (nil without one)")
+    func restoreSummary() {
+        let output = """
+            2026-12-07 19:01:02.123 P00   INFO: restore command begin 2.45: --delta --pg1-path=/x --stanza=main --type=standby
+            2026-12-07 19:01:05.456 P00   INFO: restore size = 1GB, file total = 1271
+            2026-12-07 19:01:05.500 P00   INFO: restore command end: completed successfully (3377ms)
+            """
+        #expect(PgBackRest.restoreSummary(output) == "restore size = 1GB, file total = 1271")
+        #expect(PgBackRest.restoreSummary("P00   INFO: restore command end: completed successfully") == nil)
     }
 
     @Test("after a promotion the node pushes the earlier timelines' segments it holds up to each one's end — never the partial one, recycled ones or the new timeline's")
