@@ -224,12 +224,10 @@ public final class PostgresNode: LocalDatabase {
     /// the files that differ from the backup are copied, and no second copy of the database needs room.
     public func clone(conninfo: String, slot: String, inPlace: Bool) async throws -> CloneOutcome {
         let backup = settings.backup.map { PgBackRestTool(settings: $0, osUser: settings.pgOSUser) }
-        if inPlace, let backup, FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") {
-            let (fromBackup, why) = await control.cloneSource(backup: backup, source: settings.cloneFrom)
-            if fromBackup {
-                let summary = try await backup.restoreStandby(into: dataDirectory, delta: true)
-                return CloneOutcome(moved: nil, inPlace: true, how: "restored from the pgBackRest repository over the old data directory with --delta (\(why); \(summary))")
-            }
+        let chosen = await control.cloneSource(backup: backup, source: settings.cloneFrom)
+        if inPlace, chosen.fromBackup, let backup, FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") {
+            let summary = try await backup.restoreStandby(into: dataDirectory, delta: true)
+            return CloneOutcome(moved: nil, inPlace: true, how: "restored from the pgBackRest repository over the old data directory with --delta (\(chosen.why); \(summary))")
         }
         var moved: String? = nil
         if !isEmpty {
@@ -239,7 +237,7 @@ public final class PostgresNode: LocalDatabase {
             moved = destination
         }
         try AtomicFile.ensureDirectory(dataDirectory, mode: 0o700, owner: settings.pgOSUser)
-        let how = try await control.clone(conninfo: conninfo, slot: slot, backup: backup, source: settings.cloneFrom)
+        let how = try await control.clone(conninfo: conninfo, slot: slot, backup: backup, chosen: chosen)
         return CloneOutcome(moved: moved, inPlace: false, how: how)
     }
 

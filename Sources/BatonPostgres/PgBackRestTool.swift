@@ -89,7 +89,12 @@ extension PostgresControl {
     /// when `source` says so for what the repository holds (``CloneSource``), else with pg_basebackup
     /// from the primary over `conninfo` and its slot. Returns how it was copied, for the report.
     public func clone(conninfo: String, slot: String, backup: PgBackRestTool?, source: CloneSource) async throws -> String {
-        let (fromBackup, why) = await cloneSource(backup: backup, source: source)
+        try await clone(conninfo: conninfo, slot: slot, backup: backup, chosen: await cloneSource(backup: backup, source: source))
+    }
+
+    /// The same, with the source already chosen (``cloneSource(backup:source:)``).
+    public func clone(conninfo: String, slot: String, backup: PgBackRestTool?, chosen: (fromBackup: Bool, why: String)) async throws -> String {
+        let (fromBackup, why) = chosen
         if fromBackup, let backup {
             let summary = try await backup.restoreStandby(into: dataDirectory)
             return "restored from the pgBackRest repository (\(why); \(summary)); it replays the archive, then streams"

@@ -162,7 +162,7 @@ struct BackupLiveTests {
             // 27): nothing moved aside, a file the backup does not have removed, and it streams again.
             let replica = try #require(["pg2", "pg3"].first { $0 != newLeader })
             let stray = c.directory(replica) + "/data/baton-test-stray-file"
-            #expect(FileManager.default.createFile(atPath: stray, contents: Array("not PostgreSQL's".utf8).withUnsafeBytes { Data($0) }))
+            #expect(FileManager.default.createFile(atPath: stray, contents: Data("not PostgreSQL's".utf8)))
             let reinit = try await baton(c, newLeader, ["reinit", replica])
             #expect(reinit.status == 0 && reinit.output.contains("re-cloned from \(newLeader)") && reinit.output.contains("--delta"), "\(reinit.output)")
             #expect(reinit.output.contains("restored over in place") && reinit.output.contains("restore size ="), "\(reinit.output)")
