@@ -43,8 +43,9 @@ public actor Lease {
     /// failsafe, what the loop saw of PostgreSQL.
     private var state: LeaseState
     private var config: ClusterConfig { state.config }
-    /// The other members' APIs, for failsafe rounds (as the loop last read them); nil for a member
-    /// that has not published one, which can never confirm.
+    /// The other members' APIs, for member rounds (as the loop read them, kept for a member that left
+    /// the set: a round asks it until a write of the key got through); nil for a member that has not
+    /// published one, which can never confirm.
     private var members: [NodeName: NodeAPIAddress?] = [:]
     /// Warnings that repeat every beat while Consul is out of reach, logged once per 30 s.
     private var consulWarnings = RepeatedWarnings()
@@ -95,7 +96,8 @@ public actor Lease {
     public func update(_ config: ClusterConfig, members: [NodeName: NodeAPIAddress?]) {
         let policyChanged = config.vipPolicy != state.config.vipPolicy
         state.config = config
-        self.members = members.filter { $0.key != node }
+        self.members.merge(members.filter { $0.key != node }) { $1 }
+        state.setMembers(Set(members.keys))
         if policyChanged { publishState() }
     }
 
@@ -389,7 +391,7 @@ public actor Lease {
                         beaten.value = Array(node.value.utf8)
                         beaten.session = session
                         ownBeat = beaten
-                        event = .written(committed: true)
+                        event = .written(committed: true, index: beaten.modifyIndex)
                     } else {
                         // Another write of ours (the loop's proof and this task's beat) may have come in between.
                         event = .written(committed: false)
@@ -401,8 +403,8 @@ public actor Lease {
             case .renewSession:
                 await ensureSession()
                 event = .renewed(session: self.session)
-            case .askMembers(let deadline):
-                event = .members(confirmed: await askMembers(until: deadline))
+            case .askMembers(_, let promise, let names, let keyIndex):
+                event = .members(confirmed: await askMembers(names, promise: promise, keyIndex: keyIndex))
             case .fence(let why):
                 logger.critical("Lost the leader lock; fencing PostgreSQL", metadata: ["monitor.reason": "\(why)"])
                 await guardian.fenceNow()
@@ -422,26 +424,31 @@ public actor Lease {
         case .leadingAgain: logger.notice("Leading again under this node's session")
         case .failsafeOver: logger.notice("Consul answers again: failsafe over")
         case .failsafeEntered:
-            logger.warning("Consul is out of reach; every member confirmed it will not take over: failsafe", metadata: ["failsafe.members": "\(members.count)"])
+            logger.warning(
+                "Cannot write the leader key; every member promised not to take over: leading on by member rounds (failsafe)",
+                metadata: ["failsafe.members": "\(state.members.count)"])
         case .failsafeNotWritable:
             consulWarnings.warning(logger, "Failsafe: PostgreSQL is not a writable primary here; asking nobody, fencing at the deadline")
         }
     }
 
-    /// Failsafe mode, with Consul out of reach: the lease is renewed for one more fence period only if
-    /// every other member confirms over its API, at once, that it will not take over — it cannot reach
-    /// Consul either, or sees no other node holding the lock — and so promises to stay put for longer
-    /// than this node's new deadline. Any member that does not confirm, and the watchdog fences at the
-    /// deadline as without failsafe.
-    private func askMembers(until deadline: UInt64) async -> Bool {
-        let timeout = state.failsafeRoundTimeout
-        let body = JSONValue.object([("leader", .string(node.value)), ("fence_after", .string(config.fenceAfter.description))]).serializedBytes()
+    /// A member round: the lease is renewed only if every member named confirms over its API, at once,
+    /// that it will not take over for `promise` plus the margin — it sees this node holding the lock,
+    /// or cannot reach Consul, or sees nobody holding it — noting `keyIndex`, the index of this node's
+    /// last write of the key. Any member that does not confirm, and the key is written instead
+    /// (``LeaseState``).
+    private func askMembers(_ names: Set<NodeName>, promise: GoDuration, keyIndex: UInt64?) async -> Bool {
+        let timeout = config.roundTimeout
+        var fields: [(String, JSONValue)] = [("leader", .string(node.value)), ("fence_after", .string(promise.description))]
+        if let keyIndex { fields.append(("key_index", .number(String(keyIndex)))) }
+        let body = JSONValue.object(fields).serializedBytes()
         // Members grant only what a member signed (issue 23, finding 7).
         let signature = signer.map { $0.authorization(method: "POST", path: "/failsafe", body: body, time: Int64(Date().timeIntervalSince1970)) }
         let headers = [("Content-Type", "application/json")] + (signature.map { [("Authorization", $0)] } ?? [])
         let transport = self.transport
+        let addresses = names.map { ($0, members[$0] ?? nil) }
         let confirmations = await withTaskGroup(of: (NodeName, Bool).self) { group in
-            for (name, api) in members {
+            for (name, api) in addresses {
                 group.addTask {
                     guard let api else { return (name, false) }
                     let request = HTTPRequest(
@@ -455,7 +462,9 @@ public actor Lease {
         }
         let missing = confirmations.filter { !$0.1 }.map(\.0.value).sorted()
         if !missing.isEmpty {
-            consulWarnings.warning(logger, "Failsafe: not every member confirmed; fencing at the deadline", metadata: ["failsafe.missing": "\(missing)"])
+            consulWarnings.warning(
+                logger, "Member round: not every member promised; writing the leader key every loop instead (fence_timeout)",
+                metadata: ["failsafe.missing": "\(missing)"])
         }
         return missing.isEmpty
     }

@@ -135,7 +135,12 @@ struct MonitorLoop {
 
     /// The next loop comes after `loop_wait`, or when a silent leader's takeover deadline falls.
     func nextInterval() -> Duration {
-        memory.nextInterval(config: config, at: .now)
+        memory.nextInterval(config: config, grant: grantSeen(), at: .now)
+    }
+
+    /// The latest promise this node's API made a leader (member rounds), as of now.
+    func grantSeen() -> LeaseGrant.Seen? {
+        state.current.failsafeGrant?.seen(now: MonotonicClock.nanoseconds())
     }
 
     /// New node settings (SIGHUP), from the next iteration. The node's identity and cluster cannot
@@ -280,7 +285,6 @@ struct MonitorLoop {
                 v.synchronousStandby = snapshot.sync?.standby
                 v.leaderPosition = snapshot.leader.flatMap { snapshot.reports[$0.holder]?.status.position }
             }
-            if let grant = v.failsafeGrant, grant.until <= v.loopRanAt { v.failsafeGrant = nil }
         }
     }
 
@@ -387,8 +391,7 @@ struct MonitorLoop {
         metrics.watchdog.record(guarded ? 1 : 0)
         return memory.observation(
             node: me, config: config, local: local, snapshot: snapshot, session: await lease.currentSession, sinceLastHeartbeat: await lease.sinceLastBeat,
-            guarded: guarded,
-            failsafeGrantedTo: state.current.failsafeGrant.flatMap { $0.until > MonotonicClock.nanoseconds() ? $0.leader : nil }, at: now)
+            guarded: guarded, grant: grantSeen(), at: now)
     }
 
     /// Whether a watchdog answers (checked each loop) and sees the postmaster this monitor sees (asked

@@ -37,13 +37,13 @@ public final class NodeState: Sendable {
     /// What would happen if the primary died now, as this monitor sees the cluster.
     var explanation: FailoverExplanation? { lastSnapshot.withLock { last in last.map { FailoverExplanation(snapshot: $0.snapshot, live: $0.reporting) } } }
 
-    /// A leader cut off from Consul asks this node not to take over (failsafe mode); the answer, and the
+    /// A leader asks this node not to take over for a while (a member round); the answer, and the
     /// promise recorded when granted.
-    func failsafe(from leader: NodeName, fenceAfter: GoDuration?) -> (granted: Bool, reason: String) {
+    func failsafe(from leader: NodeName, fenceAfter: GoDuration?, keyIndex: UInt64?) -> (granted: Bool, reason: String) {
         view.withLock { v in
             let now = MonotonicClock.nanoseconds()
-            let answer = NodeHealth.failsafe(request: leader, fenceAfter: fenceAfter, view: v, now: now)
-            if answer.granted { v.failsafeGrant = (leader, max(answer.until, v.failsafeGrant?.until ?? 0)) }
+            let answer = NodeHealth.failsafe(request: leader, fenceAfter: fenceAfter, keyIndex: keyIndex, view: v, now: now)
+            if let grant = answer.grant { v.failsafeGrant = grant }
             return (answer.granted, answer.reason)
         }
     }
@@ -151,7 +151,7 @@ public enum NodeAPI {
             if let refused = unsigned(request, state: state) { return refused }
             // ignored: any malformed body or name gets the same 400, which says what is expected
             guard let body = try? JSONValue.parse(request.body), let text = body.member("leader")?.stringValue, let leader = try? NodeName(text) else {
-                return .text(400, "expected {\"leader\": \"<node name>\", \"fence_after\": \"<Go duration>\"}\n")
+                return .text(400, "expected {\"leader\": \"<node name>\", \"fence_after\": \"<Go duration>\", \"key_index\": <modify index>}\n")
             }
             // The leader's fence period, which the promise must outlast; a leader from before it was
             // sent gets this node's own.
@@ -162,7 +162,14 @@ public enum NodeAPI {
                 }
                 fenceAfter = period
             }
-            let (granted, reason) = state.failsafe(from: leader, fenceAfter: fenceAfter)
+            // The index of the leader's last write of its key, which the promise covers; a leader from
+            // before it was sent names none (its promise then never shortens a takeover).
+            var keyIndex: UInt64? = nil
+            if let field = body.member("key_index"), !field.isNull {
+                guard let index = field.uint64Value, index > 0 else { return .text(400, "key_index must be a modify index (a positive integer)\n") }
+                keyIndex = index
+            }
+            let (granted, reason) = state.failsafe(from: leader, fenceAfter: fenceAfter, keyIndex: keyIndex)
             return json(granted ? 200 : 409, .object([("granted", .bool(granted)), ("node", .string(view.node.value)), ("reason", .string(reason))]))
         case (_, "/cluster"), (_, "/metrics"), (_, "/position"):
             return .text(405, "use GET\n", headers: [("Allow", "GET")])

@@ -117,6 +117,30 @@ public struct ClusterConfig: Sendable, Equatable {
         return GoDuration(nanoseconds: promise.nanoseconds + fenceMargin.nanoseconds)
     }
 
+    // MARK: Member rounds (failsafe mode)
+
+    /// With `failsafe_mode`, a writable leader renews its lease between writes of the leader key by
+    /// member rounds (``LeaseState``): every other member promises over its node API not to take over
+    /// for this long plus ``fenceMargin``, and only then is the watchdog armed for it. Two fifths of
+    /// the fence: a dead leader's last round runs out sooner than a Consul heartbeat would, so a dead
+    /// node is replaced sooner, while Consul's own trouble costs nothing as long as the members answer.
+    public var roundPromise: GoDuration { GoDuration(nanoseconds: fenceAfter.nanoseconds * 2 / 5) }
+    /// How often a leader renewing by rounds asks: four rounds per promise.
+    public var roundInterval: Duration { roundPromise.swiftDuration / 4 }
+    /// How long a round waits for the members' answers: a member that has not answered by then has not
+    /// promised, and the leader writes the key instead.
+    public var roundTimeout: Duration { roundInterval }
+    /// While rounds renew the lease, the leader still writes the key this often (a third of the TTL,
+    /// at least a loop), so that a node that has not promised — one the leader did not know to ask —
+    /// sees it beat.
+    public var roundsKeyInterval: Duration { max(ttl.swiftDuration / 3, loopWait.swiftDuration) }
+    /// The promise a write made under rounds carries, for the nodes that did not promise since: while
+    /// Consul answers, the next write comes within ``roundsKeyInterval``, after at most one more round's
+    /// pause and wait, and the last round reaches ``roundPromise`` past it.
+    public var roundsKeyPromise: GoDuration {
+        GoDuration(nanoseconds: GoDuration(roundsKeyInterval + roundInterval + roundTimeout).nanoseconds + roundPromise.nanoseconds)
+    }
+
     public init() {}
 
     /// The settings by their key in Consul, with their current values as text.

@@ -17,7 +17,18 @@ import ConsulAPI
 /// - a beat that finds the key another's, or gone, while leading fences at once;
 /// - a beat that finds the key free and still naming this node (its session vanished) renews the
 ///   session, which takes the lock again;
-/// - with `failsafe_mode`, a failed beat of a writable primary asks every member to confirm; all must.
+/// - with `failsafe_mode`, a writable primary renews its lease by member rounds: every
+///   ``ClusterConfig/roundInterval`` it asks every other member to promise, over its node API, not to
+///   take over while it may still be writable — ``ClusterConfig/roundPromise``, or longer when its
+///   watchdog already reaches further — plus the margin, naming the index of its last write of the
+///   key; only when all did is the watchdog armed for the round promise. While every member promises,
+///   the key is written only every ``ClusterConfig/roundsKeyInterval``, promising the nodes that did
+///   not ``ClusterConfig/roundsKeyPromise`` (how far rounds may reach before the next write) and arming
+///   the round promise; a round right after each write covers it. A round that not every member
+///   confirms is followed at once by a write promising `fence_timeout`, and beats go back to writing
+///   the key every loop, as without failsafe; a write that fails leaves the lease to a round that
+///   every member confirms (failsafe: Consul's trouble is not the database's). The members a round
+///   asks only shrink with a write that got through.
 public struct LeaseState: Sendable {
     public let node: NodeName
     public var config = ClusterConfig()
@@ -40,6 +51,20 @@ public struct LeaseState: Sendable {
     /// off until it leads again: an address that came back to a node fenced a moment ago would deliver
     /// that node's last answers, sent before the fence, late — after the new primary's first.
     private var mayBeVacant = false
+    /// The other members, as the loop last read them: whom a round asks.
+    public private(set) var members: Set<NodeName> = []
+    /// Members asked since the last write of the key got through: a round asks them too, so that the
+    /// set it asks shrinks only with a write. A member whose latest promise named the key's current
+    /// index counts on every renewal since having needed a promise of its own
+    /// (``MonitorState/leaderSilence(holder:index:quiet:promise:grant:config:)``).
+    private var askedSinceKeyWrite: Set<NodeName> = []
+    /// When the last write of the key that got through was sent (nil: none in this term).
+    public private(set) var lastKeyWrite: UInt64?
+    /// The modify index of that write, when known: rounds name it.
+    public private(set) var lastKeyIndex: UInt64?
+    /// Whether the last round was confirmed by every member: beats come every round interval then,
+    /// else every loop.
+    public private(set) var roundsHealthy = false
 
     public init(node: NodeName) { self.node = node }
 
@@ -87,6 +112,24 @@ public struct LeaseState: Sendable {
         inFailsafe = false
         lastBeat = nil
         deadline = 0
+        lastKeyWrite = nil
+        lastKeyIndex = nil
+        askedSinceKeyWrite = []
+        roundsHealthy = false
+    }
+
+    /// The other members as the loop read them (whom the next round asks, beside those asked since the
+    /// last write).
+    public mutating func setMembers(_ names: Set<NodeName>) {
+        members = names.subtracting([node])
+    }
+
+    /// Whether the key is written in this heartbeat although the rounds renew the lease: none written
+    /// in this term yet, the last one ``ClusterConfig/roundsKeyInterval`` ago, or a member asked since
+    /// the last write has left the set (only a write lets the rounds stop asking it).
+    public func keyWriteDue(now: UInt64) -> Bool {
+        guard let lastKeyWrite else { return true }
+        return Int64(now &- lastKeyWrite) >= GoDuration(config.roundsKeyInterval).nanoseconds || !askedSinceKeyWrite.isSubset(of: members)
     }
 
     /// The session vanished under this node. While it leads it tries to take the lock again with a
@@ -105,14 +148,16 @@ public struct LeaseState: Sendable {
         case readKey
         /// Arm the watchdog with this deadline: ``Event/armed(_:)``.
         case arm(deadline: UInt64)
-        /// Write the key as this node's, check-and-set at `index`: ``Event/written(committed:)`` or
+        /// Write the key as this node's, check-and-set at `index`: ``Event/written(committed:index:)`` or
         /// ``Event/writeFailed``.
         case writeKey(index: UInt64, flags: UInt64)
         /// The session vanished under this leader: renew it (which takes the lock again):
         /// ``Event/renewed(session:)``.
         case renewSession
-        /// Ask every other member to confirm a failsafe lease until `deadline`: ``Event/members(confirmed:)``.
-        case askMembers(deadline: UInt64)
+        /// A member round: ask `members` to promise not to take over for `promise` (plus the margin),
+        /// naming `keyIndex`, the index of this node's last write of the key; then the watchdog may be
+        /// armed until `deadline`: ``Event/members(confirmed:)`` (all of them promised).
+        case askMembers(deadline: UInt64, promise: GoDuration, members: Set<NodeName>, keyIndex: UInt64?)
         /// The key is not this node's any more while it led: fence PostgreSQL now and wake the loop;
         /// then ``Event/fenced``.
         case fence(why: String)
@@ -132,8 +177,8 @@ public struct LeaseState: Sendable {
         case keyRead(KVPair?)
         case readFailed
         case armed(Bool)
-        /// Whether the check-and-set got through.
-        case written(committed: Bool)
+        /// Whether the check-and-set got through, and the key's new modify index when known.
+        case written(committed: Bool, index: UInt64? = nil)
         case writeFailed
         /// The session the renewal left this node with.
         case renewed(session: String?)
@@ -145,9 +190,10 @@ public struct LeaseState: Sendable {
     public enum Notice: Sendable, Equatable {
         /// A beat got through while this node did not lead (a lock it holds from before a restart).
         case leadingAgain
-        /// A beat got through after failsafe rounds.
+        /// A write of the key got through after writes had failed while rounds renewed the lease.
         case failsafeOver
-        /// Every member confirmed: the lease goes on without Consul.
+        /// The key could not be written, but every member promised: the lease goes on by rounds without
+        /// Consul.
         case failsafeEntered
         /// Failsafe is on, but PostgreSQL is not a writable primary here: nobody is asked.
         case failsafeNotWritable
@@ -157,19 +203,28 @@ public struct LeaseState: Sendable {
     /// the heartbeat task's beat).
     public struct Heartbeat: Sendable {
         public let session: String?
-        /// A round of the heartbeat task: a failed beat goes on to a failsafe round when it is on
-        /// (a proof before PostgreSQL becomes writable does not).
+        /// A round of the heartbeat task: it renews by a member round when failsafe is on and PostgreSQL
+        /// is a writable primary here (a proof before PostgreSQL becomes writable writes the key).
         public let mayAskMembers: Bool
         fileprivate var term: UInt64
+        fileprivate var known: KVPair?
+        /// The key as this heartbeat last read it (or took it as known).
+        fileprivate var read: KVPair?
         fileprivate var attempt = 0
         fileprivate var phase = Phase.starting
         fileprivate var sent: UInt64 = 0
         fileprivate var deadline: UInt64 = 0
         fileprivate var write: (index: UInt64, flags: UInt64) = (0, 0)
+        /// What this heartbeat did already: a write tried (and whether it promised only a round's reach,
+        /// or failed), a round asked.
+        fileprivate var keyTried = false
+        fileprivate var wroteForRounds = false
+        fileprivate var writeFailed = false
+        fileprivate var roundTried = false
         public fileprivate(set) var notices: [Notice] = []
         public fileprivate(set) var outcome: Beat?
 
-        fileprivate enum Phase { case starting, reading, armingShorter, writing, armingAfterWrite, renewing, asking, armingFailsafe, fencing(Beat), done }
+        fileprivate enum Phase { case starting, reading, armingShorter, writing, armingAfterWrite, renewing, asking, armingRound, fencing(Beat), done }
     }
 
     /// A heartbeat with `session` (nil: the beat fails at once).
@@ -180,14 +235,19 @@ public struct LeaseState: Sendable {
     /// How many times a beat reads and writes again when its check-and-set did not get through.
     public static let beatAttempts = 3
 
+    /// Whether this heartbeat may renew by a member round now.
+    private func roundsPossible(_ beat: Heartbeat) -> Bool {
+        beat.mayAskMembers && leading && term == beat.term && config.failsafeMode && writablePrimary
+    }
+
     /// The next step of `beat` after `event`, at `now`.
     public mutating func next(_ beat: inout Heartbeat, after event: Event, now: UInt64) -> Step {
         switch (beat.phase, event) {
         case (.starting, .start(let known)):
             guard beat.session != nil else { return failed(&beat, now: now) }
-            if let known, owns(known, session: beat.session) { return keyRead(known, &beat, now: now) }
-            beat.phase = .reading
-            return .readKey
+            beat.known = known
+            if roundsPossible(beat), !keyWriteDue(now: now) { return round(&beat, now: now) }
+            return keyPath(&beat, now: now)
         case (.reading, .keyRead(let pair)):
             return keyRead(pair, &beat, now: now)
         case (.reading, .readFailed), (.writing, .writeFailed):
@@ -197,7 +257,7 @@ public struct LeaseState: Sendable {
             if term == beat.term { deadline = beat.deadline }
             beat.phase = .writing
             return .writeKey(index: beat.write.index, flags: beat.write.flags)
-        case (.writing, .written(let committed)):
+        case (.writing, .written(let committed, let index)):
             guard committed else {
                 beat.attempt += 1
                 guard beat.attempt < Self.beatAttempts else { return failed(&beat, now: now) }
@@ -205,6 +265,13 @@ public struct LeaseState: Sendable {
                 return .readKey
             }
             guard term == beat.term else { return failed(&beat, now: now) }
+            lastKeyIndex = index
+            // The key as written stands in for a read if this heartbeat writes again.
+            if let index, var written = beat.known ?? beat.read {
+                written.flags = beat.write.flags
+                written.modifyIndex = index
+                beat.known = written
+            }
             beat.phase = .armingAfterWrite
             return .arm(deadline: beat.deadline)
         case (.armingAfterWrite, .armed(let ok)):
@@ -213,6 +280,10 @@ public struct LeaseState: Sendable {
             if inFailsafe && leading { beat.notices.append(.failsafeOver) }
             inFailsafe = false
             startLeading(sent: beat.sent, deadline: beat.deadline)
+            lastKeyWrite = beat.sent
+            askedSinceKeyWrite = []
+            // A write promising only a round's reach is covered by a round right after it.
+            if beat.wroteForRounds, !beat.roundTried, roundsPossible(beat) { return round(&beat, now: now) }
             return finish(&beat, .beat)
         case (.renewing, .renewed(let session)):
             guard leading, term == beat.term, session != nil, session != beat.session else { return failed(&beat, now: now) }
@@ -220,14 +291,25 @@ public struct LeaseState: Sendable {
             inFailsafe = false
             return finish(&beat, .beat)
         case (.asking, .members(let confirmed)):
-            guard confirmed, term == beat.term, leading else { return finish(&beat, .failed) }
-            beat.phase = .armingFailsafe
+            guard term == beat.term, leading else { return finish(&beat, .failed) }
+            roundsHealthy = confirmed
+            guard confirmed else {
+                // Not every member promised: the key is written now, promising fence_timeout — unless
+                // a write failed in this heartbeat already (then the watchdog fences at the deadline
+                // unless a later beat gets through).
+                if beat.writeFailed { return finish(&beat, .failed) }
+                beat.attempt = 0
+                return keyPath(&beat, now: now)
+            }
+            beat.phase = .armingRound
             return .arm(deadline: beat.deadline)
-        case (.armingFailsafe, .armed(let ok)):
+        case (.armingRound, .armed(let ok)):
             guard ok else { return unguarded(&beat) }
+            startLeading(sent: beat.sent, deadline: beat.deadline)
+            guard beat.writeFailed else { return finish(&beat, .beat) }
+            // The key could not be written, but every member promised: the lease goes on by rounds.
             if !inFailsafe { beat.notices.append(.failsafeEntered) }
             inFailsafe = true
-            startLeading(sent: beat.sent, deadline: beat.deadline)
             return finish(&beat, .failed)
         case (.fencing(let outcome), .fenced):
             return finish(&beat, outcome)
@@ -236,6 +318,31 @@ public struct LeaseState: Sendable {
         default:
             preconditionFailure("LeaseState: \(event) does not answer the step of phase \(beat.phase)")
         }
+    }
+
+    /// A member round at `now`: the members the loop read and those asked since the last write are
+    /// asked to promise for as long as this node may be writable on what it armed already or on what
+    /// the round arms, whichever is longer.
+    private mutating func round(_ beat: inout Heartbeat, now: UInt64) -> Step {
+        beat.roundTried = true
+        beat.sent = now
+        beat.deadline = now + UInt64(max(0, config.roundPromise.nanoseconds))
+        let reach = max(config.roundPromise, GoDuration(nanoseconds: Int64(deadline) - Int64(now)))
+        askedSinceKeyWrite.formUnion(members)
+        beat.phase = .asking
+        return .askMembers(deadline: beat.deadline, promise: reach, members: askedSinceKeyWrite, keyIndex: lastKeyIndex)
+    }
+
+    /// The key's part of a heartbeat: the key as last known stands in for the first read while it says
+    /// the key is this node's.
+    private mutating func keyPath(_ beat: inout Heartbeat, now: UInt64) -> Step {
+        beat.keyTried = true
+        if let known = beat.known, owns(known, session: beat.session) {
+            beat.known = nil
+            return keyRead(known, &beat, now: now)
+        }
+        beat.phase = .reading
+        return .readKey
     }
 
     private func owns(_ pair: KVPair, session: String?) -> Bool {
@@ -259,12 +366,19 @@ public struct LeaseState: Sendable {
             beat.phase = .fencing(.lost)
             return .fence(why: "the leader key is \(pair.map { "held by \($0.stringValue)" } ?? "gone")")
         }
+        beat.read = pair
         beat.sent = now
-        beat.deadline = fenceDeadline(sentAt: now)
-        beat.write = (pair.modifyIndex, LeaderFlags.nextBeat(after: pair.flags, promise: config.fenceAfter))
-        // A shorter fence (fence_timeout lowered) is armed before the key promises it: until the new
-        // promise is written the replicas time a takeover by the old one, and the watchdog must never
-        // be later than what the key says. A longer one is armed only after it is written.
+        // While every member promises, the write arms only a round's promise (the round right after it
+        // covers it) and promises the nodes that did not how far rounds may reach before the next
+        // write; else it arms and promises fence_timeout.
+        beat.wroteForRounds = roundsHealthy && roundsPossible(beat)
+        beat.deadline = beat.wroteForRounds ? now + UInt64(max(0, config.roundPromise.nanoseconds)) : fenceDeadline(sentAt: now)
+        let promise = beat.wroteForRounds ? config.roundsKeyPromise : config.fenceAfter
+        beat.write = (pair.modifyIndex, LeaderFlags.nextBeat(after: pair.flags, promise: promise))
+        // A shorter fence (fence_timeout lowered, or a write under rounds) is armed before the key
+        // promises it: until the new promise is written the replicas time a takeover by the old one,
+        // and the watchdog must never be later than what the key says. A longer one is armed only
+        // after it is written.
         if leading, beat.deadline < deadline {
             beat.phase = .armingShorter
             return .arm(deadline: beat.deadline)
@@ -273,20 +387,16 @@ public struct LeaseState: Sendable {
         return .writeKey(index: beat.write.index, flags: beat.write.flags)
     }
 
-    /// The beat did not get through: a heartbeat round of a writable primary in failsafe mode asks the
-    /// members (only for a PostgreSQL that runs here as the writable primary: a leader whose database
-    /// died while it was cut from Consul must not hold the others off — issue 23, finding 5).
+    /// The beat did not get through. When a round may renew the lease and none was asked in this
+    /// heartbeat, one is (failsafe: Consul out of reach, or slow); else the watchdog fences at the
+    /// deadline unless a later beat gets through. A leader whose PostgreSQL is not a writable primary
+    /// here asks nobody: a leader whose database died while it was cut from Consul must not hold the
+    /// others off (issue 23, finding 5).
     private mutating func failed(_ beat: inout Heartbeat, now: UInt64) -> Step {
-        guard beat.mayAskMembers, leading, config.failsafeMode else { return finish(&beat, .failed) }
-        guard writablePrimary else {
-            beat.notices.append(.failsafeNotWritable)
-            return finish(&beat, .failed)
-        }
-        beat.term = term
-        beat.sent = now
-        beat.deadline = fenceDeadline(sentAt: now)
-        beat.phase = .asking
-        return .askMembers(deadline: beat.deadline)
+        if beat.keyTried { beat.writeFailed = true }
+        if beat.keyTried, !beat.roundTried, roundsPossible(beat) { return round(&beat, now: now) }
+        if beat.mayAskMembers, leading, config.failsafeMode, !writablePrimary { beat.notices.append(.failsafeNotWritable) }
+        return finish(&beat, .failed)
     }
 
     private mutating func unguarded(_ beat: inout Heartbeat) -> Step {
@@ -407,17 +517,15 @@ public struct LeaseState: Sendable {
 
     // MARK: Timing
 
-    /// How long a failsafe round waits for the members' answers.
-    public var failsafeRoundTimeout: Duration { min(Duration.seconds(1), config.fenceAfter.swiftDuration / 3) }
-
     /// How long one call of a heartbeat may wait for Consul at `now`: what is left before the
-    /// watchdog's deadline, less a failsafe round's time when failsafe is on — an answer that comes
-    /// later is of no use, and a Consul that holds calls (an election, an overloaded server) must leave
-    /// the round time to renew the lease through the members. At least 100 ms, at most `configured`.
+    /// watchdog's deadline, less the time the next member round needs to start and be answered when
+    /// failsafe is on — an answer that comes later is of no use, and a Consul that holds calls (an
+    /// election, an overloaded server) must leave the rounds time to renew the lease through the
+    /// members. At least 100 ms, at most `configured`.
     public func callBudget(configured: Duration, now: UInt64) -> Duration {
         guard leading else { return configured }
         let left = Duration.nanoseconds(Int64(deadline) - Int64(now))
-        let reserve = config.failsafeMode ? failsafeRoundTimeout + .milliseconds(100) : .zero
+        let reserve = config.failsafeMode ? config.roundInterval + config.roundTimeout + .milliseconds(100) : .zero
         return min(configured, max(.milliseconds(100), left - reserve))
     }
 
@@ -425,13 +533,21 @@ public struct LeaseState: Sendable {
     public func deadlinePassed(now: UInt64) -> Bool { leading && now >= deadline }
 
     /// How long the heartbeat task waits before its next round, one that started `elapsed` ago: beats
-    /// start every loop_wait, however long the last one took (a slow Consul must not stretch the time
-    /// between beats past the fencing deadline), and no later than just after the deadline.
+    /// start every round interval while every member confirms the rounds, else every loop_wait, however
+    /// long the last one took (a slow Consul must not stretch the time between beats past the fencing
+    /// deadline). With failsafe, soon enough that a write and a round still fit before the deadline (a
+    /// round that was not confirmed after a failed write leaves less than a loop); else no later than
+    /// just after it.
     public func pauseBeforeNextBeat(elapsed: Duration, now: UInt64) -> Duration {
-        var pause = max(.milliseconds(20), config.loopWait.swiftDuration - elapsed)
+        let interval = leading && roundsHealthy ? config.roundInterval : config.loopWait.swiftDuration
+        var pause = max(.milliseconds(20), interval - elapsed)
         if leading {
             let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(now))
             if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
+            if config.failsafeMode {
+                let reserve = config.roundInterval + config.roundTimeout + .milliseconds(100)
+                pause = min(pause, max(.milliseconds(20), untilDeadline - reserve))
+            }
         }
         return pause
     }

@@ -104,6 +104,10 @@ public struct MonitorObservation: Sendable, Equatable {
     /// The fencing promise of the leader holding the lock (``LeaderFlags``), when another node leads and
     /// says.
     public var leaderPromise: GoDuration?
+    /// How long the leader must be silent before this node may take over, when this node's latest
+    /// promise to it (a member round) decides rather than the key's
+    /// (``MonitorState/leaderSilence(holder:index:quiet:promise:grant:config:)``); nil: the key's promise decides.
+    public var leaderTakeoverAfter: GoDuration?
     /// The leader's `host:port`, from its registration, when another node leads.
     public var leaderEndpoint: String?
     /// Replicas' reports (this node's own included), for ranking.
@@ -124,8 +128,7 @@ public struct MonitorObservation: Sendable, Equatable {
     public var request: TakeoverRequest?
     /// A live watchdog guards this node: it may lead.
     public var guarded: Bool
-    /// Failsafe mode: this node promised that leader, cut off from Consul, not to take over (until the
-    /// promise runs out).
+    /// This node promised that leader, in a member round, not to take over (until the promise runs out).
     public var failsafeGrantedTo: NodeName?
     /// How long ago this monitor released the lock because its PostgreSQL was gone (nil: it has not,
     /// since it started or last led): the replicas get `failover_grace` to take over before this node
@@ -137,7 +140,8 @@ public struct MonitorObservation: Sendable, Equatable {
         sinceLastHeartbeat: GoDuration = .zero, leaderSilentFor: GoDuration = .zero, leaderEndpoint: String?, candidates: [CandidateState],
         lastPrimaryPosition: LSN?, synchronous: SyncRecord?, paused: Bool, primaryReport: PrimaryReport = .none, notStreamingFor: GoDuration = .zero,
         failedStarts: Int = 0, registeredPrimary: Bool = false, request: TakeoverRequest? = nil, guarded: Bool = true,
-        failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil, leaderPromise: GoDuration? = nil, claimedTimeline: Int? = nil,
+        failsafeGrantedTo: NodeName? = nil, releasedFor: GoDuration? = nil, leaderPromise: GoDuration? = nil, leaderTakeoverAfter: GoDuration? = nil,
+        claimedTimeline: Int? = nil,
         previousLeader: PreviousLeader? = nil, leaderKeyRestored: Bool = false, consulRestoredFor: GoDuration? = nil,
         longestPromise: GoDuration? = nil
     ) {
@@ -146,6 +150,7 @@ public struct MonitorObservation: Sendable, Equatable {
         self.leaderKeyRestored = leaderKeyRestored
         self.previousLeader = previousLeader
         self.leaderPromise = leaderPromise
+        self.leaderTakeoverAfter = leaderTakeoverAfter
         self.claimedTimeline = claimedTimeline
         self.failsafeGrantedTo = failsafeGrantedTo
         self.releasedFor = releasedFor
@@ -176,7 +181,7 @@ public struct MonitorObservation: Sendable, Equatable {
     /// How long the leader's heartbeat must have been silent before this node may take the lock from it:
     /// this node's `takeoverAfter`, or longer when the leader promised a longer fence (invariant 12).
     public var takeoverAfter: GoDuration {
-        ClusterConfig.takeoverAfter(promise: leaderPromise, config: config)
+        leaderTakeoverAfter ?? ClusterConfig.takeoverAfter(promise: leaderPromise, config: config)
     }
 
     /// Whether the leader holding the lock is beating (its heartbeats keep changing the key): it may be
@@ -277,9 +282,11 @@ public enum MonitorDecision {
     public static func next(_ o: MonitorObservation) -> MonitorAction {
         let action = decide(o)
         guard action.takesLock else { return action }
-        // A promise made in failsafe mode holds: no lock is taken until it runs out.
-        if let promised = o.failsafeGrantedTo, promised != o.node {
-            return .wait(reason: "promised \(promised), cut off from Consul, not to take over (failsafe)")
+        // A promise made in a member round holds: no lock is taken until it runs out — unless that
+        // leader let the lock go itself, its PostgreSQL reported down (a lock is released only once no
+        // process of it is left) or handed over by a switchover: it is writable no more.
+        if let promised = o.failsafeGrantedTo, promised != o.node, !letGo(o, promised) {
+            return .wait(reason: "promised \(promised) not to take over yet (a member round of failsafe mode)")
         }
         // Whatever Consul says (a restore may have forgotten a whole leader's tenure), a node that answers
         // it runs a writable primary is one: its monitor fences it if it does not hold the lock.
@@ -298,6 +305,13 @@ public enum MonitorDecision {
             }
         }
         return action
+    }
+
+    /// Whether `leader` let the free lock go itself: its report of its PostgreSQL down came during its
+    /// tenure, or a switchover request says it handed the lock over.
+    static func letGo(_ o: MonitorObservation, _ leader: NodeName) -> Bool {
+        guard case .free = o.leader, let previous = o.previousLeader, previous.name == leader else { return false }
+        return previous.reportedDown || (o.request.map { $0.handedOver && $0.from == leader } ?? false)
     }
 
     static func decide(_ o: MonitorObservation) -> MonitorAction {

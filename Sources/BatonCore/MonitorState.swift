@@ -32,6 +32,8 @@ public struct MonitorState: Sendable {
     public var failedStarts = 0
     /// The fencing promise of the other node holding the lock, as last read (``LeaderFlags``).
     public var leaderPromise: GoDuration?
+    /// The leader key's modify index while another node holds the lock, as last read.
+    public var heldIndex: UInt64?
     /// The highest modify index read so far (reset to the restored one when Consul went back).
     public var highestIndex: UInt64 = 0
     /// When Consul's history went backwards (restored from a snapshot): the newest index of the first
@@ -158,6 +160,7 @@ public struct MonitorState: Sendable {
         if let leader = snapshot.leader, leader.session != session {
             leaderKey.observe("leader", index: leader.modifyIndex, at: min(now, firstSeen(leader.modifyIndex) ?? now))
             leaderPromise = leader.promise
+            heldIndex = leader.modifyIndex
             if let promise = leader.promise { longestPromise = max(longestPromise ?? promise, promise) }
             // Its fence runs from its last heartbeat: when this monitor first saw the key's current index.
             if leader.holder != node {
@@ -170,6 +173,7 @@ public struct MonitorState: Sendable {
         } else {
             leaderKey.keep(only: [])
             leaderPromise = nil
+            heldIndex = nil
         }
         if snapshot.leader == nil {
             if leaderFreeSince == nil { leaderFreeSince = now }
@@ -220,13 +224,34 @@ public struct MonitorState: Sendable {
     /// ``unresponsiveWindow``: a killed postmaster's backends take a few milliseconds to exit, and a
     /// monitor woken by its death may find them still there and wait — a full loop, before this, with
     /// the lock held and writes stopped (a postmaster kill's failover took 1.2 s instead of 0.2 s).
-    public func nextInterval(config: ClusterConfig, at now: ContinuousClock.Instant) -> Duration {
+    public func nextInterval(config: ClusterConfig, grant: LeaseGrant.Seen? = nil, at now: ContinuousClock.Instant) -> Duration {
         let loop = config.loopWait.swiftDuration
         var next = loop
         if let since = unresponsiveSince, now - since < Self.unresponsiveWindow { next = min(next, Self.unresponsiveRecheck) }
-        let takeover = ClusterConfig.takeoverAfter(promise: leaderPromise, config: config).swiftDuration
-        guard let quiet = leaderKey.quietFor("leader", at: now), quiet < takeover else { return next }
-        return min(next, takeover - quiet + .milliseconds(5))
+        guard let quiet = leaderKey.quietFor("leader", at: now), let holder = lastHolder?.name, let index = heldIndex else { return next }
+        let silence = Self.leaderSilence(holder: holder, index: index, quiet: quiet, promise: leaderPromise, grant: grant, config: config)
+        guard silence.silentFor < silence.takeoverAfter else { return next }
+        return min(next, silence.takeoverAfter - silence.silentFor + .milliseconds(5))
+    }
+
+    /// How long the other node holding the lock has been silent, and how long it must be before this
+    /// node may take over (invariant 12):
+    /// - when this node's latest promise (a member round, ``LeaseState``) was made to that leader with
+    ///   the key at the index this node reads now, or later: every renewal since needed a newer promise
+    ///   of this node's (a round asks every member it asked since its last write) or a write (which
+    ///   moves the index: seen, it ends this case; unseen, the takeover's check-and-set at the index
+    ///   read fails). So the leader is silent since that promise, and gone once its period — how far
+    ///   the leader said it might stay writable, plus the margin — has passed;
+    /// - else since the key's index last moved, by the longer of its promise and this node's fence, plus
+    ///   the margin (``ClusterConfig/takeoverAfter(promise:config:)``).
+    /// A promise still holding keeps this node off in any case (``MonitorDecision/next(_:)``).
+    public static func leaderSilence(
+        holder: NodeName, index: UInt64, quiet: Duration, promise: GoDuration?, grant: LeaseGrant.Seen?, config: ClusterConfig
+    ) -> (silentFor: Duration, takeoverAfter: Duration) {
+        if let grant, grant.leader == holder, let covered = grant.keyIndex, covered >= index {
+            return (grant.age, grant.period)
+        }
+        return (quiet, ClusterConfig.takeoverAfter(promise: promise, config: config).swiftDuration)
     }
 
     /// How soon a monitor looks again at a local PostgreSQL that just stopped answering, and for how long.
@@ -257,13 +282,14 @@ public struct MonitorState: Sendable {
     ///   - session: this node's session.
     ///   - sinceLastHeartbeat: while leading, the time since the last heartbeat that reached Consul was sent.
     ///   - guarded: a watchdog answers.
-    ///   - failsafeGrantedTo: the leader this node promised, in failsafe mode, not to take over from.
+    ///   - grant: the latest promise this node made a leader not to take over from it (member rounds).
     public func observation(
         node: NodeName, config: ClusterConfig, local: LocalPostgres, snapshot: ClusterSnapshot?, session: String?, sinceLastHeartbeat: GoDuration,
-        guarded: Bool, failsafeGrantedTo: NodeName?, at now: ContinuousClock.Instant
+        guarded: Bool, grant: LeaseGrant.Seen?, at now: ContinuousClock.Instant
     ) -> MonitorObservation {
         var leader = LeaderState.unknown
         var silentFor = GoDuration.zero
+        var takeoverAfter: GoDuration? = nil
         var endpoint: String? = nil
         var candidates: [CandidateState] = []
         var primaryReport = PrimaryReport.none
@@ -274,7 +300,11 @@ public struct MonitorState: Sendable {
             if let held = snapshot.leader {
                 leader = .held(by: held.holder, mine: held.session == session && held.holder == node)
                 if held.session != session {
-                    silentFor = GoDuration(leaderKey.quietFor("leader", at: now) ?? .zero)
+                    let silence = Self.leaderSilence(
+                        holder: held.holder, index: held.modifyIndex, quiet: leaderKey.quietFor("leader", at: now) ?? .zero, promise: held.promise,
+                        grant: grant, config: config)
+                    silentFor = GoDuration(silence.silentFor)
+                    takeoverAfter = GoDuration(silence.takeoverAfter)
                     endpoint = snapshot.endpoint(of: held.holder)
                     promise = held.promise
                 }
@@ -295,7 +325,7 @@ public struct MonitorState: Sendable {
             }
             let leaderLost: Bool
             switch leader {
-            case .held(_, mine: false): leaderLost = silentFor >= ClusterConfig.takeoverAfter(promise: promise, config: config)
+            case .held(_, mine: false): leaderLost = silentFor >= (takeoverAfter ?? ClusterConfig.takeoverAfter(promise: promise, config: config))
             case .held(_, mine: true): leaderLost = false
             default: leaderLost = true
             }
@@ -315,7 +345,8 @@ public struct MonitorState: Sendable {
             lastPrimaryPosition: snapshot?.lastPrimaryPosition, synchronous: snapshot?.sync, paused: snapshot?.pause != nil,
             primaryReport: primaryReport, notStreamingFor: GoDuration(notStreamingSince.map { now - $0 } ?? .zero), failedStarts: failedStarts,
             registeredPrimary: snapshot?.registrations[node]?.role == .primary, request: request, guarded: guarded,
-            failsafeGrantedTo: failsafeGrantedTo, releasedFor: releasedAt.map { GoDuration(now - $0) }, leaderPromise: promise,
+            failsafeGrantedTo: grant?.holding, releasedFor: releasedAt.map { GoDuration(now - $0) }, leaderPromise: promise,
+            leaderTakeoverAfter: takeoverAfter,
             claimedTimeline: snapshot?.claimedTimeline, previousLeader: previous,
             leaderKeyRestored: snapshot?.leader.map { held in restoredAt.map { held.modifyIndex <= $0 } ?? false } ?? false,
             consulRestoredFor: restoreNoticedAt.map { GoDuration(now - $0) }, longestPromise: longestPromise)

@@ -23,16 +23,70 @@ public struct NodeView: Sendable, Equatable {
     public var leader: NodeName?
     /// Whether the last read of Consul succeeded.
     public var consulReachable = false
-    /// A failsafe grant: this node promised `leader` not to take over until then (monotonic ns).
-    public var failsafeGrant: (leader: NodeName, until: UInt64)?
+    /// The promises this node made a leader (member rounds, failsafe): not to take over from it until then.
+    public var failsafeGrant: LeaseGrant?
 
     public init(node: NodeName) { self.node = node }
 
     public static func == (a: NodeView, b: NodeView) -> Bool {
         a.node == b.node && a.local == b.local && a.leading == b.leading && a.leaseDeadline == b.leaseDeadline && a.loopRanAt == b.loopRanAt
             && a.failsafeMode == b.failsafeMode && a.priority == b.priority && a.synchronousStandby == b.synchronousStandby && a.leaderPosition == b.leaderPosition
-            && a.leader == b.leader && a.consulReachable == b.consulReachable && a.failsafeGrant?.leader == b.failsafeGrant?.leader
-            && a.failsafeGrant?.until == b.failsafeGrant?.until
+            && a.leader == b.leader && a.consulReachable == b.consulReachable && a.failsafeGrant == b.failsafeGrant
+    }
+}
+
+/// What a member promised a leader that asked it (a member round, ``LeaseState``): not to take over
+/// from `leader` until `until` (CLOCK_MONOTONIC nanoseconds). The latest promise was made at `at` for
+/// `period` (how far the leader said it may stay writable, plus the margin) while the leader's last
+/// write of the key that got through had modify index `keyIndex` (nil: the leader did not say); an
+/// earlier promise may reach further.
+public struct LeaseGrant: Sendable, Equatable {
+    public var leader: NodeName
+    public var at: UInt64
+    public var until: UInt64
+    public var period: GoDuration
+    public var keyIndex: UInt64?
+
+    public init(leader: NodeName, at: UInt64, until: UInt64, period: GoDuration, keyIndex: UInt64? = nil) {
+        self.leader = leader
+        self.at = at
+        self.until = until
+        self.period = period
+        self.keyIndex = keyIndex
+    }
+
+    /// The promise made to `leader` at `now` for `period`, on top of `earlier`: it holds at least as
+    /// long as the earlier one did (a promise is never taken back).
+    public static func made(to leader: NodeName, at now: UInt64, period: GoDuration, keyIndex: UInt64?, after earlier: LeaseGrant?) -> LeaseGrant {
+        let until = now + UInt64(max(0, period.nanoseconds))
+        return LeaseGrant(leader: leader, at: now, until: max(until, earlier?.until ?? 0), period: period, keyIndex: keyIndex)
+    }
+
+    /// The promise as the monitor decides from it at `now`: how long ago the latest was made, how long
+    /// the promise still holds (zero once it ran out), how long the latest was for.
+    public func seen(now: UInt64) -> Seen {
+        Seen(
+            leader: leader, age: .nanoseconds(Int64(now &- min(at, now))), left: .nanoseconds(Int64(until &- min(until, now))),
+            period: period.swiftDuration, keyIndex: keyIndex)
+    }
+
+    public struct Seen: Sendable, Equatable {
+        public var leader: NodeName
+        public var age: Duration
+        public var left: Duration
+        public var period: Duration
+        public var keyIndex: UInt64?
+
+        public init(leader: NodeName, age: Duration, left: Duration, period: Duration, keyIndex: UInt64? = nil) {
+            self.leader = leader
+            self.age = age
+            self.left = left
+            self.period = period
+            self.keyIndex = keyIndex
+        }
+
+        /// The leader this node promised not to take over from, while the promise holds.
+        public var holding: NodeName? { left > .zero ? leader : nil }
     }
 }
 
@@ -113,23 +167,24 @@ public enum NodeHealth {
         return n
     }
 
-    /// Whether to grant a leader cut off from Consul its failsafe request: only when this node cannot
-    /// reach Consul either or sees no other node holding the lock — and then it promises not to take
-    /// over until the leader's fence period (`fenceAfter`, what it arms its watchdog with on the
-    /// strength of the answers; this node's own when longer or not given) plus a margin from now:
-    /// longer than the leader may stay writable. A promise timed by this node's own, shorter period
-    /// would run out while the leader is still writable (found by the simulator: fence_timeout raised
-    /// to 8 s, a member that had not read it yet granted 3 s).
-    public static func failsafe(request leader: NodeName, fenceAfter requested: GoDuration? = nil, view v: NodeView, now: UInt64)
-        -> (granted: Bool, reason: String, until: UInt64)
+    /// Whether to grant a leader's request (a member round, ``LeaseState``) not to take over from it:
+    /// only when this node sees that leader holding the lock, sees nobody holding it, or cannot reach
+    /// Consul — and then it promises not to take over for the leader's period (`fenceAfter`, what it
+    /// arms its watchdog with on the strength of the answers; this node's own fence period when the
+    /// request names none, as an earlier Baton's does not) plus a margin from now: longer than the leader
+    /// may stay writable on it. (A promise timed by this node's own period where the leader's is longer
+    /// would run out while the leader is still writable — found by the simulator: fence_timeout raised
+    /// to 8 s, a member that had not read it yet granted 3 s.)
+    public static func failsafe(request leader: NodeName, fenceAfter requested: GoDuration? = nil, keyIndex: UInt64? = nil, view v: NodeView, now: UInt64)
+        -> (granted: Bool, reason: String, grant: LeaseGrant?)
     {
         // A request with failsafe off is a forgery or a leader on another configuration: a promise
         // made for it would hold off a failover the cluster's settings allow (issue 23, finding 7).
-        guard v.failsafeMode else { return (false, "failsafe_mode is off in this node's configuration", 0) }
-        if v.leader == v.node, v.consulReachable { return (false, "\(v.node) holds the leader lock itself", 0) }
-        if v.consulReachable, let holder = v.leader, holder != leader { return (false, "\(holder) holds the leader lock", 0) }
-        let period = max(v.fenceAfter, requested ?? .zero)
-        let until = now + UInt64(period.nanoseconds) + UInt64(ClusterConfig.fenceMargin.nanoseconds)
-        return (true, v.consulReachable ? "no other node holds the lock" : "this node cannot reach Consul either", until)
+        guard v.failsafeMode else { return (false, "failsafe_mode is off in this node's configuration", nil) }
+        if v.leader == v.node, v.consulReachable { return (false, "\(v.node) holds the leader lock itself", nil) }
+        if v.consulReachable, let holder = v.leader, holder != leader { return (false, "\(holder) holds the leader lock", nil) }
+        let period = GoDuration(nanoseconds: (requested ?? v.fenceAfter).nanoseconds + ClusterConfig.fenceMargin.nanoseconds)
+        let grant = LeaseGrant.made(to: leader, at: now, period: period, keyIndex: keyIndex, after: v.failsafeGrant)
+        return (true, v.consulReachable ? "\(v.leader.map { "\($0) holds the lock" } ?? "no node holds the lock")" : "this node cannot reach Consul", grant)
     }
 }

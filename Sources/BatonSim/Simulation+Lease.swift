@@ -159,12 +159,13 @@ extension Simulation {
                     continue
                 }
                 let written = (try? consul.put(keys.leader, Array(nodes[i].name.value.utf8), flags: flags, mode: .cas(index), now: tick())) ?? false
-                event = .written(committed: written)
+                // The transaction's answer names the key's new index.
+                event = .written(committed: written, index: written ? consul.get(keys.leader)?.modifyIndex : nil)
             case .renewSession:
                 ensureSession(i)
                 event = .renewed(session: nodes[i].session)
-            case .askMembers(let deadline):
-                event = .members(confirmed: askMembers(i, until: deadline))
+            case .askMembers(_, let promise, let names, let keyIndex):
+                event = .members(confirmed: askMembers(i, names, promise: promise, keyIndex: keyIndex))
             case .fence(let why):
                 note("\(nodes[i].name) lost the lock (\(why)); fencing")
                 fence(i)
@@ -185,22 +186,22 @@ extension Simulation {
         }
     }
 
-    /// `Lease.askMembers`: Consul out of reach, every other member is asked to confirm over its API
-    /// (``NodeHealth/failsafe(request:view:now:)``) that it will not take over. A member whose monitor
-    /// does not run cannot answer.
-    func askMembers(_ i: Int, until deadline: UInt64) -> Bool {
+    /// `Lease.askMembers`: a member round — every member named is asked over its API
+    /// (``NodeHealth/failsafe(request:fenceAfter:view:now:)``) to promise not to take over for the
+    /// round's promise. A member whose monitor does not run cannot answer.
+    func askMembers(_ i: Int, _ names: Set<NodeName>, promise: GoDuration, keyIndex: UInt64?) -> Bool {
         var confirmed = true
-        for m in nodes.indices where m != i {
+        for name in names.sorted(by: { $0.value < $1.value }) {
             _ = tick()
-            guard nodes[m].alive, nodes[m].monitorFrozenUntil(now) == nil else {
+            guard let m = index(of: name), nodes[m].alive, nodes[m].monitorFrozenUntil(now) == nil else {
                 confirmed = false
                 continue
             }
             let answer = NodeHealth.failsafe(
-                request: nodes[i].name, fenceAfter: options.mutant == .failsafeOwnPeriod ? nil : nodes[i].config.fenceAfter, view: nodes[m].view,
+                request: nodes[i].name, fenceAfter: options.mutant == .failsafeOwnPeriod ? nil : promise, keyIndex: keyIndex, view: nodes[m].view,
                 now: nanoseconds(now))
-            if answer.granted {
-                nodes[m].view.failsafeGrant = (nodes[i].name, max(answer.until, nodes[m].view.failsafeGrant?.until ?? 0))
+            if let grant = answer.grant {
+                nodes[m].view.failsafeGrant = grant
             } else {
                 confirmed = false
             }
@@ -231,12 +232,11 @@ extension Simulation {
         nodes[i].view.failsafeMode = nodes[i].config.failsafeMode
         nodes[i].view.consulReachable = snapshot != nil
         if let snapshot { nodes[i].view.leader = snapshot.leader?.holder }
-        if let grant = nodes[i].view.failsafeGrant, grant.until <= at { nodes[i].view.failsafeGrant = nil }
     }
 
-    /// The leader node `i` promised, in failsafe mode, not to take over from (while the promise holds).
-    func grantedTo(_ i: Int) -> NodeName? {
-        nodes[i].view.failsafeGrant.flatMap { $0.until > nanoseconds(now) ? $0.leader : nil }
+    /// The latest promise node `i` made a leader (member rounds), as of now.
+    func grantSeen(_ i: Int) -> LeaseGrant.Seen? {
+        nodes[i].view.failsafeGrant?.seen(now: nanoseconds(now))
     }
 
     func startLeading(_ i: Int, sent: UInt64, deadline: UInt64) {

@@ -21,8 +21,8 @@ extension Simulation {
         }
         var observation = nodes[i].memory.observation(
             node: nodes[i].name, config: nodes[i].config, local: local, snapshot: snapshot, session: nodes[i].session,
-            sinceLastHeartbeat: sinceLastBeat(i), guarded: true, failsafeGrantedTo: grantedTo(i), at: instant)
-        mutate(&observation)
+            sinceLastHeartbeat: sinceLastBeat(i), guarded: true, grant: grantSeen(i), at: instant)
+        mutate(&observation, i)
         var action = MonitorDecision.next(observation)
         if case .standby = local, action.takesLock, options.mutant != .rankOnReports {
             // `MonitorLoop.iterate`: the node APIs of the other candidates, and of every node whose monitor
@@ -46,7 +46,7 @@ extension Simulation {
         if case .primary = after { setWritablePrimary(i, nodes[i].lease.leading) } else { setWritablePrimary(i, false) }
         publishStatus(i, local: after, action: action)
         publishView(i, snapshot: snapshot)
-        return nodes[i].memory.nextInterval(config: nodes[i].config, at: instant)
+        return nodes[i].memory.nextInterval(config: nodes[i].config, grant: grantSeen(i), at: instant)
     }
 
     /// What the named nodes' APIs answer to `GET /position` (their PostgreSQL as it is now); a node whose
@@ -79,6 +79,8 @@ extension Simulation {
         nodes[i].memory.recall(snapshot, node: nodes[i].name)
         guard let usable = nodes[i].memory.configuration(from: snapshot, current: nodes[i].config) else { return nil }
         nodes[i].config = usable
+        // `Lease.update`: whom the member rounds ask.
+        nodes[i].lease.setMembers(Set(snapshot.registrations.keys))
         nodes[i].memory.absorb(
             snapshot, node: nodes[i].name, session: nodes[i].session, leading: nodes[i].lease.leading, firstSeen: { _ in nil }, at: instant)
         return snapshot
@@ -94,8 +96,13 @@ extension Simulation {
         return snapshot
     }
 
-    private func mutate(_ observation: inout MonitorObservation) {
+    private func mutate(_ observation: inout MonitorObservation, _ i: Int) {
         switch options.mutant {
+        case .promiseBeforeTheWrite?:
+            if case .held(let holder, mine: false) = observation.leader, let grant = grantSeen(i), grant.leader == holder {
+                observation.leaderSilentFor = GoDuration(grant.age)
+                observation.leaderTakeoverAfter = GoDuration(grant.period)
+            }
         case .ignoreSyncRecord?:
             observation.synchronous = nil
             observation.config.synchronousMode = .off

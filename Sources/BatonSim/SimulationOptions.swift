@@ -44,6 +44,10 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// A member grants a failsafe request for its own fence period, not the leader's (the rule before
     /// the simulator found that a raised fence_timeout outlives such a promise).
     case failsafeOwnPeriod = "failsafe-own-period"
+    /// A member times a takeover by the latest promise it made the leader in a member round, whatever
+    /// key index that promise named (the rule without the index: a promise from before the leader's
+    /// last write, which armed a longer fence, ends too soon).
+    case promiseBeforeTheWrite = "promise-before-the-write"
     /// A leader asks for failsafe grants although its PostgreSQL is down (the rule before finding 5):
     /// the members it holds off cannot take over while it is cut from Consul.
     case failsafeForADeadPrimary = "failsafe-for-a-dead-primary"

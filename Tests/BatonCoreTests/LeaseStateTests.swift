@@ -24,13 +24,15 @@ struct LeaseStateTests {
     }
 
     /// Drives one heartbeat with `answers` (one per step after the first) and returns the steps asked for.
-    func run(_ lease: inout LeaseState, session: String? = "s1", known: KVPair? = nil, mayAskMembers: Bool = true, _ answers: [LeaseState.Event])
-        -> (steps: [LeaseState.Step], notices: [LeaseState.Notice])
-    {
+    func run(
+        _ lease: inout LeaseState, session: String? = "s1", known: KVPair? = nil, mayAskMembers: Bool = true, at time: UInt64? = nil,
+        _ answers: [LeaseState.Event]
+    ) -> (steps: [LeaseState.Step], notices: [LeaseState.Notice]) {
+        let at = time ?? now
         var beat = lease.heartbeat(session: session, mayAskMembers: mayAskMembers)
-        var steps = [lease.next(&beat, after: .start(known: known), now: now)]
+        var steps = [lease.next(&beat, after: .start(known: known), now: at)]
         for answer in answers {
-            steps.append(lease.next(&beat, after: answer, now: now))
+            steps.append(lease.next(&beat, after: answer, now: at))
         }
         return (steps, beat.notices)
     }
@@ -120,25 +122,124 @@ struct LeaseStateTests {
         #expect(!lease.leading, "a beat begun under the last term does not lead again")
     }
 
-    @Test func failsafeAsksTheMembersOnlyForAWritablePrimaryInAHeartbeatRound() {
+    // MARK: Member rounds
+
+    let pg2 = try! NodeName("pg2")
+    let pg3 = try! NodeName("pg3")
+    let config = ClusterConfig()
+    var roundPromise: UInt64 { UInt64(config.roundPromise.nanoseconds) }
+    func fenceFlags(after flags: UInt64 = 0) -> UInt64 { LeaderFlags.nextBeat(after: flags, promise: config.fenceAfter) }
+    func roundsFlags(after flags: UInt64 = 0) -> UInt64 { LeaderFlags.nextBeat(after: flags, promise: config.roundsKeyPromise) }
+
+    /// A failsafe leader with two members that wrote its key (index 42) at `now` and whose members all
+    /// confirmed a round 1 s later.
+    func renewingByRounds() -> LeaseState {
         var lease = leading(failsafe: true)
-        let (steps, notices) = run(&lease, [.readFailed, .members(confirmed: true), .armed(true)])
-        #expect(steps == [.readKey, .askMembers(deadline: fence), .arm(deadline: fence), .done(.failed)])
-        #expect(notices == [.failsafeEntered] && lease.failsafeActive && lease.deadline == fence)
-        let (back, over) = run(&lease, [.keyRead(key("pg1", session: "s1")), .written(committed: true), .armed(true)])
-        #expect(back.last == .done(.beat) && over == [.failsafeOver] && !lease.failsafeActive)
+        lease.setMembers([me, pg2, pg3])
+        _ = run(&lease, [.keyRead(key("pg1", session: "s1", index: 41)), .written(committed: true, index: 42), .armed(true)])
+        _ = run(&lease, at: now + second, [.members(confirmed: true), .armed(true)])
+        return lease
+    }
 
-        var refused = leading(failsafe: true)
-        #expect(run(&refused, [.readFailed, .members(confirmed: false)]).steps.last == .done(.failed))
-        #expect(refused.deadline == now + 2 * second, "one member that does not confirm: the deadline stands")
+    @Test("rounds renew the lease between writes: a write each third of the TTL, covered by a round right after it")
+    func roundsRenewBetweenWrites() {
+        var lease = leading(failsafe: true)
+        lease.setMembers([me, pg2, pg3])
+        // The first beat of a term writes the key, promising fence_timeout (no round was confirmed yet).
+        let first = run(&lease, [.keyRead(key("pg1", session: "s1", index: 41)), .written(committed: true, index: 42), .armed(true)])
+        #expect(first.steps == [.readKey, .writeKey(index: 41, flags: fenceFlags()), .arm(deadline: fence), .done(.beat)])
+        #expect(lease.lastKeyIndex == 42 && !lease.roundsHealthy)
+        #expect(lease.pauseBeforeNextBeat(elapsed: .zero, now: now) == config.loopWait.swiftDuration)
+        // A second later, a round: the members promise as long as the watchdog may already reach (2 s
+        // left of the write's fence), naming the write's index; only then is the round's promise armed.
+        let round = run(&lease, at: now + second, [.members(confirmed: true), .armed(true)])
+        #expect(round.steps == [
+            .askMembers(deadline: now + second + roundPromise, promise: .seconds(2), members: [pg2, pg3], keyIndex: 42),
+            .arm(deadline: now + second + roundPromise), .done(.beat),
+        ])
+        #expect(lease.roundsHealthy && lease.deadline == now + second + roundPromise)
+        #expect(lease.pauseBeforeNextBeat(elapsed: .zero, now: now + second) == config.roundInterval)
+        // The next round asks for the round's promise itself.
+        let next = run(&lease, at: now + second + 300_000_000, [.members(confirmed: true), .armed(true)])
+        #expect(next.steps.first == .askMembers(deadline: now + 1_300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42))
+        // Once the write interval has passed the key is written, arming only the round's promise and
+        // promising the others the rounds' reach, and a round names the new index at once.
+        let later = now + 4 * second
+        #expect(lease.keyWriteDue(now: later))
+        let write = run(
+            &lease, known: key("pg1", session: "s1", index: 42), at: later,
+            [.written(committed: true, index: 43), .armed(true), .members(confirmed: true), .armed(true)])
+        #expect(write.steps == [
+            .writeKey(index: 42, flags: roundsFlags()), .arm(deadline: later + roundPromise),
+            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43),
+            .arm(deadline: later + roundPromise), .done(.beat),
+        ])
+        #expect(lease.lastKeyIndex == 43 && lease.deadline == later + roundPromise && !lease.failsafeActive)
+    }
 
-        var dead = leading(failsafe: true, writable: false)
-        let (asked, said) = run(&dead, [.readFailed])
+    @Test("a round not every member confirms is followed at once by a write promising fence_timeout; beats every loop again")
+    func aRefusedRoundFallsBackToAWrite() {
+        var lease = renewingByRounds()
+        let at = now + 1_300_000_000
+        let refused = run(&lease, at: at, [.members(confirmed: false), .keyRead(key("pg1", session: "s1", index: 42)), .written(committed: true, index: 44), .armed(true)])
+        #expect(refused.steps.dropFirst() == [.readKey, .writeKey(index: 42, flags: fenceFlags()), .arm(deadline: at + UInt64(config.fenceAfter.nanoseconds)), .done(.beat)])
+        #expect(!lease.roundsHealthy && lease.pauseBeforeNextBeat(elapsed: .zero, now: at) == config.loopWait.swiftDuration)
+        // A write under rounds whose round is refused is followed by a second write, with fence_timeout.
+        var marked = renewingByRounds()
+        let later = now + 4 * second
+        let twice = run(
+            &marked, known: key("pg1", session: "s1", index: 42), at: later,
+            [.written(committed: true, index: 43), .armed(true), .members(confirmed: false), .written(committed: true, index: 44), .armed(true)])
+        #expect(twice.steps == [
+            .writeKey(index: 42, flags: roundsFlags()), .arm(deadline: later + roundPromise),
+            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43),
+            .writeKey(index: 43, flags: fenceFlags(after: roundsFlags())), .arm(deadline: later + UInt64(config.fenceAfter.nanoseconds)), .done(.beat),
+        ])
+        #expect(marked.lastKeyIndex == 44)
+    }
+
+    @Test("a write that fails leaves the lease to a round every member confirms (failsafe); the next write ends it")
+    func aFailedWriteIsRiddenOutByARound() {
+        var lease = renewingByRounds()
+        let later = now + 4 * second
+        let (steps, notices) = run(&lease, at: later, [.readFailed, .members(confirmed: true), .armed(true)])
+        #expect(steps == [
+            .readKey, .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42),
+            .arm(deadline: later + roundPromise), .done(.failed),
+        ])
+        #expect(notices == [.failsafeEntered] && lease.failsafeActive && lease.deadline == later + roundPromise)
+        #expect(lease.keyWriteDue(now: later + 300_000_000), "every beat tries the write again")
+        let back = run(&lease, known: key("pg1", session: "s1", index: 42), at: later + 300_000_000, [.written(committed: true, index: 45), .armed(true), .members(confirmed: true), .armed(true)])
+        #expect(back.steps.last == .done(.beat) && back.notices == [.failsafeOver] && !lease.failsafeActive)
+        // Cut from Consul and refused by a member: nothing renews it; the watchdog fences at the deadline.
+        var cut = renewingByRounds()
+        let lost = run(&cut, at: later, [.readFailed, .members(confirmed: false)])
+        #expect(lost.steps.last == .done(.failed) && cut.deadline == now + second + roundPromise && cut.deadlinePassed(now: later))
+    }
+
+    @Test("members that left are asked until a write gets through")
+    func membersThatLeftAreAskedUntilAWrite() {
+        var lease = renewingByRounds()
+        lease.setMembers([me, pg2])
+        let at = now + 1_300_000_000
+        #expect(lease.keyWriteDue(now: at), "only a write lets the rounds stop asking pg3")
+        let failed = run(&lease, at: at, [.readFailed, .members(confirmed: true), .armed(true)])
+        #expect(failed.steps[1] == .askMembers(deadline: at + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42))
+        let written = run(&lease, known: key("pg1", session: "s1", index: 42), at: at + 300_000_000, [.written(committed: true, index: 46), .armed(true)])
+        #expect(written.steps[2] == .askMembers(deadline: at + 300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2], keyIndex: 46))
+    }
+
+    @Test("rounds only for a writable primary in a heartbeat round; a proof and failsafe off never ask")
+    func roundsOnlyForAWritablePrimary() {
+        var dead = renewingByRounds()
+        dead.setLocal(writablePrimary: false, vacant: false)
+        let (asked, said) = run(&dead, at: now + 1_300_000_000, [.readFailed])
         #expect(asked == [.readKey, .done(.failed)] && said == [.failsafeNotWritable])
 
-        var proof = leading(failsafe: true)
-        #expect(run(&proof, mayAskMembers: false, [.readFailed]).steps == [.readKey, .done(.failed)], "a proof never asks")
+        var proof = renewingByRounds()
+        #expect(run(&proof, mayAskMembers: false, at: now + 1_300_000_000, [.readFailed]).steps == [.readKey, .done(.failed)], "a proof never asks")
         var off = leading()
+        off.setMembers([me, pg2])
         #expect(run(&off, [.readFailed]).steps == [.readKey, .done(.failed)])
     }
 
@@ -153,7 +254,9 @@ struct LeaseStateTests {
         #expect(lease.callBudget(configured: .seconds(1), now: now) == .seconds(1))
         #expect(lease.callBudget(configured: .seconds(5), now: now + 2 * second) == .milliseconds(100), "at least 100 ms")
         let failsafe = leading(failsafe: true)
-        #expect(failsafe.callBudget(configured: .seconds(5), now: now) == .seconds(2) - .seconds(1) - .milliseconds(100), "a failsafe round's time kept")
+        #expect(
+            failsafe.callBudget(configured: .seconds(5), now: now) == .seconds(2) - ClusterConfig().roundInterval - ClusterConfig().roundTimeout - .milliseconds(100),
+            "the next round's time kept")
         #expect(LeaseState(node: me).callBudget(configured: .seconds(5), now: now) == .seconds(5))
     }
 
@@ -162,6 +265,14 @@ struct LeaseStateTests {
         #expect(lease.pauseBeforeNextBeat(elapsed: .milliseconds(300), now: now) == .milliseconds(700))
         #expect(lease.pauseBeforeNextBeat(elapsed: .seconds(4), now: now) == .milliseconds(20))
         #expect(lease.pauseBeforeNextBeat(elapsed: .zero, now: now + 2 * second - 500_000_000) == .milliseconds(501))
+        // With failsafe, a write and a round still fit before the deadline: after a round nobody
+        // confirmed, a write that failed leaves 0.9 s — the next beat comes in 0.2 s, not a loop.
+        var failsafe = renewingByRounds()
+        let at = now + second + 300_000_000
+        let beat = run(&failsafe, at: at, [.members(confirmed: false), .readFailed])
+        #expect(beat.steps.last == .done(.failed) && !failsafe.roundsHealthy && failsafe.deadline == now + second + roundPromise)
+        #expect(failsafe.pauseBeforeNextBeat(elapsed: .zero, now: at) == .milliseconds(200))
+        #expect(failsafe.pauseBeforeNextBeat(elapsed: .zero, now: at + 800_000_000) == .milliseconds(20), "past the point: at once")
     }
 
     @Test func keepalivedHearsVacantOnlyStraightFromLeading() {

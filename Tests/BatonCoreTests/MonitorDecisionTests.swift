@@ -441,6 +441,19 @@ struct MonitorDecisionTests {
             Issue.record("not even a free lock")
             return
         }
+        // That leader let the lock go itself, its PostgreSQL reported down during its tenure (a
+        // postmaster killed): the promise holds nobody off any more.
+        free.previousLeader = PreviousLeader(name: Self.other, goneFor: .milliseconds(200), promise: .seconds(3), reportedDown: true)
+        guard case .acquireLeader = MonitorDecision.next(free) else {
+            Issue.record("a promise to a leader that released the lock, its PostgreSQL down, holds nobody off")
+            return
+        }
+        free.previousLeader?.reportedDown = false
+        guard case .wait = MonitorDecision.next(free) else {
+            Issue.record("a lock that went free without a report (a session invalidated) is not let go")
+            return
+        }
+        free.previousLeader = nil
         free.failsafeGrantedTo = nil
         guard case .acquireLeader = MonitorDecision.next(free) else {
             Issue.record("once the promise ran out, failover as usual")

@@ -81,7 +81,7 @@ struct NodeHealthTests {
         var v = view(standby)
         v.leader = leader
         #expect(NodeHealth.failsafe(request: leader, view: v, now: now).granted, "it sees the asker holding the lock")
-        let promise = NodeHealth.failsafe(request: leader, view: v, now: now).until
+        let promise = NodeHealth.failsafe(request: leader, view: v, now: now).grant?.until
         #expect(promise == now + 3_500_000_000, "fence_timeout plus the margin: longer than the leader may stay writable on this answer")
         v.leader = try NodeName("pg3")
         #expect(!NodeHealth.failsafe(request: leader, view: v, now: now).granted, "another node leads")
@@ -92,13 +92,18 @@ struct NodeHealthTests {
         #expect(!NodeHealth.failsafe(request: leader, view: v, now: now).granted, "this node leads itself")
     }
 
-    @Test("a failsafe promise outlasts the leader's fence period when it is longer than this node's own")
+    @Test("a promise outlasts the period the leader names (longer or shorter than this node's own); an earlier one is never cut short")
     func failsafePromiseOutlastsTheLeader() throws {
         let leader = try NodeName("pg1")
         var v = view(standby)
         v.leader = leader
-        #expect(NodeHealth.failsafe(request: leader, fenceAfter: .seconds(8), view: v, now: now).until == now + 8_500_000_000, "the leader's 8 s")
-        #expect(NodeHealth.failsafe(request: leader, fenceAfter: .seconds(1), view: v, now: now).until == now + 3_500_000_000, "its own 3 s when longer")
+        #expect(NodeHealth.failsafe(request: leader, fenceAfter: .seconds(8), view: v, now: now).grant?.until == now + 8_500_000_000, "the leader's 8 s")
+        let round = NodeHealth.failsafe(request: leader, fenceAfter: .milliseconds(1200), view: v, now: now).grant
+        #expect(round == LeaseGrant(leader: leader, at: now, until: now + 1_700_000_000, period: .milliseconds(1700)), "a round's 1.2 s plus the margin")
+        v.failsafeGrant = LeaseGrant(leader: leader, at: now, until: now + 8_500_000_000, period: .milliseconds(8500))
+        let later = NodeHealth.failsafe(request: leader, fenceAfter: .milliseconds(1200), view: v, now: now + 1_000_000_000).grant
+        #expect(later == LeaseGrant(leader: leader, at: now + 1_000_000_000, until: now + 8_500_000_000, period: .milliseconds(1700)), "the earlier 8.5 s still hold")
+        #expect(later?.seen(now: now + 2_000_000_000) == LeaseGrant.Seen(leader: leader, age: .seconds(1), left: .milliseconds(6500), period: .milliseconds(1700)))
     }
 
     @Test("with failsafe_mode off a failsafe request is refused (a forged one holds off no failover)")

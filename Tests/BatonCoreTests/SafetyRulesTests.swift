@@ -61,6 +61,28 @@ struct SafetyRulesTests {
         if case .takeOver = action { #expect(takesOver, "\(action)") } else { #expect(!takesOver, "\(action)") }
     }
 
+    @Test(
+        "a member's own promise times the takeover only when made to that leader with the key at the index it reads now, or later",
+        arguments: [
+            // (promised to, the key index the promise names, the key's index read now, decides by the promise)
+            ("pg1", 42, 42, true), ("pg1", 43, 42, true),  // a write this node has not seen yet: its check-and-set would fail
+            ("pg1", 41, 42, false),  // a write since the promise: the key's promise decides
+            ("pg1", nil, 42, false),  // a leader from before rounds named no index
+            ("pg3", 42, 42, false),  // promised another leader
+        ] as [(String, UInt64?, UInt64, Bool)])
+    func promisesTimeTheTakeover(promisedTo: String, covered: UInt64?, index: UInt64, byPromise: Bool) throws {
+        let config = ClusterConfig()
+        let grant = LeaseGrant.Seen(
+            leader: try NodeName(promisedTo), age: .milliseconds(300), left: .milliseconds(1400), period: .milliseconds(1700), keyIndex: covered)
+        let silence = MonitorState.leaderSilence(
+            holder: try NodeName("pg1"), index: index, quiet: .seconds(2), promise: config.roundsKeyPromise, grant: grant, config: config)
+        if byPromise {
+            #expect(silence == (.milliseconds(300), .milliseconds(1700)))
+        } else {
+            #expect(silence == (.seconds(2), config.roundsKeyPromise.swiftDuration + ClusterConfig.fenceMargin.swiftDuration))
+        }
+    }
+
     // MARK: The primary's last position (finding 1)
 
     @Test("a down report keeps the primary's last position, and the newest timeline's counts")
@@ -240,7 +262,7 @@ struct SafetyRulesTests {
             memory.absorb(s, node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
             return memory.observation(
                 node: Self.me, config: ClusterConfig(), local: standby, snapshot: s, session: "s", sinceLastHeartbeat: .zero, guarded: true,
-                failsafeGrantedTo: nil, at: start
+                grant: nil, at: start
             ).leaderKeyRestored
         }
         #expect(!restored(read(leaderIndex: 50, newest: 100)))
@@ -304,7 +326,7 @@ struct SafetyRulesTests {
         #expect(memory.restoreNoticedAt == start, "the released lock came back to this session")
         let observed = memory.observation(
             node: Self.me, config: ClusterConfig(), local: standby, snapshot: try read(leader: ("pg2", "s", 120), claim: nil, newest: 130), session: "s",
-            sinceLastHeartbeat: .zero, guarded: true, failsafeGrantedTo: nil, at: start)
+            sinceLastHeartbeat: .zero, guarded: true, grant: nil, at: start)
         #expect(observed.leaderKeyRestored, "and the key counts as one that came back")
     }
 
