@@ -403,8 +403,8 @@ public actor Lease {
             case .renewSession:
                 await ensureSession()
                 event = .renewed(session: self.session)
-            case .askMembers(_, let promise, let names, let keyIndex):
-                event = .members(confirmed: await askMembers(names, promise: promise, keyIndex: keyIndex))
+            case .askMembers(_, let promise, let names, let keyIndex, let wait):
+                event = .members(confirmed: await askMembers(names, promise: promise, keyIndex: keyIndex, wait: wait))
             case .fence(let why):
                 logger.critical("Lost the leader lock; fencing PostgreSQL", metadata: ["monitor.reason": "\(why)"])
                 await guardian.fenceNow()
@@ -435,10 +435,9 @@ public actor Lease {
     /// A member round: the lease is renewed only if every member named confirms over its API, at once,
     /// that it will not take over for `promise` plus the margin — it sees this node holding the lock,
     /// or cannot reach Consul, or sees nobody holding it — noting `keyIndex`, the index of this node's
-    /// last write of the key. Any member that does not confirm, and the key is written instead
-    /// (``LeaseState``).
-    private func askMembers(_ names: Set<NodeName>, promise: GoDuration, keyIndex: UInt64?) async -> Bool {
-        let timeout = config.roundTimeout
+    /// last write of the key. Any member that does not confirm within `timeout`, and the key is written
+    /// instead (``LeaseState``).
+    private func askMembers(_ names: Set<NodeName>, promise: GoDuration, keyIndex: UInt64?, wait timeout: Duration) async -> Bool {
         var fields: [(String, JSONValue)] = [("leader", .string(node.value)), ("fence_after", .string(promise.description))]
         if let keyIndex { fields.append(("key_index", .number(String(keyIndex)))) }
         let body = JSONValue.object(fields).serializedBytes()

@@ -155,9 +155,10 @@ public struct LeaseState: Sendable {
         /// ``Event/renewed(session:)``.
         case renewSession
         /// A member round: ask `members` to promise not to take over for `promise` (plus the margin),
-        /// naming `keyIndex`, the index of this node's last write of the key; then the watchdog may be
-        /// armed until `deadline`: ``Event/members(confirmed:)`` (all of them promised).
-        case askMembers(deadline: UInt64, promise: GoDuration, members: Set<NodeName>, keyIndex: UInt64?)
+        /// naming `keyIndex`, the index of this node's last write of the key, waiting at most `wait` for
+        /// their answers; then the watchdog may be armed until `deadline`: ``Event/members(confirmed:)``
+        /// (all of them promised).
+        case askMembers(deadline: UInt64, promise: GoDuration, members: Set<NodeName>, keyIndex: UInt64?, wait: Duration)
         /// The key is not this node's any more while it led: fence PostgreSQL now and wake the loop;
         /// then ``Event/fenced``.
         case fence(why: String)
@@ -330,7 +331,13 @@ public struct LeaseState: Sendable {
         let reach = max(config.roundPromise, GoDuration(nanoseconds: Int64(deadline) - Int64(now)))
         askedSinceKeyWrite.formUnion(members)
         beat.phase = .asking
-        return .askMembers(deadline: beat.deadline, promise: reach, members: askedSinceKeyWrite, keyIndex: lastKeyIndex)
+        // While Consul answers, a round that is not answered soon gives way to a write. After a write
+        // that failed, the round is all that renews the lease: it waits for slow members as long as the
+        // lease lasts (an answer that comes late still promises from when it was given, which is after
+        // this round was sent).
+        let left = Duration.nanoseconds(Int64(deadline) - Int64(now)) - .milliseconds(100)
+        let wait = beat.writeFailed ? max(config.roundTimeout, left) : config.roundTimeout
+        return .askMembers(deadline: beat.deadline, promise: reach, members: askedSinceKeyWrite, keyIndex: lastKeyIndex, wait: wait)
     }
 
     /// The key's part of a heartbeat: the key as last known stands in for the first read while it says

@@ -164,7 +164,7 @@ extension Simulation {
             case .renewSession:
                 ensureSession(i)
                 event = .renewed(session: nodes[i].session)
-            case .askMembers(_, let promise, let names, let keyIndex):
+            case .askMembers(_, let promise, let names, let keyIndex, _):
                 event = .members(confirmed: askMembers(i, names, promise: promise, keyIndex: keyIndex))
             case .fence(let why):
                 note("\(nodes[i].name) lost the lock (\(why)); fencing")

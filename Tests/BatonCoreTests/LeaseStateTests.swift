@@ -154,14 +154,14 @@ struct LeaseStateTests {
         // left of the write's fence), naming the write's index; only then is the round's promise armed.
         let round = run(&lease, at: now + second, [.members(confirmed: true), .armed(true)])
         #expect(round.steps == [
-            .askMembers(deadline: now + second + roundPromise, promise: .seconds(2), members: [pg2, pg3], keyIndex: 42),
+            .askMembers(deadline: now + second + roundPromise, promise: .seconds(2), members: [pg2, pg3], keyIndex: 42, wait: config.roundTimeout),
             .arm(deadline: now + second + roundPromise), .done(.beat),
         ])
         #expect(lease.roundsHealthy && lease.deadline == now + second + roundPromise)
         #expect(lease.pauseBeforeNextBeat(elapsed: .zero, now: now + second) == config.roundInterval)
         // The next round asks for the round's promise itself.
         let next = run(&lease, at: now + second + 300_000_000, [.members(confirmed: true), .armed(true)])
-        #expect(next.steps.first == .askMembers(deadline: now + 1_300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42))
+        #expect(next.steps.first == .askMembers(deadline: now + 1_300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42, wait: config.roundTimeout))
         // Once the write interval has passed the key is written, arming only the round's promise and
         // promising the others the rounds' reach, and a round names the new index at once.
         let later = now + 4 * second
@@ -171,7 +171,7 @@ struct LeaseStateTests {
             [.written(committed: true, index: 43), .armed(true), .members(confirmed: true), .armed(true)])
         #expect(write.steps == [
             .writeKey(index: 42, flags: roundsFlags()), .arm(deadline: later + roundPromise),
-            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43),
+            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43, wait: config.roundTimeout),
             .arm(deadline: later + roundPromise), .done(.beat),
         ])
         #expect(lease.lastKeyIndex == 43 && lease.deadline == later + roundPromise && !lease.failsafeActive)
@@ -192,7 +192,7 @@ struct LeaseStateTests {
             [.written(committed: true, index: 43), .armed(true), .members(confirmed: false), .written(committed: true, index: 44), .armed(true)])
         #expect(twice.steps == [
             .writeKey(index: 42, flags: roundsFlags()), .arm(deadline: later + roundPromise),
-            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43),
+            .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 43, wait: config.roundTimeout),
             .writeKey(index: 43, flags: fenceFlags(after: roundsFlags())), .arm(deadline: later + UInt64(config.fenceAfter.nanoseconds)), .done(.beat),
         ])
         #expect(marked.lastKeyIndex == 44)
@@ -204,7 +204,7 @@ struct LeaseStateTests {
         let later = now + 4 * second
         let (steps, notices) = run(&lease, at: later, [.readFailed, .members(confirmed: true), .armed(true)])
         #expect(steps == [
-            .readKey, .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42),
+            .readKey, .askMembers(deadline: later + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42, wait: config.roundTimeout),
             .arm(deadline: later + roundPromise), .done(.failed),
         ])
         #expect(notices == [.failsafeEntered] && lease.failsafeActive && lease.deadline == later + roundPromise)
@@ -224,9 +224,10 @@ struct LeaseStateTests {
         let at = now + 1_300_000_000
         #expect(lease.keyWriteDue(now: at), "only a write lets the rounds stop asking pg3")
         let failed = run(&lease, at: at, [.readFailed, .members(confirmed: true), .armed(true)])
-        #expect(failed.steps[1] == .askMembers(deadline: at + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42))
+        // After a failed write the round waits as long as the lease lasts (0.9 s left, less 0.1 s).
+        #expect(failed.steps[1] == .askMembers(deadline: at + roundPromise, promise: config.roundPromise, members: [pg2, pg3], keyIndex: 42, wait: .milliseconds(800)))
         let written = run(&lease, known: key("pg1", session: "s1", index: 42), at: at + 300_000_000, [.written(committed: true, index: 46), .armed(true)])
-        #expect(written.steps[2] == .askMembers(deadline: at + 300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2], keyIndex: 46))
+        #expect(written.steps[2] == .askMembers(deadline: at + 300_000_000 + roundPromise, promise: config.roundPromise, members: [pg2], keyIndex: 46, wait: config.roundTimeout))
     }
 
     @Test("rounds only for a writable primary in a heartbeat round; a proof and failsafe off never ask")

@@ -109,6 +109,12 @@ struct SimulationTests {
             // loses acknowledged commits (in synchronous mode the primary waits for its target anyway).
             options = Self.options(sync: .off, kinds: [.switchover], mutant: mutant)
             seeds = 20
+        case .noFencingPromise:
+            // With failsafe on, a member that promised times a takeover by its own promise, not by the
+            // key's: the rule this mutant breaks is the key's, which decides without failsafe.
+            options = Self.options(sync: .on, kinds: Self.proven, mutant: mutant)
+            options.failsafeMode = false
+            seeds = 100
         case .renewAfterLostCAS:
             // With failsafe on, a beat that did not get through renews through the members' promises
             // anyway: the rule this mutant breaks is the one without failsafe. And a candidate asks the
