@@ -526,13 +526,17 @@ public struct LeaseState: Sendable {
 
     /// How long one call of a heartbeat may wait for Consul at `now`: what is left before the
     /// watchdog's deadline, less the time the next member round needs to start and be answered when
-    /// failsafe is on — an answer that comes later is of no use, and a Consul that holds calls (an
+    /// one is likely to renew the lease (failsafe on, PostgreSQL a writable primary here, the last round
+    /// confirmed) — an answer that comes later is of no use, and a Consul that holds calls (an
     /// election, an overloaded server) must leave the rounds time to renew the lease through the
-    /// members. At least 100 ms, at most `configured`.
+    /// members; when no round will, the write has all the time there is (a member that refuses or does
+    /// not answer, a primary in crash recovery or stopping for a switchover). At least 100 ms, at most
+    /// `configured`.
     public func callBudget(configured: Duration, now: UInt64) -> Duration {
         guard leading else { return configured }
         let left = Duration.nanoseconds(Int64(deadline) - Int64(now))
-        let reserve = config.failsafeMode ? config.roundInterval + config.roundTimeout + .milliseconds(100) : .zero
+        let roundsRenew = config.failsafeMode && writablePrimary && roundsHealthy
+        let reserve = roundsRenew ? config.roundInterval + config.roundTimeout + .milliseconds(100) : .zero
         return min(configured, max(.milliseconds(100), left - reserve))
     }
 
@@ -551,7 +555,7 @@ public struct LeaseState: Sendable {
         if leading {
             let untilDeadline = Duration.nanoseconds(Int64(deadline) - Int64(now))
             if untilDeadline > .zero { pause = min(pause, untilDeadline + .milliseconds(1)) }
-            if config.failsafeMode {
+            if config.failsafeMode && writablePrimary {
                 let reserve = config.roundInterval + config.roundTimeout + .milliseconds(100)
                 pause = min(pause, max(.milliseconds(20), untilDeadline - reserve))
             }

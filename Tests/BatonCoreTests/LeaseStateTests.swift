@@ -254,10 +254,19 @@ struct LeaseStateTests {
         #expect(lease.callBudget(configured: .seconds(5), now: now) == .seconds(2))
         #expect(lease.callBudget(configured: .seconds(1), now: now) == .seconds(1))
         #expect(lease.callBudget(configured: .seconds(5), now: now + 2 * second) == .milliseconds(100), "at least 100 ms")
-        let failsafe = leading(failsafe: true)
+        // Renewing by rounds, a write leaves the next round its time: 1.2 s left after the last round.
+        var rounds = renewingByRounds()
+        let at = now + second
         #expect(
-            failsafe.callBudget(configured: .seconds(5), now: now) == .seconds(2) - ClusterConfig().roundInterval - ClusterConfig().roundTimeout - .milliseconds(100),
+            rounds.callBudget(configured: .seconds(5), now: at) == config.roundPromise.swiftDuration - config.roundInterval - config.roundTimeout - .milliseconds(100),
             "the next round's time kept")
+        // When no round will renew it — the last one was refused, or PostgreSQL is not writable here —
+        // the write has all the time there is.
+        _ = run(&rounds, at: at, [.members(confirmed: false), .readFailed])
+        #expect(rounds.callBudget(configured: .seconds(5), now: at) == config.roundPromise.swiftDuration, "a refused round: the write has it all")
+        var recovering = renewingByRounds()
+        recovering.setLocal(writablePrimary: false, vacant: false)
+        #expect(recovering.callBudget(configured: .seconds(5), now: at) == config.roundPromise.swiftDuration, "not writable: the write has it all")
         #expect(LeaseState(node: me).callBudget(configured: .seconds(5), now: now) == .seconds(5))
     }
 
