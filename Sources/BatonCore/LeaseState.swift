@@ -65,6 +65,10 @@ public struct LeaseState: Sendable {
     /// Whether the last round was confirmed by every member: beats come every round interval then,
     /// else every loop.
     public private(set) var roundsHealthy = false
+    /// Whether the last round in this term was refused (not every member promised): until one is
+    /// confirmed again, no round is counted on to renew the lease. False in a term no round was asked
+    /// in yet — its first write must leave the first round its time as well.
+    public private(set) var lastRoundRefused = false
 
     public init(node: NodeName) { self.node = node }
 
@@ -116,6 +120,7 @@ public struct LeaseState: Sendable {
         lastKeyIndex = nil
         askedSinceKeyWrite = []
         roundsHealthy = false
+        lastRoundRefused = false
     }
 
     /// The other members as the loop read them (whom the next round asks, beside those asked since the
@@ -294,6 +299,7 @@ public struct LeaseState: Sendable {
         case (.asking, .members(let confirmed)):
             guard term == beat.term, leading else { return finish(&beat, .failed) }
             roundsHealthy = confirmed
+            lastRoundRefused = !confirmed
             guard confirmed else {
                 // Not every member promised: the key is written now, promising fence_timeout — unless
                 // a write failed in this heartbeat already (then the watchdog fences at the deadline
@@ -526,16 +532,16 @@ public struct LeaseState: Sendable {
 
     /// How long one call of a heartbeat may wait for Consul at `now`: what is left before the
     /// watchdog's deadline, less the time the next member round needs to start and be answered when
-    /// one is likely to renew the lease (failsafe on, PostgreSQL a writable primary here, the last round
-    /// confirmed) — an answer that comes later is of no use, and a Consul that holds calls (an
-    /// election, an overloaded server) must leave the rounds time to renew the lease through the
-    /// members; when no round will, the write has all the time there is (a member that refuses or does
-    /// not answer, a primary in crash recovery or stopping for a switchover). At least 100 ms, at most
-    /// `configured`.
+    /// one may renew the lease (failsafe on, PostgreSQL a writable primary here, the last round in this
+    /// term not refused — confirmed, or none asked yet) — an answer that comes later is of no use, and a
+    /// Consul that holds calls (an election, an overloaded server) must leave the rounds time to renew
+    /// the lease through the members; when no round will, the write has all the time there is (a
+    /// member that refused, a primary in crash recovery or stopping for a switchover). At least 100 ms,
+    /// at most `configured`.
     public func callBudget(configured: Duration, now: UInt64) -> Duration {
         guard leading else { return configured }
         let left = Duration.nanoseconds(Int64(deadline) - Int64(now))
-        let roundsRenew = config.failsafeMode && writablePrimary && roundsHealthy
+        let roundsRenew = config.failsafeMode && writablePrimary && !lastRoundRefused
         let reserve = roundsRenew ? config.roundInterval + config.roundTimeout + .milliseconds(100) : .zero
         return min(configured, max(.milliseconds(100), left - reserve))
     }
