@@ -330,8 +330,13 @@ public actor Lease {
     }
 
     private func beatEveryLoop() async {
+        var wakeAt: ContinuousClock.Instant? = nil
         while !Task.isCancelled {
             let started = ContinuousClock.now
+            if let wakeAt, started - wakeAt > .milliseconds(200), leading {
+                let left = GoDuration(nanoseconds: Int64(state.leaseDeadline) - Int64(MonotonicClock.nanoseconds()))
+                logger.notice("Heartbeat task woke late", metadata: ["lease.late": "\(GoDuration(started - wakeAt))", "lease.left": "\(left)"])
+            }
             if leading {
                 _ = await beat(mayAskMembers: true)
                 // The watchdog fences now; the loop must know at once.
@@ -339,6 +344,7 @@ public actor Lease {
             }
             publishState()
             let pause = state.pauseBeforeNextBeat(elapsed: ContinuousClock.now - started, now: MonotonicClock.nanoseconds())
+            wakeAt = ContinuousClock.now + pause
             do { try await Task.sleep(for: pause) } catch { return }
         }
     }
@@ -359,8 +365,14 @@ public actor Lease {
         var heartbeat = state.heartbeat(session: session, mayAskMembers: mayAskMembers)
         let known = [ownBeat, sightings.latest].compactMap { $0 }.max { $0.modifyIndex < $1.modifyIndex }
         var event = LeaseState.Event.start(known: known)
+        let beatStarted = ContinuousClock.now
+        var stepStarted = beatStarted
+        var timings: [String] = []
         while true {
             let before = (leading, state.leaseDeadline)
+            let now = ContinuousClock.now
+            if now - stepStarted > .milliseconds(50) { timings.append("\(Self.label(event)) after \(GoDuration(now - stepStarted))") }
+            stepStarted = now
             let step = state.next(&heartbeat, after: event, now: MonotonicClock.nanoseconds())
             if before != (leading, state.leaseDeadline) {
                 published(leading, state.leaseDeadline)
@@ -369,6 +381,12 @@ public actor Lease {
             switch step {
             case .done(let outcome):
                 for notice in heartbeat.notices { log(notice) }
+                let took = ContinuousClock.now - beatStarted
+                if took > .milliseconds(400) {
+                    let left = GoDuration(nanoseconds: Int64(state.leaseDeadline) - Int64(MonotonicClock.nanoseconds()))
+                    logger.notice(
+                        "Slow heartbeat", metadata: ["lease.took": "\(GoDuration(took))", "lease.steps": "\(timings)", "lease.left": "\(left)", "lease.outcome": "\(outcome)"])
+                }
                 return outcome
             case .readKey:
                 do { event = .keyRead(try await client.get(keys.leader, .consistent, timeout: callBudget()).value) } catch {
@@ -419,6 +437,21 @@ public actor Lease {
         }
     }
 
+    /// What a heartbeat's step answered, named for a log line.
+    private static func label(_ event: LeaseState.Event) -> String {
+        switch event {
+        case .start: "start"
+        case .keyRead: "read"
+        case .readFailed: "read failed"
+        case .armed(let ok): ok ? "armed" : "arm failed"
+        case .written(let committed, _): committed ? "written" : "write refused"
+        case .writeFailed: "write failed"
+        case .renewed: "session renewed"
+        case .members(let confirmed): confirmed ? "round confirmed" : "round refused"
+        case .fenced: "fenced"
+        }
+    }
+
     private func log(_ notice: LeaseState.Notice) {
         switch notice {
         case .leadingAgain: logger.notice("Leading again under this node's session")
@@ -446,18 +479,24 @@ public actor Lease {
         let headers = [("Content-Type", "application/json")] + (signature.map { [("Authorization", $0)] } ?? [])
         let transport = self.transport
         let addresses = names.map { ($0, members[$0] ?? nil) }
-        let confirmations = await withTaskGroup(of: (NodeName, Bool).self) { group in
+        let confirmations = await withTaskGroup(of: (NodeName, Bool, Duration).self) { group in
             for (name, api) in addresses {
                 group.addTask {
-                    guard let api else { return (name, false) }
+                    guard let api else { return (name, false, .zero) }
                     let request = HTTPRequest(
                         method: "POST", url: api.url + "/failsafe", headers: headers, body: body, timeout: timeout)
-                    return (name, (try? await transport.send(request))?.status == 200)  // a member that cannot be asked has not confirmed
+                    let sent = ContinuousClock.now
+                    let confirmed = (try? await transport.send(request))?.status == 200  // a member that cannot be asked has not confirmed
+                    return (name, confirmed, ContinuousClock.now - sent)
                 }
             }
-            var answers: [(NodeName, Bool)] = []
+            var answers: [(NodeName, Bool, Duration)] = []
             for await answer in group { answers.append(answer) }
             return answers
+        }
+        let slow = confirmations.filter { $0.2 > .milliseconds(250) }
+        if !slow.isEmpty {
+            logger.notice("Member round: slow answers", metadata: ["failsafe.slow": "\(slow.map { "\($0.0): \(GoDuration($0.2)) \($0.1 ? "confirmed" : "not confirmed")" })"])
         }
         let missing = confirmations.filter { !$0.1 }.map(\.0.value).sorted()
         if !missing.isEmpty {
