@@ -50,6 +50,8 @@ public actor Lease {
     /// Warnings that repeat every beat while Consul is out of reach, logged once per 30 s.
     private var consulWarnings = RepeatedWarnings()
     private let transport: CurlTransport
+    /// Writes the state and tracked files off the heartbeat's path.
+    private let files: BackgroundFileWriter
     private var session: String?
     /// The monitor stops (``close()``): no session is made or adopted any more.
     private var closed = false
@@ -77,6 +79,7 @@ public actor Lease {
         self.client = client
         self.sightings = sightings
         self.transport = CurlTransport(tls: apiTLS)
+        self.files = BackgroundFileWriter(logger: logger)
         self.guardian = guardian
         self.node = node
         self.state = LeaseState(node: node)
@@ -136,6 +139,7 @@ public actor Lease {
     /// be either, and `baton check` takes the node to FAULT within three loops).
     public func leaveVacancy() {
         if state.setLocal(writablePrimary: state.writablePrimary, vacant: false) { publishState() }
+        files.flush()
     }
 
     /// Makes sure this node has a session: the one it had before a restart when Consul still knows it
@@ -304,6 +308,7 @@ public actor Lease {
         }
         state.setLocal(writablePrimary: false, vacant: false)  // nobody watches this node's PostgreSQL any more
         publishState()
+        files.flush()
         if !leading { await guardian.quit() }
     }
 
@@ -539,27 +544,27 @@ public actor Lease {
         if !unchanged {
             // Not fsync'd: a heartbeat for the local `baton check`; after a crash of the machine its
             // content is stale (or empty) whatever was last synced.
-            do {
-                try AtomicFile.write(check.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644, durable: false)
-                stateWritten = (check.leading, check.deadline, now)
-            } catch {
-                logger.warning("Cannot write the state file", metadata: ["error": "\(error)"])
-            }
+            files.write(check.text, to: CheckState.path(stateDirectory: stateDirectory), mode: 0o644, durable: false, what: "the state file")
+            stateWritten = (check.leading, check.deadline, now)
         }
         let trackFile = KeepalivedSettings.trackFilePath(stateDirectory: stateDirectory)
+        let legacyFile = KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory)
+        // A text whose lease ran out before it could be written was dropped: written again now.
+        let skipped = files.takeSkipped()
+        if skipped.contains(trackFile) { trackWritten = nil }
+        if skipped.contains(legacyFile) { legacyWritten = nil }
         // The watchdog writes FAULT into the file when it fences, behind this actor's back: where the
         // policy lets a node without a primary hold the address, the file is checked, not remembered.
         // (A read that fails counts as different: the file is written again.)
         let overwritten = standing == .routing && (try? String(contentsOfFile: trackFile, encoding: .utf8)) != standing.trackFileText
         guard standing != trackWritten || following != legacyWritten || overwritten else { return }
-        do {
-            // The file a keepalived.conf from an earlier Baton tracks, then the one it tracks now.
-            try AtomicFile.write(following.legacyTrackFileText, to: KeepalivedSettings.legacyTrackFilePath(stateDirectory: stateDirectory), mode: 0o644)
-            legacyWritten = following
-            try AtomicFile.write(standing.trackFileText, to: trackFile, mode: 0o644)
-            trackWritten = standing
-        } catch {
-            logger.warning("Cannot write keepalived's tracked file", metadata: ["error": "\(error)"])
-        }
+        // The file a keepalived.conf from an earlier Baton tracks, then the one it tracks now.
+        files.write(
+            following.legacyTrackFileText, to: legacyFile, mode: 0o644,
+            validUntil: leadingWritable ? deadline : nil, what: "keepalived's tracked file")
+        legacyWritten = following
+        files.write(
+            standing.trackFileText, to: trackFile, mode: 0o644, validUntil: leadingWritable ? deadline : nil, what: "keepalived's tracked file")
+        trackWritten = standing
     }
 }
