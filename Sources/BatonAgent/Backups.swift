@@ -25,29 +25,51 @@ public struct Backups: Sendable {
 
     public static let types = ["full", "diff", "incr"]
 
-    /// Backs up the cluster from this node, which must lead (pgBackRest backs up the primary), each
-    /// line of pgBackRest's progress handed to `progress`; records an event with the outcome.
+    /// Backs up the cluster from this node, each line of pgBackRest's progress handed to `progress`;
+    /// records an event with the outcome. This node must lead (pgBackRest backs up the primary), or
+    /// with `fromStandby` be a streaming standby: pgBackRest then copies the files from this standby and
+    /// only starts and stops the backup on the primary, through the primary's TLS server
+    /// (``PgBackRest/standbyBackup(me:leader:leaderRegistration:local:)``).
     /// - Returns: the backup pgBackRest made.
-    public func backup(type: String, progress: @escaping @Sendable (String) -> Void) async throws -> PgBackRest.Backup {
+    public func backup(type: String, fromStandby: Bool = false, progress: @escaping @Sendable (String) -> Void) async throws -> PgBackRest.Backup {
         guard Self.types.contains(type) else { throw AgentError("--type must be one of \(Self.types.joined(separator: ", ")), not \(Quote.show(type))") }
         let keys = settings.keys
-        let leader = try await client.get(keys.leader, .consistent).value
-        guard let leader, leader.session != nil, leader.stringValue == settings.node.value else {
-            let holder = leader?.session != nil ? leader?.stringValue ?? "nobody" : "nobody"
-            throw AgentError("this node (\(settings.node)) does not lead the cluster (\(holder) does): run `baton backup` on the leader, whose PostgreSQL is the primary")
+        let leaderKey = try await client.get(keys.leader, .consistent).value
+        // ignored: a holder that is not a node's name is nobody this node could back up from
+        let leader = leaderKey.flatMap { $0.session != nil ? try? NodeName($0.stringValue) : nil }
+        var arguments: [String] = []
+        if fromStandby {
+            var registration: NodeRegistration? = nil
+            if let leader, let pair = try await client.get(keys.node(leader), .consistent).value {
+                // ignored: a registration that cannot be read is one that publishes no server (the refusal says so)
+                registration = try? NodeRegistration(bytes: pair.value, key: pair.key)
+            }
+            let database = PostgresNode(settings: settings)
+            let local = await database.observe()
+            database.close()
+            do throws(ValidationProblem) {
+                arguments = try tool.settings.standbyBackup(me: settings.node, leader: leader, leaderRegistration: registration, local: local)
+            } catch {
+                throw AgentError(error.message)
+            }
+        } else if leader != settings.node {
+            throw AgentError(
+                "this node (\(settings.node)) does not lead the cluster (\(leader?.value ?? "nobody") does): run `baton backup` on the leader, whose PostgreSQL is the primary, or `baton backup --from-standby` on a streaming standby")
         }
         let before = Set(try await tool.info().backups.map(\.label))
-        let result = try await tool.backup(type: type, progress: progress)
+        let result = try await tool.backup(type: type, arguments: arguments, progress: progress)
         let made = try await tool.info().backups.last { !before.contains($0.label) }
         guard result.succeeded, let made else {
-            let detail = result.output.split(separator: "\n").suffix(3).joined(separator: " | ")
+            let detail = PgBackRest.backupFailure(result.output)
             // ignored: the error below says it
             try? await recordEvent(ClusterEvent(time: rfc3339Now(), node: settings.node, kind: "backup", detail: "\(type) backup failed: \(detail)"), keys: keys, client: client)
             throw AgentError("pgbackrest \(type) backup failed (exit \(result.status)): \(detail)")
         }
         let event = ClusterEvent(
             time: rfc3339Now(), node: settings.node, kind: "backup",
-            detail: "\(made.type) backup \(made.label): \(StatusView.bytes(made.databaseBytes)) of database, \(StatusView.bytes(made.repositoryBytes)) added to the repository in \(made.stopped - made.started) s")
+            detail:
+                "\(made.type) backup \(made.label)\(fromStandby ? " from the standby \(settings.node)" : ""): \(StatusView.bytes(made.databaseBytes)) of database, \(StatusView.bytes(made.repositoryBytes)) added to the repository in \(made.stopped - made.started) s"
+        )
         // ignored: the backup is made; the event is the history's, not the backup's
         try? await recordEvent(event, keys: keys, client: client)
         return made
@@ -107,7 +129,7 @@ public struct Backups: Sendable {
         let log = pgdata.value + "/clone.log"
         do { try await control.start(logFile: log) } catch {
             // ignored: without its log the error says where to look
-            let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(4).joined(separator: " | ")
+            let tail = PostgresLog.reason((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
             throw AgentError(
                 "the clone in \(pgdata.value) did not start (a recovery that cannot reach the target — WAL missing from the archive, a time before the first backup — stops it): \(tail); its whole log: \(log)")
         }
@@ -124,7 +146,7 @@ public struct Backups: Sendable {
             }
             guard try await control.isRunning() else {
                 // ignored: without its log the error says where to look
-                let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(3).joined(separator: " | ")
+                let tail = PostgresLog.reason((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
                 let hint =
                     tail.contains("before configured recovery target")
                     ? "the archive holds no commit after the target, so recovery cannot stop there: give an earlier time or position" : "see its log"

@@ -27,9 +27,10 @@ enum MonitorWake: Sendable {
 ///
 /// It runs as a swift-service-lifecycle service. Its loop's state has one owner — the task that runs
 /// ``run()`` — and everything else runs as child tasks of it: the lease (the heartbeat), the watch on
-/// the leader key, the death watch on PostgreSQL, SIGHUP, the event command and background work (the
-/// checkpoint after a promotion). On graceful shutdown a leading primary stops PostgreSQL before it
-/// gives up the lock, so that no replica promotes while it still takes writes.
+/// the leader key, the death watch on PostgreSQL, SIGHUP, the event command, pgBackRest's TLS server
+/// (``BackupServer``) and background work (the checkpoint after a promotion). On graceful shutdown a
+/// leading primary stops PostgreSQL before it gives up the lock, so that no replica promotes while it
+/// still takes writes.
 public struct Monitor: Service {
     let settings: BootstrapSettings
     let client: ConsulClient
@@ -124,6 +125,9 @@ public struct Monitor: Service {
                     await watchLeaderHolder(client: client, key: keys.leader, sightings: sightings, wake: { wake.yield(.look) })
                 }
                 if let conninfo { group.addTask { await watchForDeath(conninfo: conninfo, wake: { wake.yield(.look) }) } }
+                if let backup = settings.backup, backup.tls != nil, !observeOnly {
+                    group.addTask { [logger, osUser = settings.pgOSUser] in await BackupServer(backup: backup, osUser: osUser, logger: logger).run() }
+                }
                 group.addTask {
                     await withDiscardingTaskGroup { work in
                         for await job in jobs { work.addTask { await job() } }

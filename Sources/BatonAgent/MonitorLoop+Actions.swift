@@ -402,10 +402,7 @@ extension MonitorLoop {
     }
 
     func register(role: NodeRole, upstream: NodeName?) async throws {
-        let registration = NodeRegistration(
-            name: me, address: settings.address, port: settings.pgPort, role: role, upstream: upstream, priority: settings.priority,
-            location: settings.location, api: settings.apiAddress)
-        let bytes = registration.json.serializedBytes()
+        let bytes = settings.registration(role: role, upstream: upstream).json.serializedBytes()
         if try await client.get(keys.node(me)).value?.value != bytes { try await client.put(keys.node(me), bytes) }
     }
 }

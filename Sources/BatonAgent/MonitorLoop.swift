@@ -249,18 +249,15 @@ struct MonitorLoop {
     }
 
     /// Keeps this node's registration in step with its settings (a reloaded API address, priority or
-    /// location; a registration from before the API existed), keeping the role and upstream it has.
+    /// location; a registration from before the API or the backup server existed), keeping the role
+    /// and upstream it has.
     func refreshRegistration(_ snapshot: ClusterSnapshot) async {
-        guard let seen = snapshot.registrations[me], seen.api != settings.apiAddress || seen.address != settings.address
-            || seen.port != settings.pgPort || seen.priority != settings.priority || seen.location != settings.location
-        else { return }
+        guard let seen = snapshot.registrations[me], seen != settings.registration(role: seen.role, upstream: seen.upstream) else { return }
         do {
             // Check-and-set: the leader may change this node's role at the same time.
             guard let pair = try await client.get(keys.node(me), .consistent).value else { return }
             let current = try NodeRegistration(bytes: pair.value, key: pair.key)
-            let wanted = NodeRegistration(
-                name: me, address: settings.address, port: settings.pgPort, role: current.role, upstream: current.upstream,
-                priority: settings.priority, location: settings.location, api: settings.apiAddress)
+            let wanted = settings.registration(role: current.role, upstream: current.upstream)
             guard wanted != current else { return }
             _ = try await client.put(keys.node(me), wanted.json.serializedBytes(), mode: .cas(pair.modifyIndex))
         } catch {

@@ -256,7 +256,8 @@ public final class Bootstrap {
                 any = true
             }
             let text = backup.configuration(
-                pgdata: settings.pgdata, port: settings.pgPort, socketDirectory: settings.pgSocketDirectory, osUser: settings.pgOSUser)
+                pgdata: settings.pgdata, port: settings.pgPort, socketDirectory: settings.pgSocketDirectory, osUser: settings.pgOSUser,
+                address: settings.address)
             if try AtomicFile.write(text, to: backup.configFile.value, mode: 0o640, owner: pgOwner) { any = true }
             did(step, changed: any, "\(backup.configFile.value), repository \(backup.repository.value)")
 
@@ -318,10 +319,7 @@ public final class Bootstrap {
             did(step, changed: wrote, "priority \(value)")
 
         case .register(let role, let upstream):
-            let registration = NodeRegistration(
-                name: settings.node, address: settings.address, port: settings.pgPort, role: role, upstream: upstream,
-                priority: settings.priority, location: settings.location, api: settings.apiAddress)
-            let bytes = registration.json.serializedBytes()
+            let bytes = settings.registration(role: role, upstream: upstream).json.serializedBytes()
             if try await client.get(keys.node(settings.node), .consistent).value?.value == bytes {
                 did(step, changed: false)
             } else {

@@ -74,11 +74,14 @@ public struct NodeRegistration: Sendable, Equatable {
     public var location: String
     /// The node's HTTP API (`http://host:port` or `https://…`), when it serves one.
     public var api: NodeAPIAddress?
+    /// The node's pgBackRest TLS server, when it runs one (`--backup-tls-*`).
+    public var backupServer: BackupServerAddress?
 
     public init(
         name: NodeName, address: HostAddress, port: TCPPort, role: NodeRole, upstream: NodeName?, priority: Int, location: String,
-        api: NodeAPIAddress? = nil
+        api: NodeAPIAddress? = nil, backupServer: BackupServerAddress? = nil
     ) {
+        self.backupServer = backupServer
         self.name = name
         self.address = address
         self.port = port
@@ -100,7 +103,7 @@ public struct NodeRegistration: Sendable, Equatable {
             ("conninfo", .string(conninfo(user: "replicator"))), ("role", .string(role.rawValue)),
             ("upstream", upstream.map { .string($0.value) } ?? .null), ("priority", .int(priority)),
             ("location", .string(location)), ("api", api.map { .string($0.url) } ?? .null),
-        ])
+        ] + (backupServer.map { [("backup_server", $0.json)] } ?? []))
     }
 
     /// Reads a registration, validating every field: a value someone else wrote is never trusted.
@@ -134,6 +137,43 @@ public struct NodeRegistration: Sendable, Equatable {
         } else {
             api = nil
         }
+        if let server = json.member("backup_server"), !server.isNull {
+            backupServer = try BackupServerAddress(json: server, key: key)
+        } else {
+            backupServer = nil
+        }
+    }
+}
+
+/// Where a node's pgBackRest TLS server answers (on the node's address), and what a backup from a
+/// standby must tell pgBackRest of this node's PostgreSQL to reach it through that server.
+public struct BackupServerAddress: Sendable, Equatable {
+    public var port: TCPPort
+    /// The node's pgBackRest configuration file (the server runs the client's commands with it).
+    public var config: SafePath
+    public var pgdata: SafePath
+    public var socketDirectory: SafePath
+
+    public init(port: TCPPort, config: SafePath, pgdata: SafePath, socketDirectory: SafePath) {
+        self.port = port
+        self.config = config
+        self.pgdata = pgdata
+        self.socketDirectory = socketDirectory
+    }
+
+    var json: JSONValue {
+        .object([
+            ("port", .int(port.value)), ("config", .string(config.value)), ("pgdata", .string(pgdata.value)),
+            ("socket_dir", .string(socketDirectory.value)),
+        ])
+    }
+
+    init(json: JSONValue, key: String) throws(ValidationProblem) {
+        guard json.objectValue != nil else { throw ValidationProblem("Consul key \(key): backup_server must be an object with port, config, pgdata and socket_dir") }
+        port = try TCPPort(try Record.int(json, "port", key: key), field: "\(key) backup_server port")
+        config = try SafePath(try Record.string(json, "config", key: key), field: "\(key) backup_server config")
+        pgdata = try SafePath(try Record.string(json, "pgdata", key: key), field: "\(key) backup_server pgdata")
+        socketDirectory = try SafePath(try Record.string(json, "socket_dir", key: key), field: "\(key) backup_server socket_dir")
     }
 }
 

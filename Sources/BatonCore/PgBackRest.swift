@@ -24,6 +24,9 @@ public struct PgBackRest: Sendable, Equatable {
     /// Processes pgBackRest compresses and copies files with (`process-max`), in a backup and a restore.
     public var processMax: Int
     public var executable: SafePath
+    /// pgBackRest's TLS server on this node (`--backup-tls-*`): what a backup from a standby reaches
+    /// the primary through. Nil: no server, and `baton backup --from-standby` is refused.
+    public var tls: TLSServer?
 
     public static let defaultExecutable = try! SafePath("/usr/bin/pgbackrest")
     public static let defaultRetentionFull = 2
@@ -78,9 +81,10 @@ public struct PgBackRest: Sendable, Equatable {
         ]
     }
 
-    /// pgBackRest's configuration for this node: the repository and the local PostgreSQL.
-    public func configuration(pgdata: SafePath, port: TCPPort, socketDirectory: SafePath, osUser: String) -> String {
-        [
+    /// pgBackRest's configuration for this node: the repository and the local PostgreSQL, and with
+    /// ``tls`` its TLS server (listening on the node's `address`).
+    public func configuration(pgdata: SafePath, port: TCPPort, socketDirectory: SafePath, osUser: String, address: HostAddress) -> String {
+        var lines = [
             "# Written by baton for this node (bootstrap --backup pgbackrest); rewritten when its settings change.",
             "[global]",
             "repo1-path=\(repository.value)",
@@ -98,7 +102,79 @@ public struct PgBackRest: Sendable, Equatable {
             "pg1-socket-path=\(socketDirectory.value)",
             "pg1-user=\(osUser)",
             "",
-        ].joined(separator: "\n")
+        ]
+        if let tls {
+            lines += [
+                "# pgBackRest's TLS server (`pgbackrest server`, run by baton monitor): a backup from a standby",
+                "# reaches the primary through it. Clients must show a certificate of the CA below whose CN is",
+                "# the cluster's name; they may then act on this cluster's stanza only.",
+                "[global:server]",
+                "tls-server-address=\(address.value)",
+                "tls-server-port=\(tls.port.value)",
+                "tls-server-cert-file=\(tls.certificate.value)",
+                "tls-server-key-file=\(tls.key.value)",
+                "tls-server-ca-file=\(tls.ca.value)",
+                "tls-server-auth=\(stanza)=\(stanza)",
+                "",
+            ]
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// pgBackRest's TLS server on a node, and the same certificate as the client a backup from a
+    /// standby shows the primary's server.
+    public struct TLSServer: Sendable, Equatable {
+        /// The node's certificate: its CN the cluster's name (what authorizes it as a client), its
+        /// address in a DNS subjectAltName (what a client checks the server by; pgBackRest 2.45 compares
+        /// the text and does not read IP entries).
+        public var certificate: SafePath
+        public var key: SafePath
+        /// The CA that signed every node's certificate (checks clients and servers alike).
+        public var ca: SafePath
+        public var port: TCPPort
+
+        public static let defaultPort = try! TCPPort(8432)
+
+        public init(certificate: SafePath, key: SafePath, ca: SafePath, port: TCPPort = TLSServer.defaultPort) {
+            self.certificate = certificate
+            self.key = key
+            self.ca = ca
+            self.port = port
+        }
+    }
+
+    /// Whether a backup may run on this node from its standby (`baton backup --from-standby`) — this
+    /// node has a certificate, another node leads and publishes its TLS server, the local PostgreSQL
+    /// streams — and the arguments it adds: pgBackRest's `--backup-standby`, the primary as `pg2`
+    /// through its TLS server, this node's certificate as the client's. Else what stops it, and what
+    /// to do.
+    public func standbyBackup(me: NodeName, leader: NodeName?, leaderRegistration: NodeRegistration?, local: LocalPostgres) throws(ValidationProblem)
+        -> [String]
+    {
+        guard let tls else {
+            throw ValidationProblem(
+                "this node has no pgBackRest TLS certificate: a backup from a standby reaches the primary through pgBackRest's TLS server — bootstrap every node with --backup-tls-certificate, --backup-tls-key and --backup-tls-ca (docs/operate.md)")
+        }
+        guard let leader else {
+            throw ValidationProblem("nobody leads the cluster now: a backup from a standby needs the primary too; run it again once `baton status` names a leader")
+        }
+        guard leader != me else {
+            throw ValidationProblem("this node (\(me)) leads the cluster: run `baton backup` here without --from-standby, or --from-standby on a streaming standby")
+        }
+        guard case .standby(_, _, _, true) = local else {
+            throw ValidationProblem(
+                "this node's PostgreSQL is not a standby streaming from the primary (\(local)): a backup from a standby copies the files of a standby that keeps up; run it on one (`baton status` shows which stream)")
+        }
+        guard let primary = leaderRegistration, primary.name == leader, let server = primary.backupServer else {
+            throw ValidationProblem(
+                "the leader \(leader) publishes no pgBackRest TLS server: bootstrap it with --backup-tls-certificate, --backup-tls-key and --backup-tls-ca and restart its monitor")
+        }
+        return [
+            "--backup-standby", "--pg2-host=\(primary.address.value)", "--pg2-host-type=tls", "--pg2-host-port=\(server.port.value)",
+            "--pg2-host-cert-file=\(tls.certificate.value)", "--pg2-host-key-file=\(tls.key.value)", "--pg2-host-ca-file=\(tls.ca.value)",
+            "--pg2-host-config=\(server.config.value)", "--pg2-path=\(server.pgdata.value)", "--pg2-port=\(primary.port.value)",
+            "--pg2-socket-path=\(server.socketDirectory.value)",
+        ]
     }
 
     /// pgBackRest's summary of a restore, from its info-level output: `restore size = 1GB, file total
@@ -109,6 +185,21 @@ public struct PgBackRest: Sendable, Equatable {
             return String(line[range.lowerBound...]).trimmingCharacters(in: .whitespaces)
         }
         return nil
+    }
+
+    /// What a failed backup's output says, for the operator: its last lines, and before them a line
+    /// about a database host pgBackRest could not check (a backup from a standby that cannot reach the
+    /// primary's TLS server says why there, then only that it found no primary), with what to do about
+    /// a certificate that does not name the host.
+    public static func backupFailure(_ output: String) -> String {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        var shown = lines.filter { $0.contains("unable to check pg") }.suffix(2) + lines.suffix(3)
+        if output.contains("in certificate common name or subject alternative names") {
+            shown.append(
+                "the primary's --backup-tls-certificate must name its address in a DNS subjectAltName (DNS:<address>, for an IP address too: pgBackRest 2.45 compares the text and reads no IP entries)")
+        }
+        var seen = Set<String>()
+        return shown.filter { seen.insert($0).inserted }.joined(separator: " | ")
     }
 
     /// WAL segments are 16 MB (initdb's default, which Baton's initdb keeps).

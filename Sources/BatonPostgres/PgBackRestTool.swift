@@ -33,9 +33,9 @@ public struct PgBackRestTool: Sendable {
     public func checkArchive() async throws -> CommandResult { try await run(["check"], timeout: .seconds(120)) }
 
     /// A backup of type `type` (full, diff, incr) from this node, each line of pgBackRest's progress
-    /// handed to `progress`.
-    public func backup(type: String, progress: @escaping @Sendable (String) -> Void) async throws -> CommandResult {
-        try await run(["--log-level-console=info", "--type=\(type)", "backup"], onOutput: progress)
+    /// handed to `progress`; `arguments` adds to the command line (``PgBackRest/standbyBackup(me:leader:leaderRegistration:local:)``).
+    public func backup(type: String, arguments: [String] = [], progress: @escaping @Sendable (String) -> Void) async throws -> CommandResult {
+        try await run(["--log-level-console=info", "--type=\(type)"] + arguments + ["backup"], onOutput: progress)
     }
 
     /// The stanza's backups and archive.

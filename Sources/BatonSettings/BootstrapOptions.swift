@@ -28,7 +28,7 @@ public enum BootstrapOption {
         "api-tls-client-ca": .string, "vrrp-unicast": .bool, "keepalived-pid-file": .string,
         "max-slot-wal-keep-size": .string, "log-format": .string, "read-only-databases": .list, "read-only-suffix": .string,
         "read-only-max-lag": .string, "backup": .string, "backup-repo": .string, "backup-retention-full": .int, "backup-process-max": .int,
-        "clone-from": .string,
+        "backup-tls-certificate": .string, "backup-tls-key": .string, "backup-tls-ca": .string, "backup-tls-port": .int, "clone-from": .string,
     ]
 
     /// Reads a YAML config file: a mapping of option names to scalars or lists. Unknown keys and wrong
@@ -144,6 +144,19 @@ public struct BootstrapSettings: Sendable {
     public var apiAddress: NodeAPIAddress {
         let host = apiListen.host == "0.0.0.0" || apiListen.host == "::" ? address : ((try? HostAddress(apiListen.host)) ?? address)
         return NodeAPIAddress(tls: apiTLS != nil, host: host, port: apiListen.port)
+    }
+
+    /// Where this node's pgBackRest TLS server answers (nil: it runs none), for its registration.
+    public var backupServer: BackupServerAddress? {
+        guard let backup, let tls = backup.tls else { return nil }
+        return BackupServerAddress(port: tls.port, config: backup.configFile, pgdata: pgdata, socketDirectory: pgSocketDirectory)
+    }
+
+    /// This node's registration in the cluster, with the role and upstream it has.
+    public func registration(role: NodeRole, upstream: NodeName?) -> NodeRegistration {
+        NodeRegistration(
+            name: node, address: address, port: pgPort, role: role, upstream: upstream, priority: priority, location: location, api: apiAddress,
+            backupServer: backupServer)
     }
 
     public var keys: ClusterKeys { ClusterKeys(cluster: cluster) }
@@ -398,10 +411,29 @@ extension BootstrapSettings {
         default:
             p.add("--api-tls-certificate and --api-tls-key go together")
         }
+        /// pgBackRest's TLS server (`--backup-tls-*`): all three files or none.
+        func backupTLS(_ p: inout ProblemCollector) -> PgBackRest.TLSServer? {
+            let flags = ["backup-tls-certificate", "backup-tls-key", "backup-tls-ca"]
+            let files = flags.map { flag in string(flag).flatMap { c in p.check { () throws(ValidationProblem) in try SafePath(c, field: "--" + flag) } } }
+            let port = int("backup-tls-port").flatMap { n in p.check { () throws(ValidationProblem) in try TCPPort(n, field: "--backup-tls-port") } }
+            guard let certificate = files[0], let key = files[1], let ca = files[2] else {
+                if files.contains(where: { $0 != nil }) || port != nil {
+                    p.add("--backup-tls-certificate, --backup-tls-key and --backup-tls-ca go together (pgBackRest's TLS server, for backups from a standby)")
+                }
+                return nil
+            }
+            for (flag, file) in zip(flags, [certificate, key, ca]) where !FileManager.default.isReadableFile(atPath: file.value) {
+                p.add("--\(flag) \(file.value) does not exist or is not readable")
+            }
+            return PgBackRest.TLSServer(certificate: certificate, key: key, ca: ca, port: port ?? PgBackRest.TLSServer.defaultPort)
+        }
         var backup: PgBackRest? = nil
         switch string("backup") {
         case nil, "none"?:
             if string("backup-repo") != nil { p.add("--backup-repo needs --backup pgbackrest") }
+            for flag in ["backup-tls-certificate", "backup-tls-key", "backup-tls-ca", "backup-tls-port"] where o[flag] != nil {
+                p.add("--\(flag) needs --backup pgbackrest --backup-repo PATH")
+            }
         case "pgbackrest"?:
             if let repo = string("backup-repo") {
                 if let repository = p.check({ () throws(ValidationProblem) in try SafePath(repo, field: "--backup-repo") }), let cluster = settings.0,
@@ -413,6 +445,7 @@ extension BootstrapSettings {
                             retentionFull: int("backup-retention-full") ?? PgBackRest.defaultRetentionFull,
                             processMax: int("backup-process-max") ?? PgBackRest.defaultProcessMax)
                     }
+                    backup?.tls = backupTLS(&p)
                 }
             } else {
                 p.add("--backup pgbackrest needs --backup-repo PATH: the repository every node reaches (NFS, or one machine's disk)")
@@ -490,6 +523,12 @@ extension BootstrapSettings {
             lines.append("backup-repo: '\(backup.repository)'")
             lines.append("backup-retention-full: \(backup.retentionFull)")
             if backup.processMax != PgBackRest.defaultProcessMax { lines.append("backup-process-max: \(backup.processMax)") }
+            if let tls = backup.tls {
+                lines.append("backup-tls-certificate: '\(tls.certificate)'")
+                lines.append("backup-tls-key: '\(tls.key)'")
+                lines.append("backup-tls-ca: '\(tls.ca)'")
+                if tls.port != PgBackRest.TLSServer.defaultPort { lines.append("backup-tls-port: \(tls.port.value)") }
+            }
             if cloneFrom != .auto { lines.append("clone-from: '\(cloneFrom.rawValue)'") }
         }
         if kernelWatchdog != .off {

@@ -20,20 +20,25 @@ private func backups(_ options: NodeOptions, command: String) throws -> Backups 
 struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "backup",
-        abstract: "Back up the cluster with pgBackRest, on the leader.",
+        abstract: "Back up the cluster with pgBackRest, on the leader or from a standby.",
         discussion: """
             Runs pgBackRest's backup of this node's PostgreSQL, which must be the primary (run it on the leader: \
-            `baton status` names it), printing pgBackRest's progress, then the backup it made. The repository and \
-            retention are those bootstrap was given (--backup pgbackrest --backup-repo PATH); the outcome is \
-            recorded in the cluster's events. Exit status 1 when the backup failed or this node does not lead.
+            `baton status` names it), printing pgBackRest's progress, then the backup it made. With --from-standby \
+            it runs on a streaming standby instead: pgBackRest copies the files from this standby and only starts \
+            and stops the backup on the primary, through the primary's pgBackRest TLS server (every node bootstrapped \
+            with --backup-tls-certificate, --backup-tls-key and --backup-tls-ca; its monitor runs the server). The \
+            repository and retention are those bootstrap was given (--backup pgbackrest --backup-repo PATH); the \
+            outcome is recorded in the cluster's events. Exit status 1 when the backup failed, or this node does not \
+            lead (is not a streaming standby, with --from-standby).
             """)
     @OptionGroup var node: NodeOptions
     @Option(help: "full, diff (changes since the last full) or incr (since the last backup of any type).") var type = "full"
+    @Flag(help: "Run on this streaming standby, sparing the primary the copying (pgBackRest's backup-standby).") var fromStandby = false
 
     func run() async throws {
         try await reportingErrors("backup") {
             let backups = try backups(node, command: "backup")
-            let made = try await backups.backup(type: type) { print($0) }
+            let made = try await backups.backup(type: type, fromStandby: fromStandby) { print($0) }
             print("backup \(made.label) (\(made.type)) done: WAL \(made.walStart) … \(made.walStop)")
         }
     }

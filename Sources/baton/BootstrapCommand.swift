@@ -74,6 +74,11 @@ struct BootstrapCommand: AsyncParsableCommand {
     @Option(help: "The pgBackRest repository every node reaches (an absolute path: NFS, or one machine's disk).") var backupRepo: String?
     @Option(help: "Full backups pgBackRest keeps (default 2); older ones and the WAL only they need are expired.") var backupRetentionFull: Int?
     @Option(help: "Processes pgBackRest copies and compresses files with in a backup or restore (default 1, at most 32).") var backupProcessMax: Int?
+    @Option(help: "This node's certificate for pgBackRest's TLS server and as its client (CN the cluster's name, the node's address as a DNS subjectAltName): lets `baton backup --from-standby` reach the primary.")
+    var backupTlsCertificate: String?
+    @Option(help: "The key of --backup-tls-certificate (readable by the postgres user).") var backupTlsKey: String?
+    @Option(help: "The CA that signed every node's --backup-tls-certificate.") var backupTlsCa: String?
+    @Option(help: "The port of pgBackRest's TLS server on the node's address (default 8432).") var backupTlsPort: Int?
     @Option(help: "Where a new replica's data comes from: backup (the repository), primary (pg_basebackup) or auto (the repository when it holds a backup the archive carries on from; default).")
     var cloneFrom: String?
     @Option(help: "Where the monitor's HTTP API listens, HOST:PORT (default this node's address, port 8008).") var apiListen: String?
@@ -104,6 +109,7 @@ struct BootstrapCommand: AsyncParsableCommand {
         set("max-slot-wal-keep-size", maxSlotWalKeepSize); set("log-format", logFormat)
         list("read-only-databases", readOnlyDatabases); set("read-only-suffix", readOnlySuffix); set("read-only-max-lag", readOnlyMaxLag)
         set("backup", backup); set("backup-repo", backupRepo); set("backup-retention-full", backupRetentionFull); set("backup-process-max", backupProcessMax); set("clone-from", cloneFrom)
+        set("backup-tls-certificate", backupTlsCertificate); set("backup-tls-key", backupTlsKey); set("backup-tls-ca", backupTlsCa); set("backup-tls-port", backupTlsPort)
         if vrrpUnicast { values["vrrp-unicast"] = .bool(true) }
         if forceClone { values["force-clone"] = .bool(true) }
         if consulCreate { values["consul-create"] = .bool(true) }

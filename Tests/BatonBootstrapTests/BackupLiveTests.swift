@@ -19,6 +19,33 @@ struct BackupLiveTests {
         ["backup": .string("pgbackrest"), "backup-repo": .string(c.root + "/backup-repo")]
     }
 
+    /// pgBackRest's TLS server for every node: a CA and one certificate the nodes share (CN the
+    /// cluster's name, `live`; the nodes' address, 127.0.0.1, as a DNS subjectAltName), made with
+    /// openssl and readable by the postgres user. Each node needs a port of its own besides.
+    func tlsOptions(_ c: LiveCluster) async throws -> [String: RawValue] {
+        let directory = c.root + "/tls"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let openssl = "/usr/bin/openssl"
+        for arguments in [
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=baton-test-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=live"],
+            [
+                "x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "node.crt", "-days", "2",
+                "-extfile", "san.ext",
+            ],
+        ] {
+            try "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1\n".write(toFile: directory + "/san.ext", atomically: true, encoding: .utf8)
+            let made = try await runCommand(openssl, arguments.map { $0.hasSuffix(".key") || $0.hasSuffix(".crt") || $0.hasSuffix(".csr") || $0.hasSuffix(".ext") ? directory + "/" + $0 : $0 })
+            try #require(made.status == 0, "openssl \(arguments[0]) failed: \(made.output)")
+        }
+        _ = try await runCommand("/bin/chown", ["-R", "postgres", directory])
+        _ = try await runCommand("/bin/chmod", ["600", directory + "/node.key", directory + "/ca.key"])
+        return [
+            "backup-tls-certificate": .string(directory + "/node.crt"), "backup-tls-key": .string(directory + "/node.key"),
+            "backup-tls-ca": .string(directory + "/ca.crt"),
+        ]
+    }
+
     /// Runs `baton ARGUMENTS --config <node's config>`.
     func baton(_ c: LiveCluster, _ node: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
         let result = try await runCommand(BatonProcess.executable, arguments + ["--config", c.directory(node) + "/baton.yaml"])
@@ -45,7 +72,12 @@ struct BackupLiveTests {
     func archiveFollowsTheLeader() async throws {
         try await LiveCluster.with { c in
             let live = MonitorLiveTests()
-            let nodes = try await live.threeNodes(c, options: Dictionary(uniqueKeysWithValues: ["pg1", "pg2", "pg3"].map { ($0, backupOptions(c)) }))
+            let tls = try await tlsOptions(c)
+            var options: [String: [String: RawValue]] = [:]
+            for node in ["pg1", "pg2", "pg3"] {
+                options[node] = backupOptions(c).merging(tls) { a, _ in a }.merging(["backup-tls-port": .int(try FreePort.pick())]) { a, _ in a }
+            }
+            let nodes = try await live.threeNodes(c, options: options)
             let port = Dictionary(uniqueKeysWithValues: nodes)
             // Only the primary archives; the standbys fetch with restore_command.
             #expect(try await scalar(c, port: port["pg1"]!, "SHOW archive_mode") == "on")
@@ -73,8 +105,20 @@ struct BackupLiveTests {
             #expect(notLeader.status == 1 && notLeader.output.contains("does not lead"), "\(notLeader.output)")
             let made = try await baton(c, "pg1", ["backup", "--type", "full"])
             #expect(made.status == 0 && made.output.contains("done"), "\(made.output)")
+            // A backup from a standby (issue 27): pgBackRest copies pg2's files and starts and stops the
+            // backup on pg1 through pg1's TLS server, which pg1's monitor runs.
+            let onLeader = try await baton(c, "pg1", ["backup", "--from-standby"])
+            #expect(onLeader.status == 1 && onLeader.output.contains("leads the cluster"), "\(onLeader.output)")
+            let fromStandby = try await baton(c, "pg2", ["backup", "--from-standby", "--type", "incr"])
+            #expect(fromStandby.status == 0 && fromStandby.output.contains("(incr) done"), "\(fromStandby.output)")
+            #expect(fromStandby.output.contains("replay on the standby reached"), "pgBackRest backed up the standby: \(fromStandby.output)")
+            let recorded = await eventually(timeout: .seconds(10)) {
+                let events = (try? await c.client.list("baton/live.events/").value.map(\.stringValue)) ?? []
+                return events.contains { $0.contains("incr backup") && $0.contains("from the standby pg2") }
+            }
+            #expect(recorded, "the cluster's events name the standby the backup came from")
             let listed = try await baton(c, "pg1", ["backups"])
-            #expect(listed.status == 0 && listed.output.contains("full"), "\(listed.output)")
+            #expect(listed.status == 0 && listed.output.contains("full") && listed.output.contains("incr"), "\(listed.output)")
             let quiet = await eventually(timeout: .seconds(30)) {
                 guard let status = try? await baton(c, "pg2", ["status"]), status.status == 0 else { return false }
                 return !status.output.contains("backups (as")

@@ -342,6 +342,59 @@ struct BootstrapInputTests {
         }
     }
 
+    @Test("--backup-tls-*: the three files together, readable, with backups only; the node's config and its registration carry them")
+    func backupTLSOptions() throws {
+        let env = [BootstrapSettings.passwordVariable: "x"]
+        let directory = FileManager.default.temporaryDirectory.path + "/baton-tls-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }  // ignored: a temporary directory
+        for name in ["node.crt", "node.key", "ca.crt"] { try Data("x".utf8).write(to: URL(fileURLWithPath: directory + "/" + name)) }
+        func validate(_ extra: [String: RawValue]) throws -> BootstrapSettings {
+            var options: [String: RawValue] = [
+                "address": .string("10.0.0.1"), "state-dir": .string("/var/lib/baton"), "backup": .string("pgbackrest"), "backup-repo": .string("/srv/pgbackrest"),
+            ]
+            for (k, v) in extra { options[k] = v }
+            return try BootstrapSettings.validate(mode: .master, options: options, environment: env, hostname: "h")
+        }
+        let files: [String: RawValue] = [
+            "backup-tls-certificate": .string(directory + "/node.crt"), "backup-tls-key": .string(directory + "/node.key"), "backup-tls-ca": .string(directory + "/ca.crt"),
+        ]
+        let wired = try validate(files.merging(["backup-tls-port": .int(8433)]) { a, _ in a })
+        let tls = try #require(wired.backup?.tls)
+        #expect(tls.certificate.value == directory + "/node.crt" && tls.ca.value == directory + "/ca.crt" && tls.port.value == 8433)
+        let reread = try BootstrapSettings.validate(
+            mode: .master, options: try BootstrapOption.load(yaml: wired.nodeConfigYAML(), source: "node file"), environment: env, hostname: "h")
+        #expect(reread.backup == wired.backup, "the daemons' config carries the TLS files and port")
+        #expect(try validate(files).backup?.tls?.port.value == 8432, "pgBackRest's own default port")
+        // The registration publishes the server: its port, pgBackRest's config and this node's PostgreSQL.
+        let registration = wired.registration(role: .primary, upstream: nil)
+        #expect(
+            registration.backupServer
+                == BackupServerAddress(
+                    port: try TCPPort(8433), config: try SafePath("/var/lib/baton/pgbackrest.conf"), pgdata: wired.pgdata, socketDirectory: wired.pgSocketDirectory))
+        #expect(try NodeRegistration(bytes: registration.json.serializedBytes(), key: "baton/main/nodes/h") == registration)
+        #expect(try validate([:]).registration(role: .primary, upstream: nil).backupServer == nil)
+        let text = try #require(wired.backup).configuration(
+            pgdata: wired.pgdata, port: wired.pgPort, socketDirectory: wired.pgSocketDirectory, osUser: "postgres", address: wired.address)
+        for line in ["[global:server]", "tls-server-address=10.0.0.1", "tls-server-port=8433", "tls-server-cert-file=\(directory)/node.crt", "tls-server-auth=main=main"] {
+            #expect(text.contains(line + "\n"), "\(line) in\n\(text)")
+        }
+        for (options, message) in [
+            (["backup-tls-certificate": files["backup-tls-certificate"]!], "go together"),
+            (files.filter { $0.key != "backup-tls-ca" }, "go together"),
+            (files.merging(["backup-tls-key": .string(directory + "/missing.key")]) { _, b in b }, "--backup-tls-key \(directory)/missing.key does not exist"),
+            (files.merging(["backup-tls-port": .int(70000)]) { _, b in b }, "--backup-tls-port"),
+            (["backup-tls-port": RawValue.int(8433)], "go together"),
+        ] {
+            #expect { try validate(options) } throws: { "\($0)".contains(message) }
+        }
+        #expect {
+            try BootstrapSettings.validate(mode: .master, options: ["address": .string("10.0.0.1")].merging(files) { a, _ in a }, environment: env, hostname: "h")
+        } throws: {
+            "\($0)".contains("--backup-tls-ca needs --backup pgbackrest")
+        }
+    }
+
     @Test func thePasswordComesFromAFileOrTheEnvironmentOnly() throws {
         #expect(throws: ValidationProblems.self) {
             try BootstrapSettings.validate(mode: .master, options: ["address": .string("127.0.0.1")], environment: [:], hostname: "h")

@@ -17,7 +17,8 @@ struct PgBackRestTests {
         #expect(conf.contains("archive_mode = on\n"))
         #expect(conf.contains("archive_command = '\(backup.archiveCommand)'\n"))
         #expect(!PostgresFiles.settings(port: try TCPPort(5432), listen: "*", socketDirectory: try SafePath("/run/postgresql"), upstream: nil).contains("archive"))
-        let text = backup.configuration(pgdata: try SafePath("/var/lib/postgresql/15/baton"), port: try TCPPort(5433), socketDirectory: try SafePath("/run/postgresql"), osUser: "postgres")
+        let text = backup.configuration(pgdata: try SafePath("/var/lib/postgresql/15/baton"), port: try TCPPort(5433), socketDirectory: try SafePath("/run/postgresql"), osUser: "postgres", address: try HostAddress("10.0.0.1"))
+        #expect(!text.contains("tls-server"), "no TLS server without --backup-tls-*")
         for line in ["repo1-path=/srv/backup", "repo1-retention-full=2", "process-max=1", "lock-path=/var/lib/baton/pgbackrest/lock", "[main]", "pg1-path=/var/lib/postgresql/15/baton", "pg1-port=5433"] {
             #expect(text.contains(line + "\n"), "\(line) in\n\(text)")
         }
@@ -36,7 +37,64 @@ struct PgBackRestTests {
             #expect(throws: ValidationProblem.self) { try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, processMax: processes) }
         }
         let four = try? PgBackRest(repository: repository, stateDirectory: state, cluster: cluster, processMax: 4)
-        #expect(four?.configuration(pgdata: state, port: try! TCPPort(5432), socketDirectory: state, osUser: "postgres").contains("\nprocess-max=4\n") == true)
+        #expect(four?.configuration(pgdata: state, port: try! TCPPort(5432), socketDirectory: state, osUser: "postgres", address: try! HostAddress("10.0.0.1")).contains("\nprocess-max=4\n") == true)
+    }
+
+    @Test("a backup from a standby runs on a streaming standby whose leader publishes its TLS server, else it says what is missing; the arguments reach the primary as pg2")
+    func standbyBackup() throws {
+        var backup = try PgBackRest(repository: repository, stateDirectory: state, cluster: cluster)
+        let tls = PgBackRest.TLSServer(certificate: try SafePath("/etc/baton/node.crt"), key: try SafePath("/etc/baton/node.key"), ca: try SafePath("/etc/baton/ca.crt"))
+        let me = try NodeName("pg2")
+        let leader = try NodeName("pg1")
+        let server = BackupServerAddress(
+            port: try TCPPort(8432), config: try SafePath("/var/lib/baton1/pgbackrest.conf"), pgdata: try SafePath("/var/lib/postgresql/15/pg1"),
+            socketDirectory: try SafePath("/run/postgresql"))
+        let published = NodeRegistration(
+            name: leader, address: try HostAddress("10.0.0.1"), port: try TCPPort(5433), role: .primary, upstream: nil, priority: 100, location: "default",
+            backupServer: server)
+        var unpublished = published
+        unpublished.backupServer = nil
+        let streaming = LocalPostgres.standby(position: LSN(0x300_0000), timeline: 1, upstream: "10.0.0.1:5433", streaming: true)
+        let notStreaming = LocalPostgres.standby(position: LSN(0x300_0000), timeline: 1, upstream: "10.0.0.1:5433", streaming: false)
+        func refusal(_ leader: NodeName?, _ registration: NodeRegistration?, _ local: LocalPostgres) -> String? {
+            do { _ = try backup.standbyBackup(me: me, leader: leader, leaderRegistration: registration, local: local) } catch { return error.message }
+            return nil
+        }
+        #expect(refusal(leader, published, streaming)?.contains("--backup-tls-certificate") == true, "no certificate on this node")
+        backup.tls = tls
+        for (leaderNow, registration, local, says) in [
+            (nil, published, streaming, "nobody leads"),
+            (me, published, streaming, "this node (pg2) leads"),
+            (leader, published, notStreaming, "not a standby streaming"),
+            (leader, published, LocalPostgres.primary(position: LSN(0x300_0000), timeline: 2), "not a standby streaming"),
+            (leader, published, LocalPostgres.down(standbySignal: true), "not a standby streaming"),
+            (leader, unpublished, streaming, "the leader pg1 publishes no pgBackRest TLS server"),
+            (leader, nil, streaming, "the leader pg1 publishes no pgBackRest TLS server"),
+        ] as [(NodeName?, NodeRegistration?, LocalPostgres, String)] {
+            #expect(refusal(leaderNow, registration, local)?.contains(says) == true, "\(String(describing: leaderNow)), \(local): \(refusal(leaderNow, registration, local) ?? "allowed")")
+        }
+        let arguments = try backup.standbyBackup(me: me, leader: leader, leaderRegistration: published, local: streaming)
+        #expect(
+            arguments == [
+                "--backup-standby", "--pg2-host=10.0.0.1", "--pg2-host-type=tls", "--pg2-host-port=8432", "--pg2-host-cert-file=/etc/baton/node.crt",
+                "--pg2-host-key-file=/etc/baton/node.key", "--pg2-host-ca-file=/etc/baton/ca.crt", "--pg2-host-config=/var/lib/baton1/pgbackrest.conf",
+                "--pg2-path=/var/lib/postgresql/15/pg1", "--pg2-port=5433", "--pg2-socket-path=/run/postgresql",
+            ])
+    }
+
+    @Test("a failed backup says which database host pgBackRest could not check, and what a certificate without the host's name needs")
+    func backupFailure() {
+        let output = """
+            P00   INFO: backup command begin 2.45: --backup-standby --pg2-host=198.18.0.11 --stanza=main
+            WARN: unable to check pg2: [CryptoError] unable to find hostname '198.18.0.11' in certificate common name or subject alternative names
+            ERROR: [056]: unable to find primary cluster - cannot proceed
+                   HINT: are all available clusters in recovery?
+            P00   INFO: backup command end: aborted with exception [056]
+            """
+        let said = PgBackRest.backupFailure(output)
+        #expect(said.hasPrefix("WARN: unable to check pg2: [CryptoError]"), "\(said)")
+        #expect(said.contains("ERROR: [056]: unable to find primary cluster") && said.contains("DNS subjectAltName"), "\(said)")
+        #expect(PgBackRest.backupFailure("ERROR: [047]: unable to create path\nP00   INFO: backup command end: aborted") == "ERROR: [047]: unable to create path | P00   INFO: backup command end: aborted")
     }
 
     @Test("a restore's summary is read from pgBackRest's output (nil without one)")
@@ -215,5 +273,22 @@ struct ScheduledBackupTests {
         config.backupEvery = .seconds(600)
         #expect(throws: ValidationProblem.self) { try config.validate() }
         #expect(ClusterConfig().backupEvery == .zero, "off unless set")
+    }
+}
+
+struct PostgresLogTests {
+    @Test("a stopped server's reason: its FATAL line first, then the last lines, each once")
+    func reason() {
+        let log = """
+            LOG:  restored log file "00000002000000000000000C" from archive
+            FATAL:  recovery ended before configured recovery target was reached
+            LOG:  startup process (PID 3570) exited with exit code 1
+            LOG:  shutting down due to startup process failure
+            LOG:  database system is shut down
+            """
+        #expect(
+            PostgresLog.reason(log)
+                == "FATAL:  recovery ended before configured recovery target was reached | LOG:  shutting down due to startup process failure | LOG:  database system is shut down")
+        #expect(PostgresLog.reason("LOG:  a\nLOG:  b\nLOG:  c") == "LOG:  b | LOG:  c")
     }
 }
