@@ -182,14 +182,24 @@ struct MonitorLoop {
         var action = MonitorDecision.next(observation)
         if !observeOnly, case .standby = local, action.takesLock, let snapshot {
             // Before taking the lock: the other candidates' own answers in place of their reports, and
-            // whether any node whose monitor reports runs a writable primary (one Consul may have forgotten).
+            // whether any node runs a writable primary (one Consul may have forgotten, or one whose
+            // monitor is not running).
             let now = ContinuousClock.now
             let peers = observation.candidates.filter { $0.name != me && ($0.healthy || memory.isFresh($0.name, config: config, at: now)) }
                 .compactMap { c in snapshot.registrations[c.name]?.api.map { (c.name, $0) } }
-            let live = peers.isEmpty ? [:] : await peerPositions.ask(peers, timeout: min(.milliseconds(500), config.loopWait.swiftDuration / 2))
-            if !live.isEmpty {
+            let timeout = min(.milliseconds(500), config.loopWait.swiftDuration / 2)
+            // Before taking a free lock, every other node's PostgreSQL asked directly at the same time:
+            // a primary whose monitor does not run (it never started, or exited before it took the lock)
+            // answers nothing through its API, has no watchdog, and takes writes nobody fences. (Taking
+            // over a silent leader, its watchdog has fenced it: asking would cost a dead machine's
+            // timeout on every node loss.)
+            let others = action.acquiresFreeLock ? snapshot.registrations.values.filter { $0.name != me }.map { ($0.name, sourceConninfo($0)) } : []
+            async let writable = PeerPositions.writablePostgres(others, timeout: timeout)
+            let live = peers.isEmpty ? [:] : await peerPositions.ask(peers, timeout: timeout)
+            let writablePostgres = await writable
+            if !live.isEmpty || !writablePostgres.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
-                observation.peerRunsPrimary = LivePosition.primary(among: live)
+                observation.peerRunsPrimary = LivePosition.primary(among: live, writablePostgres: writablePostgres)
                 let confirmed = MonitorDecision.next(observation)
                 if confirmed != action {
                     logger.notice(

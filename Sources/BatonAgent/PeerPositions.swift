@@ -1,5 +1,6 @@
 import BatonConsul
 import BatonCore
+import BatonPostgres
 import ConsulAPI
 
 /// Asks other candidates' node APIs where their PostgreSQL is now (`GET /position`) before this node
@@ -28,6 +29,31 @@ struct PeerPositions: Sendable {
             var answers: [NodeName: LivePosition] = [:]
             for await (name, position) in group { if let position { answers[name] = position } }
             return answers
+        }
+    }
+
+    /// Which of `nodes` have a PostgreSQL that answers, asked directly (`pg_is_in_recovery()` over
+    /// `conninfo`, each within `timeout`, all at once), that it is a writable primary. Asked of the
+    /// nodes whose API did not answer: a primary whose monitor is not running (it crashed with its
+    /// watchdog, or never started) has nobody to fence it, and a replica that took the lock would be a
+    /// second writable primary.
+    static func writablePostgres(_ nodes: [(NodeName, String)], timeout: Duration) async -> Set<NodeName> {
+        await withTaskGroup(of: NodeName?.self) { group in
+            for (name, conninfo) in nodes {
+                group.addTask {
+                    let deadline = ContinuousClock.now + timeout
+                    // ignored: a PostgreSQL that cannot be reached or does not answer in time is none that takes writes here
+                    guard let connection = try? await PostgresConnection.connect(conninfo, timeout: timeout) else { return nil }
+                    defer { connection.close() }
+                    let left = deadline - ContinuousClock.now
+                    // ignored: as above
+                    let recovering = try? await connection.query("SELECT pg_is_in_recovery()", timeout: max(left, .milliseconds(100))).first?.first
+                    return recovering == "f" ? name : nil
+                }
+            }
+            var writable: Set<NodeName> = []
+            for await name in group { if let name { writable.insert(name) } }
+            return writable
         }
     }
 }

@@ -229,10 +229,11 @@ public struct LivePosition: Sendable, Equatable {
         }
     }
 
-    /// The first of the nodes that answered they run a writable primary (by name, so that every run
-    /// says the same one).
-    public static func primary(among answers: [NodeName: LivePosition]) -> NodeName? {
-        answers.filter(\.value.primary).keys.sorted().first
+    /// The first of the nodes that answered they run a writable primary — through their API, or (for
+    /// a node whose API did not answer) their PostgreSQL itself — by name, so that every run says the
+    /// same one.
+    public static func primary(among answers: [NodeName: LivePosition], writablePostgres: Set<NodeName> = []) -> NodeName? {
+        Set(answers.filter(\.value.primary).keys).union(writablePostgres.subtracting(answers.keys)).sorted().first
     }
 
     /// `{"node": …, "standby": true, "position": "0/3000060", "timeline": 1}`, what `GET /position` answers.

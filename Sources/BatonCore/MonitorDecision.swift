@@ -247,6 +247,12 @@ public enum MonitorAction: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether it takes a lock nobody holds (not one taken over from a silent leader).
+    public var acquiresFreeLock: Bool {
+        if case .acquireLeader = self { return true }
+        return false
+    }
+
     /// Why, for the actions that carry a reason (logs' `reason`); nil for the others.
     public var reason: String? {
         switch self {

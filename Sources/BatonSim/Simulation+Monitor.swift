@@ -26,14 +26,16 @@ extension Simulation {
         var action = MonitorDecision.next(observation)
         if case .standby = local, action.takesLock, options.mutant != .rankOnReports {
             // `MonitorLoop.iterate`: the node APIs of the other candidates, and of every node whose monitor
-            // reports, asked before taking the lock.
+            // reports, asked before taking the lock; and before taking a free one, every other node's
+            // PostgreSQL itself.
             let config = nodes[i].config
             let live = livePositions(
                 asking: observation.candidates.filter { $0.name != nodes[i].name && ($0.healthy || nodes[i].memory.isFresh($0.name, config: config, at: instant)) }
                     .map(\.name))
-            if !live.isEmpty {
+            let writable = action.acquiresFreeLock ? writablePostgres(besides: i) : []
+            if !live.isEmpty || !writable.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
-                observation.peerRunsPrimary = LivePosition.primary(among: live)
+                observation.peerRunsPrimary = LivePosition.primary(among: live, writablePostgres: writable)
                 action = MonitorDecision.next(observation)
             }
         }
@@ -59,6 +61,15 @@ extension Simulation {
             answers[name] = LivePosition(local: observeLocal(m))
         }
         return answers
+    }
+
+    /// The other nodes whose PostgreSQL, asked directly (`PeerPositions.writablePostgres`), answers
+    /// that it is a writable primary: running, answering, not a standby, on a machine that runs.
+    func writablePostgres(besides i: Int) -> Set<NodeName> {
+        Set(nodes.indices.filter { m in
+            guard m != i, nodes[m].alive, !nodes[m].frozen(now), case .primary = observeLocal(m) else { return false }
+            return true
+        }.map { nodes[$0].name })
     }
 
     /// What the monitor sees of its PostgreSQL (`LocalDatabase.observe`).

@@ -121,18 +121,40 @@ public struct TestSupportError: Error, CustomStringConvertible {
 /// Picked at random below the kernel's ephemeral range (32768–60999 by default), never twice in one
 /// process: a port the kernel handed out for `bind(0)` may be taken again by any outgoing connection
 /// (a curl request, a replication connection) before the server binds it, which made a monitor fail to
-/// start its API once in a CI run.
+/// start its API once in a CI run. Nor by two test processes at once (`scripts/test.sh` runs several):
+/// each port handed out is claimed in ``claims`` under the process's PID, and a claim is honoured while
+/// that process lives — two processes picked the same port for a monitor's API in a CI run, and that
+/// monitor exited at once.
 public enum FreePort {
     private static let handedOut = Mutex<Set<Int>>([])
     static let range = 20_000..<32_000
+    static let claims = "/tmp/baton-test-ports"
 
     public static func pick() throws -> Int {
         for _ in 0..<1_000 {
             let port = Int.random(in: range)
             let fresh = handedOut.withLock { $0.insert(port).inserted }
-            if fresh, canBind(port) { return port }
+            if fresh, canBind(port), claim(port) { return port }
         }
         throw TestSupportError("no free TCP port on 127.0.0.1 in \(range)")
+    }
+
+    /// Claims `port` for this process: false when a live process of another PID claimed it.
+    static func claim(_ port: Int) -> Bool {
+        mkdir(claims, 0o1777)  // ignored: it exists, or the open below fails and says so by returning false
+        let path = "\(claims)/\(port)"
+        let mine = "\(getpid())\n"
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            defer { close(fd) }
+            return write(fd, mine, mine.utf8.count) == mine.utf8.count
+        }
+        guard errno == EEXIST, let text = try? String(contentsOfFile: path, encoding: .utf8),
+            let owner = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { return false }
+        if owner != getpid(), kill(owner, 0) == 0 || errno == EPERM { return false }
+        // A claim of a process that is gone (or an earlier one of ours): taken over.
+        return (try? mine.write(toFile: path, atomically: true, encoding: .utf8)) != nil
     }
 
     /// Whether a listening socket could bind `port` on 127.0.0.1 now.

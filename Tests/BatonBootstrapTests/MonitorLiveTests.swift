@@ -521,6 +521,41 @@ extension MonitorLiveTests {
         }
     }
 
+    /// Found by CI (a monitor that could not bind its API port exited at once): the primary's monitor
+    /// does not run, so no lease and no watchdog — and 10 s later a replica took the free lock and
+    /// promoted while the old primary still took writes. Main: two writable nodes from then on. A
+    /// candidate now asks every other node's PostgreSQL itself before taking the lock.
+    @Test("a primary whose monitor does not run is never raced: the replicas wait while its PostgreSQL answers writable; its monitor, once started, leads")
+    func primaryWithoutItsMonitor() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
+            _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
+            for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
+            let primary = try await c.connect(port: nodes[0].1)
+            try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
+            primary.close()
+            // Only the replicas' monitors: pg1's PostgreSQL, started by bootstrap, runs on unguarded.
+            for (name, _) in nodes.dropFirst() { c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"])) }
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            // Past the TTL (10 s) a replica would take the free lock: wait it out and more.
+            let waited = await eventually(timeout: .seconds(20)) {
+                c.trackedProcesses.contains { $0.output.contains("pg1 answers that it runs a writable primary") }
+            }
+            #expect(waited, "no replica said why it does not take the lock")
+            try await Task.sleep(for: .seconds(3))
+            #expect(try await c.leader() == nil, "nobody took the lock while pg1's PostgreSQL takes writes")
+            #expect(probe.rounds.suffix(5).allSatisfy { $0 == ["pg1"] }, "pg1 alone takes writes: \(probe.rounds.suffix(5))")
+            // Its monitor, started, takes the lock for the primary it runs.
+            c.track(try BatonProcess.start(["monitor", "--config", c.directory("pg1") + "/baton.yaml"]))
+            #expect(await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" }, "pg1's monitor took the lock")
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(3))")
+            #expect(probe.rounds.suffix(5).allSatisfy { $0 == ["pg1"] }, "writes go to pg1 at the end: \(probe.rounds.suffix(5))")
+        }
+    }
+
     /// The direct children of a process (Linux /proc).
     func childPIDs(_ pid: Int32) -> [Int32] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []

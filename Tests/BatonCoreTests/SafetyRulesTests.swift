@@ -209,6 +209,24 @@ struct SafetyRulesTests {
         }
     }
 
+    @Test("a free lock is not taken while another node's PostgreSQL answers it is a writable primary — through its API or, its monitor not running, by itself")
+    func freeLockWithAnUnmonitoredPrimary() throws {
+        // pg1 bootstrapped, its monitor never started: no report, the lock free past the TTL.
+        var o = observe(standby, leader: .free(since: .seconds(15)), primaryReport: .unknown(Self.other))
+        let acquire = MonitorDecision.next(o)
+        #expect(acquire.acquiresFreeLock && acquire.takesLock, "\(acquire)")
+        #expect(!MonitorAction.takeOver(from: Self.other, reason: "").acquiresFreeLock)
+        // Its API answers nothing; its PostgreSQL, asked directly, says it is a writable primary.
+        o.peerRunsPrimary = LivePosition.primary(among: [:], writablePostgres: [Self.other])
+        #expect(MonitorDecision.next(o) == .wait(reason: "pg1 answers that it runs a writable primary; not taking the lock while it does"))
+        // What the API answered wins for a node that answered; a node's PostgreSQL counts only when its API did not.
+        let standbyAnswer = LivePosition(standby: true, position: LSN(100), timeline: 1)
+        let primaryAnswer = LivePosition(standby: false, position: LSN(300), timeline: 1, primary: true)
+        #expect(LivePosition.primary(among: [Self.other: standbyAnswer], writablePostgres: [Self.other]) == nil)
+        #expect(LivePosition.primary(among: [Self.third: primaryAnswer], writablePostgres: [Self.other]) == Self.other, "by name, the first")
+        #expect(LivePosition.primary(among: [Self.third: standbyAnswer], writablePostgres: []) == nil)
+    }
+
     @Test("a leader that reported its PostgreSQL down is replaced at once; one that is starting is waited for")
     func reportedDownOrStarting() {
         let down = PreviousLeader(name: Self.other, goneFor: .milliseconds(100), promise: .seconds(3), reportedDown: true)
