@@ -89,14 +89,20 @@ final class WriteProbe: @unchecked Sendable {
 
 @Suite("monitor, live", .serialized, .enabled(if: LiveCluster.available, "PostgreSQL 15 is not installed (apt-get install postgresql-15)"))
 struct MonitorLiveTests {
-    /// Bootstraps three nodes, starts their monitors, and waits until pg1 holds the leader lock.
-    func threeNodes(_ c: LiveCluster, settings: [String] = [], options: [String: [String: RawValue]] = [:]) async throws -> [(String, Int)] {
+    /// Bootstraps three nodes (pg1 creates the cluster and its `baton_writes` table), no monitor started.
+    func threeNodesBootstrapped(_ c: LiveCluster, options: [String: [String: RawValue]] = [:]) async throws -> [(String, Int)] {
         let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
         _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1, extra: options[nodes[0].0] ?? [:])
         for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port, extra: options[name] ?? [:]) }
         let primary = try await c.connect(port: nodes[0].1)
         try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
         primary.close()
+        return nodes
+    }
+
+    /// Bootstraps three nodes, starts their monitors, and waits until pg1 holds the leader lock.
+    func threeNodes(_ c: LiveCluster, settings: [String] = [], options: [String: [String: RawValue]] = [:]) async throws -> [(String, Int)] {
+        let nodes = try await threeNodesBootstrapped(c, options: options)
         if !settings.isEmpty {
             let set = try await runCommand(BatonProcess.executable, ["config", "set", "--config", c.directory("pg1") + "/baton.yaml"] + settings)
             #expect(set.status == 0, "\(set.output)")
@@ -433,12 +439,7 @@ extension MonitorLiveTests {
         try await LiveCluster.with { c in
             let proxy = try SeverableProxy(upstreamPort: Int(c.consulAddress.split(separator: ":").last!)!)
             defer { proxy.stop() }
-            let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
-            _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
-            for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
-            let primary = try await c.connect(port: nodes[0].1)
-            try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
-            primary.close()
+            let nodes = try await threeNodesBootstrapped(c)
             // pg1 reaches Consul only through the proxy.
             let file = c.directory("pg1") + "/baton.yaml"
             let yaml = try String(contentsOfFile: file, encoding: .utf8)
@@ -528,12 +529,7 @@ extension MonitorLiveTests {
     @Test("a primary whose monitor does not run is never raced: the replicas wait while its PostgreSQL answers writable; its monitor, once started, leads")
     func primaryWithoutItsMonitor() async throws {
         try await LiveCluster.with { c in
-            let nodes = try ["pg1", "pg2", "pg3"].map { ($0, try FreePort.pick()) }
-            _ = try await c.bootstrap(.master, nodes[0].0, port: nodes[0].1)
-            for (name, port) in nodes.dropFirst() { _ = try await c.bootstrap(.join([c.consulAddress]), name, port: port) }
-            let primary = try await c.connect(port: nodes[0].1)
-            try await primary.query("CREATE TABLE baton_writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT now())")
-            primary.close()
+            let nodes = try await threeNodesBootstrapped(c)
             // Only the replicas' monitors: pg1's PostgreSQL, started by bootstrap, runs on unguarded.
             for (name, _) in nodes.dropFirst() { c.track(try BatonProcess.start(["monitor", "--config", c.directory(name) + "/baton.yaml"])) }
             let probe = WriteProbe()
