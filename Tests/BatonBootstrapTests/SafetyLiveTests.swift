@@ -185,7 +185,14 @@ extension MonitorLiveTests {
             probe.start(nodes: nodes, cluster: c)
             try await Task.sleep(for: .seconds(1))
             for _ in 0..<3 {
-                let victim = try await c.connect(port: nodes[0].1)
+                // Crash recovery after the last kill may still run on a loaded machine: wait until pg1
+                // takes connections again rather than a fixed time (CI: refused 4 s after a kill).
+                var connected: PostgresConnection? = nil
+                _ = await eventually(timeout: .seconds(30)) {
+                    connected = try? await c.connect(port: nodes[0].1)
+                    return connected != nil
+                }
+                let victim = try #require(connected, "pg1 takes connections again after crash recovery")
                 let pid = try #require(Int32(try await victim.scalar("SELECT pg_backend_pid()") ?? ""))
                 kill(pid, SIGKILL)
                 victim.close()
