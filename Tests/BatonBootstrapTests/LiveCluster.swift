@@ -126,10 +126,11 @@ final class LiveCluster: @unchecked Sendable {
 
     func cleanup() async {
         for process in lock.withLock({ extraProcesses }) { process.terminate() }
-        // The monitors' watchdogs outlive them by design: stop those of this cluster.
+        // The monitors' watchdogs outlive them by design, and so does pgBackRest's TLS server of a monitor
+        // killed before it could stop it (a process group of its own): stop those of this cluster.
         for pid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap({ Int32($0) }) ?? [] {
             let commandLine = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
-            if commandLine.contains("baton-watchdog"), commandLine.contains(root + "/") { kill(pid, SIGKILL) }
+            if commandLine.contains("baton-watchdog") || commandLine.contains("pgbackrest"), commandLine.contains(root + "/") { kill(pid, SIGKILL) }
         }
         for data in lock.withLock({ dataDirectories }) where FileManager.default.fileExists(atPath: data + "/postmaster.pid") {
             let control = PostgresControl(binDirectory: Self.bindir, dataDirectory: data, osUser: "postgres")
