@@ -301,25 +301,17 @@ extension ConsulCommand {
         }
 
         func run() async throws {
-            var query: [String] = []
-            if let length { query.append("for=" + KeyPath.escape(length, keepSlash: false)) }
-            if let delay { query.append("delay=" + KeyPath.escape(delay, keepSlash: false)) }
-            if let node { query.append("node=" + KeyPath.escape(node, keepSlash: false)) }
-            if let name { query.append("name=" + KeyPath.escape(name, keepSlash: false)) }
-            let path = kind == .show ? "/fault" : "/fault/" + kind.rawValue
-            let url = "http://\(control)\(path)" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-            let response: HTTPResponse
+            var query: [String: String] = [:]
+            query["for"] = length
+            query["delay"] = delay
+            query["node"] = node
+            query["name"] = name
             do {
-                response = try await CurlTransport().send(HTTPRequest(method: kind == .show ? "GET" : "PUT", url: url, timeout: .seconds(10)))
+                print(try await FaultControlClient(address: control).send(kind == .show ? nil : kind.rawValue, query))
             } catch {
-                FileHandle.standardError.write(Data("Error! No fault control answers at \(control) (\(error)); start the server with --fault-control \(control)\n".utf8))
+                FileHandle.standardError.write(Data("Error! \(error.message)\n".utf8))
                 throw ExitCode(1)
             }
-            guard response.status == 200 else {
-                FileHandle.standardError.write(Data("Error! \(response.text)\n".utf8))
-                throw ExitCode(1)
-            }
-            print(response.text)
         }
     }
 }

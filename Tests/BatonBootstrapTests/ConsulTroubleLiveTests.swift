@@ -38,14 +38,14 @@ extension MonitorLiveTests {
                 try await Task.sleep(for: lasting + .seconds(3))
                 figures.append("\(name): longest write gap \(writer.longestGap(from: started, to: .now))")
             }
-            try await play("election 5 s", lasting: .seconds(5)) { c.faults.election(for: .seconds(5)) }
-            try await play("answers 2 s late for 10 s", lasting: .seconds(10)) { c.faults.slow(by: .seconds(2), for: .seconds(10)) }
-            try await play("hang 5 s", lasting: .seconds(5)) { c.faults.hang(for: .seconds(5)) }
+            try await play("election 5 s", lasting: .seconds(5)) { try await c.faults.election(for: .seconds(5)) }
+            try await play("answers 2 s late for 10 s", lasting: .seconds(10)) { try await c.faults.slow(by: .seconds(2), for: .seconds(10)) }
+            try await play("hang 5 s", lasting: .seconds(5)) { try await c.faults.hang(for: .seconds(5)) }
             try await play("agent restart (leader's session destroyed)", lasting: .seconds(1)) {
                 let invalidated = try await c.faults.agentRestart(node: "node1", name: "baton-live-pg1")
                 #expect(invalidated.count == 1, "pg1's session: \(invalidated)")
             }
-            try await play("election 15 s", lasting: .seconds(15)) { c.faults.election(for: .seconds(15)) }
+            try await play("election 15 s", lasting: .seconds(15)) { try await c.faults.election(for: .seconds(15)) }
             sampler.cancel()
             await sampler.value
             await writer.stop()

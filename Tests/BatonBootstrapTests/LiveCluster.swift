@@ -1,7 +1,6 @@
 import BatonBootstrap
 import BatonSettings
 import BatonConsul
-import BatonConsulServer
 import BatonCore
 import BatonPostgres
 import BatonSigning
@@ -20,9 +19,14 @@ final class LiveCluster: @unchecked Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
     let root: String
-    private(set) var server: ConsulServer
+    /// The cluster's Consul: `baton consul serve` in a process of its own, as an operator runs it. (In
+    /// the test process its tasks shared Swift's cooperative threads — two on CI's machine — with the
+    /// test's own work, and it stopped answering for 2–5 s at a time under load.)
+    private var consul: BatonProcess?
     let client: ConsulClient
     let consulAddress: String
+    /// The server's faults on request (an election, a hang, slow answers, an agent restart).
+    let faults: FaultControlClient
     private let lock = NSLock()
     private var dataDirectories: [String] = []
     private var extraProcesses: [BatonProcess] = []
@@ -31,13 +35,10 @@ final class LiveCluster: @unchecked Sendable {
     init() async throws {
         root = "/tmp/baton-live-" + UUID().uuidString.prefix(8).lowercased()
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        server = try await ConsulServer(
-            host: "127.0.0.1", port: 0, dataDirectory: root + "/consul", settings: ServerSettings(sessionTTLMin: .seconds(1)),
-            faultControl: ("127.0.0.1", 0), logger: logger)
-        consulAddress = "127.0.0.1:\(server.localAddress.port)"
+        consulAddress = "127.0.0.1:\(try FreePort.pick())"
+        faults = FaultControlClient(address: "127.0.0.1:\(try FreePort.pick())")
         client = ConsulClient(ConsulConfiguration(addresses: [try ConsulAddress(parsing: consulAddress)]))
+        try await startConsul()
         try "repl-secret-\(UUID().uuidString.prefix(6))\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
     }
 
@@ -109,19 +110,25 @@ final class LiveCluster: @unchecked Sendable {
         try await startConsul()
     }
 
-    func stopConsul() async { await server.shutdown() }
+    /// Stops the Consul server (SIGTERM, as a service manager does) and waits until it has exited.
+    func stopConsul() async {
+        guard let consul else { return }
+        self.consul = nil
+        kill(consul.pid, SIGTERM)
+        let exited = await eventually(timeout: .seconds(5)) { !consul.isRunning }
+        if !exited { consul.kill() }
+    }
 
-    /// The embedded server's faults on request (an election, a hang, slow answers, an agent restart).
-    var faults: FaultControl { server.faults! }
-
-    /// Starts the Consul server again on the same address and data directory.
+    /// Starts the Consul server on this cluster's address and data directory (again, after
+    /// ``stopConsul()``), and waits until it answers.
     func startConsul() async throws {
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
-        server = try await ConsulServer(
-            host: "127.0.0.1", port: Int(consulAddress.split(separator: ":").last!)!, dataDirectory: root + "/consul",
-            settings: ServerSettings(sessionTTLMin: .seconds(1)),
-            faultControl: ("127.0.0.1", 0), logger: logger)
+        let process = try BatonProcess.start([
+            "consul", "serve", "--listen", consulAddress, "--data-dir", root + "/consul", "--session-ttl-min", "1s",
+            "--fault-control", faults.address,
+        ])
+        consul = process
+        let answers = await eventually(timeout: .seconds(10)) { (try? await self.client.get("baton-live-started")) != nil }
+        guard answers else { throw TestSupportError("the Consul server did not answer within 10 s: \(process.output.suffix(2000))") }
     }
 
     func cleanup() async {
@@ -136,7 +143,7 @@ final class LiveCluster: @unchecked Sendable {
             let control = PostgresControl(binDirectory: Self.bindir, dataDirectory: data, osUser: "postgres")
             try? await control.stop(mode: "immediate")
         }
-        await server.shutdown()
+        await stopConsul()
         // BATON_TEST_KEEP=1 keeps the logs and data of every live cluster for a post-mortem.
         if ProcessInfo.processInfo.environment["BATON_TEST_KEEP"] == nil {
             try? FileManager.default.removeItem(atPath: root)  // ignored: a leftover temporary directory harms nothing
