@@ -27,6 +27,8 @@ struct MonitorLoop {
     let metrics = MonitorMetrics()
     /// The other candidates' node APIs, asked before this node takes the lock.
     let peerPositions: PeerPositions
+    /// A silent leader's PostgreSQL, asked a moment before this node may take over.
+    let silentLeaderProbe = SilentLeaderProbe()
     /// The role this node's service is registered in Consul with, and when.
     var service: (tag: String, at: ContinuousClock.Instant)?
 
@@ -193,10 +195,20 @@ struct MonitorLoop {
             // answers nothing through its API, has no watchdog, and takes writes nobody fences. (Taking
             // over a silent leader, its watchdog has fenced it: asking would cost a dead machine's
             // timeout on every node loss.)
-            let others = action.acquiresFreeLock ? snapshot.registrations.values.filter { $0.name != me }.map { ($0.name, sourceConninfo($0)) } : []
+            var others = action.acquiresFreeLock ? snapshot.registrations.values.filter { $0.name != me }.map { ($0.name, sourceConninfo($0)) } : []
+            // Taking over a silent leader: its PostgreSQL, asked a moment before the deadline (past its
+            // fence: a watchdog killed with its monitor leaves it writable, and nobody fences it).
+            var answeredWritable: Set<NodeName> = []
+            if case .takeOver(let holder, _) = action, holder != me, let index = snapshot.leader?.modifyIndex, let registration = snapshot.registrations[holder] {
+                switch silentLeaderProbe.answer(holder, index: index) {
+                case true?: answeredWritable.insert(holder)
+                case false?: break
+                case nil: others.append((holder, sourceConninfo(registration)))  // not asked in time (a loop that came late): asked now
+                }
+            }
             async let writable = PeerPositions.writablePostgres(others, timeout: timeout)
             let live = peers.isEmpty ? [:] : await peerPositions.ask(peers, timeout: timeout)
-            let writablePostgres = await writable
+            let writablePostgres = (await writable).union(answeredWritable)
             if !live.isEmpty || !writablePostgres.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
                 observation.peerRunsPrimary = LivePosition.primary(among: live, writablePostgres: writablePostgres)
@@ -210,6 +222,7 @@ struct MonitorLoop {
                 action = confirmed
             }
         }
+        if !observeOnly, case .standby = local, let snapshot { askSilentLeader(snapshot) }
         metrics.decided(action)
         if snapshot != nil { metrics.decision(observation, leader: snapshot?.leader?.holder) }
         if action.description != lastAction {
@@ -255,6 +268,24 @@ struct MonitorLoop {
             await registerService(local: after, leading: leading)
             keepalivedPeers.reconcile(settings: settings, registrations: snapshot.registrations)
             await redeliverVRRPNotification(snapshot)
+        }
+    }
+
+    /// Asks the silent leader's PostgreSQL in the background whether it still takes writes, a moment
+    /// before this node may take over (``MonitorState/silentLeaderAsk(node:config:grant:at:)``), so that
+    /// the answer is in when the deadline falls — also from a dead machine, which answers nothing.
+    func askSilentLeader(_ snapshot: ClusterSnapshot) {
+        guard let ask = memory.silentLeaderAsk(node: me, config: config, grant: grantSeen(), at: .now),
+            snapshot.leader?.holder == ask.holder, let registration = snapshot.registrations[ask.holder],
+            silentLeaderProbe.begin(ask.holder, index: ask.index)
+        else { return }
+        let conninfo = sourceConninfo(registration)
+        let askAt = ContinuousClock.now + ask.after
+        let timeout = min(MonitorState.silentLeaderAsked, config.loopWait.swiftDuration / 2) - .milliseconds(20)
+        background.yield { [probe = silentLeaderProbe] in
+            do { try await Task.sleep(until: askAt, clock: .continuous) } catch { return }  // the monitor stops: nothing to ask
+            let writable = await PeerPositions.writablePostgres([(ask.holder, conninfo)], timeout: timeout)
+            probe.finish(ask.holder, index: ask.index, writable: writable.contains(ask.holder))
         }
     }
 

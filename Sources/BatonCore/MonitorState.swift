@@ -234,6 +234,27 @@ public struct MonitorState: Sendable {
         return min(next, silence.takeoverAfter - silence.silentFor + .milliseconds(5))
     }
 
+    /// How long before a silent leader's takeover deadline a candidate asks that leader's PostgreSQL
+    /// itself whether it still takes writes (``silentLeaderAsk(node:config:grant:at:)``): its fence
+    /// deadline has passed by then (a takeover waits ``ClusterConfig/fenceMargin`` more), so a watchdog
+    /// that runs has stopped it — and one killed with its monitor (`pkill -9 baton` matches both) has
+    /// not. Early enough that a dead machine, which answers nothing, costs the takeover no wait.
+    public static let silentLeaderAsked = Duration.milliseconds(250)
+
+    /// When this node asks the silent leader's PostgreSQL (``silentLeaderAsked`` before the takeover
+    /// deadline): the leader, the key index it went silent at, and how long from now — nil unless that
+    /// deadline falls before the next loop (``nextInterval(config:grant:at:)`` wakes the loop at it),
+    /// or when it has already passed (the takeover then asks at once).
+    public func silentLeaderAsk(node: NodeName, config: ClusterConfig, grant: LeaseGrant.Seen? = nil, at now: ContinuousClock.Instant)
+        -> (holder: NodeName, index: UInt64, after: Duration)?
+    {
+        guard let quiet = leaderKey.quietFor("leader", at: now), let holder = lastHolder?.name, holder != node, let index = heldIndex else { return nil }
+        let silence = Self.leaderSilence(holder: holder, index: index, quiet: quiet, promise: leaderPromise, grant: grant, config: config)
+        let left = silence.takeoverAfter - silence.silentFor
+        guard left > .zero, left < nextInterval(config: config, grant: grant, at: now) else { return nil }
+        return (holder, index, max(.zero, left - Self.silentLeaderAsked))
+    }
+
     /// How long the other node holding the lock has been silent, and how long it must be before this
     /// node may take over (invariant 12):
     /// - when this node's latest promise (a member round, ``LeaseState``) was made to that leader with

@@ -41,6 +41,9 @@ public enum FaultKind: String, Sendable, CaseIterable {
     /// The operator asks for a switchover to a standby, checked as `baton switchover` checks it; half
     /// the time the target's WAL receiver dies at that moment (its link drops) for the fault's length.
     case switchover
+    /// The monitor and its watchdog are killed together (`pkill -9 baton` matches both); PostgreSQL runs
+    /// on, a writable primary nobody fences when it is the leader's; the monitor starts again after a while.
+    case guardiansKilled = "guardians-killed"
 }
 
 extension FaultKind {
@@ -81,7 +84,7 @@ enum FaultSchedule {
             let length: Duration
             switch kind {
             case .consulElection: length = random.duration(.seconds(1), .seconds(15))
-            case .nodeDeath, .switchoverThenDeath: length = random.duration(.seconds(2), .seconds(20))
+            case .nodeDeath, .switchoverThenDeath, .guardiansKilled: length = random.duration(.seconds(2), .seconds(20))
             case .laggingReplicas: length = random.duration(.seconds(4), .seconds(8))
             case .fenceTimeoutLowered: length = .seconds(5)
             default: length = random.duration(.milliseconds(500), .seconds(12))
@@ -118,7 +121,26 @@ extension Simulation {
         case .monitorFreeze:
             note("FAULT monitor of \(name) frozen for \(fault.length.traceText) s")
             nodes[i].monitorFrozenTill = max(nodes[i].monitorFrozenTill, now + fault.length)
+        case .guardiansKilled:
+            if nodes[i].frozen(now) {
+                note("FAULT (none: \(name) is frozen; its monitor and watchdog are not killed, as under node-freeze)")
+                return
+            }
+            note("FAULT monitor and watchdog of \(name) killed, PostgreSQL runs on; the monitor starts again in \(fault.length.traceText) s")
+            // Stopped past the heal, which starts a new monitor: nothing of the killed one runs again.
+            nodes[i].monitorFrozenTill = max(nodes[i].monitorFrozenTill, now + fault.length + .milliseconds(1))
+            nodes[i].guardiansDeadTill = now + fault.length + .milliseconds(1)
+            nodes[i].watchdogDeadline = nil
+            nodes[i].watchdogGeneration += 1
         case .nodeFreeze:
+            // A machine without its monitor and watchdog that freezes looks dead while its PostgreSQL
+            // stays a writable primary nobody fences: a replica takes over, and once it thaws two nodes
+            // take writes until its monitor starts. No rule covers that (only a fence from outside the
+            // machine would), so the simulator does not draw it (docs/failover.md).
+            if nodes[i].guardiansDead(now) {
+                note("FAULT (none: \(name), without its monitor and watchdog, is not frozen)")
+                return
+            }
             note("FAULT \(name) frozen for \(fault.length.traceText) s")
             nodes[i].nodeFrozenTill = max(nodes[i].nodeFrozenTill, now + fault.length)
         case .consulCut:
@@ -199,6 +221,8 @@ extension Simulation {
         switch fault.kind {
         case .nodeDeath, .switchoverThenDeath:
             if let i = target { revive(i) }
+        case .guardiansKilled:
+            if let i = target { restartMonitor(i) }
         case .nodeFreeze:
             if let i = target, !nodes[i].frozen(now) { note("HEAL \(nodes[i].name) thaws") }
         case .consulCut:
@@ -263,9 +287,24 @@ extension Simulation {
         guard !nodes[i].alive else { return }
         note("HEAL \(nodes[i].name) starts again")
         nodes[i].restart()
+        scheduleStart(i)
+    }
+
+    /// The monitor killed with its watchdog starts again (a new watchdog with it): on a machine that ran
+    /// on, PostgreSQL as the monitor finds it.
+    func restartMonitor(_ i: Int) {
+        guard nodes[i].alive else { return }
+        note("HEAL monitor of \(nodes[i].name) starts again")
+        nodes[i].monitorFrozenTill = now
+        nodes[i].restartMonitor()
+        scheduleStart(i)
+    }
+
+    /// A started node's first loop, beat and agent pass.
+    private func scheduleStart(_ i: Int) {
         schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .monitor(i, generation: nodes[i].generation))
         schedule(after: .milliseconds(Int64(random.int(in: 0...999))), .beat(i, generation: nodes[i].generation))
-        // The agent starts with the machine and decides at once; then it ticks every second.
+        // The agent starts with the machine (or goes on) and decides at once; then it ticks every second.
         if options.bouncers { schedule(after: .milliseconds(Int64(agentRandom.int(in: 1...50))), .agent(i, generation: nodes[i].generation)) }
     }
 

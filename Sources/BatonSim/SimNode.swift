@@ -17,6 +17,8 @@ final class SimNode {
     /// The whole machine is stopped until then: PostgreSQL, monitor, watchdog.
     var nodeFrozenTill: Duration = .zero
     var cutFromConsul = false
+    /// The monitor and the watchdog were killed together and none runs until then (`guardians-killed`).
+    var guardiansDeadTill: Duration = .zero
 
     // The monitor.
     var memory = MonitorState()
@@ -63,6 +65,8 @@ final class SimNode {
 
     func frozen(_ now: Duration) -> Bool { nodeFrozenTill > now }
 
+    func guardiansDead(_ now: Duration) -> Bool { guardiansDeadTill > now }
+
     /// When the monitor process runs again, if it is stopped now.
     func monitorFrozenUntil(_ now: Duration) -> Duration? {
         let until = max(monitorFrozenTill, nodeFrozenTill)
@@ -75,23 +79,30 @@ final class SimNode {
     /// the monitor and lease start afresh, the watchdog is not armed.
     func restart() {
         alive = true
-        generation += 1
-        memory = MonitorState()
-        lease = LeaseState(node: name)
-        lastAction = ""
-        steppingDown = nil
-        statusWritten = nil
+        restartMonitor()
         // pgbouncer starts again on the target its file names, taking clients; its agent afresh.
         bouncer.paused = false
         bouncerMemory = BouncerAgentMemory()
         bouncerReported = nil
         bouncerDecided = nil
+        db.receiverFrozen = false
+    }
+
+    /// The monitor process starts afresh (its memory and lease; the session file stays), the watchdog
+    /// not armed; events of its earlier life are dropped.
+    func restartMonitor() {
+        generation += 1
+        guardiansDeadTill = .zero
+        memory = MonitorState()
+        lease = LeaseState(node: name)
+        lastAction = ""
+        steppingDown = nil
+        statusWritten = nil
         view = NodeView(node: name)
         session = nil
         sessionConfirmed = nil
         sessionTTL = nil
         watchdogDeadline = nil
         watchdogGeneration += 1
-        db.receiverFrozen = false
     }
 }

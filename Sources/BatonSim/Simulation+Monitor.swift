@@ -26,13 +26,18 @@ extension Simulation {
         var action = MonitorDecision.next(observation)
         if case .standby = local, action.takesLock, options.mutant != .rankOnReports {
             // `MonitorLoop.iterate`: the node APIs of the other candidates, and of every node whose monitor
-            // reports, asked before taking the lock; and before taking a free one, every other node's
-            // PostgreSQL itself.
+            // reports, asked before taking the lock; before taking a free one, every other node's
+            // PostgreSQL itself; before taking over a silent leader, that leader's PostgreSQL (the live
+            // monitor asks it a quarter-second before the deadline, past the leader's fence; here at
+            // the deadline, which sees the same: nothing starts a fenced primary meanwhile).
             let config = nodes[i].config
             let live = livePositions(
                 asking: observation.candidates.filter { $0.name != nodes[i].name && ($0.healthy || nodes[i].memory.isFresh($0.name, config: config, at: instant)) }
                     .map(\.name))
-            let writable = action.acquiresFreeLock ? writablePostgres(besides: i) : []
+            var writable = action.acquiresFreeLock ? writablePostgres(besides: i) : []
+            if options.askSilentLeader, options.mutant != .takeOverUnasked, case .takeOver(let holder, _) = action, holder != nodes[i].name {
+                writable = writablePostgres(besides: i).filter { $0 == holder }
+            }
             if !live.isEmpty || !writable.isEmpty {
                 observation.candidates = FailoverCandidates.confirmed(observation.candidates, live: live)
                 observation.peerRunsPrimary = LivePosition.primary(among: live, writablePostgres: writable)

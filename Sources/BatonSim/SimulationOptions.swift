@@ -21,6 +21,10 @@ public struct SimulationOptions: Sendable {
     /// Each node runs a pgbouncer and its agent (off: the seeds found before the agents joined replay
     /// as they were found).
     public var bouncers = true
+    /// Before taking over a silent leader, a candidate asks that leader's PostgreSQL whether it still
+    /// takes writes (`MonitorLoop.askSilentLeader`). Off, the takeover's timing is proven alone: the
+    /// question is a second line, whose answer a slow or unreachable machine does not give in time.
+    public var askSilentLeader = true
 
     public init() {}
 }
@@ -65,4 +69,8 @@ public enum Mutant: String, Sendable, CaseIterable {
     /// A pgbouncer agent resumes its clients on the switchover's target as soon as the old primary let
     /// the lock go, before the target leads and is promoted.
     case resumeBeforeLeads = "resume-before-leads"
+    /// A candidate takes over a silent leader without asking that leader's PostgreSQL whether it still
+    /// takes writes (the rule before `guardians-killed`: a leader whose monitor and watchdog were killed
+    /// together runs a writable primary nobody fences).
+    case takeOverUnasked = "take-over-unasked"
 }

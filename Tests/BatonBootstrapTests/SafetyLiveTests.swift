@@ -338,4 +338,41 @@ extension MonitorLiveTests {
             #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(5))")
         }
     }
+
+    /// The leader's monitor and its watchdog killed together while its PostgreSQL runs on — what
+    /// `pkill -9 baton` does (the pattern matches both), or the OOM killer taking one after the other:
+    /// a writable primary nobody fences any more. Main: a replica took over once the leader's last
+    /// promise had run out and promoted, and pg1 and pg2 both acknowledged writes from then on. A
+    /// replica about to take over a silent leader now asks that leader's PostgreSQL itself.
+    @Test("the leader's monitor and watchdog killed together, its PostgreSQL left running: no replica takes over while it answers writable; its monitor, started again, leads")
+    func leaderMonitorAndWatchdogKilled() async throws {
+        try await LiveCluster.with { c in
+            let nodes = try await threeNodes(c)
+            let probe = WriteProbe()
+            probe.start(nodes: nodes, cluster: c)
+            try await Task.sleep(for: .seconds(2))
+            let watchdog = try #require(watchdogPID(c, "pg1"), "pg1 has a watchdog")
+            let monitor = try #require(monitorProcess(c, "pg1"))
+            kill(watchdog, SIGKILL)
+            monitor.kill()
+            let killed = ContinuousClock.now
+            // The replicas may take over once pg1's last promise has run out (≈ 2 s), and take its lock
+            // once its session's TTL (10 s) has: wait past both.
+            let waited = await eventually(timeout: .seconds(15)) {
+                c.trackedProcesses.contains { $0.output.contains("pg1 answers that it runs a writable primary") }
+            }
+            let digest = waited ? "" : await c.digest()
+            #expect(waited, "no replica said why it does not take over: \(digest)")
+            try await Task.sleep(until: killed + .seconds(14), clock: .continuous)
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(5))")
+            #expect(probe.rounds.suffix(5).allSatisfy { $0 == ["pg1"] }, "pg1 alone takes writes: \(probe.rounds.suffix(5))")
+            // Its monitor, started again, leads the primary it runs (its session adopted, or the free lock).
+            c.track(try BatonProcess.start(["monitor", "--config", c.directory("pg1") + "/baton.yaml"]))
+            #expect(await eventually(timeout: .seconds(30)) { (try? await c.leader()) == "pg1" }, "pg1's monitor leads again")
+            try await Task.sleep(for: .seconds(1))
+            await probe.stop()
+            #expect(probe.splitBrainRounds.isEmpty, "rounds with two writable nodes: \(probe.splitBrainRounds.prefix(5))")
+            #expect(probe.rounds.suffix(5).allSatisfy { $0 == ["pg1"] }, "writes go to pg1 at the end: \(probe.rounds.suffix(5))")
+        }
+    }
 }

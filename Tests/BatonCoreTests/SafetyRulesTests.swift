@@ -227,6 +227,38 @@ struct SafetyRulesTests {
         #expect(LivePosition.primary(among: [Self.third: standbyAnswer], writablePostgres: []) == nil)
     }
 
+    /// A leader whose monitor and watchdog were killed together runs a writable primary nobody fences:
+    /// before taking over, a candidate asks that PostgreSQL, a quarter-second before the deadline (past
+    /// the leader's fence), and a writable answer holds the takeover off.
+    @Test("a silent leader's PostgreSQL is asked a quarter-second before the takeover deadline, once it falls before the next loop; a writable answer holds the takeover off")
+    func silentLeaderAskedBeforeTakeover() throws {
+        let keys = ClusterKeys(cluster: try ClusterName("c"))
+        let start = ContinuousClock.now
+        let config = ClusterConfig()  // fence_timeout 3 s: a takeover after 3.5 s of silence
+        func memory(holder: String) -> MonitorState {
+            var memory = MonitorState()
+            let snapshot = ClusterSnapshot(pairs: [KVPair(key: keys.leader, value: Array(holder.utf8), session: "a", modifyIndex: 50)], keys: keys)
+            memory.absorb(snapshot, node: Self.me, session: "s", leading: false, firstSeen: { _ in nil }, at: start)
+            return memory
+        }
+        let silent = memory(holder: "pg1")
+        // Silent for (ms) → asked after (ms), or not yet / no more.
+        let rows: [(Int64, Int64?)] = [(0, nil), (2_000, nil), (2_499, nil), (2_600, 650), (3_000, 250), (3_300, 0), (3_500, nil), (4_000, nil)]
+        for (ms, after) in rows {
+            let ask = silent.silentLeaderAsk(node: Self.me, config: config, at: start + .milliseconds(ms))
+            #expect(ask?.after == after.map { .milliseconds($0) }, "\(ms) ms silent: \(String(describing: ask))")
+            if let ask { #expect(ask.holder == Self.other && ask.index == 50) }
+        }
+        // A lock of an earlier session of this very node is not another's silence.
+        #expect(memory(holder: "pg2").silentLeaderAsk(node: Self.me, config: config, at: start + .milliseconds(3_000)) == nil)
+        // The takeover, then what the leader's PostgreSQL answered.
+        var o = observe(standby, leader: .held(by: Self.other, mine: false), silentFor: .seconds(10))
+        let takeover = MonitorDecision.next(o)
+        #expect(takeover.takesLock && !takeover.acquiresFreeLock, "\(takeover)")
+        o.peerRunsPrimary = LivePosition.primary(among: [:], writablePostgres: [Self.other])
+        #expect(MonitorDecision.next(o) == .wait(reason: "pg1 answers that it runs a writable primary; not taking the lock while it does"))
+    }
+
     @Test("a leader that reported its PostgreSQL down is replaced at once; one that is starting is waited for")
     func reportedDownOrStarting() {
         let down = PreviousLeader(name: Self.other, goneFor: .milliseconds(100), promise: .seconds(3), reportedDown: true)
