@@ -129,15 +129,16 @@ extension Simulation {
             note("FAULT monitor and watchdog of \(name) killed, PostgreSQL runs on; the monitor starts again in \(fault.length.traceText) s")
             // Stopped past the heal, which starts a new monitor: nothing of the killed one runs again.
             nodes[i].monitorFrozenTill = max(nodes[i].monitorFrozenTill, now + fault.length + .milliseconds(1))
-            nodes[i].guardiansDeadTill = now + fault.length + .milliseconds(1)
+            nodes[i].guardiansKilled = true
             nodes[i].watchdogDeadline = nil
             nodes[i].watchdogGeneration += 1
         case .nodeFreeze:
-            // A machine without its monitor and watchdog that freezes looks dead while its PostgreSQL
-            // stays a writable primary nobody fences: a replica takes over, and once it thaws two nodes
-            // take writes until its monitor starts. No rule covers that (only a fence from outside the
-            // machine would), so the simulator does not draw it (docs/failover.md).
-            if nodes[i].guardiansDead(now) {
+            // A machine whose monitor and watchdog were killed, its writable primary unguarded since (also
+            // while a restarted monitor has not led it yet), that freezes looks dead: a replica takes
+            // over, and once it thaws two nodes take writes until its monitor guards it again. No rule
+            // covers that (only a fence from outside the machine would), so the simulator does not draw
+            // it (docs/failover.md).
+            if nodes[i].unguardedPrimary {
                 note("FAULT (none: \(name), without its monitor and watchdog, is not frozen)")
                 return
             }

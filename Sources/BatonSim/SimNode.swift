@@ -17,8 +17,9 @@ final class SimNode {
     /// The whole machine is stopped until then: PostgreSQL, monitor, watchdog.
     var nodeFrozenTill: Duration = .zero
     var cutFromConsul = false
-    /// The monitor and the watchdog were killed together and none runs until then (`guardians-killed`).
-    var guardiansDeadTill: Duration = .zero
+    /// The monitor and the watchdog were killed together (`guardians-killed`), and no watchdog has
+    /// guarded this node's PostgreSQL since.
+    var guardiansKilled = false
 
     // The monitor.
     var memory = MonitorState()
@@ -65,7 +66,9 @@ final class SimNode {
 
     func frozen(_ now: Duration) -> Bool { nodeFrozenTill > now }
 
-    func guardiansDead(_ now: Duration) -> Bool { guardiansDeadTill > now }
+    /// A writable primary that no watchdog has guarded since its monitor and watchdog were killed: a
+    /// restarted monitor guards it again once it leads (its watchdog armed) or stops it.
+    var unguardedPrimary: Bool { guardiansKilled && watchdogDeadline == nil && db.running && !db.standbySignal }
 
     /// When the monitor process runs again, if it is stopped now.
     func monitorFrozenUntil(_ now: Duration) -> Duration? {
@@ -79,6 +82,7 @@ final class SimNode {
     /// the monitor and lease start afresh, the watchdog is not armed.
     func restart() {
         alive = true
+        guardiansKilled = false
         restartMonitor()
         // pgbouncer starts again on the target its file names, taking clients; its agent afresh.
         bouncer.paused = false
@@ -92,7 +96,6 @@ final class SimNode {
     /// not armed; events of its earlier life are dropped.
     func restartMonitor() {
         generation += 1
-        guardiansDeadTill = .zero
         memory = MonitorState()
         lease = LeaseState(node: name)
         lastAction = ""

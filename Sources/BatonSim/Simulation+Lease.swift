@@ -265,6 +265,7 @@ extension Simulation {
         let deadline = Duration.nanoseconds(Int64(deadline))
         nodes[i].watchdogDeadline = deadline
         nodes[i].watchdogGeneration += 1
+        nodes[i].guardiansKilled = false
         schedule(at: firesAt(deadline), .watchdog(i, generation: nodes[i].watchdogGeneration))
     }
 
