@@ -74,9 +74,22 @@ struct RegistrationTests {
         #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"upstream":"p'1"}"#,
         #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"location":"a b"}"#,
         #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby"}"#, "", "[1]",
+        // A pgBackRest TLS server a backup from a standby would be pointed at: every field checked.
+        #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":"8432"}"#,
+        #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":{"port":0,"config":"/etc/pgbackrest.conf","pgdata":"/var/lib/pg","socket_dir":"/run/postgresql"}}"#,
+        #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":{"port":8432,"config":"relative.conf","pgdata":"/var/lib/pg","socket_dir":"/run/postgresql"}}"#,
+        #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":{"port":8432,"config":"/etc/pgbackrest.conf","pgdata":"/var/lib/pg\nx","socket_dir":"/run/postgresql"}}"#,
+        #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":{"port":8432,"config":"/etc/pgbackrest.conf","pgdata":"/var/lib/pg"}}"#,
     ])
     func rejectsHostileOrMalformedRegistrations(text: String) {
         #expect(throws: ValidationProblem.self) { try NodeRegistration(bytes: Array(text.utf8), key: key) }
+    }
+
+    @Test func aBackupServerRoundTrips() throws {
+        let text = #"{"name":"pg2","address":"198.18.0.2","port":5432,"role":"standby","priority":100,"backup_server":{"port":8432,"config":"/etc/pgbackrest.conf","pgdata":"/var/lib/pg","socket_dir":"/run/postgresql"}}"#
+        let r = try NodeRegistration(bytes: Array(text.utf8), key: key)
+        #expect(r.backupServer?.port.value == 8432 && r.backupServer?.pgdata.value == "/var/lib/pg")
+        #expect(try NodeRegistration(bytes: r.json.serializedBytes(), key: key) == r)
     }
 
     @Test func claims() throws {
