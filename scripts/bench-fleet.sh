@@ -13,8 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r -a steps <<<"${1:-1 10 30}"
-largest=${steps[-1]}
-[ "$largest" -le 40 ] || { echo "at most 40 clusters (120 PostgreSQL servers) on one machine" >&2; exit 2; }
+previous=0
+for size in "${steps[@]}"; do
+  [[ "$size" =~ ^[0-9]+$ ]] && [ "$size" -gt "$previous" ] && [ "$size" -le 40 ] \
+    || { echo "STEPS must be fleet sizes from 1 to 40 clusters (120 PostgreSQL servers), ascending, e.g. \"1 10 30\"; got \"${1:-}\"" >&2; exit 2; }
+  previous=$size
+done
+[[ "${BENCH_REST:-60}" =~ ^[1-9][0-9]*$ && "${BENCH_FAILOVERS:-3}" =~ ^[0-9]+$ ]] \
+  || { echo "BENCH_REST must be a whole number of seconds (at least 1), BENCH_FAILOVERS a count" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root: PostgreSQL runs as the postgres user" >&2; exit 2; }
 swift build -c release --static-swift-stdlib --product baton >/dev/null
 swift build -c release --static-swift-stdlib --product baton-watchdog >/dev/null   # the monitor starts it from beside itself

@@ -192,9 +192,7 @@ struct MonitorLoop {
             let timeout = min(.milliseconds(500), config.loopWait.swiftDuration / 2)
             // Before taking a free lock, every other node's PostgreSQL asked directly at the same time:
             // a primary whose monitor does not run (it never started, or exited before it took the lock)
-            // answers nothing through its API, has no watchdog, and takes writes nobody fences. (Taking
-            // over a silent leader, its watchdog has fenced it: asking would cost a dead machine's
-            // timeout on every node loss.)
+            // answers nothing through its API, has no watchdog, and takes writes nobody fences.
             var others = action.acquiresFreeLock ? snapshot.registrations.values.filter { $0.name != me }.map { ($0.name, sourceConninfo($0)) } : []
             // Taking over a silent leader: its PostgreSQL, asked a moment before the deadline (past its
             // fence: a watchdog killed with its monitor leaves it writable, and nobody fences it).
