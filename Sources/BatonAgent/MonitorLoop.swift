@@ -198,7 +198,7 @@ struct MonitorLoop {
             // fence: a watchdog killed with its monitor leaves it writable, and nobody fences it).
             var answeredWritable: Set<NodeName> = []
             if case .takeOver(let holder, _) = action, holder != me, let index = snapshot.leader?.modifyIndex, let registration = snapshot.registrations[holder] {
-                switch silentLeaderProbe.answer(holder, index: index) {
+                switch silentLeaderProbe.take(holder, index: index) {
                 case true?: answeredWritable.insert(holder)
                 case false?: break
                 case nil: others.append((holder, sourceConninfo(registration)))  // not asked in time (a loop that came late): asked now

@@ -31,8 +31,14 @@ final class SilentLeaderProbe: Sendable {
     }
 
     /// What the leader's PostgreSQL answered for this silence; nil when it was not asked or the answer
-    /// is not in yet (the takeover asks again at once).
-    func answer(_ holder: NodeName, index: UInt64) -> Bool? {
-        asked.withLock { current in current?.holder == holder && current?.index == index ? current?.writable : nil }
+    /// is not in yet (the takeover asks again at once). A writable answer is used once: a watchdog that
+    /// fences late (a loaded machine) has stopped it by the next loop, which asks again.
+    func take(_ holder: NodeName, index: UInt64) -> Bool? {
+        asked.withLock { current in
+            guard current?.holder == holder, current?.index == index else { return nil }
+            let answer = current?.writable
+            if answer == true { current?.writable = nil }
+            return answer
+        }
     }
 }
